@@ -1,0 +1,63 @@
+#pragma once
+// The GPU model: decode step time, power and energy per token as functions of batch size and
+// context, interpolated from measured points. One implementation serves the router's cost model,
+// the engine emulator and the simulator.
+
+#include <string>
+#include <vector>
+
+namespace powerplane::core {
+
+// One measured decode operating point at the profile's reference context.
+struct DecodePoint {
+  double batch = 1;       // sequences decoded together.
+  double step_s = 0;      // seconds per decode step (one token for each sequence).
+  double watts = 0;       // average GPU power while decoding.
+};
+
+// Measurements of one GPU running one model. Where they come from is the loader's business
+// (see src/fleet/gpu_profiles.cc and data/README.md).
+struct GpuProfile {
+  std::string name;                    // e.g. "h200-llama-3.1-8b".
+  std::vector<DecodePoint> decode;     // at reference_context_tokens, batch ascending.
+  double reference_context_tokens = 1024;
+  // Extra step time per cached token: step(b, c) = step_ref(b) + k * b * (c - c_ref).
+  double step_s_per_context_token = 0;
+  double prefill_tokens_per_s = 0;
+  double prefill_watts = 0;
+  double idle_watts = 0;
+  double max_watts = 700;              // the board power limit.
+  std::string source;                  // provenance, for reports and docs.
+};
+
+// Fast evaluation of a GpuProfile. Immutable after construction; safe to share across threads.
+class GpuModel {
+ public:
+  explicit GpuModel(GpuProfile profile);
+
+  const GpuProfile& profile() const { return profile_; }
+
+  // Seconds per decode step with `batch` sequences of mean context `context_tokens`.
+  double StepSeconds(int batch, double context_tokens) const;
+  // Average GPU watts while decoding at that batch and context.
+  double DecodeWatts(int batch, double context_tokens) const;
+  // Joules per output token at that batch and context (watts x step / batch).
+  double JoulesPerOutputToken(int batch, double context_tokens) const;
+  // Seconds to prefill `prompt_tokens` tokens.
+  double PrefillSeconds(double prompt_tokens) const;
+  // Joules per prompt token during prefill.
+  double JoulesPerPromptToken() const { return joules_per_prompt_token_; }
+  double IdleWatts() const { return profile_.idle_watts; }
+
+ private:
+  static constexpr int kTableSize = 1024;
+  double StepRef(int batch) const;
+  double WattsRef(double batch) const;
+
+  GpuProfile profile_;
+  std::vector<double> step_ref_;   // index = batch, 1..kTableSize.
+  std::vector<double> watts_ref_;  // index = batch.
+  double joules_per_prompt_token_ = 0;
+};
+
+}  // namespace powerplane::core

@@ -1,0 +1,103 @@
+#include "net/http_client.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <map>
+#include <vector>
+
+namespace powerplane::net {
+namespace beast = boost::beast;
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kMaxIdlePerHost = 256;
+
+using Key = std::pair<std::string, unsigned short>;
+thread_local std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> tls_pool;
+
+}  // namespace
+
+asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
+    std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse) {
+  if (allow_reuse) {
+    auto it = tls_pool.find(Key{host, port});
+    if (it != tls_pool.end() && !it->second.empty()) {
+      auto c = std::move(it->second.back());
+      it->second.pop_back();
+      c->reused = true;
+      co_return c;
+    }
+  }
+  auto ex = co_await asio::this_coro::executor;
+  auto c = std::make_unique<UpstreamConnection>(ex, host, port);
+  beast::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) {
+    tcp::resolver resolver(ex);
+    auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), kUseTuple);
+    if (rec) co_return std::unexpected("resolve " + host + ": " + rec.message());
+    c->stream.expires_after(timeout);
+    auto [cec, ep] = co_await c->stream.async_connect(results, kUseTuple);
+    if (cec) co_return std::unexpected("connect " + host + ":" + std::to_string(port) + ": " +
+                                       cec.message());
+  } else {
+    c->stream.expires_after(timeout);
+    auto [cec] = co_await c->stream.async_connect(tcp::endpoint(address, port), kUseTuple);
+    if (cec) co_return std::unexpected("connect " + host + ":" + std::to_string(port) + ": " +
+                                       cec.message());
+  }
+  c->stream.expires_never();
+  c->stream.socket().set_option(tcp::no_delay(true), ec);
+  co_return c;
+}
+
+void Release(std::unique_ptr<UpstreamConnection> connection) {
+  if (!connection || !connection->stream.socket().is_open()) return;
+  connection->stream.expires_never();
+  auto& idle = tls_pool[Key{connection->host, connection->port}];
+  if (idle.size() < kMaxIdlePerHost) idle.push_back(std::move(connection));
+}
+
+void DropPooled(const std::string& host, unsigned short port) { tls_pool.erase(Key{host, port}); }
+
+asio::awaitable<std::expected<Response, std::string>> Fetch(std::string host, unsigned short port,
+                                                            Request request,
+                                                            std::chrono::milliseconds timeout) {
+  std::string error;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto c = co_await Connect(host, port, timeout, /*allow_reuse=*/attempt == 0);
+    if (!c) co_return std::unexpected(c.error());
+    auto& conn = **c;
+    if (request.find(http::field::host) == request.end()) request.set(http::field::host, host);
+    request.prepare_payload();
+    conn.stream.expires_after(timeout);
+    auto [wec, wn] = co_await http::async_write(conn.stream, request, kUseTuple);
+    Response response;
+    beast::error_code rec;
+    if (!wec) {
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(64 * 1024 * 1024);
+      auto [ec, rn] = co_await http::async_read(conn.stream, conn.buffer, parser, kUseTuple);
+      rec = ec;
+      if (!rec) response = parser.release();
+    }
+    const beast::error_code& ec = wec ? wec : rec;
+    if (ec) {
+      error = ec.message();
+      // A pooled connection the server had closed: try once more on a fresh one.
+      if (conn.reused && (ec == http::error::end_of_stream || ec == asio::error::connection_reset ||
+                          ec == asio::error::broken_pipe || ec == asio::error::eof)) {
+        continue;
+      }
+      co_return std::unexpected(host + ":" + std::to_string(port) + ": " + error);
+    }
+    if (response.keep_alive()) Release(std::move(*c));
+    co_return response;
+  }
+  co_return std::unexpected(host + ":" + std::to_string(port) + ": " + error);
+}
+
+}  // namespace powerplane::net

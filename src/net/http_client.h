@@ -1,0 +1,46 @@
+#pragma once
+// HTTP client side: pooled keep-alive connections to upstream servers and one-shot fetches.
+// Pools are per thread: each worker thread runs one io_context, and a connection never leaves
+// the thread that opened it.
+
+#include <chrono>
+#include <expected>
+#include <memory>
+#include <string>
+
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include "net/http.h"
+
+namespace powerplane::net {
+
+// One connection to host:port, taken from this thread's pool or newly opened.
+struct UpstreamConnection {
+  UpstreamConnection(asio::any_io_executor ex, std::string to_host, unsigned short to_port)
+      : stream(ex), host(std::move(to_host)), port(to_port) {}
+  boost::beast::tcp_stream stream;
+  boost::beast::flat_buffer buffer;
+  std::string host;
+  unsigned short port;
+  bool reused = false;  // it came from the pool (it may have been closed by the server since).
+};
+
+// Takes an idle pooled connection to host:port, or connects (within `timeout`).
+asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
+    std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse = true);
+
+// Puts a connection whose last response was read completely and allowed keep-alive back into
+// this thread's pool.
+void Release(std::unique_ptr<UpstreamConnection> connection);
+
+// Drops this thread's idle connections to host:port (after a failure there).
+void DropPooled(const std::string& host, unsigned short port);
+
+// Sends `request` and reads the whole response, within `timeout`. Pooled; retries once on a
+// fresh connection when a reused one turns out to be closed.
+asio::awaitable<std::expected<Response, std::string>> Fetch(std::string host, unsigned short port,
+                                                            Request request,
+                                                            std::chrono::milliseconds timeout);
+
+}  // namespace powerplane::net

@@ -1,0 +1,238 @@
+#include "net/http_server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/chunk_encode.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+
+namespace powerplane::net {
+namespace beast = boost::beast;
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+
+class StreamResponder final : public Responder {
+ public:
+  StreamResponder(beast::tcp_stream& stream, std::chrono::seconds write_timeout, bool keep_alive,
+                  unsigned version)
+      : stream_(stream), write_timeout_(write_timeout), keep_alive_(keep_alive), version_(version) {}
+
+  asio::awaitable<bool> Send(Response response) override {
+    response.version(version_);
+    response.keep_alive(keep_alive_ && response.keep_alive());
+    response.prepare_payload();
+    keep_alive_ = response.keep_alive();
+    sent_ = true;
+    stream_.expires_after(write_timeout_);
+    auto [ec, n] = co_await http::async_write(stream_, response, kUseTuple);
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  asio::awaitable<bool> StartStream(http::response<http::empty_body> header) override {
+    header.version(version_);
+    header.chunked(true);
+    header.keep_alive(keep_alive_ && header.keep_alive());
+    keep_alive_ = header.keep_alive();
+    sent_ = true;
+    streaming_ = true;
+    http::response_serializer<http::empty_body> sr{header};
+    stream_.expires_after(write_timeout_);
+    auto [ec, n] = co_await http::async_write_header(stream_, sr, kUseTuple);
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  asio::awaitable<bool> WriteChunk(std::string_view data) override {
+    if (gone_ || data.empty()) co_return !gone_;
+    stream_.expires_after(write_timeout_);
+    auto [ec, n] = co_await asio::async_write(
+        stream_, http::make_chunk(asio::const_buffer(data.data(), data.size())), kUseTuple);
+    if (ec) gone_ = true;
+    co_return !gone_;
+  }
+
+  asio::awaitable<bool> EndStream() override {
+    if (gone_) co_return false;
+    stream_.expires_after(write_timeout_);
+    auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk_last(), kUseTuple);
+    if (ec) gone_ = true;
+    streaming_ = false;
+    co_return !gone_;
+  }
+
+  bool ClientGone() const override { return gone_; }
+  std::string Peer() const override {
+    beast::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+
+  bool sent() const { return sent_; }
+  bool keep_alive() const { return keep_alive_ && !gone_ && !streaming_; }
+
+ private:
+  beast::tcp_stream& stream_;
+  std::chrono::seconds write_timeout_;
+  bool keep_alive_;
+  unsigned version_;
+  bool sent_ = false;
+  bool gone_ = false;
+  bool streaming_ = false;
+};
+
+}  // namespace
+
+struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
+  State(std::vector<asio::any_io_executor> ex, tcp::endpoint ep, Handler h, ServerOptions o)
+      : executors(std::move(ex)), acceptor(executors.at(0)), handler(std::move(h)), options(o) {
+    acceptor.open(ep.protocol());
+    acceptor.set_option(asio::socket_base::reuse_address(true));
+    acceptor.bind(ep);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+  }
+
+  asio::awaitable<void> Accept() {
+    auto self = shared_from_this();
+    while (!stopped) {
+      auto& target = executors[next_executor++ % executors.size()];
+      auto [ec, socket] = co_await acceptor.async_accept(target, kUseTuple);
+      if (ec) {
+        if (stopped || ec == asio::error::operation_aborted) co_return;
+        spdlog::warn("accept: {}", ec.message());
+        continue;
+      }
+      if (connections.load() >= options.max_connections) {
+        beast::error_code ignored;
+        socket.close(ignored);  // over the bound: refuse rather than queue without limit.
+        continue;
+      }
+      socket.set_option(tcp::no_delay(true));
+      auto ex = socket.get_executor();
+      asio::co_spawn(ex, Session(std::move(socket)), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> Session(tcp::socket socket) {
+    auto self = shared_from_this();
+    ++connections;
+    struct Guard {
+      std::atomic<std::size_t>& n;
+      ~Guard() { --n; }
+    } guard{connections};
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    bool first = true;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+      parser.body_limit(options.max_body_bytes);
+      // Waiting for the next request on a kept-alive connection is idle time; once its first
+      // bytes are in, the whole request must arrive within the header timeout.
+      stream.expires_after(first ? options.header_timeout : options.idle_timeout);
+      first = false;
+      auto [ec_h, nh] = co_await http::async_read_header(stream, buffer, parser, kUseTuple);
+      if (!ec_h && !parser.is_done()) {
+        stream.expires_after(options.header_timeout);
+        auto [ec_b, nb] = co_await http::async_read(stream, buffer, parser, kUseTuple);
+        ec_h = ec_b;
+      }
+      if (ec_h) {
+        if (ec_h == http::error::body_limit || ec_h == http::error::header_limit) {
+          const bool body = ec_h == http::error::body_limit;
+          auto res = ErrorResponse(
+              body ? http::status::payload_too_large
+                   : http::status::request_header_fields_too_large,
+              body ? "request body too large" : "request header too large",
+              "invalid_request_error", body ? "request_too_large" : "header_too_large");
+          res.keep_alive(false);
+          StreamResponder r(stream, options.write_timeout, false, 11);
+          co_await r.Send(std::move(res));
+        } else if (ec_h == http::error::bad_target || ec_h == http::error::bad_method ||
+                   ec_h == http::error::bad_version || ec_h == http::error::bad_field ||
+                   ec_h == http::error::bad_value || ec_h == http::error::bad_content_length ||
+                   ec_h == http::error::bad_chunk || ec_h == http::error::bad_line_ending) {
+          auto res = ErrorResponse(http::status::bad_request, "malformed HTTP request: " +
+                                                                  ec_h.message(),
+                                   "invalid_request_error", "bad_request");
+          res.keep_alive(false);
+          StreamResponder r(stream, options.write_timeout, false, 11);
+          co_await r.Send(std::move(res));
+        }
+        break;
+      }
+      Request request = parser.release();
+      StreamResponder responder(stream, options.write_timeout, request.keep_alive(),
+                                request.version());
+      stream.expires_never();
+      std::exception_ptr failure;
+      try {
+        co_await handler(request, responder);
+      } catch (...) {
+        failure = std::current_exception();
+      }
+      if (failure) {
+        try {
+          std::rethrow_exception(failure);
+        } catch (const std::exception& e) {
+          spdlog::error("handler threw on {} {}: {}", std::string(request.method_string()),
+                        std::string(request.target()), e.what());
+        } catch (...) {
+          spdlog::error("handler threw a non-exception");
+        }
+        if (!responder.sent()) {
+          co_await responder.Send(ErrorResponse(http::status::internal_server_error,
+                                                "internal error", "server_error"));
+        }
+        break;
+      }
+      if (!responder.sent()) {
+        co_await responder.Send(ErrorResponse(http::status::internal_server_error,
+                                              "no response", "server_error"));
+      }
+      if (!responder.keep_alive()) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  std::vector<asio::any_io_executor> executors;
+  std::size_t next_executor = 0;
+  tcp::acceptor acceptor;
+  Handler handler;
+  ServerOptions options;
+  std::atomic<bool> stopped{false};
+  std::atomic<std::size_t> connections{0};
+};
+
+HttpServer::HttpServer(std::vector<asio::any_io_executor> executors, tcp::endpoint endpoint,
+                       Handler handler, ServerOptions options)
+    : state_(std::make_shared<State>(std::move(executors), endpoint, std::move(handler), options)) {}
+
+HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Start() {
+  asio::co_spawn(state_->acceptor.get_executor(), state_->Accept(), asio::detached);
+}
+
+void HttpServer::Stop() {
+  if (state_->stopped.exchange(true)) return;
+  asio::post(state_->acceptor.get_executor(), [s = state_] {
+    beast::error_code ignored;
+    s->acceptor.close(ignored);
+  });
+}
+
+unsigned short HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
+std::size_t HttpServer::open_connections() const { return state_->connections.load(); }
+
+}  // namespace powerplane::net

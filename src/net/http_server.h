@@ -1,0 +1,71 @@
+#pragma once
+// An HTTP/1.1 server on Boost.Beast with C++20 coroutines: keep-alive, limits on header and body
+// size (answered 413/431), a header-read timeout and an idle timeout, a bound on concurrent
+// connections, and responses written whole or streamed as chunks (server-sent events).
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "net/http.h"
+
+namespace powerplane::net {
+
+struct ServerOptions {
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 4 * 1024 * 1024;
+  std::chrono::seconds header_timeout{30};  // to read one request's header and body.
+  std::chrono::seconds idle_timeout{120};   // a kept-alive connection with no request.
+  std::chrono::seconds write_timeout{60};   // one write to a client.
+  std::size_t max_connections = 20000;
+};
+
+// The response side of one request. A handler either calls Send once, or StartStream, then
+// WriteChunk any number of times, then EndStream. Not thread-safe: use it from the handler's
+// coroutine only.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  // Sends a complete response. Returns false when the client is gone.
+  virtual asio::awaitable<bool> Send(Response response) = 0;
+  // Sends the status and headers of a chunked response (no body yet).
+  virtual asio::awaitable<bool> StartStream(http::response<http::empty_body> header) = 0;
+  virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;
+  virtual asio::awaitable<bool> EndStream() = 0;
+  // True once a write has failed (the client disconnected or timed out).
+  virtual bool ClientGone() const = 0;
+  // The peer's address, for logs.
+  virtual std::string Peer() const = 0;
+};
+
+// Called for each request. It must answer through the Responder and must not throw (an escaped
+// exception is logged and answered with a 500 when nothing was sent yet).
+using Handler = std::function<asio::awaitable<void>(Request&, Responder&)>;
+
+class HttpServer {
+ public:
+  // Listens on `endpoint` (port 0 = OS-chosen). Accepted connections are spread round-robin
+  // over `executors`, each expected to be a single-threaded io_context (one per core), so a
+  // connection and everything it does (upstream sockets included) stays on one thread.
+  HttpServer(std::vector<asio::any_io_executor> executors, tcp::endpoint endpoint,
+             Handler handler, ServerOptions options = {});
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Starts accepting. Thread-safe to call once.
+  void Start();
+  // Stops accepting new connections; open ones finish their current request.
+  void Stop();
+  unsigned short port() const;
+  std::size_t open_connections() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace powerplane::net

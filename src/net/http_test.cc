@@ -1,0 +1,99 @@
+#include <gtest/gtest.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/beast/http/empty_body.hpp>
+
+#include "net/http_client.h"
+#include "net/http_server.h"
+#include "net/io_pool.h"
+
+namespace powerplane::net {
+namespace {
+
+asio::awaitable<void> Echo(Request& req, Responder& r) {
+  if (req.target() == "/stream") {
+    http::response<http::empty_body> h{http::status::ok, 11};
+    h.set(http::field::content_type, "text/event-stream");
+    co_await r.StartStream(std::move(h));
+    for (int i = 0; i < 3; ++i) co_await r.WriteChunk("data: " + std::to_string(i) + "\n\n");
+    co_await r.EndStream();
+    co_return;
+  }
+  if (req.target() == "/throw") throw std::runtime_error("boom");
+  co_await r.Send(MakeResponse(http::status::ok, "you said " + req.body(), "text/plain"));
+}
+
+class HttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions o;
+    o.max_body_bytes = 1024;
+    server_ = std::make_unique<HttpServer>(pool_.Executors(),
+                                           tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
+                                           Echo, o);
+    server_->Start();
+    pool_.Start();
+  }
+  void TearDown() override {
+    server_->Stop();
+    pool_.Stop();
+  }
+  std::expected<Response, std::string> Call(http::verb verb, std::string target, std::string body) {
+    Request req{verb, target, 11};
+    req.body() = std::move(body);
+    auto fut = asio::co_spawn(pool_.context(0),
+                              Fetch("127.0.0.1", server_->port(), std::move(req),
+                                    std::chrono::milliseconds(2000)),
+                              asio::use_future);
+    return fut.get();
+  }
+  IoPool pool_{1};
+  std::unique_ptr<HttpServer> server_;
+};
+
+TEST_F(HttpTest, AnswersAndKeepsConnectionsAlive) {
+  auto r = Call(http::verb::post, "/x", "hello");
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->body(), "you said hello");
+  auto r2 = Call(http::verb::post, "/x", "again");
+  ASSERT_TRUE(r2) << r2.error();
+  EXPECT_EQ(r2->body(), "you said again");
+  EXPECT_EQ(server_->open_connections(), 1u);
+}
+
+TEST_F(HttpTest, StreamsChunks) {
+  auto r = Call(http::verb::get, "/stream", "");
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->body(), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+  EXPECT_EQ(r->at(http::field::transfer_encoding), "chunked");
+}
+
+TEST_F(HttpTest, OversizedBodyIs413WithOpenAiError) {
+  auto r = Call(http::verb::post, "/x", std::string(4096, 'x'));
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->result(), http::status::payload_too_large);
+  EXPECT_NE(r->body().find("\"type\":\"invalid_request_error\""), std::string::npos);
+}
+
+TEST_F(HttpTest, HandlerExceptionBecomes500) {
+  auto r = Call(http::verb::get, "/throw", "");
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->result(), http::status::internal_server_error);
+  EXPECT_NE(r->body().find("server_error"), std::string::npos);
+}
+
+TEST(HttpHelpers, ErrorBodyAndHostPort) {
+  EXPECT_EQ(ErrorBody("bad key", "invalid_request_error", "invalid_api_key"),
+            R"({"error":{"code":"invalid_api_key","message":"bad key","param":null,"type":"invalid_request_error"}})");
+  std::string host;
+  unsigned short port = 0;
+  EXPECT_TRUE(SplitHostPort("127.0.0.1:8080", &host, &port));
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 8080);
+  EXPECT_FALSE(SplitHostPort("nohost", &host, &port));
+  EXPECT_FALSE(SplitHostPort("h:99999", &host, &port));
+}
+
+}  // namespace
+}  // namespace powerplane::net

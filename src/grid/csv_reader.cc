@@ -23,8 +23,8 @@ bool CsvReader::Next() {
   while (!rest_.empty()) {
     const void* nl = std::memchr(rest_.data(), '\n', rest_.size());
     const std::size_t len =
-        nl == nullptr ? rest_.size() : static_cast<std::size_t>(static_cast<const char*>(nl) -
-                                                                 rest_.data());
+        nl == nullptr ? rest_.size()
+                      : static_cast<std::size_t>(static_cast<const char*>(nl) - rest_.data());
     std::string_view line = rest_.substr(0, len);
     rest_.remove_prefix(nl == nullptr ? len : len + 1);
     ++line_number_;

@@ -1,5 +1,7 @@
 #include "grid/price_loaders.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -9,8 +11,6 @@
 #include <system_error>
 #include <utility>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "grid/csv_reader.h"
 
@@ -214,7 +214,8 @@ std::expected<PriceSeries, LoadError> ParseErcotCsv(std::string_view text,
   if (!reader.Next()) return Fail(file_name, 1, 0, "empty file: expected a header line");
   const std::vector<std::string_view> header = reader.fields();
   if (header.size() < 2 || header[0] != "delivery_date" || header[1] != "hour_ending") {
-    return Fail(file_name, reader.line_number(), header.empty() || header[0] != "delivery_date" ? 1 : 2,
+    return Fail(file_name, reader.line_number(),
+                header.empty() || header[0] != "delivery_date" ? 1 : 2,
                 "expected the header to start with 'delivery_date,hour_ending'");
   }
   const int price_column = column.empty() ? 0 : FindColumn(header, column);
@@ -261,7 +262,8 @@ std::expected<PriceSeries, LoadError> ParseErcotCsv(std::string_view text,
     const auto start =
         UsCentralToUtc(local_start, repeated ? Ambiguity::kLater : Ambiguity::kEarlier);
     if (!start) {
-      return Fail(file_name, line, 2, fmt::format("hour_ending {}: {}", hour_ending, start.error()));
+      return Fail(file_name, line, 2,
+                  fmt::format("hour_ending {}: {}", hour_ending, start.error()));
     }
     rows.push_back(Row{*start, usd_per_mwh, line});
   }
@@ -278,8 +280,7 @@ std::expected<PriceSeries, LoadError> LoadErcotCsv(const std::string& path,
 // ---- DE-LU ----
 
 std::expected<PriceSeries, LoadError> ParseDeLuCsv(std::string_view text,
-                                                   std::string_view file_name,
-                                                   double usd_per_eur) {
+                                                   std::string_view file_name, double usd_per_eur) {
   if (!std::isfinite(usd_per_eur) || usd_per_eur <= 0.0) {
     return Fail(file_name, 0, 0, fmt::format("usd_per_eur must be positive, got {}", usd_per_eur));
   }
@@ -315,8 +316,9 @@ std::expected<PriceSeries, LoadError> ParseDeLuCsv(std::string_view text,
     }
     minutes clock{};
     if (!ParseClock(field(start_column), &clock)) {
-      return Fail(file_name, line, start_column,
-                  fmt::format("invalid stimestart {} (expected HH:MM)", Quote(field(start_column))));
+      return Fail(
+          file_name, line, start_column,
+          fmt::format("invalid stimestart {} (expected HH:MM)", Quote(field(start_column))));
     }
     hours utc_offset{};
     if (field(zone_column) == "CET") {
@@ -324,9 +326,9 @@ std::expected<PriceSeries, LoadError> ParseDeLuCsv(std::string_view text,
     } else if (field(zone_column) == "CEST") {
       utc_offset = hours{2};
     } else {
-      return Fail(file_name, line, zone_column,
-                  fmt::format("invalid zone_start {} (expected CET or CEST)",
-                              Quote(field(zone_column))));
+      return Fail(
+          file_name, line, zone_column,
+          fmt::format("invalid zone_start {} (expected CET or CEST)", Quote(field(zone_column))));
     }
     double ct_per_kwh = 0.0;
     if (!ParseDouble(cell, &ct_per_kwh)) {

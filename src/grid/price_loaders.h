@@ -68,7 +68,7 @@ struct PriceSource {
   enum class Format { kErcot, kDeLu, kGeneric };
   Format format = Format::kGeneric;
   std::string path;
-  std::string column;                     // ERCOT only: the price column, e.g. "HB_NORTH_RTM".
+  std::string column;                      // ERCOT only: the price column, e.g. "HB_NORTH_RTM".
   double usd_per_eur = kDefaultUsdPerEur;  // DE-LU only.
 };
 

@@ -1,10 +1,10 @@
 #include "grid/price_loaders.h"
 
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <chrono>
 #include <string>
-
-#include <gtest/gtest.h>
 
 namespace powerplane::grid {
 namespace {
@@ -37,7 +37,7 @@ TEST(RealFiles, ErcotHubNorthRealTime2024) {
   // HE 1 of 2024-01-01 (CST) is 06:00Z; the last hour, HE 24 of 2024-12-31, starts 05:00Z next day.
   EXPECT_EQ(s->front(), At("2024-01-01T06:00:00Z"));
   EXPECT_EQ(s->back(), At("2025-01-01T05:00:00Z"));
-  EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2024-08-19T05:00:00Z")), 17.5025);   // HE 1, CDT
+  EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2024-08-19T05:00:00Z")), 17.5025);  // HE 1, CDT
   EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2024-01-15T06:59:59Z")), 115.075);  // HE 1, CST
   // Fall back: HE 2 is the CDT 01:00 hour (06:00Z); the file has no repeated row, so its price
   // holds through the CST repeat (07:00Z); HE 3 is 02:00 CST = 08:00Z.
@@ -56,7 +56,7 @@ TEST(RealFiles, DeLuDayAhead2024) {
   ASSERT_TRUE(s.has_value()) << s.error().ToString();
   EXPECT_EQ(s->size(), 8808u);  // 366 days x 24 + 2025-01-01
   EXPECT_EQ(s->front(), At("2023-12-31T23:00:00Z"));
-  EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2023-12-31T23:00:00Z")), 0.1);  // 0.01 ct/kWh
+  EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2023-12-31T23:00:00Z")), 0.1);    // 0.01 ct/kWh
   EXPECT_DOUBLE_EQ(s->UsdPerMwhAt(At("2024-06-30T22:00:00Z")), 94.88);  // 00:00 CEST
   EXPECT_NEAR(s->Mean(), 79.2461, 0.001);
   // Hourly without gaps: 8,808 consecutive hours.
@@ -154,8 +154,9 @@ TEST(ErcotCsv, BadDateHourAndFieldCount) {
   ASSERT_FALSE(count.has_value());
   EXPECT_EQ(count.error().line, 2);
   EXPECT_EQ(count.error().column, 4);
-  auto dup = ParseErcotCsv(std::string(kErcotHeader) + "2024-02-01,1,0,1\n2024-02-01,2,0,1\n"
-                                                        "2024-02-01,1,0,1\n",
+  auto dup = ParseErcotCsv(std::string(kErcotHeader) +
+                               "2024-02-01,1,0,1\n2024-02-01,2,0,1\n"
+                               "2024-02-01,1,0,1\n",
                            "p.csv", "X_RTM");
   ASSERT_FALSE(dup.has_value());
   EXPECT_EQ(dup.error().line, 4);
@@ -205,15 +206,17 @@ TEST(DeLuCsv, Errors) {
   auto zone = ParseDeLuCsv(std::string(kDeLuHeader) + "x,01.01.2024,00:00,EST,01:00,CET,1\n", "de");
   ASSERT_FALSE(zone.has_value());
   EXPECT_EQ(zone.error().column, 4);
-  auto number = ParseDeLuCsv(std::string(kDeLuHeader) + "x,01.01.2024,00:00,CET,01:00,CET,1;2\n"
-                                                        "x,01.01.2024,01:00,CET,02:00,CET,3\n",
+  auto number = ParseDeLuCsv(std::string(kDeLuHeader) +
+                                 "x,01.01.2024,00:00,CET,01:00,CET,1;2\n"
+                                 "x,01.01.2024,01:00,CET,02:00,CET,3\n",
                              "de");
   ASSERT_FALSE(number.has_value());
   EXPECT_EQ(number.error().ToString(), "de:2:7: invalid number '1;2'");
   auto date = ParseDeLuCsv(std::string(kDeLuHeader) + "x,2024-01-01,00:00,CET,01:00,CET,1\n", "de");
   ASSERT_FALSE(date.has_value());
   EXPECT_EQ(date.error().column, 2);
-  auto clock = ParseDeLuCsv(std::string(kDeLuHeader) + "x,01.01.2024,24:00,CET,01:00,CET,1\n", "de");
+  auto clock =
+      ParseDeLuCsv(std::string(kDeLuHeader) + "x,01.01.2024,24:00,CET,01:00,CET,1\n", "de");
   ASSERT_FALSE(clock.has_value());
   EXPECT_EQ(clock.error().column, 3);
   EXPECT_FALSE(ParseDeLuCsv("time,price\n1,2\n", "de").has_value());
@@ -241,8 +244,8 @@ TEST(GenericCsv, ParsesIsoTimestamps) {
 }
 
 TEST(GenericCsv, ErrorsCarryPositions) {
-  auto stamp = ParseGenericPriceCsv("timestamp,usd_per_mwh\n2024-08-19T00:00:00Z,1\nyesterday,2\n",
-                                    "g.csv");
+  auto stamp =
+      ParseGenericPriceCsv("timestamp,usd_per_mwh\n2024-08-19T00:00:00Z,1\nyesterday,2\n", "g.csv");
   ASSERT_FALSE(stamp.has_value());
   EXPECT_EQ(stamp.error().line, 3);
   EXPECT_EQ(stamp.error().column, 1);
@@ -258,7 +261,8 @@ TEST(Loaders, MissingFile) {
   auto s = LoadGenericPriceCsv("/nonexistent/prices.csv");
   ASSERT_FALSE(s.has_value());
   EXPECT_EQ(s.error().line, 0);
-  EXPECT_EQ(s.error().ToString(), "/nonexistent/prices.csv: cannot open: No such file or directory");
+  EXPECT_EQ(s.error().ToString(),
+            "/nonexistent/prices.csv: cannot open: No such file or directory");
   PriceSource source{PriceSource::Format::kErcot, "/nonexistent/e.csv", "X", kDefaultUsdPerEur};
   EXPECT_FALSE(LoadPriceFeed(source).has_value());
   source.format = PriceSource::Format::kDeLu;

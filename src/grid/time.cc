@@ -1,8 +1,8 @@
 #include "grid/time.h"
 
-#include <cstdint>
-
 #include <fmt/format.h>
+
+#include <cstdint>
 
 namespace powerplane::grid {
 namespace {
@@ -59,9 +59,8 @@ std::expected<UtcTime, std::string> LocalToUtc(LocalTime local, seconds standard
   }
   if (daylight_ok) return as_daylight;
   if (standard_ok) return as_standard;
-  return std::unexpected(
-      fmt::format("{} {} does not exist (skipped when the clocks went forward)", FormatLocal(local),
-                  zone));
+  return std::unexpected(fmt::format("{} {} does not exist (skipped when the clocks went forward)",
+                                     FormatLocal(local), zone));
 }
 
 }  // namespace

@@ -32,14 +32,16 @@ TEST(ParseUtcTimestamp, AcceptsZuluOffsetsAndNoZone) {
   EXPECT_EQ(At("2024-08-18T18:30:00-05:30"), midnight);
   EXPECT_EQ(At("2024-08-19T00:00:00.999Z"), midnight);
   EXPECT_EQ(At("2024-08-19T00:00:00.5+00:00"), midnight);
-  EXPECT_EQ(At("2024-08-19T12:34:56Z") - midnight, hours{12} + minutes{34} + std::chrono::seconds{56});
+  EXPECT_EQ(At("2024-08-19T12:34:56Z") - midnight,
+            hours{12} + minutes{34} + std::chrono::seconds{56});
 }
 
 TEST(ParseUtcTimestamp, RejectsMalformed) {
   for (std::string_view bad :
        {"", "2024", "2024-13-01", "2024-02-30", "2024-08-19X00:00:00", "2024-08-19T24:00:00Z",
         "2024-08-19T00:60:00Z", "2024-08-19T00:00:00+", "2024-08-19T00:00:00+2:00",
-        "2024-08-19T00:00:00Zjunk", "2024-08-19T00:00:00.", " 2024-08-19", "2024-08-19T00:00:00 "}) {
+        "2024-08-19T00:00:00Zjunk", "2024-08-19T00:00:00.", " 2024-08-19",
+        "2024-08-19T00:00:00 "}) {
     EXPECT_FALSE(ParseUtcTimestamp(bad).has_value()) << bad;
   }
 }

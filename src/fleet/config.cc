@@ -1,0 +1,243 @@
+#include "fleet/config.h"
+
+#include <openssl/evp.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace powerplane::fleet {
+namespace {
+
+#include "fleet/demo_config.inc"
+
+std::string Where(const toml::node& node, std::string_view source) {
+  const auto& s = node.source();
+  std::ostringstream out;
+  out << source << ":" << s.begin.line << ":" << s.begin.column;
+  return out.str();
+}
+
+// Reads an optional value of type T; a present value of the wrong type is an error.
+template <typename T>
+bool Read(const toml::table& t, std::string_view key, T* out, std::string_view source,
+          std::string* error) {
+  const toml::node* n = t.get(key);
+  if (!n) return true;
+  if constexpr (std::is_same_v<T, double>) {
+    if (auto v = n->value<double>()) {
+      *out = *v;
+      return true;
+    }
+  } else if constexpr (std::is_same_v<T, int> || std::is_same_v<T, std::int64_t>) {
+    if (auto v = n->value<std::int64_t>()) {
+      *out = static_cast<T>(*v);
+      return true;
+    }
+  } else if constexpr (std::is_same_v<T, bool>) {
+    if (auto v = n->value<bool>()) {
+      *out = *v;
+      return true;
+    }
+  } else {
+    if (auto v = n->value<std::string>()) {
+      *out = *v;
+      return true;
+    }
+  }
+  *error = Where(*n, source) + ": '" + std::string(key) + "' has the wrong type";
+  return false;
+}
+
+bool ReadStrings(const toml::table& t, std::string_view key, std::vector<std::string>* out,
+                 std::string_view source, std::string* error) {
+  const toml::node* n = t.get(key);
+  if (!n) return true;
+  const toml::array* a = n->as_array();
+  if (!a) {
+    *error = Where(*n, source) + ": '" + std::string(key) + "' must be an array of strings";
+    return false;
+  }
+  for (const auto& item : *a) {
+    auto v = item.value<std::string>();
+    if (!v) {
+      *error = Where(item, source) + ": '" + std::string(key) + "' must hold strings";
+      return false;
+    }
+    out->push_back(*v);
+  }
+  return true;
+}
+
+}  // namespace
+
+int FleetConfig::EndpointCount() const {
+  int n = 0;
+  for (const auto& s : sites)
+    for (const auto& g : s.endpoints) n += g.count;
+  return n;
+}
+
+std::string_view DemoConfigToml() { return kDemoConfigToml; }
+
+std::string Sha256Hex(std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_Digest(text.data(), text.size(), digest, &length, EVP_sha256(), nullptr);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(length * 2);
+  for (unsigned i = 0; i < length; ++i) {
+    out.push_back(kHex[digest[i] >> 4]);
+    out.push_back(kHex[digest[i] & 15]);
+  }
+  return out;
+}
+
+std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_text,
+                                                         std::string_view source) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream out;
+    out << source << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+        << e.description();
+    return std::unexpected(out.str());
+  }
+  FleetConfig c;
+  std::string error;
+  auto fail = [&](std::string message) { return std::unexpected(std::move(message)); };
+
+  if (const auto* g = root["gateway"].as_table()) {
+    std::string admin_key, admin_key_sha256;
+    if (!Read(*g, "listen", &c.listen, source, &error) ||
+        !Read(*g, "admin_key", &admin_key, source, &error) ||
+        !Read(*g, "admin_key_sha256", &admin_key_sha256, source, &error) ||
+        !Read(*g, "default_output_tokens", &c.default_output_tokens, source, &error)) {
+      return fail(error);
+    }
+    c.admin_key_sha256 = !admin_key_sha256.empty() ? admin_key_sha256
+                         : admin_key.empty()        ? ""
+                                                    : Sha256Hex(admin_key);
+  }
+  if (const auto* m = root["market"].as_table()) {
+    if (!Read(*m, "start", &c.market_start, source, &error) ||
+        !Read(*m, "speed", &c.market_speed, source, &error)) {
+      return fail(error);
+    }
+    if (c.market_speed <= 0) return fail(std::string(source) + ": market.speed must be > 0");
+  }
+
+  const toml::array* sites = root["sites"].as_array();
+  if (!sites || sites->empty()) return fail(std::string(source) + ": no [[sites]]");
+  std::set<std::string> site_ids;
+  for (const auto& node : *sites) {
+    const toml::table* t = node.as_table();
+    if (!t) return fail(Where(node, source) + ": [[sites]] entries must be tables");
+    SiteConfig s;
+    if (!Read(*t, "id", &s.id, source, &error) ||
+        !Read(*t, "jurisdiction", &s.jurisdiction, source, &error) ||
+        !Read(*t, "pue", &s.pue, source, &error) ||
+        !Read(*t, "network_rtt_ms", &s.network_rtt_ms, source, &error)) {
+      return fail(error);
+    }
+    if (s.id.empty()) return fail(Where(node, source) + ": a site needs an id");
+    if (!site_ids.insert(s.id).second) {
+      return fail(Where(node, source) + ": duplicate site id '" + s.id + "'");
+    }
+    if (s.jurisdiction.empty()) {
+      return fail(Where(node, source) + ": site '" + s.id + "' needs a jurisdiction");
+    }
+    if (s.pue < 1.0) return fail(Where(node, source) + ": site '" + s.id + "': pue must be >= 1");
+    if (const toml::node* p = t->get("price")) {
+      if (auto fixed = p->value<double>()) {
+        s.price.fixed_usd_per_mwh = *fixed;
+      } else if (const toml::table* pt = p->as_table()) {
+        if (!Read(*pt, "format", &s.price.format, source, &error) ||
+            !Read(*pt, "file", &s.price.file, source, &error) ||
+            !Read(*pt, "column", &s.price.column, source, &error) ||
+            !Read(*pt, "usd_per_mwh", &s.price.fixed_usd_per_mwh, source, &error)) {
+          return fail(error);
+        }
+        if (!s.price.format.empty() && s.price.file.empty()) {
+          return fail(Where(*p, source) + ": price of site '" + s.id + "' needs a file");
+        }
+      } else {
+        return fail(Where(*p, source) + ": price must be a number (USD/MWh) or a table");
+      }
+    }
+    if (const toml::array* eps = t->get_as<toml::array>("endpoints")) {
+      for (const auto& en : *eps) {
+        const toml::table* et = en.as_table();
+        if (!et) return fail(Where(en, source) + ": [[sites.endpoints]] must be tables");
+        EndpointGroupConfig e;
+        if (!Read(*et, "count", &e.count, source, &error) ||
+            !Read(*et, "gpu", &e.gpu, source, &error) ||
+            !Read(*et, "model", &e.model, source, &error) ||
+            !Read(*et, "emulate", &e.emulate, source, &error) ||
+            !ReadStrings(*et, "urls", &e.urls, source, &error) ||
+            !Read(*et, "max_batch", &e.max_batch, source, &error) ||
+            !Read(*et, "max_queue", &e.max_queue, source, &error) ||
+            !Read(*et, "kv_tokens", &e.kv_tokens, source, &error) ||
+            !Read(*et, "hardware_usd_per_hour", &e.hardware_usd_per_hour, source, &error)) {
+          return fail(error);
+        }
+        if (!e.urls.empty()) {
+          e.emulate = false;
+          if (et->get("count") == nullptr) e.count = static_cast<int>(e.urls.size());
+          if (e.count != static_cast<int>(e.urls.size())) {
+            return fail(Where(en, source) + ": count must equal the number of urls");
+          }
+        } else if (!e.emulate) {
+          return fail(Where(en, source) + ": an endpoint group needs urls or emulate = true");
+        }
+        if (e.count < 1 || e.max_batch < 1 || e.max_queue < 0) {
+          return fail(Where(en, source) + ": count and max_batch must be >= 1");
+        }
+        s.endpoints.push_back(std::move(e));
+      }
+    }
+    c.sites.push_back(std::move(s));
+  }
+
+  if (const toml::array* tenants = root["tenants"].as_array()) {
+    std::set<std::string> ids;
+    for (const auto& node : *tenants) {
+      const toml::table* t = node.as_table();
+      if (!t) return fail(Where(node, source) + ": [[tenants]] entries must be tables");
+      TenantConfig tc;
+      std::vector<std::string> plain_keys;
+      std::string cls = "interactive";
+      if (!Read(*t, "id", &tc.id, source, &error) ||
+          !ReadStrings(*t, "keys", &plain_keys, source, &error) ||
+          !ReadStrings(*t, "key_sha256", &tc.key_sha256, source, &error) ||
+          !ReadStrings(*t, "jurisdictions", &tc.jurisdictions, source, &error) ||
+          !Read(*t, "class", &cls, source, &error) ||
+          !Read(*t, "ttft_target_ms", &tc.ttft_target_ms, source, &error) ||
+          !Read(*t, "tpot_target_ms", &tc.tpot_target_ms, source, &error)) {
+        return fail(error);
+      }
+      if (tc.id.empty() || !ids.insert(tc.id).second) {
+        return fail(Where(node, source) + ": a tenant needs a unique id");
+      }
+      if (!core::ParsePriorityClass(cls, &tc.priority)) {
+        return fail(Where(node, source) + ": class must be interactive, standard or batch");
+      }
+      for (const auto& k : plain_keys) tc.key_sha256.push_back(Sha256Hex(k));
+      c.tenants.push_back(std::move(tc));
+    }
+  }
+  return c;
+}
+
+std::expected<FleetConfig, std::string> LoadFleetConfig(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::unexpected(path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return ParseFleetConfig(text.str(), path);
+}
+
+}  // namespace powerplane::fleet

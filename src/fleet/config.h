@@ -1,0 +1,76 @@
+#pragma once
+// The fleet file (TOML): gateway settings, the market clock, sites with their price sources and
+// endpoints (declared in bulk with `count`), and tenants with their keys and rules. The same
+// format describes a 14-GPU demo and a 10,000-GPU fleet. See examples/demo.toml.
+
+#include <expected>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/types.h"
+
+namespace powerplane::fleet {
+
+struct PriceSourceConfig {
+  std::string format;  // "ercot", "de-lu", "generic"; empty = a fixed price.
+  std::string file;    // relative paths resolve against the data directory.
+  std::string column;  // ERCOT: the settlement point column, e.g. "HB_NORTH_RTM".
+  double fixed_usd_per_mwh = 0;
+};
+
+struct EndpointGroupConfig {
+  int count = 1;
+  std::string gpu = "h200";
+  std::string model = "llama-3.1-8b";
+  bool emulate = true;              // start an emulator in this process for each endpoint.
+  std::vector<std::string> urls;    // when not emulated: one base URL per endpoint.
+  int max_batch = 256;
+  int max_queue = 256;
+  std::int64_t kv_tokens = 900000;
+  double hardware_usd_per_hour = 2.0;
+};
+
+struct SiteConfig {
+  std::string id;
+  std::string jurisdiction;
+  double pue = 1.2;
+  double network_rtt_ms = 0;
+  PriceSourceConfig price;
+  std::vector<EndpointGroupConfig> endpoints;
+};
+
+struct TenantConfig {
+  std::string id;
+  std::vector<std::string> key_sha256;  // hex SHA-256 of each API key (plain keys are hashed).
+  std::vector<std::string> jurisdictions;  // empty = any.
+  core::PriorityClass priority = core::PriorityClass::kInteractive;
+  double ttft_target_ms = 1000;
+  double tpot_target_ms = 50;
+};
+
+struct FleetConfig {
+  std::string listen = "127.0.0.1:8080";
+  std::string admin_key_sha256;       // empty = the admin API is disabled.
+  int default_output_tokens = 256;
+  std::string market_start = "2024-08-19T00:00:00-05:00";
+  double market_speed = 60;
+  std::vector<SiteConfig> sites;
+  std::vector<TenantConfig> tenants;
+
+  int EndpointCount() const;
+};
+
+// Parses the TOML text; errors name the source, line and column, or the offending key.
+std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_text,
+                                                         std::string_view source_name);
+std::expected<FleetConfig, std::string> LoadFleetConfig(const std::string& path);
+
+// The demo fleet (examples/demo.toml, compiled in).
+std::string_view DemoConfigToml();
+
+// Lower-case hex SHA-256 of `text`.
+std::string Sha256Hex(std::string_view text);
+
+}  // namespace powerplane::fleet

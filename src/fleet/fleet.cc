@@ -1,0 +1,156 @@
+#include "fleet/fleet.h"
+
+#include <algorithm>
+#include <utility>
+
+namespace powerplane::fleet {
+
+Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
+             std::vector<core::Endpoint> endpoints, std::vector<EndpointAddress> addresses)
+    : sites_(std::move(sites)),
+      models_(std::move(models)),
+      endpoints_(std::move(endpoints)),
+      addresses_(std::move(addresses)),
+      energy_(sites_.size()),
+      market_usd_per_mwh_(sites_.size(), 0.0),
+      override_usd_per_mwh_(sites_.size()),
+      loads_(endpoints_.size()),
+      in_flight_(endpoints_.size(), 0),
+      in_flight_tokens_(endpoints_.size(), 0),
+      scraped_(endpoints_.size()),
+      last_error_(endpoints_.size()) {}
+
+std::optional<std::uint32_t> Fleet::ModelIndex(std::string_view name) const {
+  for (std::size_t i = 0; i < models_.size(); ++i) {
+    if (models_[i] == name) return static_cast<std::uint32_t>(i);
+  }
+  return std::nullopt;
+}
+
+std::optional<std::uint32_t> Fleet::SiteIndex(std::string_view id) const {
+  for (std::size_t i = 0; i < sites_.size(); ++i) {
+    if (sites_[i].id == id) return static_cast<std::uint32_t>(i);
+  }
+  return std::nullopt;
+}
+
+core::Decision Fleet::RouteAndAdmit(const core::Request& request,
+                                    const std::vector<std::uint32_t>& exclude) {
+  std::lock_guard lock(mu_);
+  // Excluded endpoints are hidden as unhealthy for this one decision.
+  std::vector<std::pair<std::uint32_t, bool>> saved;
+  for (auto e : exclude) {
+    if (e < loads_.size()) {
+      saved.emplace_back(e, loads_[e].healthy);
+      loads_[e].healthy = false;
+    }
+  }
+  core::FleetView view{sites_, energy_, endpoints_, loads_};
+  core::Decision d = router_.Route(request, view);
+  for (auto& [e, healthy] : saved) loads_[e].healthy = healthy;
+  if (d.placed) {
+    ++in_flight_[d.endpoint_index];
+    in_flight_tokens_[d.endpoint_index] += request.prompt_tokens + request.expected_output_tokens;
+    RefreshLoad(d.endpoint_index);
+  }
+  return d;
+}
+
+void Fleet::Finish(std::uint32_t endpoint, const core::Request& request) {
+  std::lock_guard lock(mu_);
+  in_flight_[endpoint] = std::max(0, in_flight_[endpoint] - 1);
+  in_flight_tokens_[endpoint] = std::max<std::int64_t>(
+      0, in_flight_tokens_[endpoint] - request.prompt_tokens - request.expected_output_tokens);
+  RefreshLoad(endpoint);
+}
+
+void Fleet::RefreshLoad(std::uint32_t i) {
+  const core::Endpoint& e = endpoints_[i];
+  const ScrapedLoad& s = scraped_[i];
+  core::EndpointLoad& l = loads_[i];
+  // Our own in-flight count moves first; the engine's report covers traffic that did not come
+  // through this gateway. Take the larger.
+  const int occupied = std::max(in_flight_[i], s.running + s.waiting);
+  l.running = std::min(occupied, e.max_batch);
+  l.waiting = occupied - l.running;
+  const auto scraped_kv = static_cast<std::int64_t>(s.kv_usage_fraction * e.kv_token_capacity);
+  l.kv_tokens_used = std::max(in_flight_tokens_[i], scraped_kv);
+  l.mean_context_tokens =
+      in_flight_[i] > 0 ? static_cast<double>(in_flight_tokens_[i]) / in_flight_[i] : 0.0;
+}
+
+void Fleet::SetMarketPrice(std::uint32_t site, double usd_per_mwh) {
+  std::lock_guard lock(mu_);
+  market_usd_per_mwh_[site] = usd_per_mwh;
+  energy_[site].usd_per_mwh = override_usd_per_mwh_[site].value_or(usd_per_mwh);
+}
+
+void Fleet::SetPriceOverride(std::uint32_t site, std::optional<double> usd_per_mwh) {
+  std::lock_guard lock(mu_);
+  override_usd_per_mwh_[site] = usd_per_mwh;
+  energy_[site].usd_per_mwh = usd_per_mwh.value_or(market_usd_per_mwh_[site]);
+}
+
+double Fleet::UsdPerMwh(std::uint32_t site) const {
+  std::lock_guard lock(mu_);
+  return energy_[site].usd_per_mwh;
+}
+
+void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
+  std::lock_guard lock(mu_);
+  loads_[endpoint].healthy = false;
+  last_error_[endpoint] = std::move(why);
+}
+
+void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped) {
+  std::lock_guard lock(mu_);
+  loads_[endpoint].healthy = true;
+  scraped_[endpoint] = scraped;
+  RefreshLoad(endpoint);
+}
+
+bool Fleet::Healthy(std::uint32_t endpoint) const {
+  std::lock_guard lock(mu_);
+  return loads_[endpoint].healthy;
+}
+
+FleetStatus Fleet::Status() const {
+  std::lock_guard lock(mu_);
+  FleetStatus out;
+  for (std::size_t s = 0; s < sites_.size(); ++s) {
+    SiteStatus st;
+    st.id = sites_[s].id;
+    st.jurisdiction = sites_[s].jurisdiction;
+    st.pue = sites_[s].pue;
+    st.network_rtt_ms = sites_[s].network_rtt_s * 1e3;
+    st.market_usd_per_mwh = market_usd_per_mwh_[s];
+    st.override_usd_per_mwh = override_usd_per_mwh_[s];
+    st.usd_per_mwh = energy_[s].usd_per_mwh;
+    out.sites.push_back(std::move(st));
+  }
+  for (std::size_t i = 0; i < endpoints_.size(); ++i) {
+    const core::Endpoint& e = endpoints_[i];
+    EndpointStatus es;
+    es.id = e.id;
+    es.site_id = sites_[e.site_index].id;
+    es.model = models_[e.model_index];
+    es.address = addresses_[i].host + ":" + std::to_string(addresses_[i].port);
+    es.healthy = loads_[i].healthy;
+    es.in_flight = in_flight_[i];
+    es.scraped = scraped_[i];
+    es.load = loads_[i];
+    es.last_error = last_error_[i];
+    SiteStatus& st = out.sites[e.site_index];
+    ++st.endpoints;
+    if (es.healthy) ++st.healthy_endpoints;
+    st.in_flight += es.in_flight;
+    if (es.healthy && scraped_[i].watts >= 0) st.gpu_watts += scraped_[i].watts;
+    out.endpoints.push_back(std::move(es));
+  }
+  for (std::size_t s = 0; s < sites_.size(); ++s) {
+    out.sites[s].facility_watts = out.sites[s].gpu_watts * sites_[s].pue;
+  }
+  return out;
+}
+
+}  // namespace powerplane::fleet

@@ -1,0 +1,121 @@
+#pragma once
+// The live fleet, in process: sites with their prices, endpoints with their load and health.
+// The gateway routes against it; the prober and price updater refresh it. Thread-safe: the
+// immutable description needs no lock; prices, loads and health sit behind one mutex, and a
+// request is routed and admitted under it, so concurrent requests see each other's load.
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/router.h"
+#include "core/types.h"
+
+namespace powerplane::fleet {
+
+struct EndpointAddress {
+  std::string host;
+  unsigned short port = 0;
+};
+
+// What an engine's /metrics said.
+struct ScrapedLoad {
+  int running = 0;
+  int waiting = 0;
+  double kv_usage_fraction = 0;  // 0-1.
+  double watts = -1;             // -1 when the engine does not report power.
+  double joules_total = -1;
+};
+
+// One endpoint's state, copied out for the admin API and /metrics.
+struct EndpointStatus {
+  std::string id;
+  std::string site_id;
+  std::string model;
+  std::string address;
+  bool healthy = true;
+  int in_flight = 0;
+  ScrapedLoad scraped;
+  core::EndpointLoad load;  // what the router sees.
+  std::string last_error;
+};
+
+struct SiteStatus {
+  std::string id;
+  std::string jurisdiction;
+  double pue = 1;
+  double network_rtt_ms = 0;
+  double market_usd_per_mwh = 0;
+  std::optional<double> override_usd_per_mwh;
+  double usd_per_mwh = 0;  // effective.
+  double gpu_watts = 0;    // sum of its endpoints' reported power.
+  double facility_watts = 0;  // gpu_watts x PUE.
+  int endpoints = 0;
+  int healthy_endpoints = 0;
+  int in_flight = 0;
+};
+
+struct FleetStatus {
+  std::vector<SiteStatus> sites;
+  std::vector<EndpointStatus> endpoints;
+};
+
+class Fleet {
+ public:
+  Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
+        std::vector<core::Endpoint> endpoints, std::vector<EndpointAddress> addresses);
+
+  // Immutable description (no lock).
+  const std::vector<std::string>& models() const { return models_; }
+  std::optional<std::uint32_t> ModelIndex(std::string_view name) const;
+  std::optional<std::uint32_t> SiteIndex(std::string_view id) const;
+  const core::Site& site(std::uint32_t i) const { return sites_[i]; }
+  const core::Endpoint& endpoint(std::uint32_t i) const { return endpoints_[i]; }
+  const EndpointAddress& address(std::uint32_t i) const { return addresses_[i]; }
+  std::size_t site_count() const { return sites_.size(); }
+  std::size_t endpoint_count() const { return endpoints_.size(); }
+
+  // Routes `request` and, when placed, counts it in flight at the chosen endpoint until
+  // Finish. `exclude` (optional) lists endpoints to skip, e.g. ones that just failed.
+  core::Decision RouteAndAdmit(const core::Request& request,
+                               const std::vector<std::uint32_t>& exclude = {});
+  // The request admitted at `endpoint` has ended (served, failed or cancelled).
+  void Finish(std::uint32_t endpoint, const core::Request& request);
+
+  void SetMarketPrice(std::uint32_t site, double usd_per_mwh);
+  // Sets (or with nullopt clears) an operator's override of a site's price.
+  void SetPriceOverride(std::uint32_t site, std::optional<double> usd_per_mwh);
+  double UsdPerMwh(std::uint32_t site) const;
+
+  // Health: a failed connection or probe takes the endpoint out at once; a good probe puts it
+  // back.
+  void MarkFailure(std::uint32_t endpoint, std::string why);
+  void MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped);
+  bool Healthy(std::uint32_t endpoint) const;
+
+  FleetStatus Status() const;
+
+ private:
+  void RefreshLoad(std::uint32_t i);  // requires mu_.
+
+  const std::vector<core::Site> sites_;
+  const std::vector<std::string> models_;
+  const std::vector<core::Endpoint> endpoints_;
+  const std::vector<EndpointAddress> addresses_;
+
+  mutable std::mutex mu_;
+  std::vector<core::EnergyState> energy_;
+  std::vector<double> market_usd_per_mwh_;
+  std::vector<std::optional<double>> override_usd_per_mwh_;
+  std::vector<core::EndpointLoad> loads_;
+  std::vector<int> in_flight_;
+  std::vector<std::int64_t> in_flight_tokens_;
+  std::vector<ScrapedLoad> scraped_;
+  std::vector<std::string> last_error_;
+  core::Router router_;
+};
+
+}  // namespace powerplane::fleet

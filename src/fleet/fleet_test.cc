@@ -1,0 +1,94 @@
+#include "fleet/fleet.h"
+
+#include <gtest/gtest.h>
+
+#include "testing/gpu_profiles.h"
+
+namespace powerplane::fleet {
+namespace {
+
+Fleet TwoSiteFleet() {
+  std::vector<core::Site> sites = {{"a", "US", 1.2, 0.01}, {"b", "EU", 1.2, 0.01}};
+  std::vector<core::Endpoint> endpoints;
+  for (std::uint32_t s = 0; s < 2; ++s) {
+    core::Endpoint e;
+    e.id = sites[s].id + "/e0";
+    e.site_index = s;
+    e.gpu = testing::H200Llama8B();
+    e.max_batch = 4;
+    e.max_queue = 1;
+    endpoints.push_back(e);
+  }
+  return Fleet(sites, {"m"}, endpoints, {{"127.0.0.1", 1}, {"127.0.0.1", 2}});
+}
+
+core::Request Req() {
+  core::Request r;
+  r.prompt_tokens = 100;
+  r.expected_output_tokens = 100;
+  return r;
+}
+
+TEST(FleetTest, AdmissionCountsLoadUntilFinish) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  core::Request r = Req();
+  for (int i = 0; i < 5; ++i) {
+    auto d = f.RouteAndAdmit(r);
+    ASSERT_TRUE(d.placed);
+    EXPECT_EQ(d.site_index, 0u) << i;
+  }
+  // Site a is full (batch 4 + queue 1): the next goes to b.
+  EXPECT_EQ(f.RouteAndAdmit(r).site_index, 1u);
+  EXPECT_EQ(f.Status().endpoints[0].in_flight, 5);
+  f.Finish(0, r);
+  EXPECT_EQ(f.Status().endpoints[0].in_flight, 4);
+  EXPECT_EQ(f.RouteAndAdmit(r).site_index, 0u);
+}
+
+TEST(FleetTest, PriceOverrideWinsUntilCleared) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetPriceOverride(0, 900.0);
+  EXPECT_DOUBLE_EQ(f.UsdPerMwh(0), 900);
+  f.SetMarketPrice(0, 12);
+  EXPECT_DOUBLE_EQ(f.UsdPerMwh(0), 900);
+  f.SetPriceOverride(0, std::nullopt);
+  EXPECT_DOUBLE_EQ(f.UsdPerMwh(0), 12);
+  EXPECT_FALSE(f.Status().sites[0].override_usd_per_mwh.has_value());
+}
+
+TEST(FleetTest, FailureTakesAnEndpointOutAndAProbePutsItBack) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  f.MarkFailure(0, "connection refused");
+  EXPECT_FALSE(f.Healthy(0));
+  EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 1u);
+  f.MarkProbeOk(0, ScrapedLoad{});
+  EXPECT_TRUE(f.Healthy(0));
+  EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u);
+}
+
+TEST(FleetTest, ExcludedEndpointsAreSkippedForOneDecision) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  EXPECT_EQ(f.RouteAndAdmit(Req(), {0}).site_index, 1u);
+  EXPECT_TRUE(f.Healthy(0));
+}
+
+TEST(FleetTest, ScrapedLoadCountsTrafficFromElsewhere) {
+  Fleet f = TwoSiteFleet();
+  f.MarkProbeOk(0, ScrapedLoad{.running = 4, .waiting = 1, .kv_usage_fraction = 0.5});
+  auto st = f.Status();
+  EXPECT_EQ(st.endpoints[0].load.running, 4);
+  EXPECT_EQ(st.endpoints[0].load.waiting, 1);
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 1u);  // a is full with others' work.
+}
+
+}  // namespace
+}  // namespace powerplane::fleet

@@ -1,0 +1,259 @@
+#include "gateway/gateway.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "fleet/config.h"
+
+namespace powerplane::gateway {
+namespace http = net::http;
+using json = nlohmann::json;
+
+namespace {
+
+// JSON is built outside coroutines: g++ 12 miscompiles initializer lists of string literals in a
+// coroutine body ("array used as initializer").
+std::string ModelsJson(const std::vector<std::string>& models) {
+  json data = json::array();
+  for (const auto& m : models) {
+    data.push_back(
+        {{"id", m}, {"object", "model"}, {"created", 1721692800}, {"owned_by", "powerplane"}});
+  }
+  return json{{"object", "list"}, {"data", std::move(data)}}.dump();
+}
+
+std::string PriceJson(const std::string& site, double usd_per_mwh) {
+  return json{{"site", site}, {"usd_per_mwh", usd_per_mwh}}.dump();
+}
+
+}  // namespace
+
+std::string NewRequestId() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  thread_local std::uint32_t counter = 0;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "req_%016llx%08x", static_cast<unsigned long long>(rng()),
+                ++counter);
+  return buf;
+}
+
+Gateway::Gateway(fleet::Fleet& fleet, TenantDirectory tenants, GatewayOptions options)
+    : fleet_(fleet), tenants_(std::move(tenants)), options_(std::move(options)), metrics_(fleet) {}
+
+net::Handler Gateway::handler() {
+  return [this](net::Request& req, net::Responder& r) { return Handle(req, r); };
+}
+
+net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::string& request_id,
+                                         http::status status, std::string_view message,
+                                         std::string_view type, std::string_view code,
+                                         int retry_after_s) {
+  auto res = net::ErrorResponse(status, message, type, code);
+  res.set("x-request-id", request_id);
+  if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
+  metrics_.RecordRequest("", static_cast<int>(status));
+  co_await responder.Send(std::move(res));
+}
+
+net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder& responder) {
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/v1/chat/completions" || path == "/v1/completions") {
+    if (request.method() != http::verb::post) {
+      co_await Fail(responder, NewRequestId(), http::status::method_not_allowed,
+                    "use POST for " + std::string(path), "invalid_request_error",
+                    "method_not_allowed");
+      co_return;
+    }
+    co_await HandleInference(path == "/v1/completions" ? ApiKind::kCompletion : ApiKind::kChat,
+                             request, responder);
+    co_return;
+  }
+  if (path == "/v1/models") {
+    auto tenant = tenants_.Authenticate(BearerToken(request[http::field::authorization]));
+    if (!tenant) {
+      co_await Fail(responder, NewRequestId(), http::status::unauthorized,
+                    "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+      co_return;
+    }
+    auto res = net::MakeResponse(http::status::ok, ModelsJson(fleet_.models()), "application/json");
+    co_await responder.Send(std::move(res));
+    co_return;
+  }
+  if (path == "/metrics") {
+    co_await responder.Send(net::MakeResponse(http::status::ok, metrics_.Serialize(),
+                                              "text/plain; version=0.0.4"));
+    co_return;
+  }
+  if (path == "/healthz") {
+    auto res = net::MakeResponse(http::status::ok, std::string(R"({"status":"ok"})"),
+                                 "application/json");
+    co_await responder.Send(std::move(res));
+    co_return;
+  }
+  if (path.starts_with("/admin/")) {
+    co_await HandleAdmin(request, responder);
+    co_return;
+  }
+  co_await Fail(responder, NewRequestId(), http::status::not_found,
+                "Unknown path " + std::string(path), "invalid_request_error", "not_found");
+}
+
+net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::Request& request,
+                                                    net::Responder& responder) {
+  Call call;
+  call.start = std::chrono::steady_clock::now();
+  call.request_id = NewRequestId();
+  call.tenant = tenants_.Authenticate(BearerToken(request[http::field::authorization]));
+  if (!call.tenant) {
+    co_await Fail(responder, call.request_id, http::status::unauthorized,
+                  "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+    co_return;
+  }
+  auto parsed = ParseOpenAiRequest(kind, request.body());
+  if (!parsed) {
+    auto res = net::MakeResponse(
+        static_cast<http::status>(parsed.error().status),
+        net::ErrorBody(parsed.error().message, "invalid_request_error", parsed.error().code,
+                       parsed.error().param),
+        "application/json");
+    res.set("x-request-id", call.request_id);
+    metrics_.RecordRequest("", parsed.error().status);
+    co_await responder.Send(std::move(res));
+    co_return;
+  }
+  call.parsed = std::move(*parsed);
+  auto model = fleet_.ModelIndex(call.parsed.model);
+  if (!model) {
+    co_await Fail(responder, call.request_id, http::status::not_found,
+                  "The model '" + call.parsed.model + "' does not exist", "invalid_request_error",
+                  "model_not_found");
+    co_return;
+  }
+  const Tenant& t = *call.tenant;
+  core::Request& r = call.routed;
+  r.model_index = *model;
+  r.prompt_tokens = call.parsed.prompt_tokens;
+  r.max_output_tokens = call.parsed.max_tokens.value_or(0);
+  r.expected_output_tokens = call.parsed.max_tokens
+                                 ? std::min(*call.parsed.max_tokens, options_.default_output_tokens)
+                                 : options_.default_output_tokens;
+  r.allowed_jurisdictions = t.jurisdictions;
+  r.priority = t.priority;
+  r.ttft_target_s = t.ttft_target_s;
+  r.tpot_target_s = t.tpot_target_s;
+  call.target = std::string(request.target());
+  call.upstream_body = UpstreamBody(call.parsed, std::move(request.body()));
+  co_await Proxy(call, responder);
+}
+
+std::string Gateway::FleetJson() const {
+  const fleet::FleetStatus st = fleet_.Status();
+  json sites = json::array();
+  for (const auto& s : st.sites) {
+    json endpoints = json::array();
+    for (const auto& e : st.endpoints) {
+      if (e.site_id != s.id) continue;
+      endpoints.push_back({{"id", e.id},
+                           {"model", e.model},
+                           {"address", e.address},
+                           {"healthy", e.healthy},
+                           {"in_flight", e.in_flight},
+                           {"running", e.load.running},
+                           {"waiting", e.load.waiting},
+                           {"kv_cache_usage", e.scraped.kv_usage_fraction},
+                           {"power_w", e.scraped.watts >= 0 ? json(e.scraped.watts) : json()},
+                           {"last_error", e.last_error.empty() ? json() : json(e.last_error)}});
+    }
+    sites.push_back(
+        {{"id", s.id},
+         {"jurisdiction", s.jurisdiction},
+         {"usd_per_mwh", s.usd_per_mwh},
+         {"market_usd_per_mwh", s.market_usd_per_mwh},
+         {"override_usd_per_mwh",
+          s.override_usd_per_mwh ? json(*s.override_usd_per_mwh) : json()},
+         {"pue", s.pue},
+         {"network_rtt_ms", s.network_rtt_ms},
+         {"power_kw", s.facility_watts / 1e3},
+         {"gpu_power_kw", s.gpu_watts / 1e3},
+         {"in_flight", s.in_flight},
+         {"healthy_endpoints", s.healthy_endpoints},
+         {"endpoints", std::move(endpoints)}});
+  }
+  json out = {{"sites", std::move(sites)}};
+  if (options_.market_time) out["market_time"] = options_.market_time();
+  return out.dump();
+}
+
+net::asio::awaitable<void> Gateway::HandleAdmin(net::Request& request,
+                                                net::Responder& responder) {
+  const std::string id = NewRequestId();
+  if (options_.admin_key_sha256.empty()) {
+    co_await Fail(responder, id, http::status::not_found, "the admin API is disabled",
+                  "invalid_request_error", "not_found");
+    co_return;
+  }
+  const auto key = BearerToken(request[http::field::authorization]);
+  if (key.empty() || fleet::Sha256Hex(key) != options_.admin_key_sha256) {
+    co_await Fail(responder, id, http::status::unauthorized, "admin key required",
+                  "invalid_request_error", "invalid_api_key");
+    co_return;
+  }
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/admin/fleet" && request.method() == http::verb::get) {
+    co_await responder.Send(net::MakeResponse(http::status::ok, FleetJson(), "application/json"));
+    co_return;
+  }
+  // /admin/sites/{id}/price
+  constexpr std::string_view kSites = "/admin/sites/";
+  constexpr std::string_view kPrice = "/price";
+  if (path.starts_with(kSites) && path.ends_with(kPrice) &&
+      path.size() > kSites.size() + kPrice.size()) {
+    const std::string site_id(
+        path.substr(kSites.size(), path.size() - kSites.size() - kPrice.size()));
+    auto site = fleet_.SiteIndex(site_id);
+    if (!site) {
+      co_await Fail(responder, id, http::status::not_found, "unknown site '" + site_id + "'",
+                    "invalid_request_error", "site_not_found");
+      co_return;
+    }
+    if (request.method() == http::verb::post || request.method() == http::verb::put) {
+      auto body = json::parse(request.body(), nullptr, false);
+      if (body.is_discarded() || !body.is_object() || !body.contains("usd_per_mwh") ||
+          !body["usd_per_mwh"].is_number()) {
+        co_await Fail(responder, id, http::status::bad_request,
+                      "body must be {\"usd_per_mwh\": number}", "invalid_request_error",
+                      "invalid_body");
+        co_return;
+      }
+      const double price = body["usd_per_mwh"].get<double>();
+      if (!std::isfinite(price) || price < -10000 || price > 100000) {
+        co_await Fail(responder, id, http::status::bad_request,
+                      "usd_per_mwh must be between -10000 and 100000", "invalid_request_error",
+                      "invalid_body");
+        co_return;
+      }
+      fleet_.SetPriceOverride(*site, price);
+      spdlog::info("admin: price of {} overridden to {} USD/MWh", site_id, price);
+    } else if (request.method() == http::verb::delete_) {
+      fleet_.SetPriceOverride(*site, std::nullopt);
+      spdlog::info("admin: price override of {} cleared", site_id);
+    } else {
+      co_await Fail(responder, id, http::status::method_not_allowed, "use POST or DELETE",
+                    "invalid_request_error", "method_not_allowed");
+      co_return;
+    }
+    auto res = net::MakeResponse(http::status::ok, PriceJson(site_id, fleet_.UsdPerMwh(*site)),
+                                 "application/json");
+    co_await responder.Send(std::move(res));
+    co_return;
+  }
+  co_await Fail(responder, id, http::status::not_found, "unknown admin path",
+                "invalid_request_error", "not_found");
+}
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,77 @@
+#pragma once
+// The OpenAI-compatible gateway: authenticates the tenant, validates the request, asks the
+// fleet (and through it the core Router) where the token is cheapest within the tenant's
+// latency targets and jurisdictions, and relays the engine's answer chunk by chunk, metering
+// tokens and energy. Also serves /v1/models, /metrics, /healthz and the admin API.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "fleet/fleet.h"
+#include "gateway/metrics.h"
+#include "gateway/openai_request.h"
+#include "gateway/tenants.h"
+#include "net/http_server.h"
+
+namespace powerplane::gateway {
+
+struct GatewayOptions {
+  std::string admin_key_sha256;  // empty = admin API disabled.
+  int default_output_tokens = 256;
+  std::chrono::milliseconds connect_timeout{1000};
+  std::chrono::milliseconds upstream_header_timeout{60000};
+  // How long a request may wait for a slot when every allowed endpoint is full, before 429.
+  std::chrono::milliseconds capacity_wait{2000};
+  int max_attempts = 3;  // endpoints tried before the first byte reaches the client.
+  // The market time shown by /admin/fleet (optional).
+  std::function<std::string()> market_time;
+};
+
+// One API call on its way through the gateway.
+struct Call {
+  std::string request_id;
+  std::shared_ptr<const Tenant> tenant;
+  OpenAiRequest parsed;
+  core::Request routed;
+  std::string target;
+  std::string upstream_body;
+  std::chrono::steady_clock::time_point start;
+};
+
+class Gateway {
+ public:
+  Gateway(fleet::Fleet& fleet, TenantDirectory tenants, GatewayOptions options);
+
+  // The net::Handler for every request. Never throws.
+  net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder);
+  net::Handler handler();
+
+ private:
+  net::asio::awaitable<void> HandleInference(ApiKind kind, net::Request& request,
+                                             net::Responder& responder);
+  net::asio::awaitable<void> HandleAdmin(net::Request& request, net::Responder& responder);
+  // Places the call and relays the engine's answer (proxy.cc).
+  net::asio::awaitable<void> Proxy(Call& call, net::Responder& responder);
+  // Relays one attempt at the chosen endpoint. Returns false when nothing reached the client
+  // and the call may be retried elsewhere.
+  net::asio::awaitable<bool> Relay(Call& call, const core::Decision& decision,
+                                   net::Responder& responder);
+  // Answers with an OpenAI error and counts it.
+  net::asio::awaitable<void> Fail(net::Responder& responder, const std::string& request_id,
+                                  net::http::status status, std::string_view message,
+                                  std::string_view type, std::string_view code,
+                                  int retry_after_s = 0);
+  std::string FleetJson() const;
+
+  fleet::Fleet& fleet_;
+  TenantDirectory tenants_;
+  GatewayOptions options_;
+  GatewayMetrics metrics_;
+};
+
+// A new request id: "req_" and 24 hex digits.
+std::string NewRequestId();
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,106 @@
+#include "gateway/metrics.h"
+
+#include <prometheus/text_serializer.h>
+
+namespace powerplane::gateway {
+namespace {
+
+const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
+  return kBuckets;
+}
+
+}  // namespace
+
+GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet)
+    : fleet_(fleet),
+      registry_(std::make_shared<prometheus::Registry>()),
+      requests_(prometheus::BuildCounter()
+                    .Name("powerplane_requests_total")
+                    .Help("API requests by site and HTTP status")
+                    .Register(*registry_)),
+      tokens_(prometheus::BuildCounter()
+                  .Name("powerplane_tokens_total")
+                  .Help("Tokens served by site and kind (prompt, completion)")
+                  .Register(*registry_)),
+      decisions_(prometheus::BuildCounter()
+                     .Name("powerplane_route_decisions_total")
+                     .Help("Routing decisions by outcome")
+                     .Register(*registry_)),
+      energy_joules_(prometheus::BuildCounter()
+                         .Name("powerplane_energy_joules_total")
+                         .Help("Estimated GPU energy of served requests (facility: x PUE)")
+                         .Register(*registry_)),
+      energy_cost_(prometheus::BuildCounter()
+                       .Name("powerplane_energy_cost_usd_total")
+                       .Help("Estimated energy cost of served requests, PUE included")
+                       .Register(*registry_)),
+      ttft_(prometheus::BuildHistogram()
+                .Name("powerplane_time_to_first_token_seconds")
+                .Help("Time to first token seen by the gateway")
+                .Register(*registry_)),
+      duration_(prometheus::BuildHistogram()
+                    .Name("powerplane_request_duration_seconds")
+                    .Help("Request duration seen by the gateway")
+                    .Register(*registry_)),
+      price_(prometheus::BuildGauge()
+                 .Name("powerplane_site_price_usd_per_mwh")
+                 .Help("Effective energy price of each site now")
+                 .Register(*registry_)),
+      power_(prometheus::BuildGauge()
+                 .Name("powerplane_site_power_watts")
+                 .Help("Facility power of each site: reported GPU power x PUE")
+                 .Register(*registry_)),
+      in_flight_(prometheus::BuildGauge()
+                     .Name("powerplane_site_requests_in_flight")
+                     .Help("Requests in flight through this gateway per site")
+                     .Register(*registry_)),
+      healthy_(prometheus::BuildGauge()
+                   .Name("powerplane_site_healthy_endpoints")
+                   .Help("Healthy endpoints per site")
+                   .Register(*registry_)) {
+  for (std::uint32_t s = 0; s < fleet.site_count(); ++s) {
+    const std::string& id = fleet.site(s).id;
+    prompt_tokens_by_site_.push_back(&tokens_.Add({{"site", id}, {"kind", "prompt"}}));
+    completion_tokens_by_site_.push_back(&tokens_.Add({{"site", id}, {"kind", "completion"}}));
+    joules_by_site_.push_back(&energy_joules_.Add({{"site", id}}));
+    cost_by_site_.push_back(&energy_cost_.Add({{"site", id}}));
+    ttft_by_site_.push_back(&ttft_.Add({{"site", id}}, LatencyBuckets()));
+    duration_by_site_.push_back(&duration_.Add({{"site", id}}, LatencyBuckets()));
+  }
+}
+
+void GatewayMetrics::RecordRequest(const std::string& site, int status) {
+  requests_.Add({{"site", site.empty() ? "none" : site}, {"code", std::to_string(status)}})
+      .Increment();
+}
+
+void GatewayMetrics::RecordServed(std::uint32_t site, std::int64_t prompt_tokens,
+                                  std::int64_t completion_tokens, double ttft_s,
+                                  double duration_s, double joules, double energy_cost_usd) {
+  prompt_tokens_by_site_[site]->Increment(static_cast<double>(prompt_tokens));
+  completion_tokens_by_site_[site]->Increment(static_cast<double>(completion_tokens));
+  if (ttft_s >= 0) ttft_by_site_[site]->Observe(ttft_s);
+  duration_by_site_[site]->Observe(duration_s);
+  if (joules > 0) joules_by_site_[site]->Increment(joules);
+  // Prometheus counters only go up; negative prices (paid to consume) are not subtracted here.
+  if (energy_cost_usd > 0) cost_by_site_[site]->Increment(energy_cost_usd);
+}
+
+void GatewayMetrics::RecordDecision(std::string_view outcome) {
+  decisions_.Add({{"outcome", std::string(outcome)}}).Increment();
+}
+
+std::string GatewayMetrics::Serialize() {
+  const fleet::FleetStatus status = fleet_.Status();
+  for (const auto& s : status.sites) {
+    price_.Add({{"site", s.id}}).Set(s.usd_per_mwh);
+    power_.Add({{"site", s.id}}).Set(s.facility_watts);
+    in_flight_.Add({{"site", s.id}}).Set(s.in_flight);
+    healthy_.Add({{"site", s.id}}).Set(s.healthy_endpoints);
+  }
+  return prometheus::TextSerializer().Serialize(registry_->Collect());
+}
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,52 @@
+#pragma once
+// The gateway's Prometheus metrics (prometheus-cpp core, served by our own /metrics).
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+
+#include "fleet/fleet.h"
+
+namespace powerplane::gateway {
+
+class GatewayMetrics {
+ public:
+  explicit GatewayMetrics(const fleet::Fleet& fleet);
+
+  // One request ended. `site` is empty when it was not placed.
+  void RecordRequest(const std::string& site, int status);
+  void RecordServed(std::uint32_t site, std::int64_t prompt_tokens, std::int64_t completion_tokens,
+                    double ttft_s, double duration_s, double joules, double energy_cost_usd);
+  void RecordDecision(std::string_view outcome);
+
+  // The text exposition, with per-site gauges refreshed from the fleet.
+  std::string Serialize();
+
+ private:
+  const fleet::Fleet& fleet_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& tokens_;
+  prometheus::Family<prometheus::Counter>& decisions_;
+  prometheus::Family<prometheus::Counter>& energy_joules_;
+  prometheus::Family<prometheus::Counter>& energy_cost_;
+  prometheus::Family<prometheus::Histogram>& ttft_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Gauge>& price_;
+  prometheus::Family<prometheus::Gauge>& power_;
+  prometheus::Family<prometheus::Gauge>& in_flight_;
+  prometheus::Family<prometheus::Gauge>& healthy_;
+  std::vector<prometheus::Counter*> prompt_tokens_by_site_;
+  std::vector<prometheus::Counter*> completion_tokens_by_site_;
+  std::vector<prometheus::Counter*> joules_by_site_;
+  std::vector<prometheus::Counter*> cost_by_site_;
+  std::vector<prometheus::Histogram*> ttft_by_site_;
+  std::vector<prometheus::Histogram*> duration_by_site_;
+};
+
+}  // namespace powerplane::gateway

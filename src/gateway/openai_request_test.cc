@@ -1,0 +1,89 @@
+#include "gateway/openai_request.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace powerplane::gateway {
+namespace {
+
+TEST(OpenAiRequestTest, ReadsWhatRoutingNeeds) {
+  auto r = ParseOpenAiRequest(ApiKind::kChat, R"({"model":"llama-3.1-8b","stream":true,
+    "max_tokens":64,"messages":[{"role":"system","content":"be brief"},
+    {"role":"user","content":[{"type":"text","text":"hello there, how are you?"}]}],
+    "temperature":0.2,"tools":[{"x":[1,2,{"y":null}]}]})");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->model, "llama-3.1-8b");
+  EXPECT_TRUE(r->stream);
+  EXPECT_FALSE(r->include_usage);
+  EXPECT_EQ(r->max_tokens, 64);
+  // "be brief" = 2 tokens, the text part = 7, plus 4 per message.
+  EXPECT_EQ(r->prompt_tokens, 2 + 7 + 8);
+}
+
+TEST(OpenAiRequestTest, CompletionsPrompt) {
+  auto r = ParseOpenAiRequest(ApiKind::kCompletion,
+                              R"({"model":"m","prompt":["abcd","efgh"],"max_completion_tokens":5})");
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_EQ(r->prompt_tokens, 2);
+  EXPECT_EQ(r->max_tokens, 5);
+}
+
+TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {
+  struct Case {
+    ApiKind kind;
+    const char* body;
+    const char* param;
+  } cases[] = {
+      {ApiKind::kChat, "not json", ""},
+      {ApiKind::kChat, "[1,2]", ""},
+      {ApiKind::kChat, R"({"messages":[{"role":"user","content":"x"}]})", "model"},
+      {ApiKind::kChat, R"({"model":"m"})", "messages"},
+      {ApiKind::kChat, R"({"model":"m","messages":[]})", "messages"},
+      {ApiKind::kChat, R"({"model":"m","messages":[{"content":"x"}]})", "messages"},
+      {ApiKind::kChat, R"({"model":7,"messages":[{"role":"user","content":"x"}]})", "model"},
+      {ApiKind::kChat, R"({"model":"m","max_tokens":-1,"messages":[{"role":"user"}]})",
+       "max_tokens"},
+      {ApiKind::kChat, R"({"model":"m","stream":"yes","messages":[{"role":"user"}]})", "stream"},
+      {ApiKind::kCompletion, R"({"model":"m","prompt":5})", "prompt"},
+      {ApiKind::kCompletion, R"({"model":"m"})", "prompt"},
+  };
+  for (const auto& c : cases) {
+    auto r = ParseOpenAiRequest(c.kind, c.body);
+    ASSERT_FALSE(r) << c.body;
+    EXPECT_EQ(r.error().status, 400) << c.body;
+    EXPECT_EQ(r.error().param, c.param) << c.body;
+    EXPECT_FALSE(r.error().message.empty());
+  }
+}
+
+TEST(OpenAiRequestTest, UpstreamAlwaysAsksForUsageWhenStreaming) {
+  const std::string body = R"({"model":"m","stream":true,"messages":[{"role":"user"}]})";
+  auto r = ParseOpenAiRequest(ApiKind::kChat, body);
+  ASSERT_TRUE(r);
+  auto up = nlohmann::json::parse(UpstreamBody(*r, body));
+  EXPECT_TRUE(up["stream_options"]["include_usage"].get<bool>());
+  EXPECT_EQ(up["model"], "m");
+
+  const std::string with_options =
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user"}]})";
+  r = ParseOpenAiRequest(ApiKind::kChat, with_options);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->has_stream_options);
+  up = nlohmann::json::parse(UpstreamBody(*r, with_options));
+  EXPECT_TRUE(up["stream_options"]["include_usage"].get<bool>());
+
+  const std::string asked =
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user"}]})";
+  r = ParseOpenAiRequest(ApiKind::kChat, asked);
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->include_usage);
+  EXPECT_EQ(UpstreamBody(*r, asked), asked);  // untouched
+
+  const std::string not_streaming = R"({"model":"m","messages":[{"role":"user"}]})";
+  r = ParseOpenAiRequest(ApiKind::kChat, not_streaming);
+  EXPECT_EQ(UpstreamBody(*r, not_streaming), not_streaming);
+}
+
+}  // namespace
+}  // namespace powerplane::gateway

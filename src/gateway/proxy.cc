@@ -1,0 +1,324 @@
+// The relay from an engine to the client: placement with bounded retries before the first byte,
+// then the engine's answer chunk by chunk (read with async_read_some, never buffered whole),
+// metering tokens from the usage the gateway always asks for.
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <nlohmann/json.hpp>
+
+#include "gateway/gateway.h"
+#include "gateway/sse.h"
+#include "net/http_client.h"
+
+namespace powerplane::gateway {
+namespace http = net::http;
+namespace asio = net::asio;
+namespace beast = boost::beast;
+namespace {
+
+constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kMaxUpstreamBody = 64 * 1024 * 1024;
+
+// Counts a request in flight at an endpoint until it ends, however it ends.
+class Admission {
+ public:
+  Admission(fleet::Fleet& fleet, std::uint32_t endpoint, const core::Request& request)
+      : fleet_(fleet), endpoint_(endpoint), request_(request) {}
+  ~Admission() { fleet_.Finish(endpoint_, request_); }
+  Admission(const Admission&) = delete;
+  Admission& operator=(const Admission&) = delete;
+
+ private:
+  fleet::Fleet& fleet_;
+  std::uint32_t endpoint_;
+  const core::Request& request_;
+};
+
+// An engine's error body in the OpenAI shape: vLLM puts the integer status in "code"; TGI sends
+// {"error": "...", "error_type": ...}; anything else becomes the message.
+std::string NormalizeError(const std::string& body, int status) {
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  std::string message = body.empty() ? "upstream error " + std::to_string(status) : body;
+  std::string type = status >= 500 ? "server_error" : "invalid_request_error";
+  std::string code;
+  if (!j.is_discarded() && j.is_object() && j.contains("error")) {
+    const auto& e = j["error"];
+    if (e.is_object()) {
+      if (e.contains("message") && e["message"].is_string()) message = e["message"];
+      if (e.contains("type") && e["type"].is_string()) type = e["type"];
+      if (e.contains("code") && e["code"].is_string()) code = e["code"];
+    } else if (e.is_string()) {
+      message = e.get<std::string>();
+      if (j.contains("error_type") && j["error_type"].is_string()) type = j["error_type"];
+    }
+  }
+  return net::ErrorBody(message, type, code);
+}
+
+struct Usage {
+  bool reported = false;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+};
+
+}  // namespace
+
+asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
+  std::vector<std::uint32_t> excluded;
+  const auto capacity_deadline = call.start + options_.capacity_wait;
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  int attempts = 0;
+  core::NoPlacement last_why = core::NoPlacement::kNone;
+  while (attempts < options_.max_attempts) {
+    core::Decision d = fleet_.RouteAndAdmit(call.routed, excluded);
+    if (!d.placed) {
+      last_why = d.why_not;
+      if (d.why_not == core::NoPlacement::kAllAtCapacity &&
+          std::chrono::steady_clock::now() < capacity_deadline) {
+        // Every allowed endpoint is full: wait for a slot rather than leave the jurisdictions.
+        timer.expires_after(std::chrono::milliseconds(20));
+        co_await timer.async_wait(kUseTuple);
+        continue;
+      }
+      break;
+    }
+    metrics_.RecordDecision(d.meets_targets ? "placed" : "placed_missing_targets");
+    Admission admission(fleet_, d.endpoint_index, call.routed);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("{} tenant={} -> {} ({} USD/Mtok, ttft {:.0f} ms)", call.request_id,
+                    call.tenant->id, fleet_.endpoint(d.endpoint_index).id,
+                    d.score.total_usd_per_token * 1e6, d.score.predicted_ttft_s * 1e3);
+    }
+    if (co_await Relay(call, d, responder)) co_return;
+    excluded.push_back(d.endpoint_index);
+    ++attempts;
+  }
+  if (attempts >= options_.max_attempts) {
+    co_await Fail(responder, call.request_id, http::status::bad_gateway,
+                  "no endpoint answered after " + std::to_string(attempts) + " attempts",
+                  "server_error", "upstream_unavailable");
+    co_return;
+  }
+  metrics_.RecordDecision(core::ToString(last_why));
+  switch (last_why) {
+    case core::NoPlacement::kModelNotServed:
+      co_await Fail(responder, call.request_id, http::status::not_found,
+                    "The model '" + call.parsed.model + "' is not served", "invalid_request_error",
+                    "model_not_found");
+      break;
+    case core::NoPlacement::kResidency:
+      co_await Fail(responder, call.request_id, http::status::service_unavailable,
+                    "no site in your allowed jurisdictions serves '" + call.parsed.model + "'",
+                    "server_error", "no_capacity_in_jurisdiction", 30);
+      break;
+    case core::NoPlacement::kAllUnhealthy:
+      co_await Fail(responder, call.request_id, http::status::service_unavailable,
+                    "no healthy endpoint in your allowed jurisdictions", "server_error",
+                    "no_healthy_endpoint", 5);
+      break;
+    default:
+      co_await Fail(responder, call.request_id, http::status::too_many_requests,
+                    "all endpoints in your allowed jurisdictions are at capacity; retry later",
+                    "rate_limit_error", "capacity_exceeded", 1);
+      break;
+  }
+}
+
+asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
+                                     net::Responder& responder) {
+  const std::uint32_t ep = d.endpoint_index;
+  const fleet::EndpointAddress& addr = fleet_.address(ep);
+  const core::Endpoint& endpoint = fleet_.endpoint(ep);
+  const core::Site& site = fleet_.site(d.site_index);
+
+  http::request<http::string_body> up{http::verb::post, call.target, 11};
+  up.set(http::field::host, addr.host + ":" + std::to_string(addr.port));
+  up.set(http::field::content_type, "application/json");
+  up.set("x-request-id", call.request_id);
+  if (call.parsed.stream) up.set(http::field::accept, "text/event-stream");
+  up.keep_alive(true);
+  up.body() = call.upstream_body;
+  up.prepare_payload();
+
+  // Send the request and read the response header; a pooled connection the engine had closed
+  // gets one retry on a fresh connection before the endpoint is blamed.
+  std::unique_ptr<net::UpstreamConnection> conn;
+  std::optional<http::response_parser<http::buffer_body>> parser;
+  std::string failure;
+  for (int fresh = 0; fresh < 2; ++fresh) {
+    auto c = co_await net::Connect(addr.host, addr.port, options_.connect_timeout, fresh == 0);
+    if (!c) {
+      failure = c.error();
+      break;
+    }
+    conn = std::move(*c);
+    parser.emplace();
+    parser->body_limit(std::numeric_limits<std::uint64_t>::max());
+    conn->stream.expires_after(options_.connect_timeout);
+    auto [wec, wn] = co_await http::async_write(conn->stream, up, kUseTuple);
+    if (!wec) {
+      conn->stream.expires_after(options_.upstream_header_timeout);
+      auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *parser,
+                                                        kUseTuple);
+      if (!rec) {
+        failure.clear();
+        break;
+      }
+      failure = rec.message();
+    } else {
+      failure = wec.message();
+    }
+    const bool was_reused = conn->reused;
+    conn.reset();
+    if (!was_reused) break;
+  }
+  if (!conn) {
+    spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
+    net::DropPooled(addr.host, addr.port);
+    fleet_.MarkFailure(ep, failure);
+    co_return false;
+  }
+
+  const int status = parser->get().result_int();
+  char buf[16 * 1024];
+  // Reads the rest of the body into `out` (bounded). False on a broken connection.
+  auto read_all = [&](std::string& out) -> asio::awaitable<bool> {
+    while (!parser->is_done()) {
+      parser->get().body().data = buf;
+      parser->get().body().size = sizeof buf;
+      auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *parser, kUseTuple);
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) co_return false;
+      out.append(buf, sizeof buf - parser->get().body().size);
+      if (out.size() > kMaxUpstreamBody) co_return false;
+    }
+    co_return true;
+  };
+
+  if (status != 200) {
+    std::string body;
+    const bool complete = co_await read_all(body);
+    if (complete && parser->get().keep_alive()) net::Release(std::move(conn));
+    if (status >= 500 || status == 429) {
+      spdlog::warn("{}: endpoint {} answered {}", call.request_id, endpoint.id, status);
+      co_return false;  // overloaded or broken: try the next best endpoint.
+    }
+    auto res = net::MakeResponse(static_cast<http::status>(status), NormalizeError(body, status),
+                                 "application/json");
+    res.set("x-request-id", call.request_id);
+    res.set("x-powerplane-site", site.id);
+    res.set("x-powerplane-endpoint", endpoint.id);
+    metrics_.RecordRequest(site.id, status);
+    co_await responder.Send(std::move(res));
+    co_return true;
+  }
+
+  Usage usage;
+  double ttft_s = -1;
+  auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+  };
+
+  if (!call.parsed.stream) {
+    std::string body;
+    if (!co_await read_all(body)) {
+      fleet_.MarkFailure(ep, "response broken");
+      co_return false;  // nothing was sent yet: the call may go elsewhere.
+    }
+    if (parser->get().keep_alive()) net::Release(std::move(conn));
+    usage.reported = ReadUsage(body, &usage.prompt_tokens, &usage.completion_tokens);
+    net::Response res{http::status::ok, 11};
+    res.set(http::field::content_type, "application/json");
+    res.set("x-request-id", call.request_id);
+    res.set("x-powerplane-site", site.id);
+    res.set("x-powerplane-endpoint", endpoint.id);
+    res.body() = std::move(body);
+    ttft_s = since_start();
+    co_await responder.Send(std::move(res));
+  } else {
+    http::response<http::empty_body> header{http::status::ok, 11};
+    header.set(http::field::content_type, "text/event-stream");
+    header.set(http::field::cache_control, "no-cache");
+    header.set("x-request-id", call.request_id);
+    header.set("x-powerplane-site", site.id);
+    header.set("x-powerplane-endpoint", endpoint.id);
+    if (!co_await responder.StartStream(std::move(header))) co_return true;
+
+    SseSplitter splitter;
+    std::string out;
+    std::int64_t content_events = 0;
+    bool done_seen = false, broken = false, client_gone = false;
+    while (!parser->is_done()) {
+      parser->get().body().data = buf;
+      parser->get().body().size = sizeof buf;
+      conn->stream.expires_after(options_.upstream_header_timeout);
+      auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *parser, kUseTuple);
+      if (ec == http::error::need_buffer) ec = {};
+      if (ec) {
+        broken = true;
+        break;
+      }
+      splitter.Feed(std::string_view(buf, sizeof buf - parser->get().body().size));
+      out.clear();
+      std::string_view event;
+      while (splitter.Next(&event)) {
+        const EventInfo info = InspectEvent(event);
+        if (info.has_usage) {
+          usage.reported = true;
+          usage.prompt_tokens = info.prompt_tokens;
+          usage.completion_tokens = info.completion_tokens;
+        }
+        if (info.usage_only && !call.parsed.include_usage) continue;  // the client did not ask.
+        if (info.content) {
+          if (ttft_s < 0) ttft_s = since_start();
+          ++content_events;
+        }
+        if (info.done) done_seen = true;
+        out.append(event);
+      }
+      if (!out.empty() && !co_await responder.WriteChunk(out)) {
+        client_gone = true;
+        break;
+      }
+    }
+    if (broken && !done_seen) {
+      // The engine died mid-stream: end the stream the way OpenAI clients understand.
+      spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
+                   content_events);
+      fleet_.MarkFailure(ep, "stream broke");
+      std::string tail = "data: " +
+                         net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
+                                        "upstream_stream_broken") +
+                         "\n\ndata: [DONE]\n\n";
+      co_await responder.WriteChunk(tail);
+    }
+    if (!client_gone) co_await responder.EndStream();
+    // A finished upstream response on a kept-alive connection goes back to the pool; a client
+    // that left closes the upstream connection, which cancels the work at the engine.
+    if (!broken && !client_gone && parser->is_done() && parser->get().keep_alive()) {
+      net::Release(std::move(conn));
+    }
+    if (!usage.reported) usage.completion_tokens = content_events;
+  }
+
+  if (!usage.reported) usage.prompt_tokens = call.routed.prompt_tokens;
+  const core::GpuModel& gpu = *endpoint.gpu;
+  const double gpu_joules =
+      usage.prompt_tokens * gpu.JoulesPerPromptToken() +
+      usage.completion_tokens * gpu.JoulesPerOutputToken(d.score.batch_after,
+                                                         d.score.context_tokens);
+  const double cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
+  metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
+                        since_start(), gpu_joules * d.score.pue, cost);
+  metrics_.RecordRequest(site.id, 200);
+  co_return true;
+}
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,170 @@
+#include "gateway/sse.h"
+
+#include <simdjson.h>
+
+namespace powerplane::gateway {
+namespace od = simdjson::ondemand;
+
+void SseSplitter::Feed(std::string_view bytes) {
+  if (start_ > 0 && start_ == buffer_.size()) {
+    buffer_.clear();
+    start_ = 0;
+  } else if (start_ > 64 * 1024) {
+    buffer_.erase(0, start_);
+    start_ = 0;
+  }
+  buffer_.append(bytes);
+}
+
+bool SseSplitter::Next(std::string_view* event) {
+  for (;;) {
+    std::string_view rest(buffer_.data() + start_, buffer_.size() - start_);
+    // An event ends at a blank line: "\n\n", or "\r\n\r\n" from CRLF servers.
+    std::size_t end = std::string_view::npos, term = 0;
+    for (std::size_t i = 0; i + 1 < rest.size(); ++i) {
+      if (rest[i] != '\n') continue;
+      if (rest[i + 1] == '\n') {
+        end = i;
+        term = 2;
+        break;
+      }
+      if (rest[i + 1] == '\r' && i + 2 < rest.size() && rest[i + 2] == '\n') {
+        end = i;
+        term = 3;
+        break;
+      }
+    }
+    if (end == std::string_view::npos) {
+      if (rest.size() > kMaxEventBytes) {
+        ++dropped_;
+        buffer_.clear();
+        start_ = 0;
+      }
+      return false;
+    }
+    *event = rest.substr(0, end + term);
+    start_ += end + term;
+    if (event->size() > kMaxEventBytes) {
+      ++dropped_;
+      continue;
+    }
+    return true;
+  }
+}
+
+namespace {
+
+// The concatenated "data:" lines of an event.
+std::string_view DataOf(std::string_view event, std::string* scratch) {
+  std::string_view first;
+  int lines = 0;
+  std::size_t pos = 0;
+  while (pos < event.size()) {
+    auto nl = event.find('\n', pos);
+    std::string_view line = event.substr(pos, nl == std::string_view::npos ? event.npos : nl - pos);
+    pos = nl == std::string_view::npos ? event.size() : nl + 1;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.substr(0, 5) != "data:") continue;
+    line.remove_prefix(5);
+    if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+    if (lines == 0) {
+      first = line;
+    } else {
+      if (lines == 1) scratch->assign(first);
+      scratch->push_back('\n');
+      scratch->append(line);
+    }
+    ++lines;
+  }
+  return lines > 1 ? std::string_view(*scratch) : first;
+}
+
+bool ReadUsageObject(od::value usage, std::int64_t* prompt, std::int64_t* completion) {
+  od::object o;
+  if (usage.get_object().get(o)) return false;
+  for (auto f : o) {
+    std::string_view k;
+    if (f.unescaped_key().get(k)) return false;
+    if (k == "prompt_tokens") {
+      if (f.value().get_int64().get(*prompt)) return false;
+    } else if (k == "completion_tokens") {
+      if (f.value().get_int64().get(*completion)) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+EventInfo InspectEvent(std::string_view event) {
+  EventInfo info;
+  std::string scratch;
+  std::string_view data = DataOf(event, &scratch);
+  if (data == "[DONE]") {
+    info.done = true;
+    return info;
+  }
+  if (data.find("\"error\"") != std::string_view::npos && data.find("\"choices\"") == data.npos) {
+    info.error = true;
+    return info;
+  }
+  // Fast path: a token chunk without usage.
+  const bool maybe_usage = data.find("\"usage\":{") != std::string_view::npos ||
+                           data.find("\"usage\": {") != std::string_view::npos;
+  auto has_text = [&](std::string_view key) {
+    auto p = data.find(key);
+    return p != std::string_view::npos && p + key.size() < data.size() &&
+           data[p + key.size()] != '"';
+  };
+  info.content = has_text("\"content\":\"") || has_text("\"text\":\"");
+  if (!maybe_usage) return info;
+
+  thread_local od::parser parser;
+  simdjson::padded_string padded(data);
+  od::document doc;
+  if (parser.iterate(padded).get(doc)) return info;
+  od::object root;
+  if (doc.get_object().get(root)) return info;
+  bool choices_empty = false;
+  for (auto f : root) {
+    std::string_view k;
+    if (f.unescaped_key().get(k)) return info;
+    if (k == "choices") {
+      od::array a;
+      if (f.value().get_array().get(a) == simdjson::SUCCESS) {
+        std::size_t n = 0;
+        if (a.count_elements().get(n) == simdjson::SUCCESS) choices_empty = n == 0;
+      }
+    } else if (k == "usage") {
+      od::value u;
+      if (f.value().get(u) == simdjson::SUCCESS) {
+        info.has_usage = ReadUsageObject(u, &info.prompt_tokens, &info.completion_tokens);
+      }
+    }
+  }
+  info.usage_only = info.has_usage && choices_empty;
+  if (info.usage_only) info.content = false;
+  return info;
+}
+
+bool ReadUsage(std::string_view body, std::int64_t* prompt_tokens,
+               std::int64_t* completion_tokens) {
+  thread_local od::parser parser;
+  simdjson::padded_string padded(body);
+  od::document doc;
+  if (parser.iterate(padded).get(doc)) return false;
+  od::object root;
+  if (doc.get_object().get(root)) return false;
+  for (auto f : root) {
+    std::string_view k;
+    if (f.unescaped_key().get(k)) return false;
+    if (k == "usage") {
+      od::value u;
+      if (f.value().get(u)) return false;
+      return ReadUsageObject(u, prompt_tokens, completion_tokens);
+    }
+  }
+  return false;
+}
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,48 @@
+#pragma once
+// Server-sent events from an engine, read incrementally: bytes in, complete events out, and what
+// the gateway must know of each (usage, a content token, the end, an error). Untrusted input:
+// never throws; the buffer is bounded.
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace powerplane::gateway {
+
+class SseSplitter {
+ public:
+  // Largest event kept; a longer one is dropped whole (and counted).
+  static constexpr std::size_t kMaxEventBytes = 1 << 20;
+
+  void Feed(std::string_view bytes);
+  // The next complete event, including its terminating blank line; false when none is complete.
+  // The view is valid until the next Feed or Next call.
+  bool Next(std::string_view* event);
+  std::size_t dropped() const { return dropped_; }
+  // Bytes held that do not yet make an event.
+  std::size_t pending() const { return buffer_.size() - start_; }
+
+ private:
+  std::string buffer_;
+  std::size_t start_ = 0;
+  std::size_t dropped_ = 0;
+};
+
+struct EventInfo {
+  bool done = false;        // data: [DONE]
+  bool usage_only = false;  // a chunk with "choices": [] carrying usage.
+  bool has_usage = false;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  bool content = false;     // carries generated text (a token, for counting without usage).
+  bool error = false;       // an error object.
+};
+
+// Inspects one event (as returned by SseSplitter::Next).
+EventInfo InspectEvent(std::string_view event);
+
+// Reads "usage" from a complete (non-streaming) JSON response body.
+bool ReadUsage(std::string_view body, std::int64_t* prompt_tokens,
+               std::int64_t* completion_tokens);
+
+}  // namespace powerplane::gateway

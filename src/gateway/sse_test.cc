@@ -1,0 +1,82 @@
+#include "gateway/sse.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace powerplane::gateway {
+namespace {
+
+std::vector<std::string> Split(SseSplitter& s) {
+  std::vector<std::string> out;
+  std::string_view e;
+  while (s.Next(&e)) out.emplace_back(e);
+  return out;
+}
+
+TEST(SseTest, SplitsEventsAcrossArbitraryReads) {
+  const std::string stream =
+      "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n"
+      "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n"
+      "data: [DONE]\n\n";
+  for (std::size_t cut = 1; cut < stream.size(); ++cut) {
+    SseSplitter s;
+    s.Feed(std::string_view(stream).substr(0, cut));
+    auto a = Split(s);
+    s.Feed(std::string_view(stream).substr(cut));
+    auto b = Split(s);
+    a.insert(a.end(), b.begin(), b.end());
+    ASSERT_EQ(a.size(), 3u) << cut;
+    EXPECT_EQ(a[0] + a[1] + a[2], stream);
+    EXPECT_EQ(s.pending(), 0u);
+  }
+}
+
+TEST(SseTest, CrLfEvents) {
+  SseSplitter s;
+  s.Feed("data: [DONE]\r\n\r\n");
+  auto events = Split(s);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_TRUE(InspectEvent(events[0]).done);
+}
+
+TEST(SseTest, InspectsUsageContentAndErrors) {
+  auto token = InspectEvent("data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n");
+  EXPECT_TRUE(token.content);
+  EXPECT_FALSE(token.has_usage);
+  auto role = InspectEvent("data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n");
+  EXPECT_FALSE(role.content);
+  auto usage = InspectEvent(
+      "data: {\"id\":\"x\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,\"total_tokens\":46}}\n\n");
+  EXPECT_TRUE(usage.usage_only);
+  EXPECT_EQ(usage.prompt_tokens, 12);
+  EXPECT_EQ(usage.completion_tokens, 34);
+  EXPECT_TRUE(InspectEvent("data: {\"error\":{\"message\":\"x\"}}\n\n").error);
+  EXPECT_TRUE(InspectEvent("data: [DONE]\n\n").done);
+  auto completion = InspectEvent("data: {\"choices\":[{\"text\":\" word\",\"index\":0}]}\n\n");
+  EXPECT_TRUE(completion.content);
+}
+
+TEST(SseTest, BoundsAnEndlessEvent) {
+  SseSplitter s;
+  std::string big(SseSplitter::kMaxEventBytes + 10, 'x');
+  s.Feed(big);
+  std::string_view e;
+  EXPECT_FALSE(s.Next(&e));
+  EXPECT_EQ(s.dropped(), 1u);
+  EXPECT_EQ(s.pending(), 0u);
+  s.Feed("data: [DONE]\n\n");
+  EXPECT_TRUE(s.Next(&e));
+}
+
+TEST(SseTest, ReadsUsageFromAWholeResponse) {
+  std::int64_t p = 0, c = 0;
+  EXPECT_TRUE(ReadUsage(R"({"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})", &p, &c));
+  EXPECT_EQ(p, 3);
+  EXPECT_EQ(c, 4);
+  EXPECT_FALSE(ReadUsage("{}", &p, &c));
+  EXPECT_FALSE(ReadUsage("nope", &p, &c));
+}
+
+}  // namespace
+}  // namespace powerplane::gateway

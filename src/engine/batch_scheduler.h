@@ -13,8 +13,8 @@
 
 #include <cstdint>
 #include <deque>
-#include <limits>
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 #include "core/gpu_model.h"
@@ -110,6 +110,7 @@ class BatchScheduler {
   SchedulerOptions options_;
   std::deque<Sequence> waiting_;
   std::vector<Sequence> running_;
+  std::unordered_set<SequenceId> ids_;  // waiting or running.
   std::int64_t kv_tokens_used_ = 0;
   Phase phase_ = Phase::kIdle;
   double phase_end_s_ = 0;

@@ -275,7 +275,14 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
           usage.prompt_tokens = info.prompt_tokens;
           usage.completion_tokens = info.completion_tokens;
         }
-        if (info.usage_only && !call.parsed.include_usage) continue;  // the client did not ask.
+        if (!call.parsed.include_usage) {
+          if (info.usage_only) continue;  // the client did not ask for usage.
+          // Without include_usage, OpenAI's chunks carry no "usage" member at all.
+          if (auto at = event.find(R"(,"usage":null)"); at != std::string_view::npos) {
+            out.append(event.substr(0, at));
+            event.remove_prefix(at + 13);
+          }
+        }
         if (info.content) {
           if (ttft_s < 0) ttft_s = since_start();
           ++content_events;

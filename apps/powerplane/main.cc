@@ -1,0 +1,152 @@
+// powerplane: one binary, subcommands. Flag parsing and wiring only.
+//   powerplane up       the gateway over a fleet (the demo fleet without --config)
+//   powerplane gateway  the same, for a fleet file whose endpoints run elsewhere
+//   powerplane engine   the engine emulator alone, standing in for a GPU server
+
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "engine/engine.h"
+#include "engine/gpu_profiles.h"
+#include "fleet/config.h"
+#include "runtime/runtime.h"
+#include "net/http.h"
+#include "net/io_pool.h"
+
+namespace {
+
+using namespace powerplane;
+
+std::filesystem::path DefaultDataDir() {
+  std::filesystem::path built_in(PP_DATA_DIR);
+  if (std::filesystem::exists(built_in)) return built_in;
+  return "data";
+}
+
+int RunEngine(const std::string& listen, const std::string& gpu, const std::string& model,
+              int max_batch, std::int64_t kv_tokens, double speed,
+              const std::filesystem::path& data_dir) {
+  auto profile = engine::LoadGpuProfile(gpu, data_dir);
+  if (!profile) {
+    spdlog::error("{}", profile.error());
+    return 2;
+  }
+  std::string host;
+  unsigned short port = 0;
+  if (!net::SplitHostPort(listen, &host, &port)) {
+    spdlog::error("--listen '{}': want HOST:PORT", listen);
+    return 2;
+  }
+  engine::EngineOptions o;
+  o.model = model;
+  o.gpu = std::make_shared<const core::GpuModel>(std::move(*profile));
+  o.max_batch = max_batch;
+  o.kv_token_capacity = kv_tokens;
+  o.speed = speed;
+  o.name = "engine@" + listen;
+  net::IoPool pool(1);
+  std::unique_ptr<engine::Engine> e;
+  try {
+    e = std::make_unique<engine::Engine>(
+        pool.context(0).get_executor(),
+        net::tcp::endpoint(net::asio::ip::make_address(host), port), o);
+  } catch (const std::exception& ex) {
+    spdlog::error("cannot listen on {}: {}", listen, ex.what());
+    return 2;
+  }
+  e->Start();
+  pool.Start();
+  std::printf("powerplane engine (EMULATOR: no model runs; timing and power follow measured %s "
+              "curves) serving %s on http://%s:%u/v1 at speed %g\n",
+              gpu.c_str(), model.c_str(), host.c_str(), e->port(), speed);
+  std::fflush(stdout);
+  net::asio::io_context main_context(1);
+  net::asio::signal_set signals(main_context, SIGINT, SIGTERM);
+  signals.async_wait([](boost::system::error_code, int) {});
+  main_context.run();
+  e->Stop();
+  pool.Stop();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"powerplane: energy-aware LLM inference over a fleet of power-owning sites"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  std::filesystem::path data_dir = DefaultDataDir();
+
+  runtime::UpOptions up;
+  up.data_dir = data_dir;
+  std::string config_path;
+  auto add_up_flags = [&](CLI::App* c) {
+    c->add_option("--config", config_path, "fleet file (TOML); the demo fleet when omitted");
+    c->add_option("--listen", up.listen, "HOST:PORT of the API (default from the fleet file, "
+                                         "127.0.0.1:8080)");
+    c->add_option("--data-dir", up.data_dir, "folder with prices/ and energy/")
+        ->capture_default_str();
+    c->add_option("--market-start", up.market_start,
+                  "market time at start, ISO 8601 (default from the fleet file)");
+    c->add_option("--market-speed", up.market_speed,
+                  "market seconds per real second (60 = a market hour per minute)");
+    c->add_option("--engine-speed", up.engine_speed,
+                  "time factor of emulated engines (1 = real time)")
+        ->capture_default_str();
+    c->add_option("--threads", up.threads, "gateway I/O threads (0 = one per core)")
+        ->capture_default_str();
+  };
+  CLI::App* up_cmd = app.add_subcommand("up", "run the gateway over a fleet (demo by default)");
+  add_up_flags(up_cmd);
+  CLI::App* gw_cmd =
+      app.add_subcommand("gateway", "run the gateway over a fleet file's endpoints");
+  add_up_flags(gw_cmd);
+  gw_cmd->get_option("--config")->required();
+
+  std::string e_listen = "127.0.0.1:9101", e_gpu = "h200", e_model = "llama-3.1-8b";
+  int e_max_batch = 256;
+  std::int64_t e_kv = 900000;
+  double e_speed = 1.0;
+  CLI::App* engine_cmd =
+      app.add_subcommand("engine", "run the engine emulator (an OpenAI-compatible stand-in)");
+  engine_cmd->add_option("--listen", e_listen, "HOST:PORT")->capture_default_str();
+  engine_cmd->add_option("--gpu", e_gpu, "GPU profile: h200, h100, h200-qwen2.5-32b")
+      ->capture_default_str();
+  engine_cmd->add_option("--model", e_model, "model name served")->capture_default_str();
+  engine_cmd->add_option("--max-batch", e_max_batch, "sequences per decode step")
+      ->capture_default_str();
+  engine_cmd->add_option("--kv-tokens", e_kv, "KV cache capacity in tokens")
+      ->capture_default_str();
+  engine_cmd->add_option("--speed", e_speed, "time factor (1 = real time)")->capture_default_str();
+  engine_cmd->add_option("--data-dir", data_dir, "folder with energy/")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (engine_cmd->parsed()) {
+    return RunEngine(e_listen, e_gpu, e_model, e_max_batch, e_kv, e_speed, data_dir);
+  }
+  fleet::FleetConfig config;
+  if (config_path.empty()) {
+    auto demo = fleet::ParseFleetConfig(fleet::DemoConfigToml(), "demo fleet");
+    if (!demo) {
+      spdlog::error("{}", demo.error());
+      return 2;
+    }
+    config = std::move(*demo);
+  } else {
+    auto loaded = fleet::LoadFleetConfig(config_path);
+    if (!loaded) {
+      spdlog::error("{}", loaded.error());
+      return 2;
+    }
+    config = std::move(*loaded);
+  }
+  return runtime::RunUntilSignal(config, up);
+}

@@ -1,0 +1,304 @@
+#include "runtime/runtime.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "engine/engine.h"
+#include "engine/gpu_profiles.h"
+#include "fleet/fleet.h"
+#include "fleet/prober.h"
+#include "gateway/gateway.h"
+#include "grid/market_clock.h"
+#include "grid/price_loaders.h"
+#include "grid/time.h"
+#include "net/http_server.h"
+#include "net/io_pool.h"
+
+namespace powerplane::runtime {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+// "http://host:port" or "host:port".
+bool ParseEndpointUrl(std::string_view url, fleet::EndpointAddress* out) {
+  if (url.starts_with("http://")) url.remove_prefix(7);
+  while (url.ends_with("/")) url.remove_suffix(1);
+  return net::SplitHostPort(url, &out->host, &out->port);
+}
+
+std::filesystem::path Resolve(const std::filesystem::path& data_dir, const std::string& file) {
+  std::filesystem::path p(file);
+  return p.is_absolute() ? p : data_dir / p;
+}
+
+}  // namespace
+
+struct Runtime::Parts {
+  std::unique_ptr<grid::MarketClock> market;
+  std::vector<grid::PriceSeries> prices;
+  std::unique_ptr<net::IoPool> engine_pool;
+  std::unique_ptr<net::IoPool> gateway_pool;
+  std::vector<std::unique_ptr<engine::Engine>> engines;          // by emulated index.
+  std::vector<engine::EngineOptions> engine_options;             // to restart them.
+  std::vector<std::int64_t> engine_of_endpoint;                  // -1 = external.
+  std::unique_ptr<fleet::Fleet> fleet;
+  std::unique_ptr<gateway::Gateway> gateway;
+  std::unique_ptr<net::HttpServer> server;
+  std::unique_ptr<fleet::Prober> prober;
+  std::unique_ptr<net::asio::steady_timer> price_timer;
+  std::string host;
+  double market_speed = 1;
+  bool demo_keys = false;
+  bool stopped = false;
+
+  void RefreshPrices() {
+    const grid::UtcTime t = market->MarketTime(Clock::now());
+    for (std::uint32_t s = 0; s < prices.size(); ++s) fleet->SetMarketPrice(s, prices[s].UsdPerMwhAt(t));
+  }
+  void SchedulePrices() {
+    price_timer->expires_after(std::chrono::milliseconds(250));
+    price_timer->async_wait([this](boost::system::error_code ec) {
+      if (ec || stopped) return;
+      RefreshPrices();
+      SchedulePrices();
+    });
+  }
+};
+
+Runtime::Runtime() : parts_(std::make_unique<Parts>()) {}
+Runtime::~Runtime() { Stop(); }
+
+std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
+    const fleet::FleetConfig& config, const UpOptions& options) {
+  std::unique_ptr<Runtime> rt(new Runtime());
+  Parts& p = *rt->parts_;
+  auto market_start = grid::ParseUtcTimestamp(
+      options.market_start.empty() ? config.market_start : options.market_start);
+  if (!market_start) return std::unexpected("market start: " + market_start.error());
+  p.market_speed = options.market_speed > 0 ? options.market_speed : config.market_speed;
+  p.market = std::make_unique<grid::MarketClock>(*market_start, p.market_speed, Clock::now());
+
+  for (const auto& s : config.sites) {
+    if (s.price.format.empty()) {
+      p.prices.push_back(grid::PriceSeries::Constant(s.price.fixed_usd_per_mwh));
+      continue;
+    }
+    auto format = grid::ParsePriceFormat(s.price.format);
+    if (!format) return std::unexpected("site " + s.id + ": " + format.error());
+    grid::PriceSource source{*format, Resolve(options.data_dir, s.price.file).string(),
+                             s.price.column};
+    auto series = grid::LoadPriceFeed(source);
+    if (!series) return std::unexpected("site " + s.id + ": " + series.error().ToString());
+    p.prices.push_back(std::move(*series));
+  }
+
+  std::map<std::string, std::shared_ptr<const core::GpuModel>> gpus;
+  for (const auto& s : config.sites) {
+    for (const auto& g : s.endpoints) {
+      if (gpus.contains(g.gpu)) continue;
+      auto profile = engine::LoadGpuProfile(g.gpu, options.data_dir);
+      if (!profile) return std::unexpected("site " + s.id + ": " + profile.error());
+      gpus[g.gpu] = std::make_shared<const core::GpuModel>(std::move(*profile));
+    }
+  }
+
+  // Emulated engines run on their own thread; the gateway on one thread per core.
+  p.engine_pool = std::make_unique<net::IoPool>(1);
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  p.gateway_pool = std::make_unique<net::IoPool>(options.threads > 0 ? options.threads : cores);
+
+  std::vector<core::Site> sites;
+  std::vector<std::string> models;
+  std::vector<core::Endpoint> endpoints;
+  std::vector<fleet::EndpointAddress> addresses;
+  auto model_index = [&](const std::string& name) {
+    for (std::size_t i = 0; i < models.size(); ++i) {
+      if (models[i] == name) return static_cast<std::uint32_t>(i);
+    }
+    models.push_back(name);
+    return static_cast<std::uint32_t>(models.size() - 1);
+  };
+  const auto loopback = net::asio::ip::make_address("127.0.0.1");
+  std::uint64_t seed = 1;
+  for (std::size_t si = 0; si < config.sites.size(); ++si) {
+    const auto& s = config.sites[si];
+    sites.push_back({s.id, s.jurisdiction, s.pue, s.network_rtt_ms / 1e3});
+    int n = 0;
+    for (const auto& g : s.endpoints) {
+      for (int i = 0; i < g.count; ++i, ++n) {
+        core::Endpoint e;
+        e.id = s.id + "/" + g.gpu + "-" + std::to_string(n);
+        e.site_index = static_cast<std::uint32_t>(si);
+        e.model_index = model_index(g.model);
+        e.gpu = gpus[g.gpu];
+        e.max_batch = g.max_batch;
+        e.max_queue = g.max_queue;
+        e.kv_token_capacity = g.kv_tokens;
+        e.hardware_usd_per_hour = g.hardware_usd_per_hour;
+        fleet::EndpointAddress address;
+        if (g.emulate) {
+          engine::EngineOptions eo;
+          eo.model = g.model;
+          eo.gpu = e.gpu;
+          eo.max_batch = g.max_batch;
+          eo.kv_token_capacity = g.kv_tokens;
+          eo.speed = options.engine_speed;
+          eo.seed = seed++;
+          eo.name = e.id;
+          try {
+            p.engines.push_back(std::make_unique<engine::Engine>(
+                p.engine_pool->context(0).get_executor(), net::tcp::endpoint(loopback, 0), eo));
+          } catch (const std::exception& ex) {
+            return std::unexpected("emulated engine " + e.id + ": " + ex.what());
+          }
+          p.engine_options.push_back(eo);
+          p.engine_of_endpoint.push_back(static_cast<std::int64_t>(p.engines.size() - 1));
+          address = {"127.0.0.1", p.engines.back()->port()};
+        } else {
+          p.engine_of_endpoint.push_back(-1);
+          if (!ParseEndpointUrl(g.urls[i], &address)) {
+            return std::unexpected("site " + s.id + ": bad endpoint url '" + g.urls[i] +
+                                   "' (want http://host:port)");
+          }
+        }
+        endpoints.push_back(std::move(e));
+        addresses.push_back(std::move(address));
+      }
+    }
+  }
+  p.fleet = std::make_unique<fleet::Fleet>(sites, models, endpoints, addresses);
+  p.RefreshPrices();
+
+  gateway::TenantDirectory tenants;
+  for (const auto& t : config.tenants) {
+    tenants.Add({t.id, t.jurisdictions, t.priority, t.ttft_target_ms / 1e3, t.tpot_target_ms / 1e3},
+                t.key_sha256);
+  }
+  gateway::GatewayOptions go;
+  go.admin_key_sha256 = config.admin_key_sha256;
+  go.default_output_tokens = config.default_output_tokens;
+  go.market_time = [market = p.market.get()] {
+    return grid::FormatUtc(market->MarketTime(Clock::now()));
+  };
+  p.gateway = std::make_unique<gateway::Gateway>(*p.fleet, std::move(tenants), go);
+  p.demo_keys = config.admin_key_sha256 == fleet::Sha256Hex("pp-admin-key");
+
+  const std::string listen = options.listen.empty() ? config.listen : options.listen;
+  unsigned short port = 0;
+  if (!net::SplitHostPort(listen, &p.host, &port)) {
+    return std::unexpected("listen address '" + listen + "': want HOST:PORT");
+  }
+  try {
+    p.server = std::make_unique<net::HttpServer>(
+        p.gateway_pool->Executors(),
+        net::tcp::endpoint(net::asio::ip::make_address(p.host), port), p.gateway->handler());
+  } catch (const std::exception& e) {
+    return std::unexpected("cannot listen on " + listen + ": " + e.what());
+  }
+
+  for (auto& e : p.engines) e->Start();
+  p.engine_pool->Start();
+  p.prober = std::make_unique<fleet::Prober>(*p.fleet, p.gateway_pool->context(0).get_executor());
+  p.prober->Start();
+  p.server->Start();
+  p.price_timer =
+      std::make_unique<net::asio::steady_timer>(p.gateway_pool->context(0).get_executor());
+  p.SchedulePrices();
+  p.gateway_pool->Start();
+  return rt;
+}
+
+void Runtime::Stop() {
+  Parts& p = *parts_;
+  if (p.stopped) return;
+  p.stopped = true;
+  if (p.prober) p.prober->Stop();
+  if (p.server) p.server->Stop();
+  for (auto& e : p.engines) {
+    if (e) e->Stop();
+  }
+  if (p.gateway_pool) p.gateway_pool->Stop();
+  if (p.engine_pool) p.engine_pool->Stop();
+}
+
+unsigned short Runtime::port() const { return parts_->server->port(); }
+std::string Runtime::host() const { return parts_->host; }
+fleet::Fleet& Runtime::fleet() { return *parts_->fleet; }
+std::size_t Runtime::emulated_engines() const { return parts_->engines.size(); }
+
+void Runtime::StopEngine(std::size_t endpoint) {
+  const auto i = parts_->engine_of_endpoint.at(endpoint);
+  if (i < 0 || !parts_->engines[i]) return;
+  parts_->engines[i]->Stop();
+  // Destroy it on its own thread, after the stop has run there.
+  std::promise<void> done;
+  net::asio::post(parts_->engine_pool->context(0), [&] {
+    parts_->engines[i].reset();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+void Runtime::RestartEngine(std::size_t endpoint) {
+  const auto i = parts_->engine_of_endpoint.at(endpoint);
+  if (i < 0 || parts_->engines[i]) return;
+  const auto& a = parts_->fleet->address(endpoint);
+  std::promise<void> done;
+  net::asio::post(parts_->engine_pool->context(0), [&] {
+    parts_->engines[i] = std::make_unique<engine::Engine>(
+        parts_->engine_pool->context(0).get_executor(),
+        net::tcp::endpoint(net::asio::ip::make_address(a.host), a.port), parts_->engine_options[i]);
+    parts_->engines[i]->Start();
+    done.set_value();
+  });
+  done.get_future().wait();
+}
+
+std::string Runtime::Banner() const {
+  const Parts& p = *parts_;
+  const std::string base = "http://" + p.host + ":" + std::to_string(port());
+  std::string out = "powerplane is up: " + std::to_string(p.fleet->site_count()) + " sites, " +
+                    std::to_string(p.fleet->endpoint_count()) + " endpoints (" +
+                    std::to_string(p.engines.size()) + " emulated), market " +
+                    grid::FormatUtc(p.market->MarketTime(Clock::now())) + " at " +
+                    std::to_string(static_cast<int>(p.market_speed)) + "x\n";
+  out += "  API:     " + base + "/v1   (OpenAI-compatible)\n";
+  out += "  metrics: " + base + "/metrics   admin: " + base + "/admin/fleet\n";
+  if (p.demo_keys) {
+    out += "  demo keys (demo only): pp-demo-key (any jurisdiction), pp-eu-key (EU only), "
+           "admin pp-admin-key\n";
+  }
+  const std::string model = p.fleet->models().empty() ? "" : p.fleet->models()[0];
+  out += "  try: curl -N " + base +
+         "/v1/chat/completions -H 'Authorization: Bearer pp-demo-key' -H 'Content-Type: "
+         "application/json' -d '{\"model\":\"" + model +
+         "\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n";
+  return out;
+}
+
+int RunUntilSignal(const fleet::FleetConfig& config, const UpOptions& options) {
+  auto rt = Runtime::Start(config, options);
+  if (!rt) {
+    spdlog::error("{}", rt.error());
+    return 2;
+  }
+  std::fputs((*rt)->Banner().c_str(), stdout);
+  std::fflush(stdout);
+  net::asio::io_context main_context(1);
+  net::asio::signal_set signals(main_context, SIGINT, SIGTERM);
+  signals.async_wait([](boost::system::error_code, int sig) {
+    spdlog::info("signal {}: stopping", sig);
+  });
+  main_context.run();
+  (*rt)->Stop();
+  return 0;
+}
+
+}  // namespace powerplane::runtime

@@ -1,0 +1,56 @@
+#pragma once
+// Wiring: turns a fleet file into running parts (emulated engines, the fleet, price feeds on a
+// market clock, probes, the gateway) and stops them in order. Used by `powerplane up` and by the
+// integration tests, so both run exactly the same assembly.
+
+#include <expected>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "fleet/config.h"
+
+namespace powerplane::fleet {
+class Fleet;
+}
+
+namespace powerplane::runtime {
+
+struct UpOptions {
+  std::string listen;               // overrides the config's gateway.listen when set.
+  std::filesystem::path data_dir;   // the repository's data/ folder.
+  std::string market_start;         // overrides market.start when set.
+  double market_speed = 0;          // overrides market.speed when > 0.
+  double engine_speed = 1.0;        // emulated engines' time factor.
+  int threads = 0;                  // gateway I/O threads; 0 = one per core.
+};
+
+class Runtime {
+ public:
+  ~Runtime();
+  // Builds and starts everything; errors name the offending input.
+  static std::expected<std::unique_ptr<Runtime>, std::string> Start(const fleet::FleetConfig& config,
+                                                                    const UpOptions& options);
+  // Stops the gateway, probes, engines and threads. Idempotent.
+  void Stop();
+
+  unsigned short port() const;
+  std::string host() const;
+  fleet::Fleet& fleet();
+  std::size_t emulated_engines() const;
+  // Stops or restarts one emulated engine (by fleet endpoint index), to exercise failover.
+  void StopEngine(std::size_t endpoint);
+  void RestartEngine(std::size_t endpoint);
+  // One line per fact for the terminal: URLs, keys, market time.
+  std::string Banner() const;
+
+ private:
+  Runtime();
+  struct Parts;
+  std::unique_ptr<Parts> parts_;
+};
+
+// Starts, prints the banner, runs until SIGINT or SIGTERM, stops. Returns the exit code.
+int RunUntilSignal(const fleet::FleetConfig& config, const UpOptions& options);
+
+}  // namespace powerplane::runtime

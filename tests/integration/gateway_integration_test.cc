@@ -1,0 +1,288 @@
+// The gateway over emulated engines, all on loopback with OS-chosen ports: streaming, metering,
+// errors, price-following, residency, and health.
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "fleet/fleet.h"
+#include "runtime/runtime.h"
+#include "test_client.h"
+
+namespace powerplane {
+namespace {
+using json = nlohmann::json;
+using testing::SseData;
+using testing::TestClient;
+namespace http = net::http;
+
+// Two US sites at different fixed prices and a small EU site, with small batches so that
+// saturation is easy to reach.
+constexpr const char* kFleet = R"(
+[gateway]
+admin_key = "admin"
+default_output_tokens = 64
+
+[[sites]]
+id = "cheap"
+jurisdiction = "US"
+network_rtt_ms = 2
+price = 20.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "llama-3.1-8b"
+  max_batch = 64
+
+[[sites]]
+id = "dear"
+jurisdiction = "US"
+network_rtt_ms = 2
+price = 80.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "llama-3.1-8b"
+  max_batch = 64
+
+[[sites]]
+id = "eu"
+jurisdiction = "EU"
+network_rtt_ms = 20
+price = 300.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "llama-3.1-8b"
+  max_batch = 2
+  max_queue = 0
+
+[[tenants]]
+id = "anyone"
+keys = ["key-any"]
+ttft_target_ms = 2000
+tpot_target_ms = 100
+
+[[tenants]]
+id = "eu-only"
+keys = ["key-eu"]
+jurisdictions = ["EU"]
+ttft_target_ms = 2000
+tpot_target_ms = 100
+)";
+
+std::string ChatBody(int max_tokens, bool stream, bool include_usage = false) {
+  json b = {{"model", "llama-3.1-8b"},
+            {"max_tokens", max_tokens},
+            {"messages", {{{"role", "user"}, {"content", "Tell me about the grid."}}}}};
+  if (stream) b["stream"] = true;
+  if (include_usage) b["stream_options"] = {{"include_usage", true}};
+  return b.dump();
+}
+
+class GatewayIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+    ASSERT_TRUE(config) << config.error();
+    runtime::UpOptions o;
+    o.listen = "127.0.0.1:0";
+    o.data_dir = PP_SOURCE_DIR "/data";
+    o.engine_speed = 1.0;
+    o.threads = 2;
+    auto rt = runtime::Runtime::Start(*config, o);
+    ASSERT_TRUE(rt) << rt.error();
+    runtime_ = rt->release();
+    client_ = new TestClient("127.0.0.1", runtime_->port());
+  }
+  static void TearDownTestSuite() {
+    delete client_;
+    delete runtime_;
+  }
+  void SetUp() override {
+    // Each test starts with market prices and every engine healthy.
+    Admin(http::verb::delete_, "/admin/sites/cheap/price");
+    Admin(http::verb::delete_, "/admin/sites/dear/price");
+  }
+  static testing::StreamResult Admin(http::verb verb, std::string target, std::string body = {}) {
+    return client_->Call(verb, std::move(target), std::move(body), "admin");
+  }
+  static runtime::Runtime* runtime_;
+  static TestClient* client_;
+};
+runtime::Runtime* GatewayIntegrationTest::runtime_ = nullptr;
+TestClient* GatewayIntegrationTest::client_ = nullptr;
+
+TEST_F(GatewayIntegrationTest, StreamsChunksAsTheEngineEmitsThem) {
+  auto r = client_->Chat("key-any", ChatBody(80, /*stream=*/true));
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(r.Header("content-type"), "text/event-stream");
+  EXPECT_FALSE(r.Header("x-request-id").empty());
+  EXPECT_EQ(r.Header("x-powerplane-site"), "cheap");
+  EXPECT_FALSE(r.Header("x-powerplane-endpoint").empty());
+  auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 81u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  // The client did not ask for usage: the chunk the gateway asked for is stripped.
+  for (const auto& e : events) EXPECT_EQ(e.find("\"choices\":[]"), std::string::npos) << e;
+  // 80 tokens at ~5 ms a step take ~0.4 s at real time; the first bytes must come long before
+  // the last, or the relay buffered the stream.
+  ASSERT_GE(r.chunks.size(), 10u);
+  const double first = r.chunks.front().at_s, last = r.chunks.back().at_s;
+  EXPECT_GT(last - first, 0.25);
+  EXPECT_LT(first, 0.5 * last);
+}
+
+TEST_F(GatewayIntegrationTest, ReportsUsageWhenAsked) {
+  auto r = client_->Chat("key-any", ChatBody(20, true, /*include_usage=*/true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  auto usage = json::parse(events[events.size() - 2]);
+  EXPECT_TRUE(usage["choices"].empty());
+  EXPECT_EQ(usage["usage"]["completion_tokens"], 20);
+  EXPECT_GT(usage["usage"]["prompt_tokens"].get<int>(), 0);
+}
+
+TEST_F(GatewayIntegrationTest, NonStreamingAndCompletions) {
+  auto r = client_->Chat("key-any", ChatBody(12, false));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto j = json::parse(r.body);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  EXPECT_FALSE(j["choices"][0]["message"]["content"].get<std::string>().empty());
+
+  auto c = client_->Chat("key-any", R"({"model":"llama-3.1-8b","prompt":"Once","max_tokens":5})",
+                         "/v1/completions");
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_EQ(json::parse(c.body)["usage"]["completion_tokens"], 5);
+
+  auto models = client_->Call(http::verb::get, "/v1/models", "", "key-any");
+  ASSERT_EQ(models.status, 200);
+  EXPECT_EQ(json::parse(models.body)["data"][0]["id"], "llama-3.1-8b");
+}
+
+TEST_F(GatewayIntegrationTest, ErrorsAreOpenAiShaped) {
+  struct Case {
+    std::string key, body;
+    int status;
+    std::string code;
+  } cases[] = {
+      {"", ChatBody(5, false), 401, "invalid_api_key"},
+      {"wrong", ChatBody(5, false), 401, "invalid_api_key"},
+      {"key-any", "{not json", 400, ""},
+      {"key-any", R"({"model":"llama-3.1-8b"})", 400, ""},
+      {"key-any", R"({"model":"gpt-9","messages":[{"role":"user","content":"x"}]})", 404,
+       "model_not_found"},
+      {"key-any", std::string(5 * 1024 * 1024, 'x'), 413, "request_too_large"},
+  };
+  for (const auto& c : cases) {
+    auto r = client_->Chat(c.key, c.body);
+    EXPECT_EQ(r.status, c.status) << c.body.substr(0, 60);
+    auto j = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << r.body;
+    ASSERT_TRUE(j["error"].is_object()) << r.body;
+    EXPECT_TRUE(j["error"]["message"].is_string());
+    EXPECT_TRUE(j["error"]["type"].is_string());
+    EXPECT_TRUE(j["error"].contains("param"));
+    if (!c.code.empty()) EXPECT_EQ(j["error"]["code"], c.code) << r.body;
+  }
+  EXPECT_EQ(client_->Call(http::verb::get, "/admin/fleet").status, 401);
+  EXPECT_EQ(client_->Call(http::verb::get, "/nope", "", "key-any").status, 404);
+}
+
+TEST_F(GatewayIntegrationTest, TrafficFollowsThePriceAndMovesAfterAnOverride) {
+  for (int i = 0; i < 5; ++i) {
+    auto r = client_->Chat("key-any", ChatBody(4, false));
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.Header("x-powerplane-site"), "cheap");
+  }
+  auto o = Admin(http::verb::post, "/admin/sites/cheap/price", R"({"usd_per_mwh": 500})");
+  ASSERT_EQ(o.status, 200) << o.body;
+  const auto changed = std::chrono::steady_clock::now();
+  auto r = client_->Chat("key-any", ChatBody(4, false));
+  EXPECT_EQ(r.Header("x-powerplane-site"), "dear");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - changed).count(), 1.0);
+  auto fleet_json = json::parse(Admin(http::verb::get, "/admin/fleet").body);
+  EXPECT_EQ(fleet_json["sites"][0]["override_usd_per_mwh"], 500.0);
+
+  ASSERT_EQ(Admin(http::verb::delete_, "/admin/sites/cheap/price").status, 200);
+  EXPECT_EQ(client_->Chat("key-any", ChatBody(4, false)).Header("x-powerplane-site"), "cheap");
+  EXPECT_EQ(Admin(http::verb::post, "/admin/sites/nowhere/price", R"({"usd_per_mwh":1})").status,
+            404);
+  EXPECT_EQ(Admin(http::verb::post, "/admin/sites/cheap/price", R"({"usd":1})").status, 400);
+}
+
+TEST_F(GatewayIntegrationTest, EuTenantIsNeverServedOutsideTheEu) {
+  // The EU site is the most expensive; the tenant still lands there.
+  for (int i = 0; i < 3; ++i) {
+    auto r = client_->Chat("key-eu", ChatBody(4, false));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Header("x-powerplane-site"), "eu");
+  }
+  // Saturate it (batch 2, no queue) with long streams; the rest wait, then get 429, never a US
+  // site.
+  std::vector<std::thread> long_streams;
+  std::vector<testing::StreamResult> results(5);
+  for (int i = 0; i < 5; ++i) {
+    long_streams.emplace_back([&, i] {
+      TestClient c("127.0.0.1", runtime_->port());
+      results[i] = c.Chat("key-eu", ChatBody(i < 2 ? 600 : 4, true));
+    });
+    if (i == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  for (auto& t : long_streams) t.join();
+  int ok = 0, refused = 0;
+  for (const auto& r : results) {
+    if (r.status == 200) {
+      ++ok;
+      EXPECT_EQ(r.Header("x-powerplane-site"), "eu");
+    } else {
+      ++refused;
+      EXPECT_TRUE(r.status == 429 || r.status == 503) << r.status;
+      if (r.status == 429) EXPECT_FALSE(r.Header("retry-after").empty());
+    }
+  }
+  EXPECT_GE(ok, 2);
+  EXPECT_GE(refused, 1);
+}
+
+TEST_F(GatewayIntegrationTest, ADeadEndpointIsTakenOutAndComesBack) {
+  auto& fleet = runtime_->fleet();
+  // Endpoint 0 is the cheap site's only engine.
+  runtime_->StopEngine(0);
+  // Requests keep succeeding: the first may find the dead engine and fail over before a byte
+  // reaches the client.
+  for (int i = 0; i < 3; ++i) {
+    auto r = client_->Chat("key-any", ChatBody(4, false));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.Header("x-powerplane-site"), "dear");
+  }
+  EXPECT_FALSE(fleet.Healthy(0));
+  runtime_->RestartEngine(0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (!fleet.Healthy(0) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_TRUE(fleet.Healthy(0));
+  EXPECT_EQ(client_->Chat("key-any", ChatBody(4, false)).Header("x-powerplane-site"), "cheap");
+}
+
+TEST_F(GatewayIntegrationTest, MetricsAndFleetState) {
+  client_->Chat("key-any", ChatBody(4, false));
+  auto m = client_->Call(http::verb::get, "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("powerplane_requests_total"), std::string::npos);
+  EXPECT_NE(m.body.find("powerplane_site_price_usd_per_mwh{site=\"cheap\"} 20"), std::string::npos);
+  EXPECT_NE(m.body.find("powerplane_energy_joules_total"), std::string::npos);
+  auto f = json::parse(Admin(http::verb::get, "/admin/fleet").body);
+  ASSERT_EQ(f["sites"].size(), 3u);
+  EXPECT_EQ(f["sites"][1]["usd_per_mwh"], 80.0);
+  EXPECT_EQ(f["sites"][2]["jurisdiction"], "EU");
+  EXPECT_EQ(f["sites"][0]["endpoints"].size(), 1u);
+}
+
+}  // namespace
+}  // namespace powerplane

@@ -78,6 +78,7 @@ int RunEngine(const std::string& listen, const std::string& gpu, const std::stri
 int main(int argc, char** argv) {
   CLI::App app{"powerplane: energy-aware LLM inference over a fleet of power-owning sites"};
   app.require_subcommand(1);
+  app.fallthrough();
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();

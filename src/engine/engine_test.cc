@@ -246,14 +246,15 @@ TEST_F(EngineTest, ClientGoneMidStreamCancelsTheRequest) {
   net::tcp::socket socket(io);
   socket.connect(net::tcp::endpoint(asio::ip::make_address("127.0.0.1"), engine_->port()));
   const std::string body =
-      R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],"max_tokens":100000,)"
+      R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],"max_tokens":4000,)"
       R"("stream":true})";
   const std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                               "Content-Type: application/json\r\nContent-Length: " +
                               std::to_string(body.size()) + "\r\n\r\n" + body;
   asio::write(socket, asio::buffer(request));
   char buf[4096];
-  std::size_t got = 0;
+  std::size_t got = socket.read_some(asio::buffer(buf));
+  ASSERT_EQ(std::string_view(buf, got).substr(0, 15), "HTTP/1.1 200 OK");
   while (got < 2000) got += socket.read_some(asio::buffer(buf));  // tokens are flowing.
   EXPECT_EQ(engine_->Stats().running, 1);
   socket.close();

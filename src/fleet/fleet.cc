@@ -18,6 +18,7 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       in_flight_(endpoints_.size(), 0),
       in_flight_tokens_(endpoints_.size(), 0),
       scraped_(endpoints_.size()),
+      in_flight_at_scrape_(endpoints_.size(), 0),
       last_error_(endpoints_.size()) {}
 
 std::optional<std::uint32_t> Fleet::ModelIndex(std::string_view name) const {
@@ -68,9 +69,10 @@ void Fleet::RefreshLoad(std::uint32_t i) {
   const core::Endpoint& e = endpoints_[i];
   const ScrapedLoad& s = scraped_[i];
   core::EndpointLoad& l = loads_[i];
-  // Our own in-flight count moves first; the engine's report covers traffic that did not come
-  // through this gateway. Take the larger.
-  const int occupied = std::max(in_flight_[i], s.running + s.waiting);
+  // Our own in-flight count is exact and moves first; the engine's report adds the traffic that
+  // did not come through this gateway (what it counted beyond our in-flight at scrape time).
+  const int others = std::max(0, s.running + s.waiting - in_flight_at_scrape_[i]);
+  const int occupied = in_flight_[i] + others;
   l.running = std::min(occupied, e.max_batch);
   l.waiting = occupied - l.running;
   const auto scraped_kv = static_cast<std::int64_t>(s.kv_usage_fraction * e.kv_token_capacity);
@@ -106,6 +108,7 @@ void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped) {
   std::lock_guard lock(mu_);
   loads_[endpoint].healthy = true;
   scraped_[endpoint] = scraped;
+  in_flight_at_scrape_[endpoint] = in_flight_[endpoint];
   RefreshLoad(endpoint);
 }
 

@@ -114,6 +114,7 @@ class Fleet {
   std::vector<int> in_flight_;
   std::vector<std::int64_t> in_flight_tokens_;
   std::vector<ScrapedLoad> scraped_;
+  std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.
   std::vector<std::string> last_error_;
   core::Router router_;
 };

@@ -33,6 +33,7 @@ struct Prober::State : std::enable_shared_from_this<Prober::State> {
         net::DropPooled(a.host, a.port);
         fleet.MarkFailure(i, res.error());
       } else if (res->result() != net::http::status::ok) {
+        net::DropPooled(a.host, a.port);
         fleet.MarkFailure(i, "metrics answered " + std::to_string(res->result_int()));
       } else {
         fleet.MarkProbeOk(i, ReadEngineLoad(res->body()).value_or(ScrapedLoad{}));

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+#include <map>
+#include <mutex>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -122,6 +125,22 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     }
   }
 
+  // After an early error answer, stop sending and read (and drop) what the client is still
+  // sending for a short while, so the answer is not lost to a connection reset.
+  static asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    std::array<char, 16 * 1024> scratch;
+    std::size_t drained = 0;
+    stream.expires_after(std::chrono::seconds(2));
+    while (drained < 64 * 1024 * 1024) {
+      auto [ec, n] = co_await stream.async_read_some(asio::buffer(scratch), kUseTuple);
+      if (ec) break;
+      drained += n;
+    }
+    stream.socket().close(ignored);
+  }
+
   asio::awaitable<void> Session(tcp::socket socket) {
     auto self = shared_from_this();
     ++connections;
@@ -129,7 +148,14 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       std::atomic<std::size_t>& n;
       ~Guard() { --n; }
     } guard{connections};
-    beast::tcp_stream stream(std::move(socket));
+    auto stream_ptr = std::make_shared<beast::tcp_stream>(std::move(socket));
+    beast::tcp_stream& stream = *stream_ptr;
+    const std::uint64_t session_id = Register(stream_ptr);
+    struct Unregister {
+      State& s;
+      std::uint64_t id;
+      ~Unregister() { s.Forget(id); }
+    } unregister{*this, session_id};
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
@@ -141,6 +167,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       stream.expires_after(first ? options.header_timeout : options.idle_timeout);
       first = false;
       auto [ec_h, nh] = co_await http::async_read_header(stream, buffer, parser, kUseTuple);
+      if (!ec_h && parser.content_length() && *parser.content_length() > options.max_body_bytes) {
+        ec_h = http::error::body_limit;  // answer before reading a body we would refuse.
+      }
       if (!ec_h && !parser.is_done()) {
         stream.expires_after(options.header_timeout);
         auto [ec_b, nb] = co_await http::async_read(stream, buffer, parser, kUseTuple);
@@ -157,6 +186,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
           res.keep_alive(false);
           StreamResponder r(stream, options.write_timeout, false, 11);
           co_await r.Send(std::move(res));
+          co_await LingeringClose(stream);
+          co_return;
         } else if (ec_h == http::error::bad_target || ec_h == http::error::bad_method ||
                    ec_h == http::error::bad_version || ec_h == http::error::bad_field ||
                    ec_h == http::error::bad_value || ec_h == http::error::bad_content_length ||
@@ -199,14 +230,40 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         co_await responder.Send(ErrorResponse(http::status::internal_server_error,
                                               "no response", "server_error"));
       }
-      if (!responder.keep_alive()) break;
+      if (!responder.keep_alive() || stopped) break;
     }
     beast::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
+  // Live connections, so Stop can close kept-alive ones.
+  std::uint64_t Register(const std::shared_ptr<beast::tcp_stream>& stream) {
+    std::lock_guard lock(sessions_mu);
+    sessions[++next_session] = stream;
+    return next_session;
+  }
+  void Forget(std::uint64_t id) {
+    std::lock_guard lock(sessions_mu);
+    sessions.erase(id);
+  }
+  void CloseAll() {
+    std::lock_guard lock(sessions_mu);
+    for (auto& [id, weak] : sessions) {
+      if (auto stream = weak.lock()) {
+        asio::post(stream->get_executor(), [stream] {
+          beast::error_code ignored;
+          stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+          stream->socket().close(ignored);
+        });
+      }
+    }
+  }
+
   std::vector<asio::any_io_executor> executors;
   std::size_t next_executor = 0;
+  std::mutex sessions_mu;
+  std::map<std::uint64_t, std::weak_ptr<beast::tcp_stream>> sessions;
+  std::uint64_t next_session = 0;
   tcp::acceptor acceptor;
   Handler handler;
   ServerOptions options;
@@ -230,6 +287,7 @@ void HttpServer::Stop() {
     beast::error_code ignored;
     s->acceptor.close(ignored);
   });
+  state_->CloseAll();
 }
 
 unsigned short HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }

@@ -187,7 +187,9 @@ TEST_F(GatewayIntegrationTest, ErrorsAreOpenAiShaped) {
     EXPECT_TRUE(j["error"]["message"].is_string());
     EXPECT_TRUE(j["error"]["type"].is_string());
     EXPECT_TRUE(j["error"].contains("param"));
-    if (!c.code.empty()) EXPECT_EQ(j["error"]["code"], c.code) << r.body;
+    if (!c.code.empty()) {
+      EXPECT_EQ(j["error"]["code"], c.code) << r.body;
+    }
   }
   EXPECT_EQ(client_->Call(http::verb::get, "/admin/fleet").status, 401);
   EXPECT_EQ(client_->Call(http::verb::get, "/nope", "", "key-any").status, 404);
@@ -242,7 +244,9 @@ TEST_F(GatewayIntegrationTest, EuTenantIsNeverServedOutsideTheEu) {
     } else {
       ++refused;
       EXPECT_TRUE(r.status == 429 || r.status == 503) << r.status;
-      if (r.status == 429) EXPECT_FALSE(r.Header("retry-after").empty());
+      if (r.status == 429) {
+        EXPECT_FALSE(r.Header("retry-after").empty());
+      }
     }
   }
   EXPECT_GE(ok, 2);

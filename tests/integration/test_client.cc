@@ -53,10 +53,8 @@ asio::awaitable<StreamResult> DoCall(std::string host, unsigned short port, http
   req.prepare_payload();
   const auto start = std::chrono::steady_clock::now();
   auto [wec, wn] = co_await http::async_write(stream, req, tuple);
-  if (wec) {
-    result.error = wec.message();
-    co_return result;
-  }
+  // A server may answer (413) before the whole body is sent: read the answer anyway.
+  if (wec) result.error = wec.message();
   beast::flat_buffer buffer;
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());

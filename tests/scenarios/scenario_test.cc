@@ -1,4 +1,4 @@
-// Runs every tests/scenarios/*.txt against the core Router (format: README.md in this folder).
+// Runs every tests/scenarios/*.scenario against the core Router (format: README.md in this folder).
 
 #include <gtest/gtest.h>
 
@@ -113,9 +113,15 @@ class Scenario {
           continue;
         }
         ASSERT_TRUE(d.placed) << why;
-        if (a.contains("site")) EXPECT_EQ(sites_[d.site_index].id, a["site"]) << why;
-        if (a.contains("endpoint")) EXPECT_EQ(endpoints_[d.endpoint_index].id, a["endpoint"]) << why;
-        if (a.contains("meets")) EXPECT_EQ(d.meets_targets, a["meets"] == "true") << why;
+        if (a.contains("site")) {
+          EXPECT_EQ(sites_[d.site_index].id, a["site"]) << why;
+        }
+        if (a.contains("endpoint")) {
+          EXPECT_EQ(endpoints_[d.endpoint_index].id, a["endpoint"]) << why;
+        }
+        if (a.contains("meets")) {
+          EXPECT_EQ(d.meets_targets, a["meets"] == "true") << why;
+        }
       } else {
         FAIL() << "unknown verb '" << verb << "'";
       }
@@ -169,7 +175,7 @@ class Scenario {
 std::vector<std::string> ScenarioFiles() {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(PP_SOURCE_DIR "/tests/scenarios")) {
-    if (e.path().extension() == ".txt") out.push_back(e.path().filename().string());
+    if (e.path().extension() == ".scenario") out.push_back(e.path().filename().string());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -180,8 +186,9 @@ class ScenarioTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(ScenarioTest, Runs) { Scenario().Run(fs::path(PP_SOURCE_DIR "/tests/scenarios") / GetParam()); }
 
 INSTANTIATE_TEST_SUITE_P(Files, ScenarioTest, ::testing::ValuesIn(ScenarioFiles()),
-                         [](const auto& info) {
-                           std::string name = info.param.substr(0, info.param.size() - 4);
+                         [](const auto& param_info) {
+                           const std::string& file = param_info.param;
+                           std::string name = file.substr(0, file.size() - 9);
                            for (auto& c : name) {
                              if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
                            }

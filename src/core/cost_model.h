@@ -1,7 +1,10 @@
 #pragma once
 // The cost of a token at an endpoint now: energy (price x joules x PUE) plus amortised hardware.
 //   c = J(e, b+1, ctx) x PUE_s x p_s(now) + h_e / r_e(b+1)
-// where prefill joules are spread over the request's expected output tokens.
+// where prefill joules are spread over the request's expected output tokens. Inline: the router
+// evaluates it for every candidate of every request.
+
+#include <algorithm>
 
 #include "core/types.h"
 
@@ -23,13 +26,76 @@ struct CostBreakdown {
   double predicted_tpot_s = 0;       // decode step at batch_after.
 };
 
-// Scores `request` at `endpoint` with load `load` in a site with `site`/`energy`. Pure.
-CostBreakdown ScoreCandidate(const Request& request, const Site& site, const EnergyState& energy,
-                             const Endpoint& endpoint, const EndpointLoad& load);
-
 // Energy cost in USD of `joules` at `usd_per_mwh` with facility overhead `pue`.
 inline double EnergyCostUsd(double joules, double usd_per_mwh, double pue) {
   return joules * pue * usd_per_mwh / kJoulesPerMwh;
+}
+
+// The parts of a request's cost that do not depend on the endpoint.
+struct RequestShape {
+  double prompt_tokens = 0;
+  double expected_output_tokens = 1;  // at least 1.
+  double inverse_expected_output = 1;
+  double own_context_tokens = 0;      // prompt plus half the output: its mean context over life.
+};
+
+inline RequestShape ShapeOf(const Request& r) {
+  RequestShape s;
+  s.prompt_tokens = r.prompt_tokens;
+  s.expected_output_tokens = std::max(1, r.expected_output_tokens);
+  s.inverse_expected_output = 1.0 / s.expected_output_tokens;
+  s.own_context_tokens = r.prompt_tokens + 0.5 * r.expected_output_tokens;
+  return s;
+}
+
+// Scores a request of shape `r` at `endpoint` (load `load`) in `site` priced `usd_per_mwh`.
+// Written without divisions on the hot path: the router calls it for every candidate.
+inline void Score(const RequestShape& r, const Site& site, double usd_per_mwh,
+                  const Endpoint& endpoint, const EndpointLoad& load, CostBreakdown* c) {
+  const GpuModel& gpu = *endpoint.gpu;
+  const int occupied = load.running + load.waiting;
+  const int batch = std::min(occupied + 1, endpoint.max_batch);
+  const double inverse_batch = gpu.InverseBatch(batch);
+  c->batch_after = batch;
+  const int others = std::min(occupied, endpoint.max_batch - 1);
+  const double others_context =
+      load.mean_context_tokens > 0 ? load.mean_context_tokens : r.own_context_tokens;
+  c->context_tokens =
+      (others * others_context + r.own_context_tokens) * gpu.InverseBatch(others + 1);
+
+  const double step_s = gpu.StepSeconds(batch, c->context_tokens);
+  c->joules_per_output_token =
+      gpu.DecodeWatts(batch, c->context_tokens) * step_s * inverse_batch +
+      gpu.JoulesPerPromptToken() * r.prompt_tokens * r.inverse_expected_output;
+  c->usd_per_mwh = usd_per_mwh;
+  c->pue = site.pue;
+  c->energy_usd_per_token =
+      c->joules_per_output_token * site.pue * usd_per_mwh * (1.0 / kJoulesPerMwh);
+  // Hardware per token: cost per second over tokens per second (batch / step).
+  c->hardware_usd_per_token =
+      endpoint.hardware_usd_per_hour * (1.0 / 3600.0) * step_s * inverse_batch;
+  c->total_usd_per_token = c->energy_usd_per_token + c->hardware_usd_per_token;
+
+  // Time to first token: the network round trip, the wait for a batch slot, then prefill.
+  // With a free slot the request joins at the next step; otherwise it waits for the requests
+  // ahead of it to finish, at the full batch's pace.
+  double queue_s = step_s;
+  const int ahead = occupied + 1 - endpoint.max_batch;
+  if (ahead > 0) {
+    const double full_step_s = gpu.StepSeconds(endpoint.max_batch, c->context_tokens);
+    queue_s += ahead * r.expected_output_tokens * full_step_s * gpu.InverseBatch(endpoint.max_batch);
+  }
+  c->predicted_ttft_s = site.network_rtt_s + queue_s + gpu.PrefillSeconds(r.prompt_tokens);
+  c->predicted_tpot_s = step_s;
+}
+
+// Scores `request` at `endpoint` with load `load` in a site with `site`/`energy`. Pure.
+inline CostBreakdown ScoreCandidate(const Request& request, const Site& site,
+                                    const EnergyState& energy, const Endpoint& endpoint,
+                                    const EndpointLoad& load) {
+  CostBreakdown c;
+  Score(ShapeOf(request), site, energy.usd_per_mwh, endpoint, load, &c);
+  return c;
 }
 
 }  // namespace powerplane::core

@@ -44,51 +44,20 @@ GpuModel::GpuModel(GpuProfile profile) : profile_(std::move(profile)) {
         profile_.max_watts,
         Interpolate(profile_.decode, b, [](const DecodePoint& p) { return p.watts; }, false));
   }
+  inverse_batch_.resize(kTableSize + 1);
+  for (int b = 1; b <= kTableSize; ++b) inverse_batch_[b] = 1.0 / b;
+  inverse_batch_[0] = 1.0;
   step_ref_[0] = step_ref_[1];
   watts_ref_[0] = profile_.idle_watts;
+  prefill_s_per_token_ =
+      profile_.prefill_tokens_per_s > 0 ? 1.0 / profile_.prefill_tokens_per_s : 0;
   joules_per_prompt_token_ =
       profile_.prefill_tokens_per_s > 0 ? profile_.prefill_watts / profile_.prefill_tokens_per_s
                                         : 0;
 }
 
-double GpuModel::StepRef(int batch) const {
-  if (batch <= kTableSize) return step_ref_[std::max(batch, 1)];
+double GpuModel::StepBeyondTable(int batch) const {
   return Interpolate(profile_.decode, batch, [](const DecodePoint& p) { return p.step_s; }, true);
-}
-
-double GpuModel::WattsRef(double batch) const {
-  if (batch <= kTableSize) return watts_ref_[std::max(1, static_cast<int>(std::lround(batch)))];
-  return watts_ref_[kTableSize];
-}
-
-double GpuModel::StepSeconds(int batch, double context_tokens) const {
-  if (batch <= 0) return 0;
-  double ref = StepRef(batch);
-  if (context_tokens <= 0) return ref;
-  double extra = profile_.step_s_per_context_token * batch *
-                 (context_tokens - profile_.reference_context_tokens);
-  // Shorter contexts than the reference save at most half the step (weights still stream).
-  return std::max(ref + extra, 0.5 * ref);
-}
-
-double GpuModel::DecodeWatts(int batch, double context_tokens) const {
-  if (batch <= 0) return profile_.idle_watts;
-  double at_batch = WattsRef(batch);
-  if (context_tokens <= profile_.reference_context_tokens) return at_batch;
-  // A longer context loads the GPU like a larger batch at the reference context; the measured
-  // points (context 4,096 and 8,192) sit between the two, so take their mean.
-  double effective_batch = batch * context_tokens / profile_.reference_context_tokens;
-  return std::min(profile_.max_watts, 0.5 * (at_batch + WattsRef(effective_batch)));
-}
-
-double GpuModel::JoulesPerOutputToken(int batch, double context_tokens) const {
-  if (batch <= 0) return 0;
-  return DecodeWatts(batch, context_tokens) * StepSeconds(batch, context_tokens) / batch;
-}
-
-double GpuModel::PrefillSeconds(double prompt_tokens) const {
-  if (profile_.prefill_tokens_per_s <= 0) return 0;
-  return prompt_tokens / profile_.prefill_tokens_per_s;
 }
 
 }  // namespace powerplane::core

@@ -38,26 +38,59 @@ class GpuModel {
   const GpuProfile& profile() const { return profile_; }
 
   // Seconds per decode step with `batch` sequences of mean context `context_tokens`.
-  double StepSeconds(int batch, double context_tokens) const;
+  double StepSeconds(int batch, double context_tokens) const {
+    if (batch <= 0) return 0;
+    const double ref = StepRef(batch);
+    if (context_tokens <= 0) return ref;
+    const double extra = profile_.step_s_per_context_token * batch *
+                         (context_tokens - profile_.reference_context_tokens);
+    // Shorter contexts than the reference save at most half the step (weights still stream).
+    return ref + extra > 0.5 * ref ? ref + extra : 0.5 * ref;
+  }
   // Average GPU watts while decoding at that batch and context.
-  double DecodeWatts(int batch, double context_tokens) const;
+  double DecodeWatts(int batch, double context_tokens) const {
+    if (batch <= 0) return profile_.idle_watts;
+    const double at_batch = WattsRef(batch);
+    if (context_tokens <= profile_.reference_context_tokens) return at_batch;
+    // A longer context loads the GPU like a larger batch at the reference context; the measured
+    // points (context 4,096 and 8,192) sit between the two, so take their mean.
+    const double effective_batch = batch * context_tokens / profile_.reference_context_tokens;
+    const double w = 0.5 * (at_batch + WattsRef(effective_batch));
+    return w < profile_.max_watts ? w : profile_.max_watts;
+  }
   // Joules per output token at that batch and context (watts x step / batch).
-  double JoulesPerOutputToken(int batch, double context_tokens) const;
+  double JoulesPerOutputToken(int batch, double context_tokens) const {
+    if (batch <= 0) return 0;
+    return DecodeWatts(batch, context_tokens) * StepSeconds(batch, context_tokens) / batch;
+  }
   // Seconds to prefill `prompt_tokens` tokens.
-  double PrefillSeconds(double prompt_tokens) const;
+  double PrefillSeconds(double prompt_tokens) const { return prompt_tokens * prefill_s_per_token_; }
   // Joules per prompt token during prefill.
   double JoulesPerPromptToken() const { return joules_per_prompt_token_; }
   double IdleWatts() const { return profile_.idle_watts; }
+  // 1 / batch, from a table for the batches the router sees (avoids a division per candidate).
+  double InverseBatch(int batch) const {
+    return batch <= kTableSize && batch >= 1 ? inverse_batch_[batch] : 1.0 / batch;
+  }
 
  private:
   static constexpr int kTableSize = 1024;
-  double StepRef(int batch) const;
-  double WattsRef(double batch) const;
+  double StepRef(int batch) const {
+    return batch <= kTableSize ? step_ref_[batch < 1 ? 1 : batch] : StepBeyondTable(batch);
+  }
+  double WattsRef(double batch) const {
+    if (batch >= kTableSize) return watts_ref_[kTableSize];
+    const int b = static_cast<int>(batch + 0.5);
+    return watts_ref_[b < 1 ? 1 : b];
+  }
+  double StepBeyondTable(int batch) const;
 
   GpuProfile profile_;
   std::vector<double> step_ref_;   // index = batch, 1..kTableSize.
   std::vector<double> watts_ref_;  // index = batch.
+  std::vector<double> inverse_batch_;
   double joules_per_prompt_token_ = 0;
+  double prefill_s_per_token_ = 0;
 };
 
 }  // namespace powerplane::core

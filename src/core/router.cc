@@ -85,6 +85,7 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
   }
 
   Best meeting, any;
+  const RequestShape shape = ShapeOf(request);
 
   for (std::size_t i = 0; i < fleet.endpoints.size(); ++i) {
     const Endpoint& e = fleet.endpoints[i];
@@ -106,8 +107,9 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
       continue;
     }
     ++d.candidates;
-    const CostBreakdown c =
-        ScoreCandidate(request, fleet.sites[e.site_index], fleet.site_energy[e.site_index], e, load);
+    CostBreakdown c;
+    Score(shape, fleet.sites[e.site_index], fleet.site_energy[e.site_index].usd_per_mwh, e, load,
+          &c);
     if (MeetsTargets(request, c)) {
       ++d.candidates_meeting_targets;
       meeting.Offer(c.total_usd_per_token, i, c);

@@ -60,8 +60,11 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet)
                    .Name("powerplane_site_healthy_endpoints")
                    .Help("Healthy endpoints per site")
                    .Register(*registry_)) {
+  placed_ = &decisions_.Add({{"outcome", "placed"}});
+  placed_missing_ = &decisions_.Add({{"outcome", "placed_missing_targets"}});
   for (std::uint32_t s = 0; s < fleet.site_count(); ++s) {
     const std::string& id = fleet.site(s).id;
+    ok_by_site_.push_back(&requests_.Add({{"site", id}, {"code", "200"}}));
     prompt_tokens_by_site_.push_back(&tokens_.Add({{"site", id}, {"kind", "prompt"}}));
     completion_tokens_by_site_.push_back(&tokens_.Add({{"site", id}, {"kind", "completion"}}));
     joules_by_site_.push_back(&energy_joules_.Add({{"site", id}}));

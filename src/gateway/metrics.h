@@ -20,9 +20,13 @@ class GatewayMetrics {
 
   // One request ended. `site` is empty when it was not placed.
   void RecordRequest(const std::string& site, int status);
+  void RecordOk(std::uint32_t site) { ok_by_site_[site]->Increment(); }
   void RecordServed(std::uint32_t site, std::int64_t prompt_tokens, std::int64_t completion_tokens,
                     double ttft_s, double duration_s, double joules, double energy_cost_usd);
   void RecordDecision(std::string_view outcome);
+  void RecordPlaced(bool meets_targets) {
+    (meets_targets ? placed_ : placed_missing_)->Increment();
+  }
 
   // The text exposition, with per-site gauges refreshed from the fleet.
   std::string Serialize();
@@ -41,6 +45,9 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Gauge>& power_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& healthy_;
+  prometheus::Counter* placed_;
+  prometheus::Counter* placed_missing_;
+  std::vector<prometheus::Counter*> ok_by_site_;  // status 200, the hot path.
   std::vector<prometheus::Counter*> prompt_tokens_by_site_;
   std::vector<prometheus::Counter*> completion_tokens_by_site_;
   std::vector<prometheus::Counter*> joules_by_site_;

@@ -8,12 +8,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.h"
+#include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
 
@@ -89,7 +90,7 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
       }
       break;
     }
-    metrics_.RecordDecision(d.meets_targets ? "placed" : "placed_missing_targets");
+    metrics_.RecordPlaced(d.meets_targets);
     Admission admission(fleet_, d.endpoint_index, call.routed);
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("{} tenant={} -> {} ({} USD/Mtok, ttft {:.0f} ms)", call.request_id,
@@ -150,7 +151,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   // Send the request and read the response header; a pooled connection the engine had closed
   // gets one retry on a fresh connection before the endpoint is blamed.
   std::unique_ptr<net::UpstreamConnection> conn;
-  std::optional<http::response_parser<http::buffer_body>> parser;
+  std::optional<http::response_parser<http::empty_body>> parser;
   std::string failure;
   for (int fresh = 0; fresh < 2; ++fresh) {
     auto c = co_await net::Connect(addr.host, addr.port, options_.connect_timeout, fresh == 0);
@@ -187,31 +188,53 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   }
 
   const int status = parser->get().result_int();
+  const bool upstream_keep_alive = parser->get().keep_alive();
+  // The body is read as raw socket bytes and decoded here: one read may carry many chunks.
+  BodyDecoder decoder = parser->chunked()          ? BodyDecoder::Chunked()
+                        : parser->content_length() ? BodyDecoder::Length(*parser->content_length())
+                                                   : BodyDecoder::UntilClose();
+  bool reusable = upstream_keep_alive && (parser->chunked() || parser->content_length());
   char buf[16 * 1024];
-  // Reads the rest of the body into `out` (bounded). False on a broken connection.
-  auto read_all = [&](std::string& out) -> asio::awaitable<bool> {
-    while (!parser->is_done()) {
-      parser->get().body().data = buf;
-      parser->get().body().size = sizeof buf;
-      auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *parser, kUseTuple);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) co_return false;
-      out.append(buf, sizeof buf - parser->get().body().size);
-      if (out.size() > kMaxUpstreamBody) co_return false;
+  std::string decoded;
+  // One read of body bytes into `decoded`. False when the connection broke or the body is
+  // malformed.
+  auto pump = [&]() -> asio::awaitable<bool> {
+    if (conn->buffer.size() > 0) {  // bytes that came with the header.
+      const auto data = conn->buffer.data();
+      const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+      if (decoder.Feed(bytes, &decoded) < bytes.size()) reusable = false;
+      conn->buffer.consume(bytes.size());
+      co_return !decoder.failed();
+    }
+    auto [ec, n] = co_await conn->stream.async_read_some(asio::buffer(buf), kUseTuple);
+    if (ec == asio::error::eof) {
+      decoder.OnClose();
+      reusable = false;
+      co_return decoder.done();
+    }
+    if (ec) co_return false;
+    if (decoder.Feed(std::string_view(buf, n), &decoded) < n) reusable = false;
+    co_return !decoder.failed();
+  };
+  auto read_all = [&]() -> asio::awaitable<bool> {
+    while (!decoder.done()) {
+      if (!co_await pump() || decoded.size() > kMaxUpstreamBody) co_return false;
     }
     co_return true;
   };
+  auto release_if_reusable = [&] {
+    if (reusable && decoder.done()) net::Release(std::move(conn));
+  };
 
   if (status != 200) {
-    std::string body;
-    const bool complete = co_await read_all(body);
-    if (complete && parser->get().keep_alive()) net::Release(std::move(conn));
+    conn->stream.expires_after(options_.upstream_header_timeout);
+    if (co_await read_all()) release_if_reusable();
     if (status >= 500 || status == 429) {
       spdlog::warn("{}: endpoint {} answered {}", call.request_id, endpoint.id, status);
       co_return false;  // overloaded or broken: try the next best endpoint.
     }
-    auto res = net::MakeResponse(static_cast<http::status>(status), NormalizeError(body, status),
-                                 "application/json");
+    auto res = net::MakeResponse(static_cast<http::status>(status),
+                                 NormalizeError(decoded, status), "application/json");
     res.set("x-request-id", call.request_id);
     res.set("x-powerplane-site", site.id);
     res.set("x-powerplane-endpoint", endpoint.id);
@@ -227,19 +250,19 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   };
 
   if (!call.parsed.stream) {
-    std::string body;
-    if (!co_await read_all(body)) {
+    conn->stream.expires_after(options_.upstream_header_timeout);
+    if (!co_await read_all()) {
       fleet_.MarkFailure(ep, "response broken");
       co_return false;  // nothing was sent yet: the call may go elsewhere.
     }
-    if (parser->get().keep_alive()) net::Release(std::move(conn));
-    usage.reported = ReadUsage(body, &usage.prompt_tokens, &usage.completion_tokens);
+    release_if_reusable();
+    usage.reported = ReadUsage(decoded, &usage.prompt_tokens, &usage.completion_tokens);
     net::Response res{http::status::ok, 11};
     res.set(http::field::content_type, "application/json");
     res.set("x-request-id", call.request_id);
     res.set("x-powerplane-site", site.id);
     res.set("x-powerplane-endpoint", endpoint.id);
-    res.body() = std::move(body);
+    res.body() = std::move(decoded);
     ttft_s = since_start();
     co_await responder.Send(std::move(res));
   } else {
@@ -255,18 +278,22 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     std::string out;
     std::int64_t content_events = 0;
     bool done_seen = false, broken = false, client_gone = false;
-    while (!parser->is_done()) {
-      parser->get().body().data = buf;
-      parser->get().body().size = sizeof buf;
-      conn->stream.expires_after(options_.upstream_header_timeout);
-      auto [ec, n] = co_await http::async_read_some(conn->stream, conn->buffer, *parser, kUseTuple);
-      if (ec == http::error::need_buffer) ec = {};
-      if (ec) {
+    // The idle timeout between upstream reads is re-armed at most once a second: arming a timer
+    // per read costs more than the read.
+    auto armed = std::chrono::steady_clock::now();
+    conn->stream.expires_after(options_.upstream_header_timeout);
+    while (!decoder.done()) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - armed > std::chrono::seconds(1)) {
+        conn->stream.expires_after(options_.upstream_header_timeout);
+        armed = now;
+      }
+      if (!co_await pump()) {
         broken = true;
         break;
       }
-      splitter.Feed(std::string_view(buf, sizeof buf - parser->get().body().size));
-      out.clear();
+      splitter.Feed(decoded);
+      decoded.clear();
       std::string_view event;
       while (splitter.Next(&event)) {
         const EventInfo info = InspectEvent(event);
@@ -290,9 +317,13 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         if (info.done) done_seen = true;
         out.append(event);
       }
-      if (!out.empty() && !co_await responder.WriteChunk(out)) {
-        client_gone = true;
-        break;
+      if (decoder.done()) break;  // the last bytes go out with the end of the stream.
+      if (!out.empty()) {
+        if (!co_await responder.WriteChunk(out)) {
+          client_gone = true;
+          break;
+        }
+        out.clear();
       }
     }
     if (broken && !done_seen) {
@@ -300,18 +331,15 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
                    content_events);
       fleet_.MarkFailure(ep, "stream broke");
-      std::string tail = "data: " +
-                         net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
-                                        "upstream_stream_broken") +
-                         "\n\ndata: [DONE]\n\n";
-      co_await responder.WriteChunk(tail);
+      out += "data: " +
+             net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
+                            "upstream_stream_broken") +
+             "\n\ndata: [DONE]\n\n";
     }
-    if (!client_gone) co_await responder.EndStream();
+    if (!client_gone) co_await responder.EndStream(out);
     // A finished upstream response on a kept-alive connection goes back to the pool; a client
     // that left closes the upstream connection, which cancels the work at the engine.
-    if (!broken && !client_gone && parser->is_done() && parser->get().keep_alive()) {
-      net::Release(std::move(conn));
-    }
+    if (!broken && !client_gone) release_if_reusable();
     if (!usage.reported) usage.completion_tokens = content_events;
   }
 
@@ -324,7 +352,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   const double cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
   metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
                         since_start(), gpu_joules * d.score.pue, cost);
-  metrics_.RecordRequest(site.id, 200);
+  metrics_.RecordOk(d.site_index);
   co_return true;
 }
 

@@ -15,7 +15,9 @@
 #include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/http/write.hpp>
+#include <sstream>
 
 namespace powerplane::net {
 namespace beast = boost::beast;
@@ -48,27 +50,36 @@ class StreamResponder final : public Responder {
     keep_alive_ = header.keep_alive();
     sent_ = true;
     streaming_ = true;
-    http::response_serializer<http::empty_body> sr{header};
-    stream_.expires_after(write_timeout_);
-    auto [ec, n] = co_await http::async_write_header(stream_, sr, kUseTuple);
-    if (ec) gone_ = true;
+    std::ostringstream text;
+    text << header.base();
+    pending_header_ = text.str();
     co_return !gone_;
   }
 
   asio::awaitable<bool> WriteChunk(std::string_view data) override {
     if (gone_ || data.empty()) co_return !gone_;
-    stream_.expires_after(write_timeout_);
-    auto [ec, n] = co_await asio::async_write(
-        stream_, http::make_chunk(asio::const_buffer(data.data(), data.size())), kUseTuple);
-    if (ec) gone_ = true;
+    ArmWriteTimeout();
+    const auto chunk = http::make_chunk(asio::const_buffer(data.data(), data.size()));
+    if (!pending_header_.empty()) {
+      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), chunk));
+      pending_header_.clear();
+    } else {
+      co_await Write(chunk);
+    }
     co_return !gone_;
   }
 
-  asio::awaitable<bool> EndStream() override {
+  asio::awaitable<bool> EndStream(std::string_view last_data) override {
     if (gone_) co_return false;
-    stream_.expires_after(write_timeout_);
-    auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk_last(), kUseTuple);
-    if (ec) gone_ = true;
+    ArmWriteTimeout();
+    const auto last = http::make_chunk_last();
+    if (!last_data.empty()) {
+      const auto chunk = http::make_chunk(asio::const_buffer(last_data.data(), last_data.size()));
+      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), chunk, last));
+    } else {
+      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), last));
+    }
+    pending_header_.clear();
     streaming_ = false;
     co_return !gone_;
   }
@@ -81,6 +92,24 @@ class StreamResponder final : public Responder {
   }
 
   bool sent() const { return sent_; }
+
+ private:
+  // Re-arms the write timeout at most once a second; a timer per chunk costs more than the
+  // chunk. A client that stops reading still times out within write_timeout + 1 s.
+  void ArmWriteTimeout() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - armed_ > std::chrono::seconds(1)) {
+      stream_.expires_after(write_timeout_);
+      armed_ = now;
+    }
+  }
+  template <typename Buffers>
+  asio::awaitable<void> Write(const Buffers& buffers) {
+    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
+    if (ec) gone_ = true;
+  }
+
+ public:
   bool keep_alive() const { return keep_alive_ && !gone_ && !streaming_; }
 
  private:
@@ -91,6 +120,8 @@ class StreamResponder final : public Responder {
   bool sent_ = false;
   bool gone_ = false;
   bool streaming_ = false;
+  std::chrono::steady_clock::time_point armed_{};
+  std::string pending_header_;  // a stream's header, sent with its first chunk.
 };
 
 }  // namespace

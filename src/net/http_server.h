@@ -33,8 +33,10 @@ class Responder {
   virtual asio::awaitable<bool> Send(Response response) = 0;
   // Sends the status and headers of a chunked response (no body yet).
   virtual asio::awaitable<bool> StartStream(http::response<http::empty_body> header) = 0;
+  // The header of a stream goes out with its first chunk (one write, not two).
   virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;
-  virtual asio::awaitable<bool> EndStream() = 0;
+  // Ends the stream; `last_data`, when given, goes out in the same write as the end.
+  virtual asio::awaitable<bool> EndStream(std::string_view last_data = {}) = 0;
   // True once a write has failed (the client disconnected or timed out).
   virtual bool ClientGone() const = 0;
   // The peer's address, for logs.

@@ -329,7 +329,7 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
     writer.AppendFinishEvent(&events, finish_reason, g.include_usage);
     if (g.include_usage) writer.AppendUsageEvent(&events, usage);
     events.append("data: [DONE]\n\n");
-    if (co_await res.WriteChunk(events)) co_await res.EndStream();
+    co_await res.EndStream(events);  // the last events and the end in one write.
   }
 
   asio::any_io_executor executor;

@@ -11,7 +11,9 @@ void TenantDirectory::Add(Tenant tenant, const std::vector<std::string>& key_sha
 
 std::shared_ptr<const Tenant> TenantDirectory::Authenticate(std::string_view api_key) const {
   if (api_key.empty()) return nullptr;
-  auto it = by_hash_.find(fleet::Sha256Hex(api_key));
+  const std::string hash = fleet::Sha256Hex(api_key);
+  if (hash.empty()) return nullptr;  // hashing failed: refuse rather than guess.
+  auto it = by_hash_.find(hash);
   return it == by_hash_.end() ? nullptr : it->second;
 }
 

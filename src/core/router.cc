@@ -84,7 +84,9 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
     }
   }
 
-  Best meeting, any;
+  // Candidates at sites steered away (over their power budget) are kept apart and used only
+  // when no other site has one; latency targets come first.
+  Best meeting, any, steered_meeting, steered_any;
   const RequestShape shape = ShapeOf(request);
 
   for (std::size_t i = 0; i < fleet.endpoints.size(); ++i) {
@@ -102,19 +104,27 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
       ++d.filtered.unhealthy;
       continue;
     }
+    const EnergyState& energy = fleet.site_energy[e.site_index];
+    if (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) {
+      ++d.filtered.shed;
+      continue;
+    }
     if (!Admits(request, e, load)) {
       ++d.filtered.at_capacity;
       continue;
     }
     ++d.candidates;
     CostBreakdown c;
-    Score(shape, fleet.sites[e.site_index], fleet.site_energy[e.site_index].usd_per_mwh, e, load,
-          &c);
-    if (MeetsTargets(request, c)) {
-      ++d.candidates_meeting_targets;
-      meeting.Offer(c.total_usd_per_token, i, c);
+    Score(shape, fleet.sites[e.site_index], energy.usd_per_mwh, e, load, &c);
+    const bool meets = MeetsTargets(request, c);
+    if (meets) ++d.candidates_meeting_targets;
+    if (energy.steer_away) {
+      if (meets) steered_meeting.Offer(c.total_usd_per_token, i, c);
+      steered_any.Offer(c.total_usd_per_token, i, c);
+    } else {
+      if (meets) meeting.Offer(c.total_usd_per_token, i, c);
+      any.Offer(c.total_usd_per_token, i, c);
     }
-    any.Offer(c.total_usd_per_token, i, c);
   }
 
   if (d.candidates == 0) {
@@ -124,7 +134,7 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
       d.why_not = NoPlacement::kModelNotServed;
     } else if (f.residency == served) {
       d.why_not = NoPlacement::kResidency;
-    } else if (f.at_capacity == 0) {
+    } else if (f.at_capacity == 0 && f.shed == 0) {
       d.why_not = NoPlacement::kAllUnhealthy;
     } else {
       d.why_not = NoPlacement::kAllAtCapacity;
@@ -132,11 +142,15 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
     return d;
   }
   d.placed = true;
-  const Best& chosen = meeting.index >= 0 ? meeting : any;
+  const Best& chosen = meeting.index >= 0           ? meeting
+                      : steered_meeting.index >= 0 ? steered_meeting
+                      : any.index >= 0             ? any
+                                                   : steered_any;
   d.endpoint_index = static_cast<std::uint32_t>(chosen.index);
   d.site_index = fleet.endpoints[d.endpoint_index].site_index;
   d.score = chosen.score;
-  d.meets_targets = meeting.index >= 0;
+  d.meets_targets = &chosen == &meeting || &chosen == &steered_meeting;
+  d.at_steered_site = &chosen == &steered_meeting || &chosen == &steered_any;
   d.runner_up_usd_per_token = chosen.RunnerUp();
   return d;
 }

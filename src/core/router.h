@@ -30,6 +30,7 @@ struct FilterCounts {
   int residency = 0;
   int unhealthy = 0;
   int at_capacity = 0;
+  int shed = 0;  // at a site shedding low-priority work.
 };
 
 struct Decision {
@@ -40,6 +41,7 @@ struct Decision {
   bool meets_targets = false;      // the chosen endpoint is predicted to meet TTFT and TPOT.
   int candidates = 0;              // endpoints that passed the filters.
   int candidates_meeting_targets = 0;
+  bool at_steered_site = false;    // placed where power is short: nowhere else would do.
   double runner_up_usd_per_token = 0;  // the next best candidate's cost (0 when none).
   FilterCounts filtered;
   NoPlacement why_not = NoPlacement::kNone;

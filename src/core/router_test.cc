@@ -178,3 +178,37 @@ TEST(RouterTest, NegativePricesAreCheapest) {
 
 }  // namespace
 }  // namespace powerplane::core
+
+namespace powerplane::core {
+namespace {
+
+TEST(RouterSteeringTest, SteeredSitesAreALastResortAndResidencyHolds) {
+  FleetBuilder f;
+  auto cheap = f.AddSite("cheap", "US", 10);
+  auto dear = f.AddSite("dear", "US", 90);
+  auto eu = f.AddSite("eu", "EU", 200);
+  f.AddEndpoint(cheap);
+  f.AddEndpoint(dear);
+  auto eu_e = f.AddEndpoint(eu);
+  f.energy(cheap).steer_away = true;
+  Decision d = Router().Route(MakeRequest(), f.View());
+  EXPECT_EQ(d.site_index, dear);  // moved, not dropped.
+  EXPECT_FALSE(d.at_steered_site);
+  // An EU-only tenant whose only site is short of power is still served there, not abroad.
+  f.energy(eu).steer_away = true;
+  std::vector<std::string> only_eu = {"EU"};
+  d = Router().Route(MakeRequest(&only_eu), f.View());
+  EXPECT_EQ(d.endpoint_index, eu_e);
+  EXPECT_TRUE(d.at_steered_site);
+  // Shedding refuses non-interactive work at that site (429 upstream), never moves it abroad.
+  f.energy(eu).shed_low_priority = true;
+  Request batch = MakeRequest(&only_eu);
+  batch.priority = PriorityClass::kBatch;
+  d = Router().Route(batch, f.View());
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.filtered.shed, 1);
+  EXPECT_EQ(d.why_not, NoPlacement::kAllAtCapacity);
+}
+
+}  // namespace
+}  // namespace powerplane::core

@@ -30,6 +30,10 @@ struct Site {
 // The live energy state of a site, refreshed from price feeds and overrides.
 struct EnergyState {
   double usd_per_mwh = 0.0;  // effective marginal price now (may be negative).
+  // Set by the FlexController when the site is over its power budget: new interactive work goes
+  // to other sites where any meets its targets; non-interactive work is refused here.
+  bool steer_away = false;
+  bool shed_low_priority = false;
 };
 
 // One inference server (an OpenAI-compatible engine on some GPUs).

@@ -152,3 +152,23 @@ TEST(FlexPropertyTest, NeverAboveATargetAfterTheRamp) {
 
 }  // namespace
 }  // namespace powerplane::core
+
+#include "core/dispatch.h"
+
+namespace powerplane::core {
+namespace {
+
+TEST(DispatchTest, MiningValueMatchesTheReferenceFigures) {
+  // REFERENCE.md: at 38 USD/PH/day, 13.5 J/TH is about 117 USD/MWh and 18 J/TH about 88.
+  EXPECT_NEAR(MiningUsdPerMwh(38, 13.5), 117.3, 0.1);
+  EXPECT_NEAR(MiningUsdPerMwh(38, 18), 88.0, 0.1);
+  // Inference at 0.077 J/token, PUE 1.25, 0.20 USD per million tokens: about 7,480 USD/MWh.
+  EXPECT_NEAR(InferenceUsdPerMwh(0.077, 1.25, 0.20), 7480, 5);
+  auto ranked = RankUses(7480, 117, 3000);
+  EXPECT_EQ(ranked[0].use, "inference");
+  EXPECT_EQ(ranked[1].use, "export");
+  EXPECT_EQ(RankUses(10, 117, -1).size(), 2u);
+}
+
+}  // namespace
+}  // namespace powerplane::core

@@ -61,7 +61,7 @@ std::expected<CapacityFactorProfile, LoadError> ParseCapacityFactorCsv(std::stri
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) continue;
     if (!in_data) {
-      if (line.find("BEGIN_DATA") != std::string_view::npos) in_data = true;
+      if (line.substr(0, line.find(',')) == "BEGIN_DATA") in_data = true;
       continue;
     }
     auto fields = SplitFields(line);

@@ -2,6 +2,7 @@
 //   powerplane up       the gateway over a fleet (the demo fleet without --config)
 //   powerplane gateway  the same, for a fleet file whose endpoints run elsewhere
 //   powerplane engine   the engine emulator alone, standing in for a GPU server
+//   powerplane sim      the digital twin: replay traces and prices through the policies
 
 #include <spdlog/spdlog.h>
 
@@ -14,6 +15,7 @@
 #include "engine/gpu_profiles.h"
 #include "fleet/config.h"
 #include "runtime/runtime.h"
+#include "sim/command.h"
 #include "net/http.h"
 #include "net/io_pool.h"
 
@@ -127,9 +129,41 @@ int main(int argc, char** argv) {
   engine_cmd->add_option("--speed", e_speed, "time factor (1 = real time)")->capture_default_str();
   engine_cmd->add_option("--data-dir", data_dir, "folder with energy/")->capture_default_str();
 
+  sim::SimCommandOptions sim_opts;
+  sim_opts.data_dir = data_dir;
+  CLI::App* sim_cmd = app.add_subcommand(
+      "sim", "digital twin: replay a trace and real prices through the routing policies");
+  sim_cmd->add_option("--fleet", sim_opts.fleet_path, "fleet file (TOML); the demo fleet when "
+                                                      "omitted");
+  sim_cmd->add_option("--trace", sim_opts.trace_path,
+                      "requests, Azure schema (default: DATA/traces/azure-llm-2023-conv.csv)");
+  sim_cmd->add_option("--rate-curve", sim_opts.rate_curve_path,
+                      "timestamp_s,total_rate_rps series shaping arrivals (sizes from --trace)");
+  auto* scale_opt = sim_cmd->add_option_function<double>(
+      "--rate-scale", [&](double v) { sim_opts.rate_scale = v; }, "multiply the arrival rate");
+  sim_cmd->add_option_function<double>("--load", [&](double v) { sim_opts.load = v; },
+                                       "mean rate as a fraction of the fleet's sustainable rate")
+      ->excludes(scale_opt);
+  sim_cmd->add_option("--prices", sim_opts.prices, "SITE=FILE[:COLUMN] price override (repeat)");
+  sim_cmd->add_option("--tenant-mix", sim_opts.tenant_mix, "TENANT=WEIGHT,... share of requests");
+  sim_cmd->add_option("--start", sim_opts.start, "UTC start, ISO 8601 (default: fleet market "
+                                                 "start)");
+  sim_cmd->add_option("--duration", sim_opts.duration, "1h, 1d, 7d or seconds")
+      ->capture_default_str();
+  sim_cmd->add_option("--seed", sim_opts.seed, "arrival randomness")->capture_default_str();
+  sim_cmd->add_option("--policy", sim_opts.policy,
+                      "round-robin, least-loaded, nearest, cheapest-price, powerplane or all")
+      ->capture_default_str();
+  sim_cmd->add_option("--out", sim_opts.out_dir, "output folder")->capture_default_str();
+  sim_cmd->add_option("--data-dir", sim_opts.data_dir, "folder with prices/, energy/, traces/")
+      ->capture_default_str();
+  sim_cmd->add_flag("!--no-bound", sim_opts.bound, "skip the hindsight LP bound");
+  sim_cmd->add_flag("!--no-progress", sim_opts.progress, "no progress bar");
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
+  if (sim_cmd->parsed()) return sim::RunSimCommand(sim_opts);
   if (engine_cmd->parsed()) {
     return RunEngine(e_listen, e_gpu, e_model, e_max_batch, e_kv, e_speed, data_dir);
   }

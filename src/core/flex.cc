@@ -78,6 +78,7 @@ SitePlan FlexController::PlanSite(std::int64_t now_s, double dt_s, const SiteFle
     if (wanted > prev_cap) {
       cap = std::min(wanted, prev_cap + max_rise);
       if (cap >= in.gpu_max_watts) cap = 0;
+      plan.cap_rising = cap > 0;
     }
   }
   plan.gpu_cap_watts = cap;
@@ -120,14 +121,18 @@ SitePlan FlexController::PlanSite(std::int64_t now_s, double dt_s, const SiteFle
                            (in.mining_worth_it ? why() : "mining no longer beats the price"));
   }
   if (!miners_were_on && plan.miners_on) {
-    plan.actions.push_back(Format("start miners (%.1f kW): mining beats the price, %.1f kW free",
-                                  in.miners_kw, room_kw));
+    plan.actions.push_back(
+        room_kw < 1e8 ? Format("start miners (%.1f kW): mining beats the price, %.1f kW free",
+                               in.miners_kw, room_kw)
+                      : Format("start miners (%.1f kW): mining beats the price", in.miners_kw));
   }
   if (cap > 0 && (prev_cap == 0 || cap < prev_cap)) {
     plan.actions.push_back(Format("cap GPUs at %.0f W: ", cap) + why());
-  } else if (prev_cap > 0 && (cap == 0 || cap > prev_cap)) {
-    plan.actions.push_back(cap == 0 ? std::string("uncap GPUs: constraint lifted")
-                                    : Format("raise GPU cap to %.0f W (slew)", cap));
+  } else if (prev_cap > 0 && cap == 0) {
+    plan.actions.push_back("uncap GPUs: constraint lifted");
+  } else if (plan.cap_rising && !prev->cap_rising) {
+    plan.actions.push_back(Format("raise GPU caps from %.0f W at %.0f W/s: constraint lifted",
+                                  prev_cap, options_.cap_slew_watts_per_s));
   }
   if (plan.steer_away && !(prev && prev->steer_away)) {
     plan.actions.push_back("steer new interactive work to other sites: " + why());

@@ -42,6 +42,7 @@ struct SitePlan {
   bool miners_on = false;
   bool deferrable_paused = false;
   double gpu_cap_watts = 0;    // per GPU; 0 = uncapped.
+  bool cap_rising = false;     // the cap is being raised at the slew (the constraint lifted).
   bool steer_away = false;     // new interactive work goes elsewhere while any site has room.
   bool shed_low_priority = false;  // answer non-interactive work 429 here.
   std::vector<std::string> actions;  // what changed this tick, with why.

@@ -377,6 +377,7 @@ void Engine::Start() {
 }
 
 void Engine::Stop() {
+  if (stop_requested_.exchange(true)) return;
   state_->server->Stop();
   asio::post(state_->executor, [s = state_] { s->DoStop(); });
 }

@@ -1,4 +1,6 @@
 #pragma once
+
+#include <atomic>
 // The engine emulator: an OpenAI-compatible inference server that runs no model. Requests are
 // batched by a BatchScheduler whose step times and power follow a measured GPU profile; tokens are
 // filler words, produced when the emulated GPU would have produced them (wall time x `speed`).
@@ -67,6 +69,7 @@ class Engine {
  private:
   struct State;
   std::shared_ptr<State> state_;
+  std::atomic<bool> stop_requested_{false};
 };
 
 }  // namespace powerplane::engine

@@ -140,6 +140,17 @@ std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_t
     if (c.market_speed <= 0) return fail(std::string(source) + ": market.speed must be > 0");
   }
 
+  if (const auto* m = root["mining"].as_table()) {
+    if (!Read(*m, "hashprice_usd_per_ph_day", &c.hashprice_usd_per_ph_day, source, &error)) {
+      return fail(error);
+    }
+  }
+  if (const auto* f = root["flex"].as_table()) {
+    if (!Read(*f, "inference_usd_per_mtok", &c.inference_usd_per_mtok, source, &error) ||
+        !Read(*f, "cap_slew_watts_per_s", &c.cap_slew_watts_per_s, source, &error)) {
+      return fail(error);
+    }
+  }
   const toml::array* sites = root["sites"].as_array();
   if (!sites || sites->empty()) return fail(std::string(source) + ": no [[sites]]");
   std::set<std::string> site_ids;
@@ -152,6 +163,32 @@ std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_t
         !Read(*t, "pue", &s.pue, source, &error) ||
         !Read(*t, "network_rtt_ms", &s.network_rtt_ms, source, &error)) {
       return fail(error);
+    }
+    if (!Read(*t, "base_kw", &s.base_kw, source, &error) ||
+        !Read(*t, "grid_import_limit_kw", &s.grid_import_limit_kw, source, &error) ||
+        !Read(*t, "gpu_min_cap_watts", &s.gpu_min_cap_watts, source, &error)) {
+      return fail(error);
+    }
+    if (const toml::table* m = t->get_as<toml::table>("miners")) {
+      if (!Read(*m, "count", &s.miners.count, source, &error) ||
+          !Read(*m, "th_per_s", &s.miners.th_per_s, source, &error) ||
+          !Read(*m, "watts", &s.miners.watts, source, &error)) {
+        return fail(error);
+      }
+      if (s.miners.count < 0 || s.miners.th_per_s < 0 || s.miners.watts < 0 ||
+          (s.miners.count > 0 && (s.miners.th_per_s == 0 || s.miners.watts == 0))) {
+        return fail(Where(*m, source) + ": miners need count, th_per_s and watts > 0");
+      }
+    }
+    if (const toml::table* w = t->get_as<toml::table>("wind")) {
+      if (!Read(*w, "capacity_kw", &s.wind.capacity_kw, source, &error) ||
+          !Read(*w, "profile", &s.wind.profile, source, &error) ||
+          !Read(*w, "can_export", &s.wind.can_export, source, &error)) {
+        return fail(error);
+      }
+      if (s.wind.capacity_kw > 0 && s.wind.profile.empty()) {
+        return fail(Where(*w, source) + ": wind needs a capacity-factor profile file");
+      }
     }
     if (s.id.empty()) return fail(Where(node, source) + ": a site needs an id");
     if (!site_ids.insert(s.id).second) {

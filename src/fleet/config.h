@@ -32,13 +32,34 @@ struct EndpointGroupConfig {
   double hardware_usd_per_hour = 2.0;
 };
 
+// Emulated miners at a site: a flexible load that starts and stops at once.
+struct MinerConfig {
+  int count = 0;
+  double th_per_s = 0;  // each.
+  double watts = 0;     // each.
+  double JoulesPerTh() const { return th_per_s > 0 ? watts / th_per_s : 0; }
+  double Kw() const { return count * watts / 1e3; }
+};
+
+// Behind-the-meter generation: capacity x an hourly capacity-factor profile.
+struct GenerationConfig {
+  double capacity_kw = 0;
+  std::string profile;  // relative to the data directory.
+  bool can_export = false;
+};
+
 struct SiteConfig {
   std::string id;
   std::string jurisdiction;
   double pue = 1.2;
   double network_rtt_ms = 0;
+  double base_kw = 0;                   // facility load besides GPUs x PUE and miners.
+  double grid_import_limit_kw = 1e9;    // the grid connection.
+  double gpu_min_cap_watts = 300;       // the lowest GPU power cap the controller may set.
   PriceSourceConfig price;
   std::vector<EndpointGroupConfig> endpoints;
+  MinerConfig miners;
+  GenerationConfig wind;
 };
 
 struct TenantConfig {
@@ -56,6 +77,9 @@ struct FleetConfig {
   int default_output_tokens = 256;
   std::string market_start = "2024-08-19T00:00:00-05:00";
   double market_speed = 60;
+  double hashprice_usd_per_ph_day = 38;  // late 2025 (data/README.md).
+  double inference_usd_per_mtok = 0.20;  // what a token sells for, for dispatch economics.
+  double cap_slew_watts_per_s = 100;     // how fast GPU caps rise when a constraint lifts.
   std::vector<SiteConfig> sites;
   std::vector<TenantConfig> tenants;
 

@@ -98,6 +98,12 @@ double Fleet::UsdPerMwh(std::uint32_t site) const {
   return energy_[site].usd_per_mwh;
 }
 
+void Fleet::SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority) {
+  std::lock_guard lock(mu_);
+  energy_[site].steer_away = steer_away;
+  energy_[site].shed_low_priority = shed_low_priority;
+}
+
 void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
   std::lock_guard lock(mu_);
   loads_[endpoint].healthy = false;
@@ -129,6 +135,8 @@ FleetStatus Fleet::Status() const {
     st.market_usd_per_mwh = market_usd_per_mwh_[s];
     st.override_usd_per_mwh = override_usd_per_mwh_[s];
     st.usd_per_mwh = energy_[s].usd_per_mwh;
+    st.steer_away = energy_[s].steer_away;
+    st.shed_low_priority = energy_[s].shed_low_priority;
     out.sites.push_back(std::move(st));
   }
   for (std::size_t i = 0; i < endpoints_.size(); ++i) {

@@ -56,6 +56,8 @@ struct SiteStatus {
   int endpoints = 0;
   int healthy_endpoints = 0;
   int in_flight = 0;
+  bool steer_away = false;
+  bool shed_low_priority = false;
 };
 
 struct FleetStatus {
@@ -89,6 +91,8 @@ class Fleet {
   // Sets (or with nullopt clears) an operator's override of a site's price.
   void SetPriceOverride(std::uint32_t site, std::optional<double> usd_per_mwh);
   double UsdPerMwh(std::uint32_t site) const;
+  // The FlexController's say on new work at a site (see core::EnergyState).
+  void SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority);
 
   // Health: a failed connection or probe takes the endpoint out at once; a good probe puts it
   // back.

@@ -41,7 +41,10 @@ std::string NewRequestId() {
 }
 
 Gateway::Gateway(fleet::Fleet& fleet, TenantDirectory tenants, GatewayOptions options)
-    : fleet_(fleet), tenants_(std::move(tenants)), options_(std::move(options)), metrics_(fleet) {}
+    : fleet_(fleet),
+      tenants_(std::move(tenants)),
+      options_(std::move(options)),
+      metrics_(fleet, options_.grid) {}
 
 net::Handler Gateway::handler() {
   return [this](net::Request& req, net::Responder& r) { return Handle(req, r); };
@@ -181,7 +184,31 @@ std::string Gateway::FleetJson() const {
          {"gpu_power_kw", s.gpu_watts / 1e3},
          {"in_flight", s.in_flight},
          {"healthy_endpoints", s.healthy_endpoints},
+         {"steer_away", s.steer_away},
+         {"shed_low_priority", s.shed_low_priority},
          {"endpoints", std::move(endpoints)}});
+    if (options_.grid) {
+      if (auto g = options_.grid->Status(s.id)) {
+        json& site = sites.back();
+        site["power_kw"] = g->plan.power_kw;
+        site["import_kw"] = g->plan.import_kw;
+        site["budget_kw"] = g->plan.budget_kw < 1e8 ? json(g->plan.budget_kw) : json();
+        site["event"] = g->plan.event ? json{{"id", g->plan.event->id},
+                                             {"target_kw", g->plan.event->target_kw},
+                                             {"source", g->plan.event->source}}
+                                      : json();
+        site["target_kw"] = g->plan.event ? json(g->plan.event->target_kw) : json();
+        site["miners_kw"] = g->miners_kw;
+        site["miners_on"] = g->plan.miners_on;
+        site["mining_usd_per_mwh"] = g->mining_usd_per_mwh;
+        site["generation_kw"] = g->generation_kw;
+        site["export_kw"] = g->export_kw;
+        site["gpu_cap_w"] = g->plan.gpu_cap_watts > 0 ? json(g->plan.gpu_cap_watts) : json();
+        site["seconds_above_target"] = g->seconds_above_target;
+        site["actions"] = json(std::vector<std::string>(g->recent_actions.begin(),
+                                                         g->recent_actions.end()));
+      }
+    }
   }
   json out = {{"sites", std::move(sites)}};
   if (options_.market_time) out["market_time"] = options_.market_time();
@@ -204,6 +231,7 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::Request& request,
   }
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
+  if (co_await HandleGridAdmin(request, responder)) co_return;
   if (path == "/admin/fleet" && request.method() == http::verb::get) {
     co_await responder.Send(net::MakeResponse(http::status::ok, FleetJson(), "application/json"));
     co_return;

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "fleet/fleet.h"
+#include "fleet/grid_state.h"
 #include "gateway/metrics.h"
 #include "gateway/openai_request.h"
 #include "gateway/tenants.h"
@@ -27,6 +28,8 @@ struct GatewayOptions {
   int max_attempts = 3;  // endpoints tried before the first byte reaches the client.
   // The market time shown by /admin/fleet (optional).
   std::function<std::string()> market_time;
+  // Grid events, hashprice and flex plans (optional: without it /admin/grid-events is 404).
+  fleet::GridState* grid = nullptr;
 };
 
 // One API call on its way through the gateway.
@@ -64,6 +67,9 @@ class Gateway {
                                   std::string_view type, std::string_view code,
                                   int retry_after_s = 0);
   std::string FleetJson() const;
+  // /admin/grid-events and /admin/hashprice (grid_admin.cc). Returns false when the path is not
+  // one of them.
+  net::asio::awaitable<bool> HandleGridAdmin(net::Request& request, net::Responder& responder);
 
   fleet::Fleet& fleet_;
   TenantDirectory tenants_;

@@ -13,8 +13,9 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
 
 }  // namespace
 
-GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet)
+GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet, const fleet::GridState* grid)
     : fleet_(fleet),
+      grid_(grid),
       registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
                     .Name("powerplane_requests_total")
@@ -50,7 +51,7 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet)
                  .Register(*registry_)),
       power_(prometheus::BuildGauge()
                  .Name("powerplane_site_power_watts")
-                 .Help("Facility power of each site: reported GPU power x PUE")
+                 .Help("Facility power of each site in W: GPUs x PUE, plus base load and miners")
                  .Register(*registry_)),
       in_flight_(prometheus::BuildGauge()
                      .Name("powerplane_site_requests_in_flight")
@@ -59,7 +60,35 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet)
       healthy_(prometheus::BuildGauge()
                    .Name("powerplane_site_healthy_endpoints")
                    .Help("Healthy endpoints per site")
-                   .Register(*registry_)) {
+                   .Register(*registry_)),
+      budget_(prometheus::BuildGauge()
+                  .Name("powerplane_site_budget_kw")
+                  .Help("The most a site may import now (connection, operator cap, grid event)")
+                  .Register(*registry_)),
+      miners_(prometheus::BuildGauge()
+                  .Name("powerplane_site_miners_kw")
+                  .Help("Power drawn by a site's miners now")
+                  .Register(*registry_)),
+      export_(prometheus::BuildGauge()
+                  .Name("powerplane_site_export_kw")
+                  .Help("On-site generation exported now")
+                  .Register(*registry_)),
+      import_(prometheus::BuildGauge()
+                  .Name("powerplane_site_import_kw")
+                  .Help("Grid import of a site now (facility draw minus on-site generation)")
+                  .Register(*registry_)),
+      events_received_(prometheus::BuildCounter()
+                           .Name("powerplane_grid_events_received_total")
+                           .Help("Grid events received (admin API and OpenADR)")
+                           .Register(*registry_)),
+      flex_actions_(prometheus::BuildCounter()
+                        .Name("powerplane_flex_actions_total")
+                        .Help("Actions the FlexController took per site")
+                        .Register(*registry_)),
+      above_target_(prometheus::BuildCounter()
+                        .Name("powerplane_site_seconds_above_target_total")
+                        .Help("Seconds a site spent above an active grid event's target")
+                        .Register(*registry_)) {
   placed_ = &decisions_.Add({{"outcome", "placed"}});
   placed_missing_ = &decisions_.Add({{"outcome", "placed_missing_targets"}});
   for (std::uint32_t s = 0; s < fleet.site_count(); ++s) {
@@ -102,6 +131,27 @@ std::string GatewayMetrics::Serialize() {
     power_.Add({{"site", s.id}}).Set(s.facility_watts);
     in_flight_.Add({{"site", s.id}}).Set(s.in_flight);
     healthy_.Add({{"site", s.id}}).Set(s.healthy_endpoints);
+  }
+  if (grid_) {
+    std::lock_guard lock(serialize_mu_);
+    const double received = static_cast<double>(grid_->events_received());
+    events_received_.Add({}).Increment(received - events_seen_);
+    events_seen_ = received;
+    for (const auto& s : status.sites) {
+      auto g = grid_->Status(s.id);
+      if (!g) continue;
+      budget_.Add({{"site", s.id}}).Set(g->plan.budget_kw < 1e8 ? g->plan.budget_kw : -1);
+      miners_.Add({{"site", s.id}}).Set(g->miners_kw);
+      export_.Add({{"site", s.id}}).Set(g->export_kw);
+      import_.Add({{"site", s.id}}).Set(g->plan.import_kw);
+      power_.Add({{"site", s.id}}).Set(g->plan.power_kw * 1e3);
+      const double actions = static_cast<double>(g->actions_taken);
+      flex_actions_.Add({{"site", s.id}}).Increment(actions - actions_seen_[s.id]);
+      actions_seen_[s.id] = actions;
+      above_target_.Add({{"site", s.id}})
+          .Increment(g->seconds_above_target - above_seen_[s.id]);
+      above_seen_[s.id] = g->seconds_above_target;
+    }
   }
   return prometheus::TextSerializer().Serialize(registry_->Collect());
 }

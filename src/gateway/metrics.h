@@ -7,16 +7,19 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "fleet/fleet.h"
+#include "fleet/grid_state.h"
 
 namespace powerplane::gateway {
 
 class GatewayMetrics {
  public:
-  explicit GatewayMetrics(const fleet::Fleet& fleet);
+  GatewayMetrics(const fleet::Fleet& fleet, const fleet::GridState* grid);
 
   // One request ended. `site` is empty when it was not placed.
   void RecordRequest(const std::string& site, int status);
@@ -33,6 +36,10 @@ class GatewayMetrics {
 
  private:
   const fleet::Fleet& fleet_;
+  const fleet::GridState* grid_;
+  std::mutex serialize_mu_;  // the deltas below are updated while serializing.
+  double events_seen_ = 0;
+  std::map<std::string, double> actions_seen_, above_seen_;
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& tokens_;
@@ -45,6 +52,13 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Gauge>& power_;
   prometheus::Family<prometheus::Gauge>& in_flight_;
   prometheus::Family<prometheus::Gauge>& healthy_;
+  prometheus::Family<prometheus::Gauge>& budget_;
+  prometheus::Family<prometheus::Gauge>& miners_;
+  prometheus::Family<prometheus::Gauge>& export_;
+  prometheus::Family<prometheus::Gauge>& import_;
+  prometheus::Family<prometheus::Counter>& events_received_;
+  prometheus::Family<prometheus::Counter>& flex_actions_;
+  prometheus::Family<prometheus::Counter>& above_target_;
   prometheus::Counter* placed_;
   prometheus::Counter* placed_missing_;
   std::vector<prometheus::Counter*> ok_by_site_;  // status 200, the hot path.

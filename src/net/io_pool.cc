@@ -12,11 +12,23 @@ IoPool::IoPool(std::size_t threads) {
 IoPool::~IoPool() { Stop(); }
 
 void IoPool::Start() {
-  for (auto& c : contexts_) threads_.emplace_back([ctx = c.get()] { ctx->run(); });
+  for (auto& c : contexts_) {
+    threads_.emplace_back([this, ctx = c.get()] {
+      ctx->run();
+      std::lock_guard lock(mu_);
+      ++finished_;
+      finished_cv_.notify_all();
+    });
+  }
 }
 
-void IoPool::Stop() {
+void IoPool::Stop(std::chrono::milliseconds drain) {
+  if (threads_.empty()) return;  // never started, or stopped already.
   guards_.clear();
+  {
+    std::unique_lock lock(mu_);
+    finished_cv_.wait_for(lock, drain, [&] { return finished_ == threads_.size(); });
+  }
   for (auto& c : contexts_) c->stop();
   for (auto& t : threads_) {
     if (t.joinable()) t.join();

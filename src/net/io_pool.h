@@ -4,7 +4,10 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -19,8 +22,10 @@ class IoPool {
 
   // Starts the threads. Call once.
   void Start();
-  // Stops the contexts and joins the threads.
-  void Stop();
+  // Lets the contexts finish their outstanding work (up to `drain`), then stops them and joins
+  // the threads. Work left after the drain is abandoned: its handlers are destroyed with the
+  // contexts.
+  void Stop(std::chrono::milliseconds drain = std::chrono::milliseconds(2000));
   std::vector<boost::asio::any_io_executor> Executors();
   boost::asio::io_context& context(std::size_t i) { return *contexts_[i]; }
   std::size_t size() const { return contexts_.size(); }
@@ -29,6 +34,9 @@ class IoPool {
   std::vector<std::unique_ptr<boost::asio::io_context>> contexts_;
   std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
   std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable finished_cv_;
+  std::size_t finished_ = 0;
 };
 
 }  // namespace powerplane::net

@@ -4,6 +4,7 @@
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -12,7 +13,11 @@
 
 #include "engine/engine.h"
 #include "engine/gpu_profiles.h"
+#include "core/dispatch.h"
+#include "core/flex.h"
 #include "fleet/fleet.h"
+#include "fleet/grid_state.h"
+#include "grid/generation.h"
 #include "fleet/prober.h"
 #include "gateway/gateway.h"
 #include "grid/market_clock.h"
@@ -53,15 +58,95 @@ struct Runtime::Parts {
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<fleet::Prober> prober;
   std::unique_ptr<net::asio::steady_timer> price_timer;
+  // The grid side: events, hashprice, the FlexController and what it last decided.
+  std::vector<fleet::SiteConfig> site_configs;
+  std::vector<std::optional<grid::CapacityFactorProfile>> wind;
+  std::unique_ptr<fleet::GridState> grid_state;
+  std::unique_ptr<core::FlexController> flex;
+  std::vector<core::SitePlan> plans;
+  std::unique_ptr<net::asio::steady_timer> flex_timer;
+  Clock::time_point last_flex = Clock::now();
   std::string host;
   double market_speed = 1;
   bool demo_keys = false;
-  bool stopped = false;
+  std::atomic<bool> stopped{false};
 
   void RefreshPrices() {
     const grid::UtcTime t = market->MarketTime(Clock::now());
     for (std::uint32_t s = 0; s < prices.size(); ++s) fleet->SetMarketPrice(s, prices[s].UsdPerMwhAt(t));
   }
+  // One FlexController tick: measure each site, plan, and apply (caps on emulated engines,
+  // miners on or off, steering flags for the router).
+  void FlexTick() {
+    const auto wall = Clock::now();
+    const double dt_s = std::chrono::duration<double>(wall - last_flex).count();
+    last_flex = wall;
+    const std::int64_t now_s =
+        std::chrono::duration_cast<std::chrono::seconds>(wall.time_since_epoch()).count();
+    const grid::UtcTime market_now = market->MarketTime(wall);
+    const fleet::FleetStatus status = fleet->Status();
+    const double hashprice = grid_state->hashprice();
+    std::vector<core::SiteFlexInput> inputs;
+    for (std::size_t s = 0; s < site_configs.size(); ++s) {
+      const fleet::SiteConfig& c = site_configs[s];
+      core::SiteFlexInput in;
+      in.site = c.id;
+      in.pue = c.pue;
+      in.base_kw = c.base_kw;
+      in.grid_import_limit_kw = c.grid_import_limit_kw;
+      in.gpu_min_cap_watts = c.gpu_min_cap_watts;
+      in.gpu_watts = status.sites[s].gpu_watts;
+      in.gpus = status.sites[s].endpoints;
+      for (std::uint32_t e = 0; e < fleet->endpoint_count(); ++e) {
+        if (fleet->endpoint(e).site_index == s) {
+          in.gpu_max_watts = fleet->endpoint(e).gpu->profile().max_watts;
+          break;
+        }
+      }
+      in.onsite_generation_kw = wind[s] ? c.wind.capacity_kw * wind[s]->At(market_now) : 0;
+      in.miners_kw = c.miners.Kw();
+      in.mining_worth_it = core::MiningUsdPerMwh(hashprice, c.miners.JoulesPerTh()) >
+                           status.sites[s].usd_per_mwh;
+      inputs.push_back(in);
+    }
+    const std::vector<core::GridEvent> events = grid_state->Events();
+    std::vector<core::SitePlan> next = flex->Tick(now_s, dt_s, inputs, events, plans);
+    const std::string label = grid::FormatUtc(grid::UtcTime(std::chrono::seconds(now_s)));
+    for (std::size_t s = 0; s < next.size(); ++s) {
+      const core::SitePlan& p = next[s];
+      const double prev_cap = s < plans.size() ? plans[s].gpu_cap_watts : 0;
+      fleet->SetFlex(static_cast<std::uint32_t>(s), p.steer_away, p.shed_low_priority);
+      if (p.gpu_cap_watts != prev_cap) {
+        for (std::uint32_t e = 0; e < fleet->endpoint_count(); ++e) {
+          const auto engine = engine_of_endpoint[e];
+          if (fleet->endpoint(e).site_index == s && engine >= 0 && engines[engine]) {
+            engines[engine]->SetPowerCapWatts(p.gpu_cap_watts);
+          }
+        }
+      }
+      for (const auto& a : p.actions) spdlog::info("flex {}: {}", p.site, a);
+      fleet::SiteGridStatus st;
+      st.plan = p;
+      st.miners_kw = p.miners_on ? inputs[s].miners_kw : 0;
+      st.generation_kw = inputs[s].onsite_generation_kw;
+      st.export_kw =
+          site_configs[s].wind.can_export ? std::max(0.0, st.generation_kw - p.power_kw) : 0;
+      st.mining_usd_per_mwh =
+          core::MiningUsdPerMwh(hashprice, site_configs[s].miners.JoulesPerTh());
+      st.usd_per_mwh = status.sites[s].usd_per_mwh;
+      grid_state->Record(p.site, std::move(st), label, dt_s);
+    }
+    plans = std::move(next);
+  }
+  void ScheduleFlex() {
+    flex_timer->expires_after(std::chrono::milliseconds(250));
+    flex_timer->async_wait([this](boost::system::error_code ec) {
+      if (ec || stopped) return;
+      FlexTick();
+      ScheduleFlex();
+    });
+  }
+
   void SchedulePrices() {
     price_timer->expires_after(std::chrono::milliseconds(250));
     price_timer->async_wait([this](boost::system::error_code ec) {
@@ -98,6 +183,21 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     if (!series) return std::unexpected("site " + s.id + ": " + series.error().ToString());
     p.prices.push_back(std::move(*series));
   }
+
+  p.site_configs = config.sites;
+  for (const auto& s : config.sites) {
+    if (s.wind.capacity_kw <= 0) {
+      p.wind.emplace_back();
+      continue;
+    }
+    auto profile = grid::LoadCapacityFactorCsv(Resolve(options.data_dir, s.wind.profile).string());
+    if (!profile) return std::unexpected("site " + s.id + " wind: " + profile.error().ToString());
+    p.wind.emplace_back(std::move(*profile));
+  }
+  p.grid_state = std::make_unique<fleet::GridState>(config.hashprice_usd_per_ph_day);
+  core::FlexOptions flex_options;
+  flex_options.cap_slew_watts_per_s = config.cap_slew_watts_per_s;
+  p.flex = std::make_unique<core::FlexController>(flex_options);
 
   std::map<std::string, std::shared_ptr<const core::GpuModel>> gpus;
   for (const auto& s : config.sites) {
@@ -184,6 +284,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   gateway::GatewayOptions go;
   go.admin_key_sha256 = config.admin_key_sha256;
   go.default_output_tokens = config.default_output_tokens;
+  go.grid = p.grid_state.get();
   go.market_time = [market = p.market.get()] {
     return grid::FormatUtc(market->MarketTime(Clock::now()));
   };
@@ -211,6 +312,10 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   p.price_timer =
       std::make_unique<net::asio::steady_timer>(p.gateway_pool->context(0).get_executor());
   p.SchedulePrices();
+  p.flex_timer =
+      std::make_unique<net::asio::steady_timer>(p.gateway_pool->context(0).get_executor());
+  p.FlexTick();
+  p.ScheduleFlex();
   p.gateway_pool->Start();
   return rt;
 }
@@ -219,6 +324,12 @@ void Runtime::Stop() {
   Parts& p = *parts_;
   if (p.stopped) return;
   p.stopped = true;
+  if (p.gateway_pool && p.price_timer) {
+    net::asio::post(p.gateway_pool->context(0), [&p] {
+      p.price_timer->cancel();
+      if (p.flex_timer) p.flex_timer->cancel();
+    });
+  }
   if (p.prober) p.prober->Stop();
   if (p.server) p.server->Stop();
   for (auto& e : p.engines) {
@@ -231,6 +342,7 @@ void Runtime::Stop() {
 unsigned short Runtime::port() const { return parts_->server->port(); }
 std::string Runtime::host() const { return parts_->host; }
 fleet::Fleet& Runtime::fleet() { return *parts_->fleet; }
+fleet::GridState& Runtime::grid() { return *parts_->grid_state; }
 std::size_t Runtime::emulated_engines() const { return parts_->engines.size(); }
 
 void Runtime::StopEngine(std::size_t endpoint) {

@@ -12,6 +12,7 @@
 
 namespace powerplane::fleet {
 class Fleet;
+class GridState;
 }
 
 namespace powerplane::runtime {
@@ -37,6 +38,7 @@ class Runtime {
   unsigned short port() const;
   std::string host() const;
   fleet::Fleet& fleet();
+  fleet::GridState& grid();
   std::size_t emulated_engines() const;
   // Stops or restarts one emulated engine (by fleet endpoint index), to exercise failover.
   void StopEngine(std::size_t endpoint);

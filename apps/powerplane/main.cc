@@ -104,6 +104,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     c->add_option("--threads", up.threads, "gateway I/O threads (0 = one per core)")
         ->capture_default_str();
+    c->add_option("--openadr-vtn", up.openadr_vtn, "OpenADR 3 VTN base URL (http://host:port)");
+    c->add_option("--openadr-client-id", up.openadr_client_id, "OAuth2 client id at the VTN");
+    c->add_option("--openadr-client-secret", up.openadr_client_secret,
+                  "OAuth2 client secret at the VTN");
   };
   CLI::App* up_cmd = app.add_subcommand("up", "run the gateway over a fleet (demo by default)");
   add_up_flags(up_cmd);

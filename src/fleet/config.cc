@@ -151,6 +151,17 @@ std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_t
       return fail(error);
     }
   }
+  if (const auto* o = root["openadr"].as_table()) {
+    if (!Read(*o, "vtn", &c.openadr_vtn, source, &error) ||
+        !Read(*o, "client_id", &c.openadr_client_id, source, &error) ||
+        !Read(*o, "client_secret", &c.openadr_client_secret, source, &error) ||
+        !Read(*o, "poll_interval_ms", &c.openadr_poll_interval_ms, source, &error)) {
+      return fail(error);
+    }
+    if (c.openadr_poll_interval_ms < 100) {
+      return fail(std::string(source) + ": openadr.poll_interval_ms must be >= 100");
+    }
+  }
   const toml::array* sites = root["sites"].as_array();
   if (!sites || sites->empty()) return fail(std::string(source) + ": no [[sites]]");
   std::set<std::string> site_ids;

@@ -80,6 +80,11 @@ struct FleetConfig {
   double hashprice_usd_per_ph_day = 38;  // late 2025 (data/README.md).
   double inference_usd_per_mtok = 0.20;  // what a token sells for, for dispatch economics.
   double cap_slew_watts_per_s = 100;     // how fast GPU caps rise when a constraint lifts.
+  // An OpenADR 3 VTN to take grid events from (empty = none).
+  std::string openadr_vtn;
+  std::string openadr_client_id;
+  std::string openadr_client_secret;
+  int openadr_poll_interval_ms = 2000;
   std::vector<SiteConfig> sites;
   std::vector<TenantConfig> tenants;
 

@@ -25,6 +25,7 @@
 #include "grid/time.h"
 #include "net/http_server.h"
 #include "net/io_pool.h"
+#include "openadr/ven.h"
 
 namespace powerplane::runtime {
 namespace {
@@ -65,6 +66,7 @@ struct Runtime::Parts {
   std::unique_ptr<core::FlexController> flex;
   std::vector<core::SitePlan> plans;
   std::unique_ptr<net::asio::steady_timer> flex_timer;
+  std::unique_ptr<openadr::Ven> ven;
   Clock::time_point last_flex = Clock::now();
   std::string host;
   double market_speed = 1;
@@ -316,6 +318,33 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
       std::make_unique<net::asio::steady_timer>(p.gateway_pool->context(0).get_executor());
   p.FlexTick();
   p.ScheduleFlex();
+  // OpenADR 3: the VTN's events replace the "openadr" set of grid events; USAGE reports carry
+  // each site's measured import.
+  const std::string vtn = options.openadr_vtn.empty() ? config.openadr_vtn : options.openadr_vtn;
+  if (!vtn.empty()) {
+    openadr::VenOptions vo;
+    vo.vtn_url = vtn;
+    vo.client_id = options.openadr_client_id.empty() ? config.openadr_client_id
+                                                     : options.openadr_client_id;
+    vo.client_secret = options.openadr_client_secret.empty() ? config.openadr_client_secret
+                                                             : options.openadr_client_secret;
+    vo.poll_interval = std::chrono::milliseconds(config.openadr_poll_interval_ms);
+    fleet::GridState* grid_state = p.grid_state.get();
+    auto ven = openadr::Ven::Create(
+        p.gateway_pool->context(0).get_executor(), vo,
+        [grid_state](std::vector<core::GridEvent> events) {
+          spdlog::info("openadr: {} grid event(s) from the VTN", events.size());
+          grid_state->ReplaceEvents("openadr", std::move(events));
+        },
+        [grid_state](const std::string& site) -> std::optional<double> {
+          auto s = grid_state->Status(site);
+          if (!s) return std::nullopt;
+          return s->plan.import_kw;
+        });
+    if (!ven) return std::unexpected("openadr: " + ven.error());
+    p.ven = std::move(*ven);
+    p.ven->Start();
+  }
   p.gateway_pool->Start();
   return rt;
 }
@@ -330,6 +359,7 @@ void Runtime::Stop() {
       if (p.flex_timer) p.flex_timer->cancel();
     });
   }
+  if (p.ven) p.ven->Stop();
   if (p.prober) p.prober->Stop();
   if (p.server) p.server->Stop();
   for (auto& e : p.engines) {

@@ -183,3 +183,59 @@ TEST(FlexIntegrationTest, MinersStopWhenTheHashpriceFalls) {
 
 }  // namespace
 }  // namespace powerplane
+
+#include "grid/time.h"
+#include "openadr/test_vtn.h"
+
+namespace powerplane {
+namespace {
+
+// An OpenADR 3 VTN (written from the spec, in-process) sends an IMPORT_CAPACITY_LIMIT event for
+// the site: `powerplane up --openadr-vtn` maps it to a grid event and the site obeys it.
+TEST(FlexIntegrationTest, AnOpenAdrEventFromAVtnIsObeyed) {
+  openadr::TestVtn vtn;
+  auto config = fleet::ParseFleetConfig(std::string(kFleet) + "\n[openadr]\npoll_interval_ms = 200\n",
+                                        "flex fleet");
+  ASSERT_TRUE(config) << config.error();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.threads = 1;
+  o.openadr_vtn = vtn.url();
+  o.openadr_client_id = "ven-1";
+  o.openadr_client_secret = "secret-1";
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  TestClient admin("127.0.0.1", (*rt)->port());
+  const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+  const std::string start =
+      grid::FormatUtc(grid::UtcTime{std::chrono::seconds(now_s - 1)});
+  json event = {{"id", "ev-7"},
+                {"programID", "prog-1"},
+                {"eventName", "evening peak"},
+                {"targets", {"mine"}},
+                {"intervalPeriod", {{"start", start}, {"duration", "PT1H"}}},
+                {"intervals",
+                 {{{"id", 0},
+                   {"payloads", {{{"type", "IMPORT_CAPACITY_LIMIT"}, {"values", {1.5}}}}}}}}};
+  vtn.SetEvents(json::array({event}).dump());
+  const auto t0 = std::chrono::steady_clock::now();
+  json site;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    site = Fleet(admin)["sites"][0];
+  } while ((site["event"].is_null() || site["miners_on"].get<bool>()) &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  ASSERT_FALSE(site["event"].is_null()) << site.dump();
+  EXPECT_EQ(site["event"]["source"], "openadr");
+  EXPECT_EQ(site["target_kw"], 1.5);
+  EXPECT_FALSE(site["miners_on"].get<bool>());
+  auto events = json::parse(admin.Call(http::verb::get, "/admin/grid-events", "", "admin").body);
+  EXPECT_EQ(events["events"][0]["id"].get<std::string>().rfind("ev-7", 0), 0u);
+  (*rt)->Stop();
+}
+
+}  // namespace
+}  // namespace powerplane

@@ -85,8 +85,13 @@ inline void Score(const RequestShape& r, const Site& site, double usd_per_mwh,
     const double full_step_s = gpu.StepSeconds(endpoint.max_batch, c->context_tokens);
     queue_s += ahead * r.expected_output_tokens * full_step_s * gpu.InverseBatch(endpoint.max_batch);
   }
-  c->predicted_ttft_s = site.network_rtt_s + queue_s + gpu.PrefillSeconds(r.prompt_tokens);
-  c->predicted_tpot_s = step_s;
+  const double prefill_s = gpu.PrefillSeconds(r.prompt_tokens);
+  c->predicted_ttft_s = site.network_rtt_s + queue_s + prefill_s;
+  // Time per output token: the decode step, plus the prefills of the requests that join the
+  // batch as others finish (an engine without chunked prefill stalls the batch for each). In
+  // steady state about batch / expected_output join per step; their prompts are taken to be
+  // like this one's.
+  c->predicted_tpot_s = step_s + batch * r.inverse_expected_output * prefill_s;
 }
 
 // Scores `request` at `endpoint` with load `load` in a site with `site`/`energy`. Pure.

@@ -55,8 +55,10 @@ std::string_view ToString(NoPlacement n) {
 }
 
 bool MeetsTargets(const Request& request, const CostBreakdown& score) {
-  return score.predicted_ttft_s <= request.ttft_target_s &&
-         score.predicted_tpot_s <= request.tpot_target_s;
+  // The predictions are means; a request's tail sees more prefill stalls than the mean. Plan with
+  // headroom so that most requests, not half, meet their targets (measured with powerplane sim).
+  return score.predicted_ttft_s <= kTargetHeadroom * request.ttft_target_s &&
+         score.predicted_tpot_s <= kTargetHeadroom * request.tpot_target_s;
 }
 
 bool Admits(const Request& request, const Endpoint& endpoint, const EndpointLoad& load) {

@@ -50,7 +50,10 @@ struct Decision {
   std::string Explain(const FleetView& fleet) const;
 };
 
-// Predicted to meet the request's latency targets.
+// The share of a latency target the router plans to use (the rest absorbs variance).
+inline constexpr double kTargetHeadroom = 0.6;
+
+// Predicted to meet the request's latency targets, with headroom.
 bool MeetsTargets(const Request& request, const CostBreakdown& score);
 
 // Whether the endpoint can admit one more request of this size (queue and KV capacity).

@@ -63,6 +63,15 @@ std::string NormalizeError(const std::string& body, int status) {
   return net::ErrorBody(message, type, code);
 }
 
+// The headers that tell a client where its request ran.
+template <typename Message>
+void SetPlacementHeaders(Message& m, const std::string& request_id, const std::string& site,
+                         const std::string& endpoint) {
+  m.set("x-request-id", request_id);
+  m.set("x-powerplane-site", site);
+  m.set("x-powerplane-endpoint", endpoint);
+}
+
 struct Usage {
   bool reported = false;
   std::int64_t prompt_tokens = 0;
@@ -235,9 +244,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     }
     auto res = net::MakeResponse(static_cast<http::status>(status),
                                  NormalizeError(decoded, status), "application/json");
-    res.set("x-request-id", call.request_id);
-    res.set("x-powerplane-site", site.id);
-    res.set("x-powerplane-endpoint", endpoint.id);
+    SetPlacementHeaders(res, call.request_id, site.id, endpoint.id);
     metrics_.RecordRequest(site.id, status);
     co_await responder.Send(std::move(res));
     co_return true;
@@ -259,9 +266,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     usage.reported = ReadUsage(decoded, &usage.prompt_tokens, &usage.completion_tokens);
     net::Response res{http::status::ok, 11};
     res.set(http::field::content_type, "application/json");
-    res.set("x-request-id", call.request_id);
-    res.set("x-powerplane-site", site.id);
-    res.set("x-powerplane-endpoint", endpoint.id);
+    SetPlacementHeaders(res, call.request_id, site.id, endpoint.id);
     res.body() = std::move(decoded);
     ttft_s = since_start();
     co_await responder.Send(std::move(res));
@@ -269,9 +274,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     http::response<http::empty_body> header{http::status::ok, 11};
     header.set(http::field::content_type, "text/event-stream");
     header.set(http::field::cache_control, "no-cache");
-    header.set("x-request-id", call.request_id);
-    header.set("x-powerplane-site", site.id);
-    header.set("x-powerplane-endpoint", endpoint.id);
+    SetPlacementHeaders(header, call.request_id, site.id, endpoint.id);
     if (!co_await responder.StartStream(std::move(header))) co_return true;
 
     SseSplitter splitter;

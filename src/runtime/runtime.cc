@@ -67,6 +67,7 @@ struct Runtime::Parts {
   std::vector<core::SitePlan> plans;
   std::unique_ptr<net::asio::steady_timer> flex_timer;
   std::unique_ptr<openadr::Ven> ven;
+  std::vector<std::vector<std::uint32_t>> endpoints_of_site;  // fleet endpoint indices per site.
   Clock::time_point last_flex = Clock::now();
   std::string host;
   double market_speed = 1;
@@ -99,11 +100,8 @@ struct Runtime::Parts {
       in.gpu_min_cap_watts = c.gpu_min_cap_watts;
       in.gpu_watts = status.sites[s].gpu_watts;
       in.gpus = status.sites[s].endpoints;
-      for (std::uint32_t e = 0; e < fleet->endpoint_count(); ++e) {
-        if (fleet->endpoint(e).site_index == s) {
-          in.gpu_max_watts = fleet->endpoint(e).gpu->profile().max_watts;
-          break;
-        }
+      if (!endpoints_of_site[s].empty()) {
+        in.gpu_max_watts = fleet->endpoint(endpoints_of_site[s][0]).gpu->profile().max_watts;
       }
       in.onsite_generation_kw = wind[s] ? c.wind.capacity_kw * wind[s]->At(market_now) : 0;
       in.miners_kw = c.miners.Kw();
@@ -119,11 +117,9 @@ struct Runtime::Parts {
       const double prev_cap = s < plans.size() ? plans[s].gpu_cap_watts : 0;
       fleet->SetFlex(static_cast<std::uint32_t>(s), p.steer_away, p.shed_low_priority);
       if (p.gpu_cap_watts != prev_cap) {
-        for (std::uint32_t e = 0; e < fleet->endpoint_count(); ++e) {
+        for (const std::uint32_t e : endpoints_of_site[s]) {
           const auto engine = engine_of_endpoint[e];
-          if (fleet->endpoint(e).site_index == s && engine >= 0 && engines[engine]) {
-            engines[engine]->SetPowerCapWatts(p.gpu_cap_watts);
-          }
+          if (engine >= 0 && engines[engine]) engines[engine]->SetPowerCapWatts(p.gpu_cap_watts);
         }
       }
       for (const auto& a : p.actions) spdlog::info("flex {}: {}", p.site, a);
@@ -276,6 +272,10 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     }
   }
   p.fleet = std::make_unique<fleet::Fleet>(sites, models, endpoints, addresses);
+  p.endpoints_of_site.resize(sites.size());
+  for (std::uint32_t e = 0; e < endpoints.size(); ++e) {
+    p.endpoints_of_site[endpoints[e].site_index].push_back(e);
+  }
   p.RefreshPrices();
 
   gateway::TenantDirectory tenants;

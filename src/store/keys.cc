@@ -1,0 +1,65 @@
+#include "store/keys.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <array>
+
+namespace powerplane::store {
+namespace {
+
+constexpr std::string_view kHex = "0123456789abcdef";
+constexpr std::string_view kBase62 =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+}  // namespace
+
+std::string Sha256Hex(std::string_view data) {
+  std::array<unsigned char, EVP_MAX_MD_SIZE> digest{};
+  unsigned int length = 0;
+  if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
+    return {};
+  }
+  std::string hex;
+  hex.reserve(2 * length);
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 0xf];
+  }
+  return hex;
+}
+
+bool IsSha256Hex(std::string_view text) {
+  return text.size() == 64 && text.find_first_not_of(kHex) == std::string_view::npos;
+}
+
+std::expected<std::string, std::string> NewKeyText() {
+  constexpr std::size_t kLength = 40;
+  std::string key = "pp-";
+  std::array<unsigned char, 64> bytes{};
+  while (key.size() < 3 + kLength) {
+    if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+      return std::unexpected("RAND_bytes failed");
+    }
+    for (unsigned char b : bytes) {
+      // 248 = 4 x 62: rejecting the top 8 byte values keeps every character equally likely.
+      if (b < 248 && key.size() < 3 + kLength) key += kBase62[b % 62];
+    }
+  }
+  return key;
+}
+
+std::expected<std::string, std::string> NewKeyId() {
+  std::array<unsigned char, 6> bytes{};
+  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+    return std::unexpected("RAND_bytes failed");
+  }
+  std::string id = "key_";
+  for (unsigned char b : bytes) {
+    id += kHex[b >> 4];
+    id += kHex[b & 0xf];
+  }
+  return id;
+}
+
+}  // namespace powerplane::store

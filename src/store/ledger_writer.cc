@@ -1,0 +1,126 @@
+#include "store/ledger_writer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+namespace powerplane::store {
+
+Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(const Store& store, std::size_t capacity,
+                                                          std::chrono::milliseconds max_batch_delay) {
+  if (capacity == 0) return std::unexpected("ledger writer capacity must be positive");
+  auto own = store.Reopen();
+  if (!own) return std::unexpected(own.error());
+  return std::unique_ptr<LedgerWriter>(new LedgerWriter(std::move(*own), capacity, max_batch_delay));
+}
+
+LedgerWriter::LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
+                           std::chrono::milliseconds max_batch_delay)
+    : store_(std::move(connection)), capacity_(capacity), max_batch_delay_(max_batch_delay) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+LedgerWriter::~LedgerWriter() { Stop(); }
+
+bool LedgerWriter::TryReserve() {
+  std::lock_guard lock(mu_);
+  if (stopping_ || counters_.reserved >= capacity_) return false;
+  ++counters_.reserved;
+  return true;
+}
+
+void LedgerWriter::Release() {
+  std::lock_guard lock(mu_);
+  if (counters_.reserved > 0) --counters_.reserved;
+}
+
+void LedgerWriter::Commit(LedgerRow row, std::function<void(bool)> on_durable) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      if (queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
+      queue_.push_back(Item{std::move(row), std::move(on_durable)});
+      ++counters_.queue_depth;
+      wake_.notify_one();
+      return;
+    }
+    if (counters_.reserved > 0) --counters_.reserved;
+  }
+  spdlog::error("ledger: row {} committed after the writer stopped; not written", row.request_id);
+  if (on_durable) on_durable(false);
+}
+
+void LedgerWriter::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    wake_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+LedgerWriter::Counters LedgerWriter::counters() const {
+  std::lock_guard lock(mu_);
+  return counters_;
+}
+
+void LedgerWriter::Run() {
+  std::vector<Item> batch;
+  std::unique_lock lock(mu_);
+  for (;;) {
+    wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    if (queue_.empty()) return;  // stopping, and everything is written.
+    // Group commit: give the oldest row up to max_batch_delay for others to join it.
+    if (!stopping_ && queue_.size() < kMaxBatchRows) {
+      wake_.wait_until(lock, oldest_queued_ + max_batch_delay_,
+                       [&] { return stopping_ || queue_.size() >= kMaxBatchRows; });
+    }
+    const std::size_t n = std::min(queue_.size(), kMaxBatchRows);
+    batch.clear();
+    batch.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    if (!queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
+    lock.unlock();
+    WriteBatch(batch);
+    lock.lock();
+  }
+}
+
+void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
+  std::vector<LedgerRow> rows;
+  rows.reserve(batch.size());
+  for (auto& item : batch) rows.push_back(std::move(item.row));
+  Result<std::size_t> inserted = std::unexpected(std::string("not tried"));
+  int attempt = 0;
+  for (; attempt < kMaxAttempts; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10 << (2 * attempt)));
+    inserted = store_->AppendLedger(rows);
+    if (inserted) break;
+    spdlog::warn("ledger: batch of {} rows failed (attempt {} of {}): {}", rows.size(), attempt + 1,
+                 kMaxAttempts, inserted.error());
+  }
+  const bool durable = inserted.has_value();
+  if (!durable) {
+    spdlog::error("ledger: {} rows not written after {} attempts; first request id {}",
+                  rows.size(), kMaxAttempts, rows.front().request_id);
+  }
+  for (auto& item : batch) {
+    if (item.on_durable) item.on_durable(durable);
+  }
+  std::lock_guard lock(mu_);
+  counters_.retries += static_cast<std::uint64_t>(durable ? attempt : attempt - 1);
+  if (durable) {
+    counters_.rows_written += rows.size();
+    counters_.rows_duplicate += rows.size() - *inserted;
+    ++counters_.batches;
+  } else {
+    counters_.rows_failed += rows.size();
+  }
+  counters_.queue_depth -= batch.size();
+  counters_.reserved -= std::min(counters_.reserved, batch.size());
+}
+
+}  // namespace powerplane::store

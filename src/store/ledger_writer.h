@@ -1,0 +1,88 @@
+#pragma once
+// Writes ledger rows off the hot path: a bounded queue drained by one background thread with its
+// own store connection, in group commits (everything queued, up to kMaxBatchRows, in one
+// transaction), each row's callback fired once its commit returned.
+//
+// The bound: admission takes a slot with TryReserve() before a request starts; the slot is freed
+// by Release() (not used) or after the row's commit and callback. At most `capacity` rows are
+// ever queued or in flight, so the queue cannot grow without limit: when it is full, admission
+// fails (the gateway answers 429 or 503) rather than memory growing. Thread-safe.
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "store/store.h"
+
+namespace powerplane::store {
+
+class LedgerWriter {
+ public:
+  static constexpr std::size_t kMaxBatchRows = 4096;
+  // Tries per batch before its rows are reported not durable.
+  static constexpr int kMaxAttempts = 4;
+
+  struct Counters {
+    std::uint64_t rows_written = 0;    // committed (new or duplicate request ids).
+    std::uint64_t rows_duplicate = 0;  // of those, request ids already stored.
+    std::uint64_t rows_failed = 0;     // given up after kMaxAttempts.
+    std::uint64_t batches = 0;         // committed transactions.
+    std::uint64_t retries = 0;         // failed attempts that were retried.
+    std::size_t queue_depth = 0;       // rows committed to the writer and not yet written.
+    std::size_t reserved = 0;          // slots in use (queued + reserved, not yet committed).
+  };
+
+  // Opens the writer's own connection (store.Reopen()) and starts its thread. A row waits at
+  // most `max_batch_delay` after it is queued for more rows to join its batch.
+  static Result<std::unique_ptr<LedgerWriter>> Start(
+      const Store& store, std::size_t capacity,
+      std::chrono::milliseconds max_batch_delay = std::chrono::milliseconds(2));
+  ~LedgerWriter();  // Stop().
+
+  LedgerWriter(const LedgerWriter&) = delete;
+  LedgerWriter& operator=(const LedgerWriter&) = delete;
+
+  // Takes a slot; false when all `capacity` slots are in use or the writer has stopped.
+  bool TryReserve();
+  // Gives back a reserved slot that will not be used.
+  void Release();
+  // Queues `row` in a reserved slot. After the commit holding it returns, `on_durable(true)` is
+  // called from the writer thread (it must be quick and must not call back into the writer);
+  // after kMaxAttempts failures, `on_durable(false)` (and the failure is logged). The slot is
+  // freed after the callback. After Stop(), calls on_durable(false) at once.
+  void Commit(LedgerRow row, std::function<void(bool durable)> on_durable);
+  // Writes everything queued, fires its callbacks and joins the thread. Idempotent.
+  void Stop();
+
+  Counters counters() const;
+  std::size_t capacity() const { return capacity_; }
+
+ private:
+  struct Item {
+    LedgerRow row;
+    std::function<void(bool)> on_durable;
+  };
+  LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
+               std::chrono::milliseconds max_batch_delay);
+  void Run();
+  void WriteBatch(std::vector<Item>& batch);
+
+  std::unique_ptr<Store> store_;
+  const std::size_t capacity_;
+  const std::chrono::milliseconds max_batch_delay_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<Item> queue_;
+  std::chrono::steady_clock::time_point oldest_queued_;
+  bool stopping_ = false;
+  Counters counters_;
+  std::thread thread_;
+};
+
+}  // namespace powerplane::store

@@ -1,0 +1,170 @@
+// The PostgreSQL backend (libpqxx 6.4). Parameters travel as text; cells come back as text and
+// are parsed on read. Ledger batches go in as multi-row INSERT ... ON CONFLICT DO NOTHING
+// statements, or through COPY into a temporary table (see PostgresLedgerInsert).
+
+#include <atomic>
+#include <charconv>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+
+#include <pqxx/pqxx>
+
+#include "store/postgres_options.h"
+#include "store/sql_connection.h"
+
+namespace powerplane::store {
+namespace {
+std::atomic<PostgresLedgerInsert> g_ledger_insert{PostgresLedgerInsert::kMultiRowInsert};
+}  // namespace
+
+void SetPostgresLedgerInsert(PostgresLedgerInsert mode) { g_ledger_insert.store(mode); }
+
+namespace internal {
+namespace {
+
+// Rows per INSERT statement: 17 parameters each, under PostgreSQL's 65535-parameter limit.
+constexpr std::size_t kRowsPerInsert = 1000;
+// Serialises schema creation across openers (pg_advisory_xact_lock key).
+constexpr std::int64_t kSchemaLockKey = 0x70700001;
+
+std::string ToText(const Param& p) {
+  if (const auto* v = std::get_if<std::int64_t>(&p)) return std::to_string(*v);
+  if (const auto* d = std::get_if<double>(&p)) {
+    char buf[32];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, *d);  // shortest exact form.
+    return std::string(buf, end);
+  }
+  return std::get<std::string>(p);
+}
+
+// pqxx::stream_to takes tuples, not containers.
+template <std::size_t... I>
+auto AsTuple(const std::vector<std::string>& v, std::index_sequence<I...>) {
+  return std::make_tuple(v[I]...);
+}
+
+class PostgresConnection final : public Connection {
+ public:
+  explicit PostgresConnection(std::string url) : url_(std::move(url)), conn_(url_) {}
+
+  ~PostgresConnection() override { Rollback(); }
+
+  std::string_view Backend() const override { return "postgresql"; }
+
+  std::unique_ptr<Connection> Reconnect() const override {
+    return std::make_unique<PostgresConnection>(url_);
+  }
+
+  std::vector<Row> Query(const std::string& sql, std::span<const Param> params) override {
+    std::vector<std::string> text;
+    text.reserve(params.size());
+    for (const auto& p : params) text.push_back(ToText(p));
+    pqxx::result result;
+    if (tx_) {
+      result = tx_->exec_params(sql, pqxx::prepare::make_dynamic_params(text));
+    } else {
+      pqxx::nontransaction once(conn_);
+      result = once.exec_params(sql, pqxx::prepare::make_dynamic_params(text));
+    }
+    std::vector<Row> rows;
+    rows.reserve(result.size());
+    for (const auto& r : result) {
+      std::vector<Row::Cell> cells;
+      cells.reserve(r.size());
+      for (const auto& field : r) {
+        if (field.is_null()) {
+          cells.emplace_back(std::monostate{});
+        } else {
+          cells.emplace_back(std::string(field.c_str(), field.size()));
+        }
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    return rows;
+  }
+
+  void Begin() override { tx_.emplace(conn_); }
+  void Commit() override {
+    tx_->commit();
+    tx_.reset();
+  }
+  void Rollback() noexcept override { tx_.reset(); }  // an open pqxx::work aborts when destroyed.
+
+  std::size_t InsertLedger(std::span<const LedgerRow> rows) override {
+    return g_ledger_insert.load() == PostgresLedgerInsert::kCopy ? CopyLedger(rows)
+                                                                  : InsertLedgerRows(rows);
+  }
+
+  void LockSchema() override { Query("SELECT pg_advisory_xact_lock($1)", {{Param{kSchemaLockKey}}}); }
+  std::string_view AuditIdColumn() const override { return "BIGSERIAL PRIMARY KEY"; }
+  std::string_view EndDayExpression() const override {
+    return "to_char(to_timestamp(end_unix_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
+  }
+
+ private:
+  std::size_t InsertLedgerRows(std::span<const LedgerRow> rows) {
+    std::size_t inserted = 0;
+    std::vector<Param> params;
+    for (std::size_t start = 0; start < rows.size(); start += kRowsPerInsert) {
+      const std::size_t n = std::min(kRowsPerInsert, rows.size() - start);
+      std::string sql = "INSERT INTO ledger (" + std::string(kLedgerColumns) + ") VALUES ";
+      params.clear();
+      for (std::size_t r = 0; r < n; ++r) {
+        sql += r ? ",(" : "(";
+        for (std::size_t c = 0; c < kLedgerColumnCount; ++c) {
+          sql += (c ? ",$" : "$") + std::to_string(r * kLedgerColumnCount + c + 1);
+        }
+        sql += ')';
+        AppendLedgerParams(rows[start + r], params);
+      }
+      sql += " ON CONFLICT (request_id) DO NOTHING";
+      std::vector<std::string> text;
+      text.reserve(params.size());
+      for (const auto& p : params) text.push_back(ToText(p));
+      inserted += tx_->exec_params(sql, pqxx::prepare::make_dynamic_params(text)).affected_rows();
+    }
+    return inserted;
+  }
+
+  std::size_t CopyLedger(std::span<const LedgerRow> rows) {
+    tx_->exec0(
+        "CREATE TEMP TABLE IF NOT EXISTS ledger_in (LIKE ledger INCLUDING DEFAULTS) "
+        "ON COMMIT DELETE ROWS");
+    {
+      static const std::vector<std::string> kColumns = {
+          "request_id", "tenant", "key_id", "model", "site", "endpoint", "priority_class",
+          "prompt_tokens", "completion_tokens", "start_unix_ms", "end_unix_ms", "ttft_ms",
+          "joules", "usd_per_mwh", "energy_cost_usd", "charged_usd", "outcome"};
+      pqxx::stream_to stream(*tx_, "ledger_in", kColumns);
+      std::vector<Param> params;
+      std::vector<std::string> text;
+      for (const auto& row : rows) {
+        params.clear();
+        AppendLedgerParams(row, params);
+        text.clear();
+        for (const auto& p : params) text.push_back(ToText(p));
+        stream << AsTuple(text, std::make_index_sequence<kLedgerColumnCount>());
+      }
+      stream.complete();
+    }
+    return tx_->exec0("INSERT INTO ledger (" + std::string(kLedgerColumns) + ") SELECT " +
+                      std::string(kLedgerColumns) +
+                      " FROM ledger_in ON CONFLICT (request_id) DO NOTHING")
+        .affected_rows();
+  }
+
+  std::string url_;
+  pqxx::connection conn_;
+  std::optional<pqxx::work> tx_;
+};
+
+}  // namespace
+
+std::unique_ptr<Connection> OpenPostgres(const std::string& url) {
+  return std::make_unique<PostgresConnection>(url);
+}
+
+}  // namespace internal
+}  // namespace powerplane::store

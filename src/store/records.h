@@ -1,0 +1,96 @@
+#pragma once
+// The values the tenancy store holds: tenants, API keys (hashed), ledger rows, usage sums and
+// audit entries. Plain values; times are unix milliseconds, UTC.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace powerplane::store {
+
+struct TenantRecord {
+  std::string id;
+  std::vector<std::string> jurisdictions;  // empty = any. No entry may be empty or hold a ','.
+  std::string priority_class = "standard";  // "interactive" | "standard" | "batch".
+  std::int64_t latency_target_ms = 0;        // 0 = no target.
+  std::int64_t rpm = 0;                      // requests per minute; 0 = unlimited.
+  std::int64_t tpm = 0;                      // tokens per minute; 0 = unlimited.
+  double budget_usd = 0;                     // 0 = no budget.
+  std::string budget_period = "none";        // "day" | "month" | "none".
+
+  bool operator==(const TenantRecord&) const = default;
+};
+
+// Why `tenant` cannot be stored (empty id, unknown class or period, negative limits, a bad
+// jurisdiction), or nullopt when it can.
+std::optional<std::string> TenantError(const TenantRecord& tenant);
+
+// An API key as stored: only the lower-case hex SHA-256 of the whole key text, never the key.
+struct KeyRecord {
+  std::string id;  // "key_" + 12 hex digits for generated keys.
+  std::string tenant;
+  std::string key_sha256;
+  std::int64_t created_unix_ms = 0;
+  bool revoked = false;
+  std::int64_t revoked_unix_ms = 0;  // 0 while not revoked.
+
+  bool operator==(const KeyRecord&) const = default;
+};
+
+// A key just created: `plaintext` exists only in this value and is never stored.
+struct CreatedKey {
+  KeyRecord record;
+  std::string plaintext;  // "pp-" + 40 base62 characters.
+};
+
+// One request, as charged. `request_id` is unique: a second append of the same id is ignored.
+struct LedgerRow {
+  std::string request_id;
+  std::string tenant;
+  std::string key_id;
+  std::string model;
+  std::string site;
+  std::string endpoint;
+  std::string priority_class;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  std::int64_t start_unix_ms = 0;
+  std::int64_t end_unix_ms = 0;  // ranges and budgets are by end time.
+  double ttft_ms = 0;
+  double joules = 0;
+  double usd_per_mwh = 0;
+  double energy_cost_usd = 0;
+  double charged_usd = 0;  // what the tenant's budget is charged.
+  std::string outcome;     // "ok", "upstream_error", "client_cancelled", "rejected", ...
+
+  bool operator==(const LedgerRow&) const = default;
+};
+
+enum class UsageGroup { kSite, kModel, kDay, kTenant };
+
+// "site" | "model" | "day" | "tenant", or nullopt.
+std::optional<UsageGroup> ParseUsageGroup(std::string_view name);
+
+// Ledger sums for one group: a site id, a model, a tenant or a UTC day "YYYY-MM-DD".
+struct UsageRow {
+  std::string group;
+  std::int64_t requests = 0;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t completion_tokens = 0;
+  double joules = 0;
+  double energy_cost_usd = 0;
+  double charged_usd = 0;
+};
+
+struct AuditRow {
+  std::int64_t unix_ms = 0;
+  std::string actor;
+  std::string action;
+  std::string detail;
+
+  bool operator==(const AuditRow&) const = default;
+};
+
+}  // namespace powerplane::store

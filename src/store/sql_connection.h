@@ -1,0 +1,78 @@
+#pragma once
+// Internal to pp_store: the small SQL surface the store needs, implemented once for SQLite and
+// once for PostgreSQL. Statements use $1, $2, ... placeholders on both. Methods throw (the
+// drivers' exceptions, or SqlError); SqlStore catches them at its boundary and returns messages.
+// Not thread-safe: the owner serialises calls.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "store/records.h"
+
+namespace powerplane::store::internal {
+
+struct SqlError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+using Param = std::variant<std::int64_t, double, std::string>;
+
+// One result row. PostgreSQL cells arrive as text and are parsed on read.
+class Row {
+ public:
+  using Cell = std::variant<std::monostate, std::int64_t, double, std::string>;
+  explicit Row(std::vector<Cell> cells) : cells_(std::move(cells)) {}
+  std::int64_t Int(std::size_t i) const;
+  double Double(std::size_t i) const;
+  std::string Text(std::size_t i) const;
+  bool IsNull(std::size_t i) const { return std::holds_alternative<std::monostate>(cells_.at(i)); }
+
+ private:
+  std::vector<Cell> cells_;
+};
+
+class Connection {
+ public:
+  virtual ~Connection() = default;
+  virtual std::string_view Backend() const = 0;
+  // A new connection to the same database.
+  virtual std::unique_ptr<Connection> Reconnect() const = 0;
+
+  // Runs one statement (inside the open transaction, if any) and returns its rows.
+  virtual std::vector<Row> Query(const std::string& sql, std::span<const Param> params = {}) = 0;
+  // A write transaction: SQLite takes the write lock at once (BEGIN IMMEDIATE).
+  virtual void Begin() = 0;
+  virtual void Commit() = 0;
+  virtual void Rollback() noexcept = 0;
+
+  // Inside a transaction: inserts rows, ignoring request ids already present; returns how many
+  // were new. Backends batch as suits them.
+  virtual std::size_t InsertLedger(std::span<const LedgerRow> rows) = 0;
+
+  // Inside a transaction: serialises schema creation against other openers.
+  virtual void LockSchema() = 0;
+  // SQL for the audit table's id column.
+  virtual std::string_view AuditIdColumn() const = 0;
+  // SQL for the UTC day "YYYY-MM-DD" of the ledger's end_unix_ms.
+  virtual std::string_view EndDayExpression() const = 0;
+};
+
+// The ledger's columns in insert order, and the row's values in that order.
+inline constexpr std::string_view kLedgerColumns =
+    "request_id, tenant, key_id, model, site, endpoint, priority_class, prompt_tokens, "
+    "completion_tokens, start_unix_ms, end_unix_ms, ttft_ms, joules, usd_per_mwh, "
+    "energy_cost_usd, charged_usd, outcome";
+inline constexpr std::size_t kLedgerColumnCount = 17;
+void AppendLedgerParams(const LedgerRow& row, std::vector<Param>& out);
+LedgerRow LedgerRowFrom(const Row& row);  // columns in kLedgerColumns order.
+
+std::unique_ptr<Connection> OpenSqlite(const std::string& path);
+std::unique_ptr<Connection> OpenPostgres(const std::string& url);
+
+}  // namespace powerplane::store::internal

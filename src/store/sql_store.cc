@@ -1,0 +1,400 @@
+// Store over a Connection: the schema, the queries and the transactions, once for both backends.
+// Every public method locks the connection's mutex and turns any exception into a message.
+
+#include "store/sql_store.h"
+
+#include <chrono>
+#include <cmath>
+
+#include "store/keys.h"
+
+namespace powerplane::store::internal {
+namespace {
+
+std::int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string JoinJurisdictions(const std::vector<std::string>& list) {
+  std::string out;
+  for (const auto& j : list) {
+    if (!out.empty()) out += ',';
+    out += j;
+  }
+  return out;
+}
+
+std::vector<std::string> SplitJurisdictions(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
+constexpr std::string_view kTenantColumns =
+    "id, jurisdictions, priority_class, latency_target_ms, rpm, tpm, budget_usd, budget_period";
+constexpr std::string_view kKeyColumns =
+    "id, tenant, key_sha256, created_unix_ms, revoked, revoked_unix_ms";
+
+TenantRecord TenantFrom(const Row& r) {
+  return TenantRecord{.id = r.Text(0),
+                      .jurisdictions = SplitJurisdictions(r.Text(1)),
+                      .priority_class = r.Text(2),
+                      .latency_target_ms = r.Int(3),
+                      .rpm = r.Int(4),
+                      .tpm = r.Int(5),
+                      .budget_usd = r.Double(6),
+                      .budget_period = r.Text(7)};
+}
+
+KeyRecord KeyFrom(const Row& r) {
+  return KeyRecord{.id = r.Text(0),
+                   .tenant = r.Text(1),
+                   .key_sha256 = r.Text(2),
+                   .created_unix_ms = r.Int(3),
+                   .revoked = r.Int(4) != 0,
+                   .revoked_unix_ms = r.Int(5)};
+}
+
+template <typename... T>
+std::vector<Param> Params(T&&... values) {
+  std::vector<Param> out;
+  (out.emplace_back(std::forward<T>(values)), ...);
+  return out;
+}
+
+}  // namespace
+
+SqlStore::SqlStore(std::unique_ptr<Connection> connection, std::string origin)
+    : connection_(std::move(connection)), origin_(std::move(origin)) {}
+
+Result<std::unique_ptr<SqlStore>> SqlStore::Create(std::unique_ptr<Connection> connection,
+                                                   std::string origin) {
+  auto store = std::unique_ptr<SqlStore>(new SqlStore(std::move(connection), std::move(origin)));
+  auto created = store->Guard([&] {
+    store->Transaction([&] { store->CreateSchema(); });
+    return true;
+  });
+  if (!created) return std::unexpected(created.error());
+  return store;
+}
+
+void SqlStore::CreateSchema() {
+  Connection& c = *connection_;
+  c.LockSchema();
+  const std::string statements[] = {
+      "CREATE TABLE IF NOT EXISTS pp_meta (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+      "INSERT INTO pp_meta (name, value) VALUES ('version', 1) ON CONFLICT (name) DO NOTHING",
+      "INSERT INTO pp_meta (name, value) VALUES ('schema', 1) ON CONFLICT (name) DO NOTHING",
+      "CREATE TABLE IF NOT EXISTS tenants ("
+      "id TEXT PRIMARY KEY, jurisdictions TEXT NOT NULL, priority_class TEXT NOT NULL, "
+      "latency_target_ms BIGINT NOT NULL, rpm BIGINT NOT NULL, tpm BIGINT NOT NULL, "
+      "budget_usd DOUBLE PRECISION NOT NULL, budget_period TEXT NOT NULL, "
+      "updated_unix_ms BIGINT NOT NULL)",
+      "CREATE TABLE IF NOT EXISTS api_keys ("
+      "id TEXT PRIMARY KEY, tenant TEXT NOT NULL REFERENCES tenants (id), "
+      "key_sha256 TEXT NOT NULL UNIQUE, created_unix_ms BIGINT NOT NULL, "
+      "revoked INTEGER NOT NULL DEFAULT 0, revoked_unix_ms BIGINT NOT NULL DEFAULT 0)",
+      "CREATE INDEX IF NOT EXISTS api_keys_tenant ON api_keys (tenant)",
+      "CREATE TABLE IF NOT EXISTS ledger ("
+      "request_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_id TEXT NOT NULL, "
+      "model TEXT NOT NULL, site TEXT NOT NULL, endpoint TEXT NOT NULL, "
+      "priority_class TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, "
+      "completion_tokens BIGINT NOT NULL, start_unix_ms BIGINT NOT NULL, "
+      "end_unix_ms BIGINT NOT NULL, ttft_ms DOUBLE PRECISION NOT NULL, "
+      "joules DOUBLE PRECISION NOT NULL, usd_per_mwh DOUBLE PRECISION NOT NULL, "
+      "energy_cost_usd DOUBLE PRECISION NOT NULL, charged_usd DOUBLE PRECISION NOT NULL, "
+      "outcome TEXT NOT NULL)",
+      "CREATE INDEX IF NOT EXISTS ledger_end ON ledger (end_unix_ms)",
+      "CREATE INDEX IF NOT EXISTS ledger_tenant_end ON ledger (tenant, end_unix_ms)",
+      "CREATE TABLE IF NOT EXISTS audit (id " + std::string(c.AuditIdColumn()) +
+          ", unix_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, "
+          "detail TEXT NOT NULL)",
+      "CREATE INDEX IF NOT EXISTS audit_time ON audit (unix_ms)",
+  };
+  for (const auto& sql : statements) c.Query(sql);
+}
+
+void SqlStore::BumpVersion() {
+  connection_->Query("UPDATE pp_meta SET value = value + 1 WHERE name = 'version'");
+}
+
+Result<std::unique_ptr<Store>> SqlStore::Reopen() const {
+  std::unique_ptr<Connection> fresh;
+  try {
+    std::lock_guard lock(mu_);
+    fresh = connection_->Reconnect();
+  } catch (const std::exception& e) {
+    return std::unexpected(std::string(e.what()));
+  }
+  auto store = Create(std::move(fresh), origin_);
+  if (!store) return std::unexpected(store.error());
+  return std::unique_ptr<Store>(std::move(*store));
+}
+
+std::string_view SqlStore::Backend() const { return connection_->Backend(); }
+
+Result<void> SqlStore::PutTenant(const TenantRecord& t) {
+  if (auto error = TenantError(t)) return std::unexpected(*error);
+  auto done = Guard([&] {
+    Transaction([&] {
+      connection_->Query(
+          "INSERT INTO tenants (" + std::string(kTenantColumns) +
+              ", updated_unix_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) "
+              "ON CONFLICT (id) DO UPDATE SET jurisdictions = excluded.jurisdictions, "
+              "priority_class = excluded.priority_class, "
+              "latency_target_ms = excluded.latency_target_ms, rpm = excluded.rpm, "
+              "tpm = excluded.tpm, budget_usd = excluded.budget_usd, "
+              "budget_period = excluded.budget_period, updated_unix_ms = excluded.updated_unix_ms",
+          Params(t.id, JoinJurisdictions(t.jurisdictions), t.priority_class, t.latency_target_ms,
+                 t.rpm, t.tpm, t.budget_usd, t.budget_period, NowUnixMs()));
+      BumpVersion();
+    });
+    return true;
+  });
+  if (!done) return std::unexpected(done.error());
+  return {};
+}
+
+Result<std::vector<TenantRecord>> SqlStore::Tenants() {
+  return Guard([&] {
+    std::vector<TenantRecord> out;
+    for (const auto& r :
+         connection_->Query("SELECT " + std::string(kTenantColumns) + " FROM tenants ORDER BY id")) {
+      out.push_back(TenantFrom(r));
+    }
+    return out;
+  });
+}
+
+Result<std::optional<TenantRecord>> SqlStore::GetTenant(std::string_view id) {
+  return Guard([&]() -> std::optional<TenantRecord> {
+    auto rows = connection_->Query(
+        "SELECT " + std::string(kTenantColumns) + " FROM tenants WHERE id = $1",
+        Params(std::string(id)));
+    if (rows.empty()) return std::nullopt;
+    return TenantFrom(rows.front());
+  });
+}
+
+Result<CreatedKey> SqlStore::CreateKey(std::string_view tenant_id) {
+  auto text = NewKeyText();
+  if (!text) return std::unexpected(text.error());
+  auto id = NewKeyId();
+  if (!id) return std::unexpected(id.error());
+  CreatedKey created{.record = {.id = *id,
+                                .tenant = std::string(tenant_id),
+                                .key_sha256 = Sha256Hex(*text),
+                                .created_unix_ms = NowUnixMs()},
+                     .plaintext = std::move(*text)};
+  if (created.record.key_sha256.empty()) return std::unexpected("SHA-256 failed");
+  auto done = Guard([&] {
+    bool known = false;
+    Transaction([&] {
+      known = !connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(created.record.tenant))
+                   .empty();
+      if (!known) return;
+      InsertKey(created.record);
+      BumpVersion();
+    });
+    return known;
+  });
+  if (!done) return std::unexpected(done.error());
+  if (!*done) return std::unexpected("unknown tenant '" + std::string(tenant_id) + "'");
+  return created;
+}
+
+void SqlStore::InsertKey(const KeyRecord& k) {
+  connection_->Query("INSERT INTO api_keys (" + std::string(kKeyColumns) +
+                         ") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                     Params(k.id, k.tenant, k.key_sha256, k.created_unix_ms,
+                            std::int64_t{k.revoked}, k.revoked_unix_ms));
+}
+
+Result<KeyRecord> SqlStore::AddKeyHash(std::string_view tenant_id, std::string_view key_sha256,
+                                       std::string_view key_id) {
+  if (!IsSha256Hex(key_sha256)) {
+    return std::unexpected("key hash must be 64 lower-case hex digits");
+  }
+  if (key_id.empty()) return std::unexpected("key id must not be empty");
+  KeyRecord wanted{.id = std::string(key_id),
+                   .tenant = std::string(tenant_id),
+                   .key_sha256 = std::string(key_sha256),
+                   .created_unix_ms = NowUnixMs()};
+  auto found = Guard([&]() -> std::optional<KeyRecord> {
+    std::optional<KeyRecord> stored;
+    Transaction([&] {
+      if (connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(wanted.tenant)).empty()) {
+        return;
+      }
+      auto before = connection_->Query(
+          "SELECT " + std::string(kKeyColumns) + " FROM api_keys WHERE id = $1 OR key_sha256 = $2",
+          Params(wanted.id, wanted.key_sha256));
+      if (before.empty()) {
+        InsertKey(wanted);
+        BumpVersion();
+        stored = wanted;
+      } else {
+        stored = KeyFrom(before.front());
+      }
+    });
+    return stored;
+  });
+  if (!found) return std::unexpected(found.error());
+  if (!*found) return std::unexpected("unknown tenant '" + wanted.tenant + "'");
+  const KeyRecord& k = **found;
+  if (k.id != wanted.id || k.tenant != wanted.tenant || k.key_sha256 != wanted.key_sha256) {
+    return std::unexpected("key '" + wanted.id + "' clashes with stored key '" + k.id + "'");
+  }
+  return k;
+}
+
+Result<std::vector<KeyRecord>> SqlStore::Keys(std::optional<std::string_view> tenant) {
+  return Guard([&] {
+    const std::string select = "SELECT " + std::string(kKeyColumns) + " FROM api_keys";
+    auto rows = tenant ? connection_->Query(select + " WHERE tenant = $1 ORDER BY id",
+                                            Params(std::string(*tenant)))
+                       : connection_->Query(select + " ORDER BY id");
+    std::vector<KeyRecord> out;
+    for (const auto& r : rows) out.push_back(KeyFrom(r));
+    return out;
+  });
+}
+
+Result<bool> SqlStore::RevokeKey(std::string_view key_id) {
+  return Guard([&] {
+    bool revoked = false;
+    Transaction([&] {
+      revoked = !connection_
+                     ->Query("UPDATE api_keys SET revoked = 1, revoked_unix_ms = $2 "
+                             "WHERE id = $1 AND revoked = 0 RETURNING id",
+                             Params(std::string(key_id), NowUnixMs()))
+                     .empty();
+      if (revoked) BumpVersion();
+    });
+    return revoked;
+  });
+}
+
+Result<std::int64_t> SqlStore::Version() {
+  return Guard([&] {
+    auto rows = connection_->Query("SELECT value FROM pp_meta WHERE name = 'version'");
+    if (rows.empty()) throw SqlError("pp_meta has no version row");
+    return rows.front().Int(0);
+  });
+}
+
+Result<std::size_t> SqlStore::AppendLedger(std::span<const LedgerRow> rows) {
+  for (const auto& r : rows) {
+    if (r.request_id.empty()) return std::unexpected("ledger row without a request_id");
+  }
+  if (rows.empty()) return 0;
+  return Guard([&] {
+    std::size_t inserted = 0;
+    Transaction([&] { inserted = connection_->InsertLedger(rows); });
+    return inserted;
+  });
+}
+
+Result<std::vector<LedgerRow>> SqlStore::Ledger(std::int64_t from_ms, std::int64_t to_ms,
+                                                std::optional<std::string_view> tenant) {
+  return Guard([&] {
+    const std::string select = "SELECT " + std::string(kLedgerColumns) +
+                               " FROM ledger WHERE end_unix_ms >= $1 AND end_unix_ms < $2";
+    auto rows = tenant ? connection_->Query(select + " AND tenant = $3 ORDER BY end_unix_ms, request_id",
+                                            Params(from_ms, to_ms, std::string(*tenant)))
+                       : connection_->Query(select + " ORDER BY end_unix_ms, request_id",
+                                            Params(from_ms, to_ms));
+    std::vector<LedgerRow> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) out.push_back(LedgerRowFrom(r));
+    return out;
+  });
+}
+
+Result<bool> SqlStore::HasLedgerRow(std::string_view request_id) {
+  return Guard([&] {
+    return !connection_->Query("SELECT 1 FROM ledger WHERE request_id = $1",
+                               Params(std::string(request_id)))
+                .empty();
+  });
+}
+
+Result<std::vector<UsageRow>> SqlStore::Usage(std::string_view tenant, std::int64_t from_ms,
+                                              std::int64_t to_ms, UsageGroup group) {
+  std::string key;
+  switch (group) {
+    case UsageGroup::kSite: key = "site"; break;
+    case UsageGroup::kModel: key = "model"; break;
+    case UsageGroup::kTenant: key = "tenant"; break;
+    case UsageGroup::kDay: key = std::string(connection_->EndDayExpression()); break;
+  }
+  return Guard([&] {
+    std::string sql = "SELECT " + key +
+                      " AS g, COUNT(*), COALESCE(SUM(prompt_tokens), 0), "
+                      "COALESCE(SUM(completion_tokens), 0), COALESCE(SUM(joules), 0), "
+                      "COALESCE(SUM(energy_cost_usd), 0), COALESCE(SUM(charged_usd), 0) "
+                      "FROM ledger WHERE end_unix_ms >= $1 AND end_unix_ms < $2";
+    auto params = Params(from_ms, to_ms);
+    if (!tenant.empty()) {
+      sql += " AND tenant = $3";
+      params.emplace_back(std::string(tenant));
+    }
+    sql += " GROUP BY g ORDER BY g";
+    std::vector<UsageRow> out;
+    for (const auto& r : connection_->Query(sql, params)) {
+      out.push_back(UsageRow{.group = r.Text(0),
+                             .requests = r.Int(1),
+                             .prompt_tokens = r.Int(2),
+                             .completion_tokens = r.Int(3),
+                             .joules = r.Double(4),
+                             .energy_cost_usd = r.Double(5),
+                             .charged_usd = r.Double(6)});
+    }
+    return out;
+  });
+}
+
+Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_ms) {
+  return Guard([&] {
+    auto rows = connection_->Query(
+        "SELECT COALESCE(SUM(charged_usd), 0) FROM ledger WHERE tenant = $1 AND end_unix_ms >= $2",
+        Params(std::string(tenant), since_ms));
+    return rows.front().Double(0);
+  });
+}
+
+Result<void> SqlStore::AppendAudit(const AuditRow& row) {
+  auto done = Guard([&] {
+    Transaction([&] {
+      connection_->Query("INSERT INTO audit (unix_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
+                         Params(row.unix_ms, row.actor, row.action, row.detail));
+    });
+    return true;
+  });
+  if (!done) return std::unexpected(done.error());
+  return {};
+}
+
+Result<std::vector<AuditRow>> SqlStore::Audit(std::int64_t from_ms, std::int64_t to_ms) {
+  return Guard([&] {
+    std::vector<AuditRow> out;
+    for (const auto& r : connection_->Query(
+             "SELECT unix_ms, actor, action, detail FROM audit WHERE unix_ms >= $1 AND unix_ms < $2 "
+             "ORDER BY unix_ms, id",
+             Params(from_ms, to_ms))) {
+      out.push_back(
+          AuditRow{.unix_ms = r.Int(0), .actor = r.Text(1), .action = r.Text(2), .detail = r.Text(3)});
+    }
+    return out;
+  });
+}
+
+}  // namespace powerplane::store::internal

@@ -1,0 +1,166 @@
+// The SQLite backend: one file in WAL mode, synchronous=NORMAL, a busy timeout so other
+// connections and processes wait rather than fail, and a cache of prepared statements.
+
+#include <sqlite3.h>
+
+#include <string>
+#include <unordered_map>
+
+#include "store/sql_connection.h"
+
+namespace powerplane::store::internal {
+namespace {
+
+constexpr int kBusyTimeoutMs = 10000;
+
+class SqliteConnection final : public Connection {
+ public:
+  explicit SqliteConnection(std::string path) : path_(std::move(path)) {
+    const int rc = sqlite3_open_v2(path_.c_str(), &db_,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                   nullptr);
+    if (rc != SQLITE_OK) {
+      std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      sqlite3_close(db_);
+      db_ = nullptr;
+      throw SqlError("sqlite: cannot open " + path_ + ": " + message);
+    }
+    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    Exec("PRAGMA journal_mode=WAL");
+    Exec("PRAGMA synchronous=NORMAL");
+    Exec("PRAGMA foreign_keys=ON");
+  }
+
+  ~SqliteConnection() override {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+
+  std::string_view Backend() const override { return "sqlite"; }
+
+  std::unique_ptr<Connection> Reconnect() const override {
+    return std::make_unique<SqliteConnection>(path_);
+  }
+
+  std::vector<Row> Query(const std::string& sql, std::span<const Param> params) override {
+    sqlite3_stmt* stmt = Prepare(sql);
+    Bind(stmt, params);
+    std::vector<Row> rows;
+    for (;;) {
+      const int rc = sqlite3_step(stmt);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) Fail(stmt, "step");
+      const int n = sqlite3_column_count(stmt);
+      std::vector<Row::Cell> cells;
+      cells.reserve(n);
+      for (int i = 0; i < n; ++i) {
+        switch (sqlite3_column_type(stmt, i)) {
+          case SQLITE_INTEGER: cells.emplace_back(std::int64_t{sqlite3_column_int64(stmt, i)}); break;
+          case SQLITE_FLOAT: cells.emplace_back(sqlite3_column_double(stmt, i)); break;
+          case SQLITE_NULL: cells.emplace_back(std::monostate{}); break;
+          default: {
+            const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
+            cells.emplace_back(std::string(text ? text : "", sqlite3_column_bytes(stmt, i)));
+          }
+        }
+      }
+      rows.emplace_back(std::move(cells));
+    }
+    sqlite3_reset(stmt);
+    return rows;
+  }
+
+  void Begin() override { Exec("BEGIN IMMEDIATE"); }
+  void Commit() override { Exec("COMMIT"); }
+  void Rollback() noexcept override {
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+  std::size_t InsertLedger(std::span<const LedgerRow> rows) override {
+    static const std::string sql = [] {
+      std::string s = "INSERT INTO ledger (" + std::string(kLedgerColumns) + ") VALUES (";
+      for (std::size_t i = 1; i <= kLedgerColumnCount; ++i) {
+        s += (i > 1 ? ", $" : "$") + std::to_string(i);
+      }
+      return s + ") ON CONFLICT (request_id) DO NOTHING";
+    }();
+    sqlite3_stmt* stmt = Prepare(sql);
+    std::vector<Param> params;
+    std::size_t inserted = 0;
+    for (const auto& row : rows) {
+      params.clear();
+      AppendLedgerParams(row, params);
+      Bind(stmt, params);
+      if (sqlite3_step(stmt) != SQLITE_DONE) Fail(stmt, "insert");
+      inserted += static_cast<std::size_t>(sqlite3_changes(db_));
+      sqlite3_reset(stmt);
+    }
+    return inserted;
+  }
+
+  void LockSchema() override {}  // BEGIN IMMEDIATE already excludes other writers.
+  std::string_view AuditIdColumn() const override { return "INTEGER PRIMARY KEY AUTOINCREMENT"; }
+  std::string_view EndDayExpression() const override {
+    return "strftime('%Y-%m-%d', end_unix_ms / 1000, 'unixepoch')";
+  }
+
+ private:
+  void Exec(const char* sql) {
+    char* error = nullptr;
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
+      std::string message = std::string("sqlite: ") + sql + ": " + (error ? error : "?");
+      sqlite3_free(error);
+      throw SqlError(message);
+    }
+  }
+
+  sqlite3_stmt* Prepare(const std::string& sql) {
+    auto it = statements_.find(sql);
+    if (it != statements_.end()) return it->second;
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt, nullptr) != SQLITE_OK) {
+      throw SqlError(std::string("sqlite: prepare: ") + sqlite3_errmsg(db_) + ": " + sql);
+    }
+    statements_.emplace(sql, stmt);
+    return stmt;
+  }
+
+  void Bind(sqlite3_stmt* stmt, std::span<const Param> params) {
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const std::string name = "$" + std::to_string(i + 1);
+      const int index = sqlite3_bind_parameter_index(stmt, name.c_str());
+      if (index == 0) throw SqlError("sqlite: statement has no parameter " + name);
+      int rc = SQLITE_OK;
+      if (const auto* v = std::get_if<std::int64_t>(&params[i])) {
+        rc = sqlite3_bind_int64(stmt, index, *v);
+      } else if (const auto* d = std::get_if<double>(&params[i])) {
+        rc = sqlite3_bind_double(stmt, index, *d);
+      } else {
+        const auto& s = std::get<std::string>(params[i]);
+        rc = sqlite3_bind_text(stmt, index, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+      }
+      if (rc != SQLITE_OK) Fail(stmt, "bind");
+    }
+  }
+
+  [[noreturn]] void Fail(sqlite3_stmt* stmt, const char* what) {
+    std::string message = std::string("sqlite: ") + what + ": " + sqlite3_errmsg(db_);
+    sqlite3_reset(stmt);
+    throw SqlError(message);
+  }
+
+  std::string path_;
+  sqlite3* db_ = nullptr;
+  std::unordered_map<std::string, sqlite3_stmt*> statements_;
+};
+
+}  // namespace
+
+std::unique_ptr<Connection> OpenSqlite(const std::string& path) {
+  return std::make_unique<SqliteConnection>(path);
+}
+
+}  // namespace powerplane::store::internal

@@ -1,0 +1,149 @@
+// Store::Open, validation and the row conversions both backends share.
+
+#include "store/store.h"
+
+#include <charconv>
+#include <cmath>
+#include <system_error>
+
+#include "store/sql_store.h"
+
+namespace powerplane::store {
+
+std::optional<UsageGroup> ParseUsageGroup(std::string_view name) {
+  if (name == "site") return UsageGroup::kSite;
+  if (name == "model") return UsageGroup::kModel;
+  if (name == "day") return UsageGroup::kDay;
+  if (name == "tenant") return UsageGroup::kTenant;
+  return std::nullopt;
+}
+
+std::optional<std::string> TenantError(const TenantRecord& t) {
+  if (t.id.empty()) return "tenant id must not be empty";
+  if (t.id.size() > 128) return "tenant id longer than 128 characters";
+  if (t.priority_class != "interactive" && t.priority_class != "standard" &&
+      t.priority_class != "batch") {
+    return "priority class must be interactive, standard or batch, not '" + t.priority_class + "'";
+  }
+  if (t.budget_period != "day" && t.budget_period != "month" && t.budget_period != "none") {
+    return "budget period must be day, month or none, not '" + t.budget_period + "'";
+  }
+  if (t.latency_target_ms < 0 || t.rpm < 0 || t.tpm < 0) {
+    return "latency target, rpm and tpm must not be negative";
+  }
+  if (!std::isfinite(t.budget_usd) || t.budget_usd < 0) return "budget must be a sum >= 0";
+  for (const auto& j : t.jurisdictions) {
+    if (j.empty() || j.find(',') != std::string::npos) {
+      return "jurisdiction '" + j + "' must be non-empty and hold no ','";
+    }
+  }
+  return std::nullopt;
+}
+
+Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
+                                           const std::filesystem::path& data_dir) {
+  std::unique_ptr<internal::Connection> connection;
+  std::string origin;
+  try {
+    if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+      origin = "postgresql";
+      connection = internal::OpenPostgres(std::string(url));
+    } else if (url.empty() || url.starts_with("sqlite:")) {
+      std::filesystem::path path = url.size() > 7 ? std::filesystem::path(url.substr(7))
+                                                  : data_dir / "powerplane.db";
+      if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+      origin = "sqlite " + path.string();
+      connection = internal::OpenSqlite(path.string());
+    } else {
+      return std::unexpected("store URL must be empty, sqlite:[PATH], postgresql://... or "
+                             "postgres://..., not '" + std::string(url) + "'");
+    }
+  } catch (const std::exception& e) {
+    return std::unexpected(std::string("cannot open store: ") + e.what());
+  }
+  auto store = internal::SqlStore::Create(std::move(connection), origin);
+  if (!store) return std::unexpected(store.error());
+  return std::unique_ptr<Store>(std::move(*store));
+}
+
+namespace internal {
+namespace {
+
+template <typename T>
+T Parse(const std::string& text) {
+  T value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size()) {
+    throw SqlError("not a number: '" + text + "'");
+  }
+  return value;
+}
+
+}  // namespace
+
+std::int64_t Row::Int(std::size_t i) const {
+  const Cell& c = cells_.at(i);
+  if (const auto* v = std::get_if<std::int64_t>(&c)) return *v;
+  if (const auto* d = std::get_if<double>(&c)) return static_cast<std::int64_t>(*d);
+  if (const auto* s = std::get_if<std::string>(&c)) return Parse<std::int64_t>(*s);
+  return 0;
+}
+
+double Row::Double(std::size_t i) const {
+  const Cell& c = cells_.at(i);
+  if (const auto* d = std::get_if<double>(&c)) return *d;
+  if (const auto* v = std::get_if<std::int64_t>(&c)) return static_cast<double>(*v);
+  if (const auto* s = std::get_if<std::string>(&c)) return Parse<double>(*s);
+  return 0;
+}
+
+std::string Row::Text(std::size_t i) const {
+  const Cell& c = cells_.at(i);
+  if (const auto* s = std::get_if<std::string>(&c)) return *s;
+  if (const auto* v = std::get_if<std::int64_t>(&c)) return std::to_string(*v);
+  if (const auto* d = std::get_if<double>(&c)) return std::to_string(*d);
+  return {};
+}
+
+void AppendLedgerParams(const LedgerRow& r, std::vector<Param>& out) {
+  out.emplace_back(r.request_id);
+  out.emplace_back(r.tenant);
+  out.emplace_back(r.key_id);
+  out.emplace_back(r.model);
+  out.emplace_back(r.site);
+  out.emplace_back(r.endpoint);
+  out.emplace_back(r.priority_class);
+  out.emplace_back(r.prompt_tokens);
+  out.emplace_back(r.completion_tokens);
+  out.emplace_back(r.start_unix_ms);
+  out.emplace_back(r.end_unix_ms);
+  out.emplace_back(r.ttft_ms);
+  out.emplace_back(r.joules);
+  out.emplace_back(r.usd_per_mwh);
+  out.emplace_back(r.energy_cost_usd);
+  out.emplace_back(r.charged_usd);
+  out.emplace_back(r.outcome);
+}
+
+LedgerRow LedgerRowFrom(const Row& r) {
+  return LedgerRow{.request_id = r.Text(0),
+                   .tenant = r.Text(1),
+                   .key_id = r.Text(2),
+                   .model = r.Text(3),
+                   .site = r.Text(4),
+                   .endpoint = r.Text(5),
+                   .priority_class = r.Text(6),
+                   .prompt_tokens = r.Int(7),
+                   .completion_tokens = r.Int(8),
+                   .start_unix_ms = r.Int(9),
+                   .end_unix_ms = r.Int(10),
+                   .ttft_ms = r.Double(11),
+                   .joules = r.Double(12),
+                   .usd_per_mwh = r.Double(13),
+                   .energy_cost_usd = r.Double(14),
+                   .charged_usd = r.Double(15),
+                   .outcome = r.Text(16)};
+}
+
+}  // namespace internal
+}  // namespace powerplane::store

@@ -1,0 +1,79 @@
+#pragma once
+// The durable tenancy store: tenants, API keys (hashed), the request ledger and the audit log.
+// SQLite (WAL) in a data directory by default; PostgreSQL when several gateways share one store.
+// Every method is thread-safe (one connection per Store, behind a mutex) and returns its failure
+// as a message; nothing throws. Times are unix milliseconds, UTC.
+
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/records.h"
+
+namespace powerplane::store {
+
+template <typename T>
+using Result = std::expected<T, std::string>;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Opens (and creates the schema of, if missing) the store named by `url`:
+  //  - "" or "sqlite:": the SQLite file `data_dir/powerplane.db` (the directory is created);
+  //  - "sqlite:PATH": the SQLite file PATH;
+  //  - "postgresql://..." or "postgres://...": a PostgreSQL database (libpq URL).
+  // Schema creation is idempotent and safe against concurrent openers.
+  static Result<std::unique_ptr<Store>> Open(std::string_view url,
+                                             const std::filesystem::path& data_dir);
+
+  // A second, independent connection to the same store (the ledger writer's own).
+  virtual Result<std::unique_ptr<Store>> Reopen() const = 0;
+  // "sqlite" or "postgresql".
+  virtual std::string_view Backend() const = 0;
+
+  // Tenants. PutTenant inserts or replaces by id; the record is validated first.
+  virtual Result<void> PutTenant(const TenantRecord& tenant) = 0;
+  virtual Result<std::vector<TenantRecord>> Tenants() = 0;  // by id.
+  virtual Result<std::optional<TenantRecord>> GetTenant(std::string_view id) = 0;
+
+  // Creates a random key for a known tenant; the plaintext is returned once and never stored.
+  virtual Result<CreatedKey> CreateKey(std::string_view tenant_id) = 0;
+  // Registers a key by its hash (demo keys whose text is known). Idempotent: the same id, tenant
+  // and hash again returns the stored record (revoked stays revoked); a clash is an error.
+  virtual Result<KeyRecord> AddKeyHash(std::string_view tenant_id, std::string_view key_sha256,
+                                       std::string_view key_id) = 0;
+  // All keys, or one tenant's, by id.
+  virtual Result<std::vector<KeyRecord>> Keys(std::optional<std::string_view> tenant = {}) = 0;
+  // True when the key was live and is now revoked; false when unknown or already revoked.
+  virtual Result<bool> RevokeKey(std::string_view key_id) = 0;
+
+  // A counter that changes with every tenant or key change (any process). One small read:
+  // gateways poll it (every ~250 ms) and reload tenants and keys when it moves.
+  virtual Result<std::int64_t> Version() = 0;
+
+  // Appends rows in one transaction. A row whose request_id is already stored (or repeated in
+  // `rows`) is ignored. Returns how many rows were new.
+  virtual Result<std::size_t> AppendLedger(std::span<const LedgerRow> rows) = 0;
+  // Rows with from_ms <= end_unix_ms < to_ms, by end time then request id.
+  virtual Result<std::vector<LedgerRow>> Ledger(std::int64_t from_ms, std::int64_t to_ms,
+                                                std::optional<std::string_view> tenant = {}) = 0;
+  virtual Result<bool> HasLedgerRow(std::string_view request_id) = 0;
+  // Sums over from_ms <= end_unix_ms < to_ms, for one tenant (or all when empty), by group.
+  virtual Result<std::vector<UsageRow>> Usage(std::string_view tenant, std::int64_t from_ms,
+                                              std::int64_t to_ms, UsageGroup group) = 0;
+  // The sum of charged_usd of a tenant's rows with end_unix_ms >= since_ms.
+  virtual Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms) = 0;
+
+  // The audit log: appended, never changed. Audit returns from_ms <= unix_ms < to_ms in order.
+  virtual Result<void> AppendAudit(const AuditRow& row) = 0;
+  virtual Result<std::vector<AuditRow>> Audit(std::int64_t from_ms, std::int64_t to_ms) = 0;
+};
+
+}  // namespace powerplane::store

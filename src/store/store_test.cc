@@ -1,0 +1,500 @@
+// The Store and LedgerWriter cases, run against SQLite (store_test) or, built with
+// PP_STORE_TEST_POSTGRES, against a throwaway PostgreSQL server (store_postgres_test).
+
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "store/keys.h"
+#include "store/ledger_writer.h"
+#ifdef PP_STORE_TEST_POSTGRES
+#include "testing/postgres_server.h"
+#endif
+
+namespace powerplane::store {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+constexpr std::int64_t kDay = 24 * 3600 * 1000;
+constexpr std::int64_t kT0 = 1'750'000'000'000;  // 2025-06-15T15:06:40Z.
+
+fs::path NewTempDir() {
+  std::string templ = (fs::temp_directory_path() / "pp-store-test-XXXXXX").string();
+  if (mkdtemp(templ.data()) == nullptr) return {};
+  return templ;
+}
+
+#ifdef PP_STORE_TEST_POSTGRES
+testing::PostgresServer& SharedServer() {
+  static auto server = [] {
+    auto started = testing::PostgresServer::Start();
+    if (!started) {
+      ADD_FAILURE() << started.error();
+      std::abort();
+    }
+    return std::move(*started);
+  }();
+  return *server;
+}
+#endif
+
+TenantRecord Tenant(std::string id) {
+  return TenantRecord{.id = std::move(id),
+                      .jurisdictions = {"US-TX", "DE"},
+                      .priority_class = "interactive",
+                      .latency_target_ms = 800,
+                      .rpm = 600,
+                      .tpm = 100000,
+                      .budget_usd = 12.5,
+                      .budget_period = "day"};
+}
+
+LedgerRow Row(std::string id, std::string tenant, std::string site, std::string model,
+              std::int64_t end_ms, double charged) {
+  return LedgerRow{.request_id = std::move(id),
+                   .tenant = std::move(tenant),
+                   .key_id = "key_000000000001",
+                   .model = std::move(model),
+                   .site = std::move(site),
+                   .endpoint = "ep-1",
+                   .priority_class = "standard",
+                   .prompt_tokens = 100,
+                   .completion_tokens = 20,
+                   .start_unix_ms = end_ms - 1500,
+                   .end_unix_ms = end_ms,
+                   .ttft_ms = 123.25,
+                   .joules = 0.1 + 0.2,  // not exactly representable: must round-trip anyway.
+                   .usd_per_mwh = 41.7,
+                   .energy_cost_usd = 3.4e-6,
+                   .charged_usd = charged,
+                   .outcome = "ok"};
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = NewTempDir();
+    ASSERT_FALSE(dir_.empty());
+#ifdef PP_STORE_TEST_POSTGRES
+    static int databases = 0;
+    auto url = SharedServer().CreateDatabase("t" + std::to_string(++databases));
+    ASSERT_TRUE(url) << url.error();
+    url_ = *url;
+#endif
+    store_ = Open();
+    ASSERT_NE(store_, nullptr);
+  }
+  void TearDown() override {
+    store_.reset();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::unique_ptr<Store> Open() {
+    auto store = Store::Open(url_, dir_);
+    EXPECT_TRUE(store) << store.error();
+    return store ? std::move(*store) : nullptr;
+  }
+  std::int64_t Version() {
+    auto v = store_->Version();
+    EXPECT_TRUE(v) << v.error();
+    return v.value_or(-1);
+  }
+
+  fs::path dir_;
+  std::string url_;  // "" = SQLite in dir_.
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, TenantsRoundTripAndUpsert) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("b")));
+  TenantRecord any = Tenant("a");
+  any.jurisdictions.clear();
+  any.budget_period = "none";
+  any.budget_usd = 0;
+  ASSERT_TRUE(store_->PutTenant(any));
+  auto tenants = store_->Tenants();
+  ASSERT_TRUE(tenants) << tenants.error();
+  ASSERT_EQ(tenants->size(), 2u);
+  EXPECT_EQ((*tenants)[0], any);
+  EXPECT_EQ((*tenants)[1], Tenant("b"));
+
+  TenantRecord changed = Tenant("b");
+  changed.priority_class = "batch";
+  changed.rpm = 0;
+  ASSERT_TRUE(store_->PutTenant(changed));
+  auto got = store_->GetTenant("b");
+  ASSERT_TRUE(got && *got);
+  EXPECT_EQ(**got, changed);
+  auto missing = store_->GetTenant("nobody");
+  ASSERT_TRUE(missing);
+  EXPECT_FALSE(*missing);
+
+  TenantRecord bad = Tenant("c");
+  bad.priority_class = "urgent";
+  EXPECT_FALSE(store_->PutTenant(bad));
+  bad = Tenant("c");
+  bad.jurisdictions = {"US,DE"};
+  EXPECT_FALSE(store_->PutTenant(bad));
+}
+
+TEST_F(StoreTest, CreatedKeyIsShownOnceAndStoredAsItsHash) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  auto created = store_->CreateKey("acme");
+  ASSERT_TRUE(created) << created.error();
+  const std::string& key = created->plaintext;
+  ASSERT_EQ(key.size(), 43u);
+  EXPECT_TRUE(key.starts_with("pp-"));
+  EXPECT_EQ(key.find_first_not_of(
+                "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 3),
+            std::string::npos);
+  EXPECT_TRUE(created->record.id.starts_with("key_"));
+  EXPECT_EQ(created->record.id.size(), 16u);
+  EXPECT_EQ(created->record.key_sha256, Sha256Hex(key));
+  EXPECT_FALSE(created->record.revoked);
+
+  auto keys = store_->Keys("acme");
+  ASSERT_TRUE(keys) << keys.error();
+  ASSERT_EQ(keys->size(), 1u);
+  EXPECT_EQ((*keys)[0], created->record);
+  auto other = store_->CreateKey("acme");
+  ASSERT_TRUE(other);
+  EXPECT_NE(other->plaintext, key);
+  EXPECT_EQ(store_->Keys()->size(), 2u);
+  EXPECT_FALSE(store_->CreateKey("nobody"));
+}
+
+TEST_F(StoreTest, RevocationBumpsVersionSeenByOtherConnections) {
+  auto watcher = store_->Reopen();
+  ASSERT_TRUE(watcher) << watcher.error();
+  const std::int64_t v0 = Version();
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  const std::int64_t v1 = Version();
+  EXPECT_NE(v1, v0);
+  auto created = store_->CreateKey("acme");
+  ASSERT_TRUE(created);
+  const std::int64_t v2 = Version();
+  EXPECT_NE(v2, v1);
+  EXPECT_EQ((*watcher)->Version().value_or(-1), v2);
+
+  auto revoked = store_->RevokeKey(created->record.id);
+  ASSERT_TRUE(revoked && *revoked);
+  const std::int64_t v3 = Version();
+  EXPECT_NE(v3, v2);
+  EXPECT_EQ((*watcher)->Version().value_or(-1), v3);
+  auto keys = (*watcher)->Keys();
+  ASSERT_TRUE(keys && keys->size() == 1);
+  EXPECT_TRUE((*keys)[0].revoked);
+  EXPECT_GT((*keys)[0].revoked_unix_ms, 0);
+
+  auto again = store_->RevokeKey(created->record.id);
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(*again);
+  EXPECT_FALSE(*store_->RevokeKey("key_unknown"));
+  EXPECT_EQ(Version(), v3);
+}
+
+TEST_F(StoreTest, AddKeyHashIsIdempotentAndRefusesClashes) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("demo")));
+  ASSERT_TRUE(store_->PutTenant(Tenant("other")));
+  const std::string hash = Sha256Hex("pp-demo-key");
+  auto first = store_->AddKeyHash("demo", hash, "key_demo");
+  ASSERT_TRUE(first) << first.error();
+  const std::int64_t v = Version();
+  auto second = store_->AddKeyHash("demo", hash, "key_demo");
+  ASSERT_TRUE(second) << second.error();
+  EXPECT_EQ(*second, *first);
+  EXPECT_EQ(Version(), v);
+  EXPECT_FALSE(store_->AddKeyHash("other", hash, "key_demo"));        // same id, other tenant.
+  EXPECT_FALSE(store_->AddKeyHash("demo", hash, "key_demo2"));        // same hash, other id.
+  EXPECT_FALSE(store_->AddKeyHash("demo", "ABC", "key_x"));           // not a hash.
+  EXPECT_FALSE(store_->AddKeyHash("nobody", Sha256Hex("x"), "key_x"));  // unknown tenant.
+}
+
+TEST_F(StoreTest, SurvivesCloseAndReopen) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  auto created = store_->CreateKey("acme");
+  ASSERT_TRUE(created);
+  const std::vector<LedgerRow> rows = {Row("r1", "acme", "tx", "llama", kT0, 0.5)};
+  ASSERT_TRUE(store_->AppendLedger(rows));
+  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "admin", .action = "create_key",
+                                   .detail = created->record.id}));
+  const std::int64_t v = Version();
+  store_.reset();
+
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(Version(), v);
+  EXPECT_EQ(store_->GetTenant("acme").value().value(), Tenant("acme"));
+  EXPECT_EQ(store_->Keys().value(), std::vector<KeyRecord>{created->record});
+  EXPECT_EQ(store_->Ledger(0, kT0 + 1).value(), rows);
+  EXPECT_EQ(store_->Audit(0, kT0 + 1).value().size(), 1u);
+}
+
+TEST_F(StoreTest, LedgerIgnoresRepeatedRequestIds) {
+  std::vector<LedgerRow> rows = {Row("r1", "acme", "tx", "llama", kT0, 0.5),
+                                 Row("r2", "acme", "tx", "llama", kT0 + 1, 0.25),
+                                 Row("r1", "acme", "de", "qwen", kT0 + 2, 9)};  // repeat in batch.
+  auto inserted = store_->AppendLedger(rows);
+  ASSERT_TRUE(inserted) << inserted.error();
+  EXPECT_EQ(*inserted, 2u);
+  inserted = store_->AppendLedger(std::span(rows).first(2));
+  ASSERT_TRUE(inserted);
+  EXPECT_EQ(*inserted, 0u);
+  auto stored = store_->Ledger(kT0, kT0 + 10);
+  ASSERT_TRUE(stored) << stored.error();
+  ASSERT_EQ(stored->size(), 2u);
+  EXPECT_EQ((*stored)[0], rows[0]);  // every field, doubles exact.
+  EXPECT_EQ((*stored)[1], rows[1]);
+  EXPECT_TRUE(*store_->HasLedgerRow("r2"));
+  EXPECT_FALSE(*store_->HasLedgerRow("r3"));
+  EXPECT_EQ(store_->Ledger(kT0 + 1, kT0 + 2).value().size(), 1u);  // [from, to).
+  EXPECT_TRUE(store_->Ledger(0, kT0 + 10, "nobody").value().empty());
+  EXPECT_FALSE(store_->AppendLedger(std::vector<LedgerRow>{Row("", "a", "s", "m", kT0, 0)}));
+}
+
+TEST_F(StoreTest, UsageGroupsAndSums) {
+  const std::int64_t day0 = kT0 - kT0 % kDay;  // 2025-06-15T00:00Z.
+  const std::vector<LedgerRow> rows = {
+      Row("a1", "acme", "tx", "llama", day0 + 1000, 0.5),
+      Row("a2", "acme", "tx", "qwen", day0 + 2000, 0.25),
+      Row("a3", "acme", "de", "llama", day0 + kDay + 5, 1.0),
+      Row("b1", "beta", "de", "llama", day0 + 3000, 2.0),
+  };
+  ASSERT_TRUE(store_->AppendLedger(rows));
+
+  auto by_site = store_->Usage("acme", 0, day0 + 2 * kDay, UsageGroup::kSite);
+  ASSERT_TRUE(by_site) << by_site.error();
+  ASSERT_EQ(by_site->size(), 2u);
+  EXPECT_EQ((*by_site)[0].group, "de");
+  EXPECT_EQ((*by_site)[0].requests, 1);
+  EXPECT_EQ((*by_site)[1].group, "tx");
+  EXPECT_EQ((*by_site)[1].requests, 2);
+  EXPECT_EQ((*by_site)[1].prompt_tokens, 200);
+  EXPECT_EQ((*by_site)[1].completion_tokens, 40);
+  EXPECT_DOUBLE_EQ((*by_site)[1].charged_usd, 0.75);
+  EXPECT_DOUBLE_EQ((*by_site)[1].joules, 2 * (0.1 + 0.2));
+
+  auto by_day = store_->Usage("", 0, day0 + 2 * kDay, UsageGroup::kDay);
+  ASSERT_TRUE(by_day) << by_day.error();
+  ASSERT_EQ(by_day->size(), 2u);
+  EXPECT_EQ((*by_day)[0].group, "2025-06-15");
+  EXPECT_EQ((*by_day)[0].requests, 3);
+  EXPECT_EQ((*by_day)[1].group, "2025-06-16");
+  EXPECT_DOUBLE_EQ((*by_day)[1].charged_usd, 1.0);
+
+  auto by_tenant = store_->Usage("", 0, day0 + kDay, UsageGroup::kTenant);
+  ASSERT_TRUE(by_tenant);
+  ASSERT_EQ(by_tenant->size(), 2u);
+  EXPECT_EQ((*by_tenant)[0].group, "acme");
+  EXPECT_DOUBLE_EQ((*by_tenant)[1].charged_usd, 2.0);
+  auto by_model = store_->Usage("acme", 0, day0 + 2 * kDay, UsageGroup::kModel);
+  ASSERT_TRUE(by_model);
+  ASSERT_EQ(by_model->size(), 2u);
+  EXPECT_EQ((*by_model)[0].group, "llama");
+  EXPECT_EQ((*by_model)[0].requests, 2);
+
+  EXPECT_DOUBLE_EQ(store_->ChargedUsd("acme", 0).value(), 1.75);
+  EXPECT_DOUBLE_EQ(store_->ChargedUsd("acme", day0 + kDay).value(), 1.0);
+  EXPECT_DOUBLE_EQ(store_->ChargedUsd("nobody", 0).value(), 0.0);
+  EXPECT_EQ(ParseUsageGroup("day"), UsageGroup::kDay);
+  EXPECT_FALSE(ParseUsageGroup("hour"));
+}
+
+TEST_F(StoreTest, AuditKeepsOrder) {
+  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "ops", .action = "put_tenant",
+                                   .detail = "acme"}));
+  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "ops", .action = "revoke_key",
+                                   .detail = "key_1 'quoted', \"text\""}));
+  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0 + 5, .actor = "ops", .action = "x", .detail = ""}));
+  auto rows = store_->Audit(kT0, kT0 + 5);
+  ASSERT_TRUE(rows) << rows.error();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].action, "put_tenant");
+  EXPECT_EQ((*rows)[1].detail, "key_1 'quoted', \"text\"");
+}
+
+TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {
+  std::vector<std::thread> threads;
+  std::atomic<int> opened{0};
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      auto store = Store::Open(url_, dir_);
+      if (store && (*store)->Version()) ++opened;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(opened.load(), 4);
+}
+
+TEST_F(StoreTest, LedgerWriterIsBounded) {
+  auto writer = LedgerWriter::Start(*store_, 3);
+  ASSERT_TRUE(writer) << writer.error();
+  LedgerWriter& w = **writer;
+  EXPECT_TRUE(w.TryReserve());
+  EXPECT_TRUE(w.TryReserve());
+  EXPECT_TRUE(w.TryReserve());
+  EXPECT_FALSE(w.TryReserve());
+  EXPECT_EQ(w.counters().reserved, 3u);
+  w.Release();
+  EXPECT_TRUE(w.TryReserve());
+  EXPECT_FALSE(w.TryReserve());
+  w.Release();
+  w.Release();
+  w.Release();
+  EXPECT_EQ(w.counters().reserved, 0u);
+  w.Stop();
+  EXPECT_FALSE(w.TryReserve());
+}
+
+TEST_F(StoreTest, LedgerWriterCallsBackAfterRowIsReadable) {
+  auto reader = store_->Reopen();
+  ASSERT_TRUE(reader);
+  auto writer = LedgerWriter::Start(*store_, 64, milliseconds(1));
+  ASSERT_TRUE(writer) << writer.error();
+  std::mutex mu;
+  std::condition_variable cv;
+  int done = 0, durable_and_readable = 0;
+  constexpr int kRows = 50;
+  for (int i = 0; i < kRows; ++i) {
+    ASSERT_TRUE((*writer)->TryReserve());
+    const std::string id = "w" + std::to_string(i);
+    (*writer)->Commit(Row(id, "acme", "tx", "llama", kT0 + i, 0.01), [&, id](bool durable) {
+      // From the writer thread: the commit has returned, so another connection sees the row.
+      const bool readable = (*reader)->HasLedgerRow(id).value_or(false);
+      std::lock_guard lock(mu);
+      if (durable && readable) ++durable_and_readable;
+      ++done;
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return done == kRows; }));
+  }
+  EXPECT_EQ(durable_and_readable, kRows);
+  (*writer)->Stop();
+  const auto c = (*writer)->counters();
+  EXPECT_EQ(c.rows_written, static_cast<std::uint64_t>(kRows));
+  EXPECT_GE(c.batches, 1u);
+  EXPECT_EQ(c.queue_depth, 0u);
+  EXPECT_EQ(c.reserved, 0u);
+}
+
+TEST_F(StoreTest, LedgerWriterStopFlushesEverything) {
+  // A long batch delay: only Stop() makes the writer commit.
+  auto writer = LedgerWriter::Start(*store_, 1000, milliseconds(60'000));
+  ASSERT_TRUE(writer) << writer.error();
+  std::atomic<int> durable{0};
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_TRUE((*writer)->TryReserve());
+    (*writer)->Commit(Row("s" + std::to_string(i), "acme", "tx", "llama", kT0, 0.01),
+                      [&](bool ok) { durable += ok; });
+  }
+  (*writer)->Commit(Row("s0", "acme", "tx", "llama", kT0, 0.01), nullptr);  // a repeat: ignored.
+  EXPECT_EQ(durable.load(), 0);
+  (*writer)->Stop();
+  EXPECT_EQ(durable.load(), 300);
+  EXPECT_EQ((*writer)->counters().rows_duplicate, 1u);
+  EXPECT_EQ(store_->Ledger(0, kT0 + 1).value().size(), 300u);
+  bool late = true;
+  (*writer)->Commit(Row("late", "acme", "tx", "llama", kT0, 0), [&](bool ok) { late = ok; });
+  EXPECT_FALSE(late);
+}
+
+#ifndef PP_STORE_TEST_POSTGRES
+
+TEST_F(StoreTest, SqliteFileHoldsNoKeyPlaintext) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  auto created = store_->CreateKey("acme");
+  ASSERT_TRUE(created);
+  std::string bytes;
+  for (const char* file : {"powerplane.db", "powerplane.db-wal"}) {
+    std::ifstream in(dir_ / file, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    bytes += s.str();
+  }
+  ASSERT_NE(bytes.find(created->record.key_sha256), std::string::npos);  // the scan sees rows.
+  EXPECT_EQ(bytes.find(created->plaintext), std::string::npos);
+  EXPECT_EQ(bytes.find(created->plaintext.substr(3)), std::string::npos);
+}
+
+TEST_F(StoreTest, RejectsUnknownUrl) {
+  auto store = Store::Open("mysql://x", dir_);
+  EXPECT_FALSE(store);
+}
+
+// A child commits rows through the LedgerWriter and reports each durable id on a pipe; it is
+// killed mid-stream. Every id reported durable must be in the reopened store, exactly once.
+TEST_F(StoreTest, KilledWriterLosesNoDurableRow) {
+  store_.reset();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    close(fds[0]);
+    auto store = Store::Open("", dir_);
+    if (!store) _exit(2);
+    auto writer = LedgerWriter::Start(**store, 256, milliseconds(1));
+    if (!writer) _exit(3);
+    for (int i = 0;; ++i) {
+      while (!(*writer)->TryReserve()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+      const std::string id = "k" + std::to_string(i);
+      (*writer)->Commit(Row(id, "acme", "tx", "llama", kT0, 0.01), [fd = fds[1], id](bool ok) {
+        if (!ok) return;
+        const std::string line = id + "\n";
+        if (write(fd, line.data(), line.size()) < 0) _exit(4);
+      });
+    }
+  }
+  close(fds[1]);
+  std::string reported;
+  char buf[4096];
+  std::size_t lines = 0;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (lines < 2000 && std::chrono::steady_clock::now() < deadline) {
+    const ssize_t n = read(fds[0], buf, sizeof buf);
+    if (n <= 0) break;
+    reported.append(buf, n);
+    lines = std::count(reported.begin(), reported.end(), '\n');
+  }
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;) reported.append(buf, n);
+  close(fds[0]);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "child exited early with " << WEXITSTATUS(status);
+
+  std::set<std::string> durable;
+  std::istringstream in(reported);
+  for (std::string id; std::getline(in, id);) durable.insert(id);
+  ASSERT_GE(durable.size(), 2000u);
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  auto rows = store_->Ledger(0, kT0 + 1);
+  ASSERT_TRUE(rows) << rows.error();
+  std::multiset<std::string> stored;
+  for (const auto& r : *rows) stored.insert(r.request_id);
+  for (const auto& id : durable) EXPECT_EQ(stored.count(id), 1u) << id;
+  EXPECT_GE(stored.size(), durable.size());
+}
+
+#endif
+
+}  // namespace
+}  // namespace powerplane::store

@@ -16,7 +16,7 @@
 
 namespace powerplane::store {
 namespace {
-std::atomic<PostgresLedgerInsert> g_ledger_insert{PostgresLedgerInsert::kMultiRowInsert};
+std::atomic<PostgresLedgerInsert> g_ledger_insert{PostgresLedgerInsert::kCopy};
 }  // namespace
 
 void SetPostgresLedgerInsert(PostgresLedgerInsert mode) { g_ledger_insert.store(mode); }

@@ -20,6 +20,7 @@
 #include "store/keys.h"
 #include "store/ledger_writer.h"
 #ifdef PP_STORE_TEST_POSTGRES
+#include "store/postgres_options.h"
 #include "testing/postgres_server.h"
 #endif
 
@@ -415,7 +416,25 @@ TEST_F(StoreTest, LedgerWriterStopFlushesEverything) {
   EXPECT_FALSE(late);
 }
 
-#ifndef PP_STORE_TEST_POSTGRES
+#ifdef PP_STORE_TEST_POSTGRES
+
+// The default path is COPY into a temporary table; the multi-row INSERT must agree.
+TEST_F(StoreTest, MultiRowInsertAlsoIgnoresRepeats) {
+  SetPostgresLedgerInsert(PostgresLedgerInsert::kMultiRowInsert);
+  std::vector<LedgerRow> rows;
+  for (int i = 0; i < 2500; ++i) rows.push_back(Row("m" + std::to_string(i % 2200), "acme", "tx",
+                                                    "llama", kT0 + i, 0.5));
+  auto inserted = store_->AppendLedger(rows);
+  auto again = store_->AppendLedger(std::span(rows).first(10));
+  SetPostgresLedgerInsert(PostgresLedgerInsert::kCopy);
+  ASSERT_TRUE(inserted) << inserted.error();
+  EXPECT_EQ(*inserted, 2200u);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0u);
+  EXPECT_EQ(store_->Ledger(0, kT0 + 3000).value().front(), rows.front());
+}
+
+#else
 
 TEST_F(StoreTest, SqliteFileHoldsNoKeyPlaintext) {
   ASSERT_TRUE(store_->PutTenant(Tenant("acme")));

@@ -48,50 +48,80 @@ inline RequestShape ShapeOf(const Request& r) {
   return s;
 }
 
-// Scores a request of shape `r` at `endpoint` (load `load`) in `site` priced `usd_per_mwh`.
-// Written without divisions on the hot path: the router calls it for every candidate.
-inline void Score(const RequestShape& r, const Site& site, double usd_per_mwh,
-                  const Endpoint& endpoint, const EndpointLoad& load, CostBreakdown* c) {
+// The latency side of a score: what the candidate's batch, context and timings would be.
+struct Timing {
+  int batch_after = 0;
+  double inverse_batch = 1;
+  double context_tokens = 0;
+  double step_s = 0;
+  double ttft_s = 0;
+  double tpot_s = 0;
+};
+
+// Predicts the timings of a request of shape `r` at `endpoint` (load `load`) in `site`. Written
+// without divisions: the router calls it for every candidate.
+inline Timing PredictTiming(const RequestShape& r, const Site& site, const Endpoint& endpoint,
+                            const EndpointLoad& load) {
   const GpuModel& gpu = *endpoint.gpu;
+  Timing t;
   const int occupied = load.running + load.waiting;
   const int batch = std::min(occupied + 1, endpoint.max_batch);
-  const double inverse_batch = gpu.InverseBatch(batch);
-  c->batch_after = batch;
+  t.batch_after = batch;
+  t.inverse_batch = gpu.InverseBatch(batch);
   const int others = std::min(occupied, endpoint.max_batch - 1);
   const double others_context =
       load.mean_context_tokens > 0 ? load.mean_context_tokens : r.own_context_tokens;
-  c->context_tokens =
+  t.context_tokens =
       (others * others_context + r.own_context_tokens) * gpu.InverseBatch(others + 1);
+  t.step_s = gpu.StepSeconds(batch, t.context_tokens);
 
-  const double step_s = gpu.StepSeconds(batch, c->context_tokens);
+  // Time to first token: the network round trip, the wait for a batch slot, then prefill.
+  // With a free slot the request joins at the next step; otherwise it waits for the requests
+  // ahead of it to finish, at the full batch's pace.
+  double queue_s = t.step_s;
+  const int ahead = occupied + 1 - endpoint.max_batch;
+  if (ahead > 0) {
+    const double full_step_s = gpu.StepSeconds(endpoint.max_batch, t.context_tokens);
+    queue_s += ahead * r.expected_output_tokens * full_step_s * gpu.InverseBatch(endpoint.max_batch);
+  }
+  const double prefill_s = gpu.PrefillSeconds(r.prompt_tokens);
+  t.ttft_s = site.network_rtt_s + queue_s + prefill_s;
+  // Time per output token: the decode step, plus the prefills of the requests that join the
+  // batch as others finish (an engine without chunked prefill stalls the batch for each). In
+  // steady state about batch / expected_output join per step; their prompts are taken to be
+  // like this one's.
+  t.tpot_s = t.step_s + batch * r.inverse_expected_output * prefill_s;
+  return t;
+}
+
+// Hardware cost per output token: cost per second over tokens per second (batch / step).
+inline double HardwareUsdPerToken(const Endpoint& endpoint, const Timing& t) {
+  return endpoint.hardware_usd_per_hour * (1.0 / 3600.0) * t.step_s * t.inverse_batch;
+}
+
+// Completes a score from its timings: energy at the site's price, plus hardware.
+inline void CostFromTiming(const RequestShape& r, const Site& site, double usd_per_mwh,
+                           const Endpoint& endpoint, const Timing& t, CostBreakdown* c) {
+  const GpuModel& gpu = *endpoint.gpu;
+  c->batch_after = t.batch_after;
+  c->context_tokens = t.context_tokens;
   c->joules_per_output_token =
-      gpu.DecodeWatts(batch, c->context_tokens) * step_s * inverse_batch +
+      gpu.DecodeWatts(t.batch_after, t.context_tokens) * t.step_s * t.inverse_batch +
       gpu.JoulesPerPromptToken() * r.prompt_tokens * r.inverse_expected_output;
   c->usd_per_mwh = usd_per_mwh;
   c->pue = site.pue;
   c->energy_usd_per_token =
       c->joules_per_output_token * site.pue * usd_per_mwh * (1.0 / kJoulesPerMwh);
-  // Hardware per token: cost per second over tokens per second (batch / step).
-  c->hardware_usd_per_token =
-      endpoint.hardware_usd_per_hour * (1.0 / 3600.0) * step_s * inverse_batch;
+  c->hardware_usd_per_token = HardwareUsdPerToken(endpoint, t);
   c->total_usd_per_token = c->energy_usd_per_token + c->hardware_usd_per_token;
+  c->predicted_ttft_s = t.ttft_s;
+  c->predicted_tpot_s = t.tpot_s;
+}
 
-  // Time to first token: the network round trip, the wait for a batch slot, then prefill.
-  // With a free slot the request joins at the next step; otherwise it waits for the requests
-  // ahead of it to finish, at the full batch's pace.
-  double queue_s = step_s;
-  const int ahead = occupied + 1 - endpoint.max_batch;
-  if (ahead > 0) {
-    const double full_step_s = gpu.StepSeconds(endpoint.max_batch, c->context_tokens);
-    queue_s += ahead * r.expected_output_tokens * full_step_s * gpu.InverseBatch(endpoint.max_batch);
-  }
-  const double prefill_s = gpu.PrefillSeconds(r.prompt_tokens);
-  c->predicted_ttft_s = site.network_rtt_s + queue_s + prefill_s;
-  // Time per output token: the decode step, plus the prefills of the requests that join the
-  // batch as others finish (an engine without chunked prefill stalls the batch for each). In
-  // steady state about batch / expected_output join per step; their prompts are taken to be
-  // like this one's.
-  c->predicted_tpot_s = step_s + batch * r.inverse_expected_output * prefill_s;
+// Scores a request of shape `r` at `endpoint` (load `load`) in `site` priced `usd_per_mwh`.
+inline void Score(const RequestShape& r, const Site& site, double usd_per_mwh,
+                  const Endpoint& endpoint, const EndpointLoad& load, CostBreakdown* c) {
+  CostFromTiming(r, site, usd_per_mwh, endpoint, PredictTiming(r, site, endpoint, load), c);
 }
 
 // Scores `request` at `endpoint` with load `load` in a site with `site`/`energy`. Pure.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <utility>
 
 namespace powerplane::core {
@@ -48,12 +49,37 @@ GpuModel::GpuModel(GpuProfile profile) : profile_(std::move(profile)) {
   for (int b = 1; b <= kTableSize; ++b) inverse_batch_[b] = 1.0 / b;
   inverse_batch_[0] = 1.0;
   step_ref_[0] = step_ref_[1];
+  for (int b = 2; b <= kTableSize; ++b) {
+    if (step_ref_[b] / b > step_ref_[b - 1] / (b - 1)) step_per_sequence_falls_ = false;
+    if (watts_ref_[b] < watts_ref_[b - 1]) watts_rise_with_batch_ = false;
+  }
+  // Beyond the table the step extends linearly: its step per sequence falls when the line's
+  // intercept is not negative, i.e. when doubling the batch at most doubles the step.
+  if (StepBeyondTable(2 * kTableSize) > 2 * step_ref_[kTableSize]) step_per_sequence_falls_ = false;
+  step_floor_.resize(kTableSize + 1);
+  double least = step_ref_[kTableSize];
+  for (int b = kTableSize; b >= 0; --b) {
+    least = std::min(least, step_ref_[b]);
+    step_floor_[b] = 0.5 * least;
+  }
   watts_ref_[0] = profile_.idle_watts;
   prefill_s_per_token_ =
       profile_.prefill_tokens_per_s > 0 ? 1.0 / profile_.prefill_tokens_per_s : 0;
   joules_per_prompt_token_ =
       profile_.prefill_tokens_per_s > 0 ? profile_.prefill_watts / profile_.prefill_tokens_per_s
                                         : 0;
+}
+
+int GpuModel::LargestBatchWithin(double limit_s, double extra_s_per_member) const {
+  const auto fits = [&](int b) { return step_floor_[b] + b * extra_s_per_member <= limit_s; };
+  if (fits(kTableSize)) return std::numeric_limits<int>::max();
+  if (!fits(1)) return 0;
+  int lo = 1, hi = kTableSize;  // fits(lo), !fits(hi).
+  while (hi - lo > 1) {
+    const int mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo;
 }
 
 double GpuModel::StepBeyondTable(int batch) const {

@@ -72,6 +72,17 @@ class GpuModel {
   double InverseBatch(int batch) const {
     return batch <= kTableSize && batch >= 1 ? inverse_batch_[batch] : 1.0 / batch;
   }
+  // The largest batch b for which a step time per token of at most `limit_s` is possible at
+  // any context, counting `extra_s_per_member` more per sequence in the batch: the largest b
+  // with min over contexts of StepSeconds(b, .) + b * extra <= limit. 0 when not even b = 1
+  // fits; INT_MAX when every batch in the table fits. A cheap, exact pre-filter for the router.
+  int LargestBatchWithin(double limit_s, double extra_s_per_member) const;
+  // Whether the reference step per sequence (step / batch) never rises with the batch in the
+  // table: then so does StepSeconds(b, c) / b for any fixed context c, which the router's bound
+  // relies on.
+  bool StepPerSequenceFalls() const { return step_per_sequence_falls_; }
+  // Whether decode power never falls as the batch grows (at the reference context).
+  bool WattsRiseWithBatch() const { return watts_rise_with_batch_; }
 
  private:
   static constexpr int kTableSize = 1024;
@@ -89,6 +100,11 @@ class GpuModel {
   std::vector<double> step_ref_;   // index = batch, 1..kTableSize.
   std::vector<double> watts_ref_;  // index = batch.
   std::vector<double> inverse_batch_;
+  // Half the least reference step at this batch or above: StepSeconds(b, c) >= it for any c,
+  // and it does not fall as b grows (so LargestBatchWithin can search it).
+  std::vector<double> step_floor_;
+  bool step_per_sequence_falls_ = true;
+  bool watts_rise_with_batch_ = true;
   double joules_per_prompt_token_ = 0;
   double prefill_s_per_token_ = 0;
 };

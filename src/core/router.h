@@ -40,7 +40,10 @@ struct Decision {
   CostBreakdown score;             // of the chosen endpoint.
   bool meets_targets = false;      // the chosen endpoint is predicted to meet TTFT and TPOT.
   int candidates = 0;              // endpoints that passed the filters.
-  int candidates_meeting_targets = 0;
+  // Candidates scored: the router stops scoring when no candidate left could change the best
+  // or the runner-up (router.cc), so this may be fewer than `candidates`.
+  int scored = 0;
+  int candidates_meeting_targets = 0;  // of those scored.
   bool at_steered_site = false;    // placed where power is short: nowhere else would do.
   double runner_up_usd_per_token = 0;  // the next best candidate's cost (0 when none).
   FilterCounts filtered;

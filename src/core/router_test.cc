@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -208,6 +212,115 @@ TEST(RouterSteeringTest, SteeredSitesAreALastResortAndResidencyHolds) {
   EXPECT_FALSE(d.placed);
   EXPECT_EQ(d.filtered.shed, 1);
   EXPECT_EQ(d.why_not, NoPlacement::kAllAtCapacity);
+}
+
+}  // namespace
+}  // namespace powerplane::core
+
+namespace powerplane::core {
+namespace {
+
+// The router scores only candidates whose cost bound could still change the choice. This
+// reference scores every candidate; on random fleets both must choose the same endpoint with the
+// same cost and runner-up.
+struct Reference {
+  std::int64_t index = -1;
+  double cost = 0, runner_up = 0;
+};
+Reference ReferenceRoute(const Request& request, const FleetView& fleet) {
+  const double inf = std::numeric_limits<double>::infinity();
+  // best/second per list: meeting, steered meeting, missing, steered missing.
+  std::array<double, 4> best{inf, inf, inf, inf}, second{inf, inf, inf, inf};
+  std::array<std::int64_t, 4> at{-1, -1, -1, -1};
+  for (std::size_t i = 0; i < fleet.endpoints.size(); ++i) {
+    const Endpoint& e = fleet.endpoints[i];
+    const Site& site = fleet.sites[e.site_index];
+    const EnergyState& energy = fleet.site_energy[e.site_index];
+    if (e.model_index != request.model_index || !fleet.loads[i].healthy) continue;
+    if (!request.allowed_jurisdictions.empty() &&
+        std::find(request.allowed_jurisdictions.begin(), request.allowed_jurisdictions.end(),
+                  site.jurisdiction) == request.allowed_jurisdictions.end()) {
+      continue;
+    }
+    if (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) continue;
+    if (!Admits(request, e, fleet.loads[i])) continue;
+    const CostBreakdown c = ScoreCandidate(request, site, energy, e, fleet.loads[i]);
+    const int list = (MeetsTargets(request, c) ? 0 : 2) + (energy.steer_away ? 1 : 0);
+    if (c.total_usd_per_token < best[list]) {
+      second[list] = best[list];
+      best[list] = c.total_usd_per_token;
+      at[list] = static_cast<std::int64_t>(i);
+    } else if (c.total_usd_per_token < second[list]) {
+      second[list] = c.total_usd_per_token;
+    }
+  }
+  for (int list = 0; list < 4; ++list) {
+    if (at[list] >= 0) return {at[list], best[list], second[list] == inf ? 0 : second[list]};
+  }
+  return {};
+}
+
+TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
+  std::mt19937_64 rng(7);
+  auto gpu = testing::H200Llama8B();
+  int pruned_somewhere = 0;
+  for (int round = 0; round < 300; ++round) {
+    const int site_count = 1 + static_cast<int>(rng() % 12);
+    const int endpoint_count = 1 + static_cast<int>(rng() % 200);
+    std::vector<Site> sites;
+    std::vector<EnergyState> energy;
+    std::uniform_real_distribution<double> price(-40, 400), rtt(0.001, 0.2), unit(0, 1);
+    for (int s = 0; s < site_count; ++s) {
+      sites.push_back({"s" + std::to_string(s), s % 3 == 0 ? "EU" : "US", 1.05 + 0.4 * unit(rng),
+                       rtt(rng)});
+      EnergyState st{price(rng)};
+      st.steer_away = unit(rng) < 0.15;
+      st.shed_low_priority = unit(rng) < 0.1;
+      energy.push_back(st);
+    }
+    std::vector<Endpoint> endpoints;
+    std::vector<EndpointLoad> loads;
+    for (int i = 0; i < endpoint_count; ++i) {
+      Endpoint e;
+      e.id = "e" + std::to_string(i);
+      e.site_index = static_cast<std::uint32_t>(rng() % site_count);
+      e.model_index = rng() % 10 == 0 ? 1 : 0;
+      e.gpu = gpu;
+      e.max_batch = 32 + static_cast<int>(rng() % 225);
+      e.max_queue = static_cast<int>(rng() % 64);
+      e.kv_token_capacity = rng() % 4 == 0 ? 0 : 400000 + static_cast<std::int64_t>(rng() % 600000);
+      e.hardware_usd_per_hour = 0.5 + 3 * unit(rng);
+      endpoints.push_back(e);
+      EndpointLoad l;
+      l.running = static_cast<int>(rng() % (e.max_batch + 1));
+      l.waiting = l.running == e.max_batch ? static_cast<int>(rng() % (e.max_queue + 1)) : 0;
+      l.kv_tokens_used = static_cast<std::int64_t>(l.running) * (200 + rng() % 3000);
+      l.mean_context_tokens = rng() % 5 == 0 ? 0 : 100 + static_cast<double>(rng() % 6000);
+      l.healthy = rng() % 20 != 0;
+      loads.push_back(l);
+    }
+    const FleetView view{sites, energy, endpoints, loads};
+    const std::vector<std::string> eu = {"EU"};
+    for (int q = 0; q < 20; ++q) {
+      Request r;
+      r.prompt_tokens = 1 + static_cast<int>(rng() % 6000);
+      r.expected_output_tokens = 1 + static_cast<int>(rng() % 1000);
+      r.ttft_target_s = 0.2 + 2 * unit(rng);
+      r.tpot_target_s = 0.01 + 0.15 * unit(rng);
+      r.priority = rng() % 4 == 0 ? PriorityClass::kBatch : PriorityClass::kInteractive;
+      r.model_index = rng() % 10 == 0 ? 1 : 0;
+      if (rng() % 4 == 0) r.allowed_jurisdictions = eu;
+      const Decision d = Router().Route(r, view);
+      const Reference want = ReferenceRoute(r, view);
+      ASSERT_EQ(d.placed, want.index >= 0) << "round " << round << " request " << q;
+      if (!d.placed) continue;
+      ASSERT_DOUBLE_EQ(d.score.total_usd_per_token, want.cost) << "round " << round;
+      ASSERT_DOUBLE_EQ(d.runner_up_usd_per_token, want.runner_up) << "round " << round;
+      ASSERT_EQ(d.endpoint_index, static_cast<std::uint32_t>(want.index)) << "round " << round;
+      pruned_somewhere += d.scored < d.candidates;
+    }
+  }
+  EXPECT_GT(pruned_somewhere, 100);  // the bounds do prune.
 }
 
 }  // namespace

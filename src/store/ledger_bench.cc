@@ -53,10 +53,11 @@ bool WriterThroughput(store::Store& s, const char* name, std::int64_t rows) {
   (*writer)->Stop();
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   const auto c = (*writer)->counters();
-  std::printf("%-10s LedgerWriter: %lld rows in %.3f s = %.0f rows/s (%llu batches, %.0f rows/batch)\n",
-              name, static_cast<long long>(durable.load()), seconds, durable.load() / seconds,
-              static_cast<unsigned long long>(c.batches),
-              c.batches ? static_cast<double>(c.rows_written) / c.batches : 0.0);
+  std::printf(
+      "%-10s LedgerWriter: %lld rows in %.3f s = %.0f rows/s (%llu batches, %.0f rows/batch)\n",
+      name, static_cast<long long>(durable.load()), seconds, durable.load() / seconds,
+      static_cast<unsigned long long>(c.batches),
+      c.batches ? static_cast<double>(c.rows_written) / c.batches : 0.0);
   return durable.load() == rows;
 }
 
@@ -70,7 +71,8 @@ bool BatchTime(store::Store& s, const char* name, std::int64_t first_id, int bat
     auto inserted = s.AppendLedger(rows);
     total += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     if (!inserted || *inserted != rows.size()) {
-      return std::fprintf(stderr, "%s\n", inserted ? "short insert" : inserted.error().c_str()), false;
+      return std::fprintf(stderr, "%s\n", inserted ? "short insert" : inserted.error().c_str()),
+             false;
     }
   }
   std::printf("%-26s 1,000-row batch: %.2f ms (%.0f rows/s), mean of %d\n", name, total / batches,

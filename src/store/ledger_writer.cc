@@ -6,12 +6,13 @@
 
 namespace powerplane::store {
 
-Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(const Store& store, std::size_t capacity,
-                                                          std::chrono::milliseconds max_batch_delay) {
+Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(
+    const Store& store, std::size_t capacity, std::chrono::milliseconds max_batch_delay) {
   if (capacity == 0) return std::unexpected("ledger writer capacity must be positive");
   auto own = store.Reopen();
   if (!own) return std::unexpected(own.error());
-  return std::unique_ptr<LedgerWriter>(new LedgerWriter(std::move(*own), capacity, max_batch_delay));
+  return std::unique_ptr<LedgerWriter>(
+      new LedgerWriter(std::move(*own), capacity, max_batch_delay));
 }
 
 LedgerWriter::LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
@@ -104,8 +105,8 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
   }
   const bool durable = inserted.has_value();
   if (!durable) {
-    spdlog::error("ledger: {} rows not written after {} attempts; first request id {}",
-                  rows.size(), kMaxAttempts, rows.front().request_id);
+    spdlog::error("ledger: {} rows not written after {} attempts; first request id {}", rows.size(),
+                  kMaxAttempts, rows.front().request_id);
   }
   for (auto& item : batch) {
     if (item.on_durable) item.on_durable(durable);

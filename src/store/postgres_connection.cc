@@ -5,11 +5,10 @@
 #include <atomic>
 #include <charconv>
 #include <optional>
+#include <pqxx/pqxx>
 #include <string>
 #include <tuple>
 #include <utility>
-
-#include <pqxx/pqxx>
 
 #include "store/postgres_options.h"
 #include "store/sql_connection.h"
@@ -94,10 +93,12 @@ class PostgresConnection final : public Connection {
 
   std::size_t InsertLedger(std::span<const LedgerRow> rows) override {
     return g_ledger_insert.load() == PostgresLedgerInsert::kCopy ? CopyLedger(rows)
-                                                                  : InsertLedgerRows(rows);
+                                                                 : InsertLedgerRows(rows);
   }
 
-  void LockSchema() override { Query("SELECT pg_advisory_xact_lock($1)", {{Param{kSchemaLockKey}}}); }
+  void LockSchema() override {
+    Query("SELECT pg_advisory_xact_lock($1)", {{Param{kSchemaLockKey}}});
+  }
   std::string_view AuditIdColumn() const override { return "BIGSERIAL PRIMARY KEY"; }
   std::string_view EndDayExpression() const override {
     return "to_char(to_timestamp(end_unix_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
@@ -134,9 +135,12 @@ class PostgresConnection final : public Connection {
         "ON COMMIT DELETE ROWS");
     {
       static const std::vector<std::string> kColumns = {
-          "request_id", "tenant", "key_id", "model", "site", "endpoint", "priority_class",
-          "prompt_tokens", "completion_tokens", "start_unix_ms", "end_unix_ms", "ttft_ms",
-          "joules", "usd_per_mwh", "energy_cost_usd", "charged_usd", "outcome"};
+          "request_id",     "tenant",        "key_id",
+          "model",          "site",          "endpoint",
+          "priority_class", "prompt_tokens", "completion_tokens",
+          "start_unix_ms",  "end_unix_ms",   "ttft_ms",
+          "joules",         "usd_per_mwh",   "energy_cost_usd",
+          "charged_usd",    "outcome"};
       pqxx::stream_to stream(*tx_, "ledger_in", kColumns);
       std::vector<Param> params;
       std::vector<std::string> text;
@@ -149,9 +153,9 @@ class PostgresConnection final : public Connection {
       }
       stream.complete();
     }
-    return tx_->exec0("INSERT INTO ledger (" + std::string(kLedgerColumns) + ") SELECT " +
-                      std::string(kLedgerColumns) +
-                      " FROM ledger_in ON CONFLICT (request_id) DO NOTHING")
+    return tx_
+        ->exec0("INSERT INTO ledger (" + std::string(kLedgerColumns) + ") SELECT " +
+                std::string(kLedgerColumns) + " FROM ledger_in ON CONFLICT (request_id) DO NOTHING")
         .affected_rows();
   }
 

@@ -12,13 +12,13 @@ namespace powerplane::store {
 
 struct TenantRecord {
   std::string id;
-  std::vector<std::string> jurisdictions;  // empty = any. No entry may be empty or hold a ','.
+  std::vector<std::string> jurisdictions;   // empty = any. No entry may be empty or hold a ','.
   std::string priority_class = "standard";  // "interactive" | "standard" | "batch".
-  std::int64_t latency_target_ms = 0;        // 0 = no target.
-  std::int64_t rpm = 0;                      // requests per minute; 0 = unlimited.
-  std::int64_t tpm = 0;                      // tokens per minute; 0 = unlimited.
-  double budget_usd = 0;                     // 0 = no budget.
-  std::string budget_period = "none";        // "day" | "month" | "none".
+  std::int64_t latency_target_ms = 0;       // 0 = no target.
+  std::int64_t rpm = 0;                     // requests per minute; 0 = unlimited.
+  std::int64_t tpm = 0;                     // tokens per minute; 0 = unlimited.
+  double budget_usd = 0;                    // 0 = no budget.
+  std::string budget_period = "none";       // "day" | "month" | "none".
 
   bool operator==(const TenantRecord&) const = default;
 };

@@ -166,8 +166,8 @@ Result<void> SqlStore::PutTenant(const TenantRecord& t) {
 Result<std::vector<TenantRecord>> SqlStore::Tenants() {
   return Guard([&] {
     std::vector<TenantRecord> out;
-    for (const auto& r :
-         connection_->Query("SELECT " + std::string(kTenantColumns) + " FROM tenants ORDER BY id")) {
+    for (const auto& r : connection_->Query("SELECT " + std::string(kTenantColumns) +
+                                            " FROM tenants ORDER BY id")) {
       out.push_back(TenantFrom(r));
     }
     return out;
@@ -176,9 +176,9 @@ Result<std::vector<TenantRecord>> SqlStore::Tenants() {
 
 Result<std::optional<TenantRecord>> SqlStore::GetTenant(std::string_view id) {
   return Guard([&]() -> std::optional<TenantRecord> {
-    auto rows = connection_->Query(
-        "SELECT " + std::string(kTenantColumns) + " FROM tenants WHERE id = $1",
-        Params(std::string(id)));
+    auto rows =
+        connection_->Query("SELECT " + std::string(kTenantColumns) + " FROM tenants WHERE id = $1",
+                           Params(std::string(id)));
     if (rows.empty()) return std::nullopt;
     return TenantFrom(rows.front());
   });
@@ -198,8 +198,9 @@ Result<CreatedKey> SqlStore::CreateKey(std::string_view tenant_id) {
   auto done = Guard([&] {
     bool known = false;
     Transaction([&] {
-      known = !connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(created.record.tenant))
-                   .empty();
+      known =
+          !connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(created.record.tenant))
+               .empty();
       if (!known) return;
       InsertKey(created.record);
       BumpVersion();
@@ -231,7 +232,8 @@ Result<KeyRecord> SqlStore::AddKeyHash(std::string_view tenant_id, std::string_v
   auto found = Guard([&]() -> std::optional<KeyRecord> {
     std::optional<KeyRecord> stored;
     Transaction([&] {
-      if (connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(wanted.tenant)).empty()) {
+      if (connection_->Query("SELECT 1 FROM tenants WHERE id = $1", Params(wanted.tenant))
+              .empty()) {
         return;
       }
       auto before = connection_->Query(
@@ -273,9 +275,10 @@ Result<bool> SqlStore::RevokeKey(std::string_view key_id) {
     bool revoked = false;
     Transaction([&] {
       revoked = !connection_
-                     ->Query("UPDATE api_keys SET revoked = 1, revoked_unix_ms = $2 "
-                             "WHERE id = $1 AND revoked = 0 RETURNING id",
-                             Params(std::string(key_id), NowUnixMs()))
+                     ->Query(
+                         "UPDATE api_keys SET revoked = 1, revoked_unix_ms = $2 "
+                         "WHERE id = $1 AND revoked = 0 RETURNING id",
+                         Params(std::string(key_id), NowUnixMs()))
                      .empty();
       if (revoked) BumpVersion();
     });
@@ -308,10 +311,11 @@ Result<std::vector<LedgerRow>> SqlStore::Ledger(std::int64_t from_ms, std::int64
   return Guard([&] {
     const std::string select = "SELECT " + std::string(kLedgerColumns) +
                                " FROM ledger WHERE end_unix_ms >= $1 AND end_unix_ms < $2";
-    auto rows = tenant ? connection_->Query(select + " AND tenant = $3 ORDER BY end_unix_ms, request_id",
-                                            Params(from_ms, to_ms, std::string(*tenant)))
-                       : connection_->Query(select + " ORDER BY end_unix_ms, request_id",
-                                            Params(from_ms, to_ms));
+    auto rows =
+        tenant ? connection_->Query(select + " AND tenant = $3 ORDER BY end_unix_ms, request_id",
+                                    Params(from_ms, to_ms, std::string(*tenant)))
+               : connection_->Query(select + " ORDER BY end_unix_ms, request_id",
+                                    Params(from_ms, to_ms));
     std::vector<LedgerRow> out;
     out.reserve(rows.size());
     for (const auto& r : rows) out.push_back(LedgerRowFrom(r));
@@ -321,8 +325,9 @@ Result<std::vector<LedgerRow>> SqlStore::Ledger(std::int64_t from_ms, std::int64
 
 Result<bool> SqlStore::HasLedgerRow(std::string_view request_id) {
   return Guard([&] {
-    return !connection_->Query("SELECT 1 FROM ledger WHERE request_id = $1",
-                               Params(std::string(request_id)))
+    return !connection_
+                ->Query("SELECT 1 FROM ledger WHERE request_id = $1",
+                        Params(std::string(request_id)))
                 .empty();
   });
 }
@@ -331,10 +336,18 @@ Result<std::vector<UsageRow>> SqlStore::Usage(std::string_view tenant, std::int6
                                               std::int64_t to_ms, UsageGroup group) {
   std::string key;
   switch (group) {
-    case UsageGroup::kSite: key = "site"; break;
-    case UsageGroup::kModel: key = "model"; break;
-    case UsageGroup::kTenant: key = "tenant"; break;
-    case UsageGroup::kDay: key = std::string(connection_->EndDayExpression()); break;
+    case UsageGroup::kSite:
+      key = "site";
+      break;
+    case UsageGroup::kModel:
+      key = "model";
+      break;
+    case UsageGroup::kTenant:
+      key = "tenant";
+      break;
+    case UsageGroup::kDay:
+      key = std::string(connection_->EndDayExpression());
+      break;
   }
   return Guard([&] {
     std::string sql = "SELECT " + key +
@@ -374,8 +387,9 @@ Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_
 Result<void> SqlStore::AppendAudit(const AuditRow& row) {
   auto done = Guard([&] {
     Transaction([&] {
-      connection_->Query("INSERT INTO audit (unix_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
-                         Params(row.unix_ms, row.actor, row.action, row.detail));
+      connection_->Query(
+          "INSERT INTO audit (unix_ms, actor, action, detail) VALUES ($1, $2, $3, $4)",
+          Params(row.unix_ms, row.actor, row.action, row.detail));
     });
     return true;
   });
@@ -386,12 +400,12 @@ Result<void> SqlStore::AppendAudit(const AuditRow& row) {
 Result<std::vector<AuditRow>> SqlStore::Audit(std::int64_t from_ms, std::int64_t to_ms) {
   return Guard([&] {
     std::vector<AuditRow> out;
-    for (const auto& r : connection_->Query(
-             "SELECT unix_ms, actor, action, detail FROM audit WHERE unix_ms >= $1 AND unix_ms < $2 "
-             "ORDER BY unix_ms, id",
-             Params(from_ms, to_ms))) {
-      out.push_back(
-          AuditRow{.unix_ms = r.Int(0), .actor = r.Text(1), .action = r.Text(2), .detail = r.Text(3)});
+    for (const auto& r : connection_->Query("SELECT unix_ms, actor, action, detail FROM audit "
+                                            "WHERE unix_ms >= $1 AND unix_ms < $2 "
+                                            "ORDER BY unix_ms, id",
+                                            Params(from_ms, to_ms))) {
+      out.push_back(AuditRow{
+          .unix_ms = r.Int(0), .actor = r.Text(1), .action = r.Text(2), .detail = r.Text(3)});
     }
     return out;
   });

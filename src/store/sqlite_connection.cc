@@ -16,9 +16,9 @@ constexpr int kBusyTimeoutMs = 10000;
 class SqliteConnection final : public Connection {
  public:
   explicit SqliteConnection(std::string path) : path_(std::move(path)) {
-    const int rc = sqlite3_open_v2(path_.c_str(), &db_,
-                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                   nullptr);
+    const int rc =
+        sqlite3_open_v2(path_.c_str(), &db_,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
       std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
       sqlite3_close(db_);
@@ -55,9 +55,15 @@ class SqliteConnection final : public Connection {
       cells.reserve(n);
       for (int i = 0; i < n; ++i) {
         switch (sqlite3_column_type(stmt, i)) {
-          case SQLITE_INTEGER: cells.emplace_back(std::int64_t{sqlite3_column_int64(stmt, i)}); break;
-          case SQLITE_FLOAT: cells.emplace_back(sqlite3_column_double(stmt, i)); break;
-          case SQLITE_NULL: cells.emplace_back(std::monostate{}); break;
+          case SQLITE_INTEGER:
+            cells.emplace_back(std::int64_t{sqlite3_column_int64(stmt, i)});
+            break;
+          case SQLITE_FLOAT:
+            cells.emplace_back(sqlite3_column_double(stmt, i));
+            break;
+          case SQLITE_NULL:
+            cells.emplace_back(std::monostate{});
+            break;
           default: {
             const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, i));
             cells.emplace_back(std::string(text ? text : "", sqlite3_column_bytes(stmt, i)));
@@ -118,8 +124,8 @@ class SqliteConnection final : public Connection {
     auto it = statements_.find(sql);
     if (it != statements_.end()) return it->second;
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
-                           &stmt, nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                           SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
       throw SqlError(std::string("sqlite: prepare: ") + sqlite3_errmsg(db_) + ": " + sql);
     }
     statements_.emplace(sql, stmt);

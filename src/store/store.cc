@@ -49,14 +49,16 @@ Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
       origin = "postgresql";
       connection = internal::OpenPostgres(std::string(url));
     } else if (url.empty() || url.starts_with("sqlite:")) {
-      std::filesystem::path path = url.size() > 7 ? std::filesystem::path(url.substr(7))
-                                                  : data_dir / "powerplane.db";
+      std::filesystem::path path =
+          url.size() > 7 ? std::filesystem::path(url.substr(7)) : data_dir / "powerplane.db";
       if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
       origin = "sqlite " + path.string();
       connection = internal::OpenSqlite(path.string());
     } else {
-      return std::unexpected("store URL must be empty, sqlite:[PATH], postgresql://... or "
-                             "postgres://..., not '" + std::string(url) + "'");
+      return std::unexpected(
+          "store URL must be empty, sqlite:[PATH], postgresql://... or "
+          "postgres://..., not '" +
+          std::string(url) + "'");
     }
   } catch (const std::exception& e) {
     return std::unexpected(std::string("cannot open store: ") + e.what());

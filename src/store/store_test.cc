@@ -159,9 +159,9 @@ TEST_F(StoreTest, CreatedKeyIsShownOnceAndStoredAsItsHash) {
   const std::string& key = created->plaintext;
   ASSERT_EQ(key.size(), 43u);
   EXPECT_TRUE(key.starts_with("pp-"));
-  EXPECT_EQ(key.find_first_not_of(
-                "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 3),
-            std::string::npos);
+  EXPECT_EQ(
+      key.find_first_not_of("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 3),
+      std::string::npos);
   EXPECT_TRUE(created->record.id.starts_with("key_"));
   EXPECT_EQ(created->record.id.size(), 16u);
   EXPECT_EQ(created->record.key_sha256, Sha256Hex(key));
@@ -219,9 +219,9 @@ TEST_F(StoreTest, AddKeyHashIsIdempotentAndRefusesClashes) {
   ASSERT_TRUE(second) << second.error();
   EXPECT_EQ(*second, *first);
   EXPECT_EQ(Version(), v);
-  EXPECT_FALSE(store_->AddKeyHash("other", hash, "key_demo"));        // same id, other tenant.
-  EXPECT_FALSE(store_->AddKeyHash("demo", hash, "key_demo2"));        // same hash, other id.
-  EXPECT_FALSE(store_->AddKeyHash("demo", "ABC", "key_x"));           // not a hash.
+  EXPECT_FALSE(store_->AddKeyHash("other", hash, "key_demo"));          // same id, other tenant.
+  EXPECT_FALSE(store_->AddKeyHash("demo", hash, "key_demo2"));          // same hash, other id.
+  EXPECT_FALSE(store_->AddKeyHash("demo", "ABC", "key_x"));             // not a hash.
   EXPECT_FALSE(store_->AddKeyHash("nobody", Sha256Hex("x"), "key_x"));  // unknown tenant.
 }
 
@@ -231,8 +231,8 @@ TEST_F(StoreTest, SurvivesCloseAndReopen) {
   ASSERT_TRUE(created);
   const std::vector<LedgerRow> rows = {Row("r1", "acme", "tx", "llama", kT0, 0.5)};
   ASSERT_TRUE(store_->AppendLedger(rows));
-  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "admin", .action = "create_key",
-                                   .detail = created->record.id}));
+  ASSERT_TRUE(store_->AppendAudit(
+      {.unix_ms = kT0, .actor = "admin", .action = "create_key", .detail = created->record.id}));
   const std::int64_t v = Version();
   store_.reset();
 
@@ -316,11 +316,14 @@ TEST_F(StoreTest, UsageGroupsAndSums) {
 }
 
 TEST_F(StoreTest, AuditKeepsOrder) {
-  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "ops", .action = "put_tenant",
-                                   .detail = "acme"}));
-  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0, .actor = "ops", .action = "revoke_key",
+  ASSERT_TRUE(store_->AppendAudit(
+      {.unix_ms = kT0, .actor = "ops", .action = "put_tenant", .detail = "acme"}));
+  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0,
+                                   .actor = "ops",
+                                   .action = "revoke_key",
                                    .detail = "key_1 'quoted', \"text\""}));
-  ASSERT_TRUE(store_->AppendAudit({.unix_ms = kT0 + 5, .actor = "ops", .action = "x", .detail = ""}));
+  ASSERT_TRUE(
+      store_->AppendAudit({.unix_ms = kT0 + 5, .actor = "ops", .action = "x", .detail = ""}));
   auto rows = store_->Audit(kT0, kT0 + 5);
   ASSERT_TRUE(rows) << rows.error();
   ASSERT_EQ(rows->size(), 2u);
@@ -422,8 +425,8 @@ TEST_F(StoreTest, LedgerWriterStopFlushesEverything) {
 TEST_F(StoreTest, MultiRowInsertAlsoIgnoresRepeats) {
   SetPostgresLedgerInsert(PostgresLedgerInsert::kMultiRowInsert);
   std::vector<LedgerRow> rows;
-  for (int i = 0; i < 2500; ++i) rows.push_back(Row("m" + std::to_string(i % 2200), "acme", "tx",
-                                                    "llama", kT0 + i, 0.5));
+  for (int i = 0; i < 2500; ++i)
+    rows.push_back(Row("m" + std::to_string(i % 2200), "acme", "tx", "llama", kT0 + i, 0.5));
   auto inserted = store_->AppendLedger(rows);
   auto again = store_->AppendLedger(std::span(rows).first(10));
   SetPostgresLedgerInsert(PostgresLedgerInsert::kCopy);

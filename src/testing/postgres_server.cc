@@ -42,7 +42,8 @@ fs::path FindBinDir() {
 }
 
 // Runs argv (as postgres when running as root and `as_postgres`), in the directory of `log`,
-// output appended to `log`; waits at most `timeout`, then kills it. Returns the exit status, or -1 on spawn failure or timeout.
+// output appended to `log`; waits at most `timeout`, then kills it. Returns the exit status, or -1
+// on spawn failure or timeout.
 int Run(std::vector<std::string> argv, const fs::path& log, std::chrono::seconds timeout,
         bool as_postgres) {
   if (as_postgres && geteuid() == 0) {
@@ -94,6 +95,16 @@ unsigned short FreeLoopbackPort() {
   return port;
 }
 
+// True while `pid` runs. A stopped postmaster may linger as a zombie when the container's init
+// does not reap it; that counts as gone.
+bool Alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto paren = line.rfind(')');
+  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] != 'Z';
+}
+
 std::string ReadFile(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream text;
@@ -120,9 +131,7 @@ std::expected<std::unique_ptr<PostgresServer>, std::string> PostgresServer::Star
     if (chown(templ.c_str(), pw->pw_uid, pw->pw_gid) != 0) return std::unexpected("chown failed");
   }
   const fs::path log = server->dir_ / "server.log";
-  {
-    std::ofstream touch(log);
-  }
+  { std::ofstream touch(log); }
   if (geteuid() == 0) {
     const passwd* pw = getpwnam("postgres");
     if (chown(log.c_str(), pw->pw_uid, pw->pw_gid) != 0) return std::unexpected("chown failed");
@@ -166,15 +175,15 @@ void PostgresServer::Stop() {
     std::ifstream pidfile(data / "postmaster.pid");
     pidfile >> pid;
   }
-  Run({(bin_dir_ / "pg_ctl").string(), "-D", data.string(), "-m", "immediate", "-w", "-t", "10",
-       "stop"},
-      dir_ / "stop.log", std::chrono::seconds(15), true);
-  if (pid > 0) {
+  const int stopped = Run({(bin_dir_ / "pg_ctl").string(), "-D", data.string(), "-m", "immediate",
+                           "-w", "-t", "10", "stop"},
+                          dir_ / "stop.log", std::chrono::seconds(15), true);
+  if (stopped != 0 && pid > 0) {
     const auto deadline = steady_clock::now() + std::chrono::seconds(5);
-    while (kill(pid, 0) == 0 && steady_clock::now() < deadline) {
+    while (Alive(pid) && steady_clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    if (kill(pid, 0) == 0) kill(pid, SIGKILL);
+    if (Alive(pid)) kill(pid, SIGKILL);
   }
 }
 

@@ -2,12 +2,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/ssl.h>
+
 #include <array>
+#include <cstdio>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <type_traits>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -17,6 +24,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <sstream>
 
 namespace powerplane::net {
@@ -24,10 +32,56 @@ namespace beast = boost::beast;
 namespace {
 
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// How long a TLS connection waits for the client's close_notify when it ends.
+constexpr std::chrono::seconds kTlsShutdownTimeout{1};
 
+using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+// Sessions are templates over the stream, so the plain path stays a bare tcp_stream.
+template <typename Stream>
+constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
+
+// Reads the PEM certificate chain and key into a TLS 1.2+ server context; throws naming the file.
+asio::ssl::context MakeTlsContext(const std::string& cert_file, const std::string& key_file) {
+  if (cert_file.empty() || key_file.empty()) {
+    throw std::runtime_error("TLS needs both a certificate file and a key file (got cert '" +
+                             cert_file + "', key '" + key_file + "')");
+  }
+  for (const auto* file : {&cert_file, &key_file}) {
+    if (std::FILE* f = std::fopen(file->c_str(), "rb")) {
+      std::fclose(f);
+    } else {
+      throw std::runtime_error("cannot read TLS " +
+                               std::string(file == &cert_file ? "certificate" : "key") + " file '" +
+                               *file + "'");
+    }
+  }
+  asio::ssl::context ctx(asio::ssl::context::tls_server);
+  ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                  asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                  asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use);
+  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  // Idle kept-alive connections give their TLS buffers back (many connections, little memory).
+  SSL_CTX_set_mode(ctx.native_handle(), SSL_MODE_RELEASE_BUFFERS);
+  beast::error_code ec;
+  ctx.use_certificate_chain_file(cert_file, ec);
+  if (ec) {
+    throw std::runtime_error("invalid TLS certificate file '" + cert_file + "': " + ec.message());
+  }
+  ctx.use_private_key_file(key_file, asio::ssl::context::pem, ec);
+  if (ec) {
+    throw std::runtime_error("invalid TLS key file '" + key_file + "': " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+    throw std::runtime_error("TLS key file '" + key_file + "' does not match certificate file '" +
+                             cert_file + "'");
+  }
+  return ctx;
+}
+
+template <typename Stream>
 class StreamResponder final : public Responder {
  public:
-  StreamResponder(beast::tcp_stream& stream, std::chrono::seconds write_timeout, bool keep_alive,
+  StreamResponder(Stream& stream, std::chrono::seconds write_timeout, bool keep_alive,
                   unsigned version)
       : stream_(stream), write_timeout_(write_timeout), keep_alive_(keep_alive), version_(version) {}
 
@@ -37,7 +91,7 @@ class StreamResponder final : public Responder {
     response.prepare_payload();
     keep_alive_ = response.keep_alive();
     sent_ = true;
-    stream_.expires_after(write_timeout_);
+    beast::get_lowest_layer(stream_).expires_after(write_timeout_);
     auto [ec, n] = co_await http::async_write(stream_, response, kUseTuple);
     if (ec) gone_ = true;
     co_return !gone_;
@@ -87,7 +141,7 @@ class StreamResponder final : public Responder {
   bool ClientGone() const override { return gone_; }
   std::string Peer() const override {
     beast::error_code ec;
-    auto ep = stream_.socket().remote_endpoint(ec);
+    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
     return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
@@ -99,7 +153,7 @@ class StreamResponder final : public Responder {
   void ArmWriteTimeout() {
     const auto now = std::chrono::steady_clock::now();
     if (now - armed_ > std::chrono::seconds(1)) {
-      stream_.expires_after(write_timeout_);
+      beast::get_lowest_layer(stream_).expires_after(write_timeout_);
       armed_ = now;
     }
   }
@@ -113,7 +167,7 @@ class StreamResponder final : public Responder {
   bool keep_alive() const { return keep_alive_ && !gone_ && !streaming_; }
 
  private:
-  beast::tcp_stream& stream_;
+  Stream& stream_;
   std::chrono::seconds write_timeout_;
   bool keep_alive_;
   unsigned version_;
@@ -129,6 +183,9 @@ class StreamResponder final : public Responder {
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   State(std::vector<asio::any_io_executor> ex, tcp::endpoint ep, Handler h, ServerOptions o)
       : executors(std::move(ex)), acceptor(executors.at(0)), handler(std::move(h)), options(o) {
+    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+      tls_context.emplace(MakeTlsContext(options.tls_cert_file, options.tls_key_file));
+    }
     acceptor.open(ep.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
     acceptor.bind(ep);
@@ -152,26 +209,47 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       }
       socket.set_option(tcp::no_delay(true));
       auto ex = socket.get_executor();
-      asio::co_spawn(ex, Session(std::move(socket)), asio::detached);
+      if (tls_context) {
+        asio::co_spawn(ex, Session<TlsStream>(std::move(socket)), asio::detached);
+      } else {
+        asio::co_spawn(ex, Session<beast::tcp_stream>(std::move(socket)), asio::detached);
+      }
     }
   }
 
-  // After an early error answer, stop sending and read (and drop) what the client is still
-  // sending for a short while, so the answer is not lost to a connection reset.
-  static asio::awaitable<void> LingeringClose(beast::tcp_stream& stream) {
+  // Ends a TLS connection politely: a close_notify each way, waiting at most
+  // kTlsShutdownTimeout for the peer's, then a close.
+  static asio::awaitable<void> TlsShutdown(TlsStream& stream) {
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    if (tcp_layer.socket().is_open()) {
+      tcp_layer.expires_after(kTlsShutdownTimeout);
+      co_await stream.async_shutdown(kUseTuple);
+    }
     beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    tcp_layer.socket().close(ignored);
+  }
+
+  // After an early error answer, stop sending and read (and drop) what the client is still
+  // sending for a short while, so the answer is not lost to a connection reset. Over TLS the
+  // half-close would cut the record stream, so it drains first and shuts TLS down after.
+  template <typename Stream>
+  static asio::awaitable<void> LingeringClose(Stream& stream) {
+    beast::error_code ignored;
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    if constexpr (!kIsTls<Stream>) tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);
     std::array<char, 16 * 1024> scratch;
     std::size_t drained = 0;
-    stream.expires_after(std::chrono::seconds(2));
+    tcp_layer.expires_after(std::chrono::seconds(2));
     while (drained < 64 * 1024 * 1024) {
       auto [ec, n] = co_await stream.async_read_some(asio::buffer(scratch), kUseTuple);
       if (ec) break;
       drained += n;
     }
-    stream.socket().close(ignored);
+    if constexpr (kIsTls<Stream>) co_await TlsShutdown(stream);
+    tcp_layer.socket().close(ignored);
   }
 
+  template <typename Stream>
   asio::awaitable<void> Session(tcp::socket socket) {
     auto self = shared_from_this();
     ++connections;
@@ -179,14 +257,34 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       std::atomic<std::size_t>& n;
       ~Guard() { --n; }
     } guard{connections};
-    auto stream_ptr = std::make_shared<beast::tcp_stream>(std::move(socket));
-    beast::tcp_stream& stream = *stream_ptr;
-    const std::uint64_t session_id = Register(stream_ptr);
+    std::shared_ptr<Stream> stream_ptr;
+    if constexpr (kIsTls<Stream>) {
+      stream_ptr = std::make_shared<Stream>(beast::tcp_stream(std::move(socket)), *tls_context);
+    } else {
+      stream_ptr = std::make_shared<Stream>(std::move(socket));
+    }
+    Stream& stream = *stream_ptr;
+    auto& tcp_layer = beast::get_lowest_layer(stream);
+    // The registry holds the TCP layer (sharing the session stream's ownership), so Stop can
+    // close any kind of connection.
+    const std::uint64_t session_id =
+        Register(std::shared_ptr<beast::tcp_stream>(stream_ptr, &tcp_layer));
     struct Unregister {
       State& s;
       std::uint64_t id;
       ~Unregister() { s.Forget(id); }
     } unregister{*this, session_id};
+    if constexpr (kIsTls<Stream>) {
+      // A client that never completes the handshake (or speaks plain HTTP) is dropped.
+      tcp_layer.expires_after(options.header_timeout);
+      auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, kUseTuple);
+      if (ec) {
+        spdlog::debug("TLS handshake failed: {}", ec.message());
+        beast::error_code ignored;
+        tcp_layer.socket().close(ignored);
+        co_return;
+      }
+    }
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
@@ -195,14 +293,14 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       parser.body_limit(options.max_body_bytes);
       // Waiting for the next request on a kept-alive connection is idle time; once its first
       // bytes are in, the whole request must arrive within the header timeout.
-      stream.expires_after(first ? options.header_timeout : options.idle_timeout);
+      tcp_layer.expires_after(first ? options.header_timeout : options.idle_timeout);
       first = false;
       auto [ec_h, nh] = co_await http::async_read_header(stream, buffer, parser, kUseTuple);
       if (!ec_h && parser.content_length() && *parser.content_length() > options.max_body_bytes) {
         ec_h = http::error::body_limit;  // answer before reading a body we would refuse.
       }
       if (!ec_h && !parser.is_done()) {
-        stream.expires_after(options.header_timeout);
+        tcp_layer.expires_after(options.header_timeout);
         auto [ec_b, nb] = co_await http::async_read(stream, buffer, parser, kUseTuple);
         ec_h = ec_b;
       }
@@ -215,7 +313,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
               body ? "request body too large" : "request header too large",
               "invalid_request_error", body ? "request_too_large" : "header_too_large");
           res.keep_alive(false);
-          StreamResponder r(stream, options.write_timeout, false, 11);
+          StreamResponder<Stream> r(stream, options.write_timeout, false, 11);
           co_await r.Send(std::move(res));
           co_await LingeringClose(stream);
           co_return;
@@ -227,15 +325,15 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
                                                                   ec_h.message(),
                                    "invalid_request_error", "bad_request");
           res.keep_alive(false);
-          StreamResponder r(stream, options.write_timeout, false, 11);
+          StreamResponder<Stream> r(stream, options.write_timeout, false, 11);
           co_await r.Send(std::move(res));
         }
         break;
       }
       Request request = parser.release();
-      StreamResponder responder(stream, options.write_timeout, request.keep_alive(),
-                                request.version());
-      stream.expires_never();
+      StreamResponder<Stream> responder(stream, options.write_timeout, request.keep_alive(),
+                                        request.version());
+      tcp_layer.expires_never();
       std::exception_ptr failure;
       try {
         co_await handler(request, responder);
@@ -263,8 +361,12 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       }
       if (!responder.keep_alive() || stopped) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    if constexpr (kIsTls<Stream>) {
+      co_await TlsShutdown(stream);
+    } else {
+      beast::error_code ignored;
+      tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);  // the peer sees the end.
+    }
   }
 
   // Live connections, so Stop can close kept-alive ones.
@@ -298,6 +400,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   tcp::acceptor acceptor;
   Handler handler;
   ServerOptions options;
+  std::optional<asio::ssl::context> tls_context;  // set = HTTPS.
   std::atomic<bool> stopped{false};
   std::atomic<std::size_t> connections{0};
 };
@@ -323,5 +426,6 @@ void HttpServer::Stop() {
 
 unsigned short HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
 std::size_t HttpServer::open_connections() const { return state_->connections.load(); }
+bool HttpServer::tls() const { return state_->tls_context.has_value(); }
 
 }  // namespace powerplane::net

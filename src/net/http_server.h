@@ -1,12 +1,14 @@
 #pragma once
 // An HTTP/1.1 server on Boost.Beast with C++20 coroutines: keep-alive, limits on header and body
 // size (answered 413/431), a header-read timeout and an idle timeout, a bound on concurrent
-// connections, and responses written whole or streamed as chunks (server-sent events).
+// connections, and responses written whole or streamed as chunks (server-sent events). Optionally
+// HTTPS (TLS 1.2 and 1.3) with a certificate and key read from PEM files at construction.
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -21,6 +23,11 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{120};   // a kept-alive connection with no request.
   std::chrono::seconds write_timeout{60};   // one write to a client.
   std::size_t max_connections = 20000;
+  // HTTPS: both empty = plain HTTP. Otherwise both are PEM files, read once at construction: the
+  // certificate (chain, leaf first) and its private key (unencrypted). Each connection then does
+  // a TLS handshake within header_timeout before its first request.
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 // The response side of one request. A handler either calls Send once, or StartStream, then
@@ -52,6 +59,8 @@ class HttpServer {
   // Listens on `endpoint` (port 0 = OS-chosen). Accepted connections are spread round-robin
   // over `executors`, each expected to be a single-threaded io_context (one per core), so a
   // connection and everything it does (upstream sockets included) stays on one thread.
+  // Throws std::runtime_error when the endpoint cannot be bound, or when TLS is asked for and
+  // the certificate or key is missing, unreadable or invalid (the message names the file).
   HttpServer(std::vector<asio::any_io_executor> executors, tcp::endpoint endpoint,
              Handler handler, ServerOptions options = {});
   ~HttpServer();
@@ -64,6 +73,8 @@ class HttpServer {
   void Stop();
   unsigned short port() const;
   std::size_t open_connections() const;
+  // True when connections are served over TLS.
+  bool tls() const;
 
  private:
   struct State;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/batch_scheduler.h"
+
 namespace powerplane::sim {
 
 std::size_t EnergyLedger::BucketOf(double t_s) const {
@@ -61,6 +63,7 @@ bool AnalyticEngine::Add(std::uint64_t id, std::uint32_t tenant, int prompt_toke
       phase_end_s_ = phase_start_s_ + RunSeconds(cut);
       phase_watts_ = gpu_->DecodeWatts(static_cast<int>(run_batch_),
                                        run_c0_ + 0.5 * static_cast<double>(cut - 1));
+      if (power_cap_watts_ > 0) phase_watts_ = std::min(phase_watts_, power_cap_watts_);
     }
   }
   return true;
@@ -96,6 +99,12 @@ void AnalyticEngine::Book(double t0, double t1, double watts) {
   if (ledger_ != nullptr) ledger_->Add(t0, t1, watts);
 }
 
+double AnalyticEngine::CapFactor() {
+  const double factor = engine::BatchScheduler::CapThroughputFactor(phase_watts_, power_cap_watts_);
+  if (factor < 1.0) phase_watts_ = power_cap_watts_;
+  return factor;
+}
+
 void AnalyticEngine::StartPhase() {
   std::int64_t prompt_sum = 0;
   int running = static_cast<int>(heap_.size() + prefilling_.size());
@@ -114,7 +123,8 @@ void AnalyticEngine::StartPhase() {
     phase_ = Phase::kPrefill;
     prefill_prompt_sum_ += prompt_sum;
     phase_watts_ = gpu_->profile().prefill_watts;
-    phase_end_s_ = now_s_ + gpu_->PrefillSeconds(static_cast<double>(prompt_sum));
+    const double factor = CapFactor();
+    phase_end_s_ = now_s_ + gpu_->PrefillSeconds(static_cast<double>(prompt_sum)) / factor;
   } else if (!heap_.empty()) {
     phase_ = Phase::kDecode;
     const int n = static_cast<int>(heap_.size());
@@ -126,6 +136,9 @@ void AnalyticEngine::StartPhase() {
     run_d_ = run_steps_ > 1 ? (last - run_s0_) / static_cast<double>(run_steps_ - 1) : 0.0;
     if (run_d_ < 0) run_d_ = 0;
     phase_watts_ = gpu_->DecodeWatts(n, run_c0_ + 0.5 * static_cast<double>(run_steps_ - 1));
+    const double factor = CapFactor();
+    run_s0_ /= factor;
+    run_d_ /= factor;
     phase_end_s_ = now_s_ + RunSeconds(run_steps_);
   } else {
     phase_ = Phase::kIdle;
@@ -203,6 +216,13 @@ void AnalyticEngine::CloseBooks(double t_s) {
     Book(booked_until_s_, t_s, gpu_->IdleWatts());
     booked_until_s_ = t_s;
   }
+}
+
+double AnalyticEngine::joules_at_now() const {
+  const double idle = gpu_->IdleWatts();
+  if (phase_ == Phase::kIdle) return joules_total_ + idle * std::max(0.0, now_s_ - booked_until_s_);
+  return joules_total_ + idle * std::max(0.0, phase_start_s_ - booked_until_s_) +
+         phase_watts_ * std::max(0.0, now_s_ - phase_start_s_);
 }
 
 core::EndpointLoad AnalyticEngine::Load() const {

@@ -72,12 +72,21 @@ class AnalyticEngine {
   double Drain(FinishSink& sink);
   // Books idle power up to `t_s` (call once at the end, after Drain).
   void CloseBooks(double t_s);
+  // Caps the GPU's power as engine::BatchScheduler::SetPowerCapWatts does (0 removes the cap): a
+  // phase whose power would exceed the cap runs at the cap and slower by
+  // BatchScheduler::CapThroughputFactor. Like the scheduler, a new cap applies from the next phase.
+  void SetPowerCapWatts(double watts) { power_cap_watts_ = watts > 0 ? watts : 0; }
+  double power_cap_watts() const { return power_cap_watts_; }
+  // The GPU's power at virtual_now(): the phase under way, or idle.
+  double watts_now() const { return phase_ == Phase::kIdle ? gpu_->IdleWatts() : phase_watts_; }
 
   // The load as the router sees it at virtual_now().
   core::EndpointLoad Load() const;
   int occupied() const { return static_cast<int>(waiting_.size() + prefilling_.size() + heap_.size()); }
   double virtual_now() const { return now_s_; }
   double joules_total() const { return joules_total_; }
+  // GPU joules used from time 0 to virtual_now(), the phase under way included (a power meter).
+  double joules_at_now() const;
 
  private:
   struct Seq {
@@ -93,6 +102,8 @@ class AnalyticEngine {
   using HeapItem = std::pair<std::int64_t, std::uint32_t>;  // finish step, slot.
 
   void StartPhase();
+  // Applies the power cap to the phase just planned (phase_watts_): returns the throughput factor.
+  double CapFactor();
   void FinishPhase(FinishSink& sink);
   void Book(double t0, double t1, double watts);
   double RunSeconds(std::int64_t steps) const;
@@ -124,6 +135,7 @@ class AnalyticEngine {
   double run_c0_ = 0;
   double run_s0_ = 0;  // first step's seconds.
   double run_d_ = 0;   // increase of the step per step.
+  double power_cap_watts_ = 0;  // 0 = none.
   double booked_until_s_ = 0;
   double joules_total_ = 0;
 };

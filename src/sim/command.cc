@@ -10,6 +10,7 @@
 #include "fleet/config.h"
 #include "grid/time.h"
 #include "sim/arrivals.h"
+#include "sim/grid_events.h"
 #include "sim/hindsight.h"
 #include "sim/report.h"
 #include "sim/sim_fleet.h"
@@ -111,6 +112,12 @@ int RunSimCommand(const SimCommandOptions& o) {
   }
   auto fleet = BuildSimFleet(config, o.data_dir, overrides, mix);
   if (!fleet) return Fail(fleet.error());
+  std::vector<core::GridEvent> events;
+  if (!o.events_path.empty()) {
+    auto loaded = LoadGridEventsCsv(o.events_path, fleet->sites);
+    if (!loaded) return Fail(loaded.error());
+    events = std::move(*loaded);
+  }
   const std::string trace_path = o.trace_path.empty()
       ? (o.data_dir / "traces/azure-llm-2023-conv.csv").string() : o.trace_path;
   auto trace = LoadAzureTrace(trace_path);
@@ -158,6 +165,7 @@ int RunSimCommand(const SimCommandOptions& o) {
   so.start = *start;
   so.duration_s = *duration;
   so.expected_output_tokens = config.default_output_tokens;
+  so.events = std::move(events);
 
   std::printf("powerplane sim: %zu sites, %zu endpoints; trace %s (mean %.0f in / %.0f out)%s; "
               "start %s, %.0f s; mean rate %.1f req/s = %.2f x sustainable %.1f req/s\n",
@@ -203,6 +211,7 @@ int RunSimCommand(const SimCommandOptions& o) {
       "\"seed\": " + std::to_string(o.seed),
       "\"trace\": \"" + trace->name + "\"",
       "\"rate_curve\": \"" + (curve ? curve->name : std::string()) + "\"",
+      "\"grid_events\": " + std::to_string(so.events.size()),
       meta_rate};
   if (!WriteFile(dir / "summary.csv", SummaryCsv(rows)) ||
       !WriteFile(dir / "summary.json", SummaryJson(rows, meta))) {

@@ -48,6 +48,11 @@ SummaryRow MakeRow(const PolicyResult& r) {
       r.requests > 0 ? static_cast<double>(r.met_targets) / static_cast<double>(r.requests) : 0;
   row.residency_violations = r.residency_violations;
   row.dropped = r.dropped;
+  row.seconds_above_target = r.seconds_above_target;
+  row.mining_value_usd = r.mining_value_usd;
+  row.mining_mwh = r.mining_mwh;
+  row.export_value_usd = r.export_value_usd;
+  row.export_mwh = r.export_mwh;
   return row;
 }
 
@@ -74,7 +79,8 @@ std::string Opt(const std::optional<T>& v, const char* none) {
 std::string SummaryCsvHeader() {
   return "policy,requests,output_tokens,energy_mwh,energy_cost_usd,usd_per_mtok_energy,"
          "usd_per_mtok_total,j_per_token,ttft_p50_s,ttft_p99_s,tpot_p99_s,target_attainment,"
-         "residency_violations,dropped";
+         "residency_violations,dropped,seconds_above_target,mining_value_usd,mining_mwh,"
+         "export_value_usd,export_mwh";
 }
 
 std::string SummaryCsv(const std::vector<SummaryRow>& rows) {
@@ -85,7 +91,10 @@ std::string SummaryCsv(const std::vector<SummaryRow>& rows) {
            Num(r.usd_per_mtok_energy) + "," + Num(r.usd_per_mtok_total) + "," +
            Num(r.j_per_token) + "," + Opt(r.ttft_p50_s, "") + "," + Opt(r.ttft_p99_s, "") + "," +
            Opt(r.tpot_p99_s, "") + "," + Opt(r.target_attainment, "") + "," +
-           Opt(r.residency_violations, "") + "," + std::to_string(r.dropped) + "\n";
+           Opt(r.residency_violations, "") + "," + std::to_string(r.dropped) + "," +
+           Opt(r.seconds_above_target, "") + "," + Opt(r.mining_value_usd, "") + "," +
+           Opt(r.mining_mwh, "") + "," + Opt(r.export_value_usd, "") + "," +
+           Opt(r.export_mwh, "") + "\n";
   }
   return out;
 }
@@ -108,7 +117,12 @@ std::string SummaryJson(const std::vector<SummaryRow>& rows, const std::vector<s
            ", \"tpot_p99_s\": " + Opt(r.tpot_p99_s, "null") +
            ", \"target_attainment\": " + Opt(r.target_attainment, "null") +
            ", \"residency_violations\": " + Opt(r.residency_violations, "null") +
-           ", \"dropped\": " + std::to_string(r.dropped) + "}" +
+           ", \"dropped\": " + std::to_string(r.dropped) +
+           ", \"seconds_above_target\": " + Opt(r.seconds_above_target, "null") +
+           ", \"mining_value_usd\": " + Opt(r.mining_value_usd, "null") +
+           ", \"mining_mwh\": " + Opt(r.mining_mwh, "null") +
+           ", \"export_value_usd\": " + Opt(r.export_value_usd, "null") +
+           ", \"export_mwh\": " + Opt(r.export_mwh, "null") + "}" +
            (i + 1 < rows.size() ? ",\n" : "\n");
   }
   out += "  ]\n}\n";

@@ -44,6 +44,16 @@ struct PolicyResult {
   LatencyHistogram tpot;
   // GPU joules per site per bucket (see SimOptions::bucket_s), for the report.
   std::vector<std::vector<double>> site_bucket_joules;
+  // Grid flexibility (sim/site_power.h); empty where the fleet or the inputs have none.
+  std::optional<double> seconds_above_target;  // summed over sites, with a binding event only.
+  std::optional<double> mining_value_usd;      // hashprice revenue less the miners' energy cost.
+  std::optional<double> mining_mwh;
+  std::optional<double> export_value_usd;      // surplus on-site generation at the site's price.
+  std::optional<double> export_mwh;
+  // Mean grid import (kW) and the tightest budget (NaN: no limit) per site per power_step_s.
+  double power_step_s = 0;
+  std::vector<std::vector<double>> site_import_kw;
+  std::vector<std::vector<double>> site_budget_kw;
 };
 
 // One row of the summary. Optional cells are written empty (CSV) / null (JSON).
@@ -59,11 +69,14 @@ struct SummaryRow {
   std::optional<double> ttft_p50_s, ttft_p99_s, tpot_p99_s, target_attainment;
   std::optional<std::uint64_t> residency_violations;
   std::uint64_t dropped = 0;
+  // After the required columns; empty where not applicable.
+  std::optional<double> seconds_above_target, mining_value_usd, mining_mwh, export_value_usd,
+      export_mwh;
 };
 
 SummaryRow MakeRow(const PolicyResult& r);
 
-// The CSV header, in the required order.
+// The CSV header: the required columns in order, then the grid-flexibility ones.
 std::string SummaryCsvHeader();
 std::string SummaryCsv(const std::vector<SummaryRow>& rows);
 // `meta` is a JSON object's members (already formatted, e.g. "\"seed\": 1"), may be empty.

@@ -30,7 +30,8 @@ std::string Escape(const std::string& s) {
   return out;
 }
 
-// A polyline chart of several series over x = hours since start. Values may be negative.
+// A polyline chart of several series over x = hours since start. Values may be negative; a NaN
+// leaves a gap.
 std::string LineChart(const std::string& y_label, const std::vector<std::string>& names,
                       const std::vector<std::vector<double>>& series, double x_step_h) {
   constexpr double kW = 760, kH = 220, kLeft = 60, kRight = 10, kTop = 20, kBottom = 30;
@@ -39,6 +40,7 @@ std::string LineChart(const std::string& y_label, const std::vector<std::string>
   for (const auto& s : series) {
     n = std::max(n, s.size());
     for (double v : s) {
+      if (std::isnan(v)) continue;
       lo = std::min(lo, v);
       hi = std::max(hi, v);
     }
@@ -62,15 +64,25 @@ std::string LineChart(const std::string& y_label, const std::vector<std::string>
   }
   svg += "<text x='" + Fmt("%.1f", kLeft) + "' y='12'>" + Escape(y_label) + "</text>";
   for (std::size_t k = 0; k < series.size(); ++k) {
+    const char* color = kColors[k % std::size(kColors)];
     std::string pts;
+    auto flush = [&] {
+      if (!pts.empty()) {
+        svg += "<polyline fill='none' stroke-width='1.3' stroke='" + std::string(color) +
+               "' points='" + pts + "'/>";
+      }
+      pts.clear();
+    };
     for (std::size_t i = 0; i < series[k].size(); ++i) {
+      if (std::isnan(series[k][i])) {
+        flush();
+        continue;
+      }
       pts += Fmt("%.1f", x(static_cast<double>(i) * x_step_h)) + "," +
              Fmt("%.1f", y(series[k][i])) + " ";
     }
-    const char* color = kColors[k % std::size(kColors)];
-    svg += "<polyline fill='none' stroke-width='1.3' stroke='" + std::string(color) +
-           "' points='" + pts + "'/>";
-    svg += "<text x='" + Fmt("%.1f", kLeft + 10 + 150.0 * static_cast<double>(k)) +
+    flush();
+    svg += "<text x='" + Fmt("%.1f", kLeft + 10 + 115.0 * static_cast<double>(k)) +
            "' y='" + Fmt("%.1f", kTop + 10) + "' fill='" + color + "'>" + Escape(names[k]) +
            "</text>";
   }
@@ -186,6 +198,23 @@ std::string BuildReportHtml(const ReportInput& in) {
     }
     html += "<h3>Load per site under <code>" + Escape(r.policy) + "</code> (facility kW)</h3>";
     html += LineChart("kW", site_names, kw, step_h);
+  }
+  // Power against the grid budget, when there are events to meet.
+  if (!in.options->events.empty() && !in.results->empty()) {
+    html += "<h2>Power vs budget per site</h2><p>Mean grid import per " +
+            Fmt("%.0f", in.results->front().power_step_s) +
+            " s under each policy, and the tightest budget (import limit or grid event; gaps: "
+            "none). Only <code>powerplane</code> runs the flex controller.</p>";
+    for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
+      std::vector<std::string> names = {"budget"};
+      std::vector<std::vector<double>> series = {in.results->front().site_budget_kw[s]};
+      for (const auto& r : *in.results) {
+        names.push_back(r.policy);
+        series.push_back(r.site_import_kw[s]);
+      }
+      html += "<h3>" + Escape(fleet.sites[s].id) + " (kW)</h3>";
+      html += LineChart("kW", names, series, in.results->front().power_step_s / 3600.0);
+    }
   }
   html += "<h2>Sites</h2><table><tr><th>site</th><th>jurisdiction</th><th>PUE</th>"
           "<th>rtt ms</th><th>prices</th><th>endpoints</th></tr>";

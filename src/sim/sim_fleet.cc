@@ -97,9 +97,26 @@ std::expected<SimFleet, std::string> BuildSimFleet(const fleet::FleetConfig& con
     }
   }
   std::map<std::string, std::shared_ptr<const core::GpuModel>> gpus;
+  f.hashprice_usd_per_ph_day = config.hashprice_usd_per_ph_day;
+  f.cap_slew_watts_per_s = config.cap_slew_watts_per_s;
   for (std::size_t si = 0; si < config.sites.size(); ++si) {
     const auto& s = config.sites[si];
     f.sites.push_back({s.id, s.jurisdiction, s.pue, s.network_rtt_ms / 1e3});
+    SimSiteFlex flex;
+    flex.base_kw = s.base_kw;
+    flex.grid_import_limit_kw = s.grid_import_limit_kw;
+    flex.gpu_min_cap_watts = s.gpu_min_cap_watts;
+    flex.miners_kw = s.miners.Kw();
+    flex.miner_th_per_s = s.miners.count * s.miners.th_per_s;
+    flex.miner_joules_per_th = s.miners.JoulesPerTh();
+    flex.can_export = s.wind.can_export;
+    if (s.wind.capacity_kw > 0) {
+      auto profile = grid::LoadCapacityFactorCsv(Resolve(data_dir, s.wind.profile).string());
+      if (!profile) return std::unexpected("site " + s.id + " wind: " + profile.error().ToString());
+      flex.wind_capacity_kw = s.wind.capacity_kw;
+      flex.wind = std::move(*profile);
+    }
+    f.flex.push_back(std::move(flex));
     const auto o = std::find_if(overrides.begin(), overrides.end(),
                                 [&](const PriceOverride& p) { return p.site == s.id; });
     if (o != overrides.end()) {

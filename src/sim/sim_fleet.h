@@ -6,11 +6,13 @@
 #include <expected>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/types.h"
 #include "fleet/config.h"
+#include "grid/generation.h"
 #include "grid/price_series.h"
 
 namespace powerplane::sim {
@@ -24,8 +26,25 @@ struct SimTenant {
   double weight = 1.0;  // share of requests drawn for this tenant (normalised over tenants).
 };
 
+// What the FlexController needs of a site besides its GPUs (from the fleet file's site table).
+struct SimSiteFlex {
+  double base_kw = 0;                  // facility load besides GPUs x PUE and miners.
+  double grid_import_limit_kw = 1e9;   // the connection.
+  double gpu_min_cap_watts = 300;      // the lowest GPU cap the controller may set.
+  double miners_kw = 0;                // all miners running.
+  double miner_th_per_s = 0;           // all miners.
+  double miner_joules_per_th = 0;
+  double wind_capacity_kw = 0;
+  std::optional<grid::CapacityFactorProfile> wind;  // hourly capacity factor; none = no wind.
+  bool can_export = false;             // surplus generation is sold at the site's price.
+};
+
 struct SimFleet {
   std::vector<core::Site> sites;
+  // Parallel to sites; may be empty (no miners, no wind, no import limit: fleets built in code).
+  std::vector<SimSiteFlex> flex;
+  double hashprice_usd_per_ph_day = 0;  // what mining earns.
+  double cap_slew_watts_per_s = 100;    // how fast GPU caps rise when a constraint lifts.
   std::vector<grid::PriceSeries> prices;  // parallel to sites.
   std::vector<std::string> price_labels;  // where each site's prices come from, for reports.
   std::vector<core::Endpoint> endpoints;

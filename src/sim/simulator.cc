@@ -8,6 +8,7 @@
 #include "core/cost_model.h"
 #include "core/router.h"
 #include "sim/analytic_engine.h"
+#include "sim/site_power.h"
 
 namespace powerplane::sim {
 namespace {
@@ -119,10 +120,41 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
     return fleet.sites[a].network_rtt_s < fleet.sites[b].network_rtt_s;
   });
 
+  // Site power: metered every tick for every policy; controlled (caps, miners, steering) for
+  // `powerplane`, as the live flex loop does.
+  const bool control = policy == Policy::kPowerplane;
+  const double plot_step_s = options.power_plot_step_s > 0
+                                 ? options.power_plot_step_s
+                                 : std::max(options.flex_tick_s, options.duration_s / 1500);
+  SitePowerLoop power(fleet, options.events, options.start, options.flex_tick_s, plot_step_s,
+                      control);
+  std::vector<double> site_joules(n_sites), site_price(n_sites);
+  auto ticks_until = [&](double t_s) {
+    while (power.next_tick_s() <= t_s) {
+      const double tick = power.next_tick_s();
+      std::fill(site_joules.begin(), site_joules.end(), 0.0);
+      for (std::size_t i = 0; i < n_endpoints; ++i) {
+        const std::size_t s = fleet.endpoints[i].site_index;
+        sink.rtt_s = fleet.sites[s].network_rtt_s;
+        engines[i]->Advance(tick, sink);
+        site_joules[s] += engines[i]->joules_at_now();
+      }
+      const std::size_t bucket = ledgers.empty() ? 0 : ledgers[0].BucketOf(tick);
+      for (std::size_t s = 0; s < n_sites; ++s) site_price[s] = grid.UsdPerMwh(fleet, s, bucket);
+      power.Tick(site_joules, site_price, energy);
+      if (control) {
+        for (std::size_t i = 0; i < n_endpoints; ++i) {
+          engines[i]->SetPowerCapWatts(power.caps()[fleet.endpoints[i].site_index]);
+        }
+      }
+    }
+  };
+
   Arrival a;
   std::uint64_t count = 0;
   while (stream.Next(&a)) {
     ++result.requests;
+    ticks_until(a.t_s);
     if (options.progress && (++count & 0xFFFF) == 0) options.progress(a.t_s / options.duration_s);
     for (std::size_t i = 0; i < n_endpoints; ++i) {
       sink.rtt_s = fleet.sites[fleet.endpoints[i].site_index].network_rtt_s;
@@ -202,6 +234,8 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
     }
     result.trace_output_tokens_served += static_cast<std::uint64_t>(a.output_tokens);
   }
+  ticks_until(options.duration_s);
+  power.AddTo(&result);
   double horizon = options.duration_s;
   for (std::size_t i = 0; i < n_endpoints; ++i) {
     sink.rtt_s = fleet.sites[fleet.endpoints[i].site_index].network_rtt_s;

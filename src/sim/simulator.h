@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/grid_event.h"
 #include "grid/time.h"
 #include "sim/arrivals.h"
 #include "sim/metrics.h"
@@ -29,6 +30,11 @@ struct SimOptions {
   double duration_s = 3600;        // arrivals window.
   double bucket_s = 300;           // energy and price granularity (5 min).
   int expected_output_tokens = 256;  // what the router plans for (the gateway's default).
+  // Grid events (UTC). Policy `powerplane` runs core::FlexController every flex_tick_s on them
+  // and on the fleet's miners, wind and import limits; every policy is metered against them.
+  std::vector<core::GridEvent> events;
+  double flex_tick_s = 1;
+  double power_plot_step_s = 0;  // resolution of the power plot; 0 = the window / 1,500.
   // Called now and then with the fraction of the arrivals window done (may be empty).
   std::function<void(double)> progress;
 };
@@ -43,7 +49,9 @@ struct PriceGrid {
 };
 PriceGrid MakePriceGrid(const SimOptions& options);
 
-// Runs one policy over the arrivals `stream` produces. The fleet must outlive the call.
+// Runs one policy over the arrivals `stream` produces. The fleet must outlive the call. Site
+// power is metered and (policy `powerplane`) controlled over the arrivals window only, not the
+// drain after it.
 PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy policy,
                        const SimOptions& options);
 

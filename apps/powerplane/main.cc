@@ -3,6 +3,8 @@
 //   powerplane gateway  the same, for a fleet file whose endpoints run elsewhere
 //   powerplane engine   the engine emulator alone, standing in for a GPU server
 //   powerplane sim      the digital twin: replay traces and prices through the policies
+//   powerplane keys     API keys in the tenancy store (create, list, revoke)
+//   powerplane tenants  tenants in the tenancy store (add, list)
 
 #include <spdlog/spdlog.h>
 
@@ -16,6 +18,7 @@
 #include "fleet/config.h"
 #include "runtime/runtime.h"
 #include "sim/command.h"
+#include "tenancy_commands.h"
 #include "net/http.h"
 #include "net/io_pool.h"
 
@@ -88,13 +91,24 @@ int main(int argc, char** argv) {
 
   runtime::UpOptions up;
   up.data_dir = data_dir;
+  up.state_dir = ".powerplane";
+  bool no_store = false;
   std::string config_path;
   auto add_up_flags = [&](CLI::App* c) {
     c->add_option("--config", config_path, "fleet file (TOML); the demo fleet when omitted");
     c->add_option("--listen", up.listen, "HOST:PORT of the API (default from the fleet file, "
                                          "127.0.0.1:8080)");
-    c->add_option("--data-dir", up.data_dir, "folder with prices/ and energy/")
+    c->add_option("--inputs-dir", up.data_dir, "folder with prices/ and energy/")
         ->capture_default_str();
+    c->add_option("--data-dir", up.state_dir,
+                  "folder of the tenancy store (SQLite powerplane.db: tenants, keys, ledger)")
+        ->capture_default_str();
+    c->add_option("--store", up.store_url,
+                  "postgresql://... : a PostgreSQL store shared by several gateways");
+    c->add_flag("--no-store", no_store,
+                "no store: the fleet file's tenants only, no ledger (benchmarks, tests)");
+    c->add_option("--tls-cert", up.tls_cert_file, "PEM certificate (chain) to serve HTTPS");
+    c->add_option("--tls-key", up.tls_key_file, "PEM private key of --tls-cert");
     c->add_option("--market-start", up.market_start,
                   "market time at start, ISO 8601 (default from the fleet file)");
     c->add_option("--market-speed", up.market_speed,
@@ -164,10 +178,17 @@ int main(int argc, char** argv) {
   sim_cmd->add_flag("!--no-bound", sim_opts.bound, "skip the hindsight LP bound");
   sim_cmd->add_flag("!--no-progress", sim_opts.progress, "no progress bar");
 
+  cli::TenancyCommands tenancy_commands(app);
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::from_str(log_level));
 
   if (sim_cmd->parsed()) return sim::RunSimCommand(sim_opts);
+  if (int rc = tenancy_commands.Run(); rc >= 0) return rc;
+  if (no_store) {
+    up.state_dir.clear();
+    up.store_url.clear();
+  }
   if (engine_cmd->parsed()) {
     return RunEngine(e_listen, e_gpu, e_model, e_max_batch, e_kv, e_speed, data_dir);
   }

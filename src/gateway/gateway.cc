@@ -25,6 +25,14 @@ std::string ModelsJson(const std::vector<std::string>& models) {
   return json{{"object", "list"}, {"data", std::move(data)}}.dump();
 }
 
+std::string RateLimitMessage(const Tenant& t, bool tokens, std::int64_t worst_tokens) {
+  if (tokens) {
+    return "Rate limit reached for tokens per minute (" + std::to_string(t.tpm) +
+           "); this request needs up to " + std::to_string(worst_tokens);
+  }
+  return "Rate limit reached for requests per minute (" + std::to_string(t.rpm) + ")";
+}
+
 std::string PriceJson(const std::string& site, double usd_per_mwh) {
   return json{{"site", site}, {"usd_per_mwh", usd_per_mwh}}.dump();
 }
@@ -41,8 +49,11 @@ std::string NewRequestId() {
 }
 
 Gateway::Gateway(fleet::Fleet& fleet, TenantDirectory tenants, GatewayOptions options)
+    : Gateway(fleet, std::make_shared<Tenancy>(std::move(tenants)), std::move(options)) {}
+
+Gateway::Gateway(fleet::Fleet& fleet, std::shared_ptr<Tenancy> tenancy, GatewayOptions options)
     : fleet_(fleet),
-      tenants_(std::move(tenants)),
+      tenancy_(std::move(tenancy)),
       options_(std::move(options)),
       metrics_(fleet, options_.grid) {}
 
@@ -76,7 +87,7 @@ net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder
     co_return;
   }
   if (path == "/v1/models") {
-    auto tenant = tenants_.Authenticate(BearerToken(request[http::field::authorization]));
+    auto tenant = tenancy_->Identify(BearerToken(request[http::field::authorization]));
     if (!tenant) {
       co_await Fail(responder, NewRequestId(), http::status::unauthorized,
                     "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
@@ -110,7 +121,10 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::Request& 
   Call call;
   call.start = std::chrono::steady_clock::now();
   call.request_id = NewRequestId();
-  call.tenant = tenants_.Authenticate(BearerToken(request[http::field::authorization]));
+  Identity identity = tenancy_->Identify(BearerToken(request[http::field::authorization]));
+  call.tenant = std::move(identity.tenant);
+  call.key_id = std::move(identity.key_id);
+  call.start_unix_ms = UnixMsNow();
   if (!call.tenant) {
     co_await Fail(responder, call.request_id, http::status::unauthorized,
                   "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
@@ -148,6 +162,21 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::Request& 
   r.priority = t.priority;
   r.ttft_target_s = t.ttft_target_s;
   r.tpot_target_s = t.tpot_target_s;
+  // Requests and tokens per minute: the worst case (prompt + the most output it may produce) is
+  // taken now and the unused part given back when the request ends.
+  const int worst_output =
+      call.parsed.max_tokens ? *call.parsed.max_tokens : options_.worst_case_output_tokens;
+  call.worst_tokens = static_cast<std::int64_t>(r.prompt_tokens) + worst_output;
+  const Admission rate = tenancy_->AdmitRate(t, call.worst_tokens);
+  if (rate.verdict != Admission::Verdict::kOk) {
+    // Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.
+    const bool tokens = rate.verdict == Admission::Verdict::kTokenLimited;
+    const std::string message = RateLimitMessage(t, tokens, call.worst_tokens);
+    const std::string_view code = tokens ? "tokens_per_minute" : "requests_per_minute";
+    co_await Fail(responder, call.request_id, http::status::too_many_requests, message,
+                  "rate_limit_error", code, rate.retry_after_s);
+    co_return;
+  }
   call.target = std::string(request.target());
   call.upstream_body = UpstreamBody(call.parsed, std::move(request.body()));
   co_await Proxy(call, responder);
@@ -232,6 +261,7 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::Request& request,
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
   if (co_await HandleGridAdmin(request, responder)) co_return;
+  if (co_await HandleTenancyAdmin(request, responder)) co_return;
   if (path == "/admin/fleet" && request.method() == http::verb::get) {
     co_await responder.Send(net::MakeResponse(http::status::ok, FleetJson(), "application/json"));
     co_return;

@@ -13,6 +13,7 @@
 #include "fleet/grid_state.h"
 #include "gateway/metrics.h"
 #include "gateway/openai_request.h"
+#include "gateway/tenancy.h"
 #include "gateway/tenants.h"
 #include "net/http_server.h"
 
@@ -26,6 +27,9 @@ struct GatewayOptions {
   // How long a request may wait for a slot when every allowed endpoint is full, before 429.
   std::chrono::milliseconds capacity_wait{2000};
   int max_attempts = 3;  // endpoints tried before the first byte reaches the client.
+  // The output a request may produce when it sets no max_tokens, for its worst-case token and
+  // budget reservations.
+  int worst_case_output_tokens = 4096;
   // The market time shown by /admin/fleet (optional).
   std::function<std::string()> market_time;
   // Grid events, hashprice and flex plans (optional: without it /admin/grid-events is 404).
@@ -36,7 +40,11 @@ struct GatewayOptions {
 struct Call {
   std::string request_id;
   std::shared_ptr<const Tenant> tenant;
+  std::string key_id;
   OpenAiRequest parsed;
+  std::int64_t worst_tokens = 0;  // taken from the tenant's per-minute token bucket.
+  double worst_usd = 0;           // reserved from the tenant's budget.
+  std::int64_t start_unix_ms = 0;
   core::Request routed;
   std::string target;
   std::string upstream_body;
@@ -45,7 +53,10 @@ struct Call {
 
 class Gateway {
  public:
+  // Tenants from the fleet file only (no store, no ledger).
   Gateway(fleet::Fleet& fleet, TenantDirectory tenants, GatewayOptions options);
+  Gateway(fleet::Fleet& fleet, std::shared_ptr<Tenancy> tenancy, GatewayOptions options);
+  Tenancy& tenancy() { return *tenancy_; }
 
   // The net::Handler for every request. Never throws.
   net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder);
@@ -67,12 +78,15 @@ class Gateway {
                                   std::string_view type, std::string_view code,
                                   int retry_after_s = 0);
   std::string FleetJson() const;
+  // /admin/tenants, /admin/keys, /admin/usage, /admin/ledger, /admin/audit (tenancy_admin.cc).
+  // Returns false when the path is not one of them.
+  net::asio::awaitable<bool> HandleTenancyAdmin(net::Request& request, net::Responder& responder);
   // /admin/grid-events and /admin/hashprice (grid_admin.cc). Returns false when the path is not
   // one of them.
   net::asio::awaitable<bool> HandleGridAdmin(net::Request& request, net::Responder& responder);
 
   fleet::Fleet& fleet_;
-  TenantDirectory tenants_;
+  std::shared_ptr<Tenancy> tenancy_;
   GatewayOptions options_;
   GatewayMetrics metrics_;
 };

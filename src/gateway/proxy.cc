@@ -17,6 +17,7 @@
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
+#include "store/records.h"
 
 namespace powerplane::gateway {
 namespace http = net::http;
@@ -28,13 +29,13 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMaxUpstreamBody = 64 * 1024 * 1024;
 
 // Counts a request in flight at an endpoint until it ends, however it ends.
-class Admission {
+class EndpointAdmission {
  public:
-  Admission(fleet::Fleet& fleet, std::uint32_t endpoint, const core::Request& request)
+  EndpointAdmission(fleet::Fleet& fleet, std::uint32_t endpoint, const core::Request& request)
       : fleet_(fleet), endpoint_(endpoint), request_(request) {}
-  ~Admission() { fleet_.Finish(endpoint_, request_); }
-  Admission(const Admission&) = delete;
-  Admission& operator=(const Admission&) = delete;
+  ~EndpointAdmission() { fleet_.Finish(endpoint_, request_); }
+  EndpointAdmission(const EndpointAdmission&) = delete;
+  EndpointAdmission& operator=(const EndpointAdmission&) = delete;
 
  private:
   fleet::Fleet& fleet_;
@@ -78,6 +79,44 @@ struct Usage {
   std::int64_t completion_tokens = 0;
 };
 
+// GPU joules of a request at the rates of its decision: prefill per prompt token, decode per
+// output token at the batch and context the router planned for.
+double GpuJoules(const core::Decision& d, const core::GpuModel& gpu, std::int64_t prompt,
+                 std::int64_t completion) {
+  return prompt * gpu.JoulesPerPromptToken() +
+         completion * gpu.JoulesPerOutputToken(d.score.batch_after, d.score.context_tokens);
+}
+
+// What a tenant is charged for a request: its energy at the site's price (never below zero) plus
+// the hardware cost of its output tokens. The same formula gives the worst case reserved at
+// admission (from max_tokens) and the charge settled at the end, so a request can never settle
+// above its reservation unless it outruns its max_tokens.
+double ChargeUsd(const core::Decision& d, const core::GpuModel& gpu, std::int64_t prompt,
+                 std::int64_t completion) {
+  const double energy =
+      core::EnergyCostUsd(GpuJoules(d, gpu, prompt, completion), d.score.usd_per_mwh, d.score.pue);
+  return std::max(0.0, energy) + completion * d.score.hardware_usd_per_token;
+}
+
+std::string OverBudgetMessage(double budget_usd) {
+  return "You exceeded your current quota: this request could take the tenant over its budget "
+         "of " + fmt::format("{:.6g}", budget_usd) + " USD for this period";
+}
+
+// Commits the ledger row and resumes once it is durable (true) or given up on (false).
+asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
+  if (!tenancy.has_store()) co_return true;
+  auto executor = co_await asio::this_coro::executor;
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
+      [&tenancy, &row, executor](auto handler) {
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        tenancy.Record(std::move(row), [shared, executor](bool durable) {
+          asio::post(executor, [shared, durable]() mutable { std::move (*shared)(durable); });
+        });
+      },
+      asio::use_awaitable);
+}
+
 }  // namespace
 
 asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
@@ -86,6 +125,12 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   int attempts = 0;
   core::NoPlacement last_why = core::NoPlacement::kNone;
+  const Tenant& tenant = *call.tenant;
+  bool spend_reserved = false;
+  // Whatever was taken at admission is given back unless a relay settled it.
+  auto give_back = [&] {
+    tenancy_->Cancel(tenant, call.worst_tokens, call.worst_usd, spend_reserved);
+  };
   while (attempts < options_.max_attempts) {
     core::Decision d = fleet_.RouteAndAdmit(call.routed, excluded);
     if (!d.placed) {
@@ -100,7 +145,28 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
       break;
     }
     metrics_.RecordPlaced(d.meets_targets);
-    Admission admission(fleet_, d.endpoint_index, call.routed);
+    EndpointAdmission admission(fleet_, d.endpoint_index, call.routed);
+    if (!spend_reserved) {
+      // The budget is reserved at the first placement's price, for the worst case.
+      call.worst_usd = ChargeUsd(d, *fleet_.endpoint(d.endpoint_index).gpu,
+                                 call.routed.prompt_tokens,
+                                 call.worst_tokens - call.routed.prompt_tokens);
+      const Admission spend = tenancy_->AdmitSpend(tenant, call.worst_usd);
+      if (spend.verdict != Admission::Verdict::kOk) {
+        tenancy_->Cancel(tenant, call.worst_tokens, 0, false);
+        const bool over_budget = spend.verdict == Admission::Verdict::kOverBudget;
+        const std::string message =
+            over_budget ? OverBudgetMessage(tenant.budget_usd)
+                        : std::string("the usage ledger is behind; retry shortly");
+        co_await Fail(responder, call.request_id,
+                      over_budget ? http::status::too_many_requests
+                                  : http::status::service_unavailable,
+                      message, over_budget ? "insufficient_quota" : "server_error",
+                      over_budget ? "insufficient_quota" : "ledger_backlog", spend.retry_after_s);
+        co_return;
+      }
+      spend_reserved = true;
+    }
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("{} tenant={} -> {} ({} USD/Mtok, ttft {:.0f} ms)", call.request_id,
                     call.tenant->id, fleet_.endpoint(d.endpoint_index).id,
@@ -110,6 +176,7 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
     excluded.push_back(d.endpoint_index);
     ++attempts;
   }
+  give_back();
   if (attempts >= options_.max_attempts) {
     co_await Fail(responder, call.request_id, http::status::bad_gateway,
                   "no endpoint answered after " + std::to_string(attempts) + " attempts",
@@ -235,6 +302,50 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (reusable && decoder.done()) net::Release(std::move(conn));
   };
 
+  Usage usage;
+  double ttft_s = -1;
+  auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+  };
+  // The end of a request that reached an engine: meters it, settles the tenant's reservations
+  // and makes its ledger row durable before the client's last byte is sent.
+  auto finish = [&](std::string_view outcome) -> asio::awaitable<void> {
+    if (!usage.reported && usage.prompt_tokens == 0) usage.prompt_tokens = call.routed.prompt_tokens;
+    const core::GpuModel& gpu = *endpoint.gpu;
+    const double gpu_joules = GpuJoules(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    const double cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
+    const double charged = ChargeUsd(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    const double elapsed_s = since_start();
+    tenancy_->Settle(*call.tenant, call.worst_tokens,
+                     usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
+    if (outcome == "ok") {
+      metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
+                            elapsed_s, gpu_joules * d.score.pue, cost);
+      metrics_.RecordOk(d.site_index);
+    }
+    store::LedgerRow row;
+    row.request_id = call.request_id;
+    row.tenant = call.tenant->id;
+    row.key_id = call.key_id;
+    row.model = call.parsed.model;
+    row.site = site.id;
+    row.endpoint = endpoint.id;
+    row.priority_class = std::string(core::ToString(call.tenant->priority));
+    row.prompt_tokens = usage.prompt_tokens;
+    row.completion_tokens = usage.completion_tokens;
+    row.start_unix_ms = call.start_unix_ms;
+    row.end_unix_ms = call.start_unix_ms + static_cast<std::int64_t>(elapsed_s * 1e3);
+    row.ttft_ms = ttft_s >= 0 ? ttft_s * 1e3 : 0;
+    row.joules = gpu_joules * d.score.pue;
+    row.usd_per_mwh = d.score.usd_per_mwh;
+    row.energy_cost_usd = cost;
+    row.charged_usd = charged;
+    row.outcome = std::string(outcome);
+    if (!co_await RecordDurably(*tenancy_, std::move(row))) {
+      spdlog::error("{}: ledger row not durable", call.request_id);
+    }
+  };
+
   if (status != 200) {
     conn->stream.expires_after(options_.upstream_header_timeout);
     if (co_await read_all()) release_if_reusable();
@@ -242,6 +353,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       spdlog::warn("{}: endpoint {} answered {}", call.request_id, endpoint.id, status);
       co_return false;  // overloaded or broken: try the next best endpoint.
     }
+    usage.reported = true;  // nothing was generated.
+    const std::string outcome = "upstream_status_" + std::to_string(status);
+    co_await finish(outcome);
     auto res = net::MakeResponse(static_cast<http::status>(status),
                                  NormalizeError(decoded, status), "application/json");
     SetPlacementHeaders(res, call.request_id, site.id, endpoint.id);
@@ -249,12 +363,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     co_await responder.Send(std::move(res));
     co_return true;
   }
-
-  Usage usage;
-  double ttft_s = -1;
-  auto since_start = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
-  };
 
   if (!call.parsed.stream) {
     conn->stream.expires_after(options_.upstream_header_timeout);
@@ -269,93 +377,89 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     SetPlacementHeaders(res, call.request_id, site.id, endpoint.id);
     res.body() = std::move(decoded);
     ttft_s = since_start();
+    co_await finish("ok");
     co_await responder.Send(std::move(res));
-  } else {
-    http::response<http::empty_body> header{http::status::ok, 11};
-    header.set(http::field::content_type, "text/event-stream");
-    header.set(http::field::cache_control, "no-cache");
-    SetPlacementHeaders(header, call.request_id, site.id, endpoint.id);
-    if (!co_await responder.StartStream(std::move(header))) co_return true;
-
-    SseSplitter splitter;
-    std::string out;
-    std::int64_t content_events = 0;
-    bool done_seen = false, broken = false, client_gone = false;
-    // The idle timeout between upstream reads is re-armed at most once a second: arming a timer
-    // per read costs more than the read.
-    auto armed = std::chrono::steady_clock::now();
-    conn->stream.expires_after(options_.upstream_header_timeout);
-    while (!decoder.done()) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - armed > std::chrono::seconds(1)) {
-        conn->stream.expires_after(options_.upstream_header_timeout);
-        armed = now;
-      }
-      if (!co_await pump()) {
-        broken = true;
-        break;
-      }
-      splitter.Feed(decoded);
-      decoded.clear();
-      std::string_view event;
-      while (splitter.Next(&event)) {
-        const EventInfo info = InspectEvent(event);
-        if (info.has_usage) {
-          usage.reported = true;
-          usage.prompt_tokens = info.prompt_tokens;
-          usage.completion_tokens = info.completion_tokens;
-        }
-        if (!call.parsed.include_usage) {
-          if (info.usage_only) continue;  // the client did not ask for usage.
-          // Without include_usage, OpenAI's chunks carry no "usage" member at all.
-          if (auto at = event.find(R"(,"usage":null)"); at != std::string_view::npos) {
-            out.append(event.substr(0, at));
-            event.remove_prefix(at + 13);
-          }
-        }
-        if (info.content) {
-          if (ttft_s < 0) ttft_s = since_start();
-          ++content_events;
-        }
-        if (info.done) done_seen = true;
-        out.append(event);
-      }
-      if (decoder.done()) break;  // the last bytes go out with the end of the stream.
-      if (!out.empty()) {
-        if (!co_await responder.WriteChunk(out)) {
-          client_gone = true;
-          break;
-        }
-        out.clear();
-      }
-    }
-    if (broken && !done_seen) {
-      // The engine died mid-stream: end the stream the way OpenAI clients understand.
-      spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
-                   content_events);
-      fleet_.MarkFailure(ep, "stream broke");
-      out += "data: " +
-             net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
-                            "upstream_stream_broken") +
-             "\n\ndata: [DONE]\n\n";
-    }
-    if (!client_gone) co_await responder.EndStream(out);
-    // A finished upstream response on a kept-alive connection goes back to the pool; a client
-    // that left closes the upstream connection, which cancels the work at the engine.
-    if (!broken && !client_gone) release_if_reusable();
-    if (!usage.reported) usage.completion_tokens = content_events;
+    co_return true;
   }
 
-  if (!usage.reported) usage.prompt_tokens = call.routed.prompt_tokens;
-  const core::GpuModel& gpu = *endpoint.gpu;
-  const double gpu_joules =
-      usage.prompt_tokens * gpu.JoulesPerPromptToken() +
-      usage.completion_tokens * gpu.JoulesPerOutputToken(d.score.batch_after,
-                                                         d.score.context_tokens);
-  const double cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
-  metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
-                        since_start(), gpu_joules * d.score.pue, cost);
-  metrics_.RecordOk(d.site_index);
+  http::response<http::empty_body> header{http::status::ok, 11};
+  header.set(http::field::content_type, "text/event-stream");
+  header.set(http::field::cache_control, "no-cache");
+  SetPlacementHeaders(header, call.request_id, site.id, endpoint.id);
+  if (!co_await responder.StartStream(std::move(header))) {
+    co_await finish("client_cancelled");
+    co_return true;
+  }
+
+  SseSplitter splitter;
+  std::string out;
+  std::int64_t content_events = 0;
+  bool done_seen = false, broken = false, client_gone = false;
+  // The idle timeout between upstream reads is re-armed at most once a second: arming a timer
+  // per read costs more than the read.
+  auto armed = std::chrono::steady_clock::now();
+  conn->stream.expires_after(options_.upstream_header_timeout);
+  while (!decoder.done()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - armed > std::chrono::seconds(1)) {
+      conn->stream.expires_after(options_.upstream_header_timeout);
+      armed = now;
+    }
+    if (!co_await pump()) {
+      broken = true;
+      break;
+    }
+    splitter.Feed(decoded);
+    decoded.clear();
+    std::string_view event;
+    while (splitter.Next(&event)) {
+      const EventInfo info = InspectEvent(event);
+      if (info.has_usage) {
+        usage.reported = true;
+        usage.prompt_tokens = info.prompt_tokens;
+        usage.completion_tokens = info.completion_tokens;
+      }
+      if (!call.parsed.include_usage) {
+        if (info.usage_only) continue;  // the client did not ask for usage.
+        // Without include_usage, OpenAI's chunks carry no "usage" member at all.
+        if (auto at = event.find(R"(,"usage":null)"); at != std::string_view::npos) {
+          out.append(event.substr(0, at));
+          event.remove_prefix(at + 13);
+        }
+      }
+      if (info.content) {
+        if (ttft_s < 0) ttft_s = since_start();
+        ++content_events;
+      }
+      if (info.done) done_seen = true;
+      out.append(event);
+    }
+    if (decoder.done()) break;  // the last bytes go out with the end of the stream.
+    if (!out.empty()) {
+      if (!co_await responder.WriteChunk(out)) {
+        client_gone = true;
+        break;
+      }
+      out.clear();
+    }
+  }
+  if (broken && !done_seen) {
+    // The engine died mid-stream: end the stream the way OpenAI clients understand.
+    spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
+                 content_events);
+    fleet_.MarkFailure(ep, "stream broke");
+    out += "data: " +
+           net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
+                          "upstream_stream_broken") +
+           "\n\ndata: [DONE]\n\n";
+  }
+  if (!usage.reported) usage.completion_tokens = content_events;
+  // The ledger records what was delivered, durably, before the stream's last bytes go out.
+  co_await finish(client_gone ? "client_cancelled" : broken && !done_seen ? "stream_broken" : "ok");
+  if (!client_gone) co_await responder.EndStream(out);
+  // A finished upstream response on a kept-alive connection goes back to the pool; a client
+  // that left closes the upstream connection, which cancels the work at the engine.
+  if (!broken && !client_gone) release_if_reusable();
   co_return true;
 }
 

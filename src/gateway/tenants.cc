@@ -6,15 +6,30 @@ namespace powerplane::gateway {
 
 void TenantDirectory::Add(Tenant tenant, const std::vector<std::string>& key_sha256) {
   auto shared = std::make_shared<const Tenant>(std::move(tenant));
-  for (const auto& h : key_sha256) by_hash_[h] = shared;
+  by_id_[shared->id] = shared;
+  for (std::size_t i = 0; i < key_sha256.size(); ++i) {
+    by_hash_[key_sha256[i]] = {shared, "cfg_" + shared->id + "_" + std::to_string(i)};
+  }
 }
 
-std::shared_ptr<const Tenant> TenantDirectory::Authenticate(std::string_view api_key) const {
-  if (api_key.empty()) return nullptr;
+void TenantDirectory::AddKey(std::shared_ptr<const Tenant> tenant, std::string key_sha256,
+                             std::string key_id) {
+  by_id_[tenant->id] = tenant;
+  by_hash_[std::move(key_sha256)] = {std::move(tenant), std::move(key_id)};
+}
+
+Identity TenantDirectory::Authenticate(std::string_view api_key) const {
+  if (api_key.empty()) return {};
   const std::string hash = fleet::Sha256Hex(api_key);
-  if (hash.empty()) return nullptr;  // hashing failed: refuse rather than guess.
+  if (hash.empty()) return {};  // hashing failed: refuse rather than guess.
   auto it = by_hash_.find(hash);
-  return it == by_hash_.end() ? nullptr : it->second;
+  if (it == by_hash_.end()) return {};
+  return {it->second.tenant, it->second.key_id};
+}
+
+std::shared_ptr<const Tenant> TenantDirectory::Find(std::string_view tenant_id) const {
+  auto it = by_id_.find(std::string(tenant_id));
+  return it == by_id_.end() ? nullptr : it->second;
 }
 
 std::string_view BearerToken(std::string_view authorization) {

@@ -8,6 +8,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/limits.h"
 #include "core/types.h"
 
 namespace powerplane::gateway {
@@ -18,18 +19,38 @@ struct Tenant {
   core::PriorityClass priority = core::PriorityClass::kInteractive;
   double ttft_target_s = 1.0;
   double tpot_target_s = 0.05;
+  std::int64_t rpm = 0;  // requests per minute; 0 = unlimited.
+  std::int64_t tpm = 0;  // tokens (prompt + completion) per minute; 0 = unlimited.
+  double budget_usd = 0;  // per period; 0 = none.
+  core::BudgetPeriod budget_period = core::BudgetPeriod::kNone;
+};
+
+// Who called: the tenant and the id of the key used.
+struct Identity {
+  std::shared_ptr<const Tenant> tenant;
+  std::string key_id;
+  explicit operator bool() const { return tenant != nullptr; }
 };
 
 class TenantDirectory {
  public:
-  // Registers `tenant` under each hex SHA-256 key hash.
+  // Registers `tenant` under each hex SHA-256 key hash (key ids "cfg_<tenant>_<n>").
   void Add(Tenant tenant, const std::vector<std::string>& key_sha256);
-  // The tenant whose key this is, or null.
-  std::shared_ptr<const Tenant> Authenticate(std::string_view api_key) const;
+  // Registers one key of an already registered tenant.
+  void AddKey(std::shared_ptr<const Tenant> tenant, std::string key_sha256, std::string key_id);
+  // The tenant whose key this is, or an empty identity.
+  Identity Authenticate(std::string_view api_key) const;
+  // By tenant id, or null.
+  std::shared_ptr<const Tenant> Find(std::string_view tenant_id) const;
   std::size_t size() const { return by_hash_.size(); }
 
  private:
-  std::unordered_map<std::string, std::shared_ptr<const Tenant>> by_hash_;
+  struct Entry {
+    std::shared_ptr<const Tenant> tenant;
+    std::string key_id;
+  };
+  std::unordered_map<std::string, Entry> by_hash_;
+  std::unordered_map<std::string, std::shared_ptr<const Tenant>> by_id_;
 };
 
 // The key from "Authorization: Bearer <key>", or empty.

@@ -6,6 +6,8 @@
 #include <boost/asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <future>
 #include <map>
@@ -20,6 +22,8 @@
 #include "grid/generation.h"
 #include "fleet/prober.h"
 #include "gateway/gateway.h"
+#include "gateway/tenancy.h"
+#include "store/store.h"
 #include "grid/market_clock.h"
 #include "grid/price_loaders.h"
 #include "grid/time.h"
@@ -55,7 +59,12 @@ struct Runtime::Parts {
   std::vector<engine::EngineOptions> engine_options;             // to restart them.
   std::vector<std::int64_t> engine_of_endpoint;                  // -1 = external.
   std::unique_ptr<fleet::Fleet> fleet;
+  std::shared_ptr<gateway::Tenancy> tenancy;
   std::unique_ptr<gateway::Gateway> gateway;
+  // Polls the store for tenant and key changes (revocations from any gateway) and resyncs budgets.
+  std::thread tenancy_poller;
+  std::mutex poll_mu;
+  std::condition_variable poll_wake;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<fleet::Prober> prober;
   std::unique_ptr<net::asio::steady_timer> price_timer;
@@ -283,6 +292,29 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     tenants.Add({t.id, t.jurisdictions, t.priority, t.ttft_target_ms / 1e3, t.tpot_target_ms / 1e3},
                 t.key_sha256);
   }
+  if (!options.state_dir.empty() || !options.store_url.empty()) {
+    auto st = store::Store::Open(options.store_url, options.state_dir);
+    if (!st) return std::unexpected("store: " + st.error());
+    // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
+    // tenants and keys made through the admin API live beside them).
+    for (const auto& t : config.tenants) {
+      store::TenantRecord r;
+      r.id = t.id;
+      r.jurisdictions = t.jurisdictions;
+      r.priority_class = std::string(core::ToString(t.priority));
+      r.latency_target_ms = static_cast<std::int64_t>(t.ttft_target_ms);
+      if (auto ok = (*st)->PutTenant(r); !ok) return std::unexpected("store: " + ok.error());
+      for (std::size_t i = 0; i < t.key_sha256.size(); ++i) {
+        auto ok = (*st)->AddKeyHash(t.id, t.key_sha256[i], "cfg_" + t.id + "_" + std::to_string(i));
+        if (!ok) return std::unexpected("store: " + ok.error());
+      }
+    }
+    auto tenancy = gateway::Tenancy::WithStore(std::move(*st));
+    if (!tenancy) return std::unexpected(tenancy.error());
+    p.tenancy = std::move(*tenancy);
+  } else {
+    p.tenancy = std::make_shared<gateway::Tenancy>(std::move(tenants));
+  }
   gateway::GatewayOptions go;
   go.admin_key_sha256 = config.admin_key_sha256;
   go.default_output_tokens = config.default_output_tokens;
@@ -290,7 +322,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   go.market_time = [market = p.market.get()] {
     return grid::FormatUtc(market->MarketTime(Clock::now()));
   };
-  p.gateway = std::make_unique<gateway::Gateway>(*p.fleet, std::move(tenants), go);
+  p.gateway = std::make_unique<gateway::Gateway>(*p.fleet, p.tenancy, go);
   p.demo_keys = config.admin_key_sha256 == fleet::Sha256Hex("pp-admin-key");
 
   const std::string listen = options.listen.empty() ? config.listen : options.listen;
@@ -299,9 +331,12 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     return std::unexpected("listen address '" + listen + "': want HOST:PORT");
   }
   try {
+    net::ServerOptions so;
+    so.tls_cert_file = options.tls_cert_file;
+    so.tls_key_file = options.tls_key_file;
     p.server = std::make_unique<net::HttpServer>(
         p.gateway_pool->Executors(),
-        net::tcp::endpoint(net::asio::ip::make_address(p.host), port), p.gateway->handler());
+        net::tcp::endpoint(net::asio::ip::make_address(p.host), port), p.gateway->handler(), so);
   } catch (const std::exception& e) {
     return std::unexpected("cannot listen on " + listen + ": " + e.what());
   }
@@ -345,6 +380,17 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     p.ven = std::move(*ven);
     p.ven->Start();
   }
+  if (p.tenancy->has_store()) {
+    p.tenancy_poller = std::thread([&p] {
+      std::unique_lock lock(p.poll_mu);
+      while (!p.stopped) {
+        lock.unlock();
+        p.tenancy->Poll();
+        lock.lock();
+        p.poll_wake.wait_for(lock, std::chrono::milliseconds(250), [&p] { return p.stopped.load(); });
+      }
+    });
+  }
   p.gateway_pool->Start();
   return rt;
 }
@@ -367,12 +413,18 @@ void Runtime::Stop() {
   }
   if (p.gateway_pool) p.gateway_pool->Stop();
   if (p.engine_pool) p.engine_pool->Stop();
+  {
+    std::lock_guard lock(p.poll_mu);
+  }
+  p.poll_wake.notify_all();
+  if (p.tenancy_poller.joinable()) p.tenancy_poller.join();
 }
 
 unsigned short Runtime::port() const { return parts_->server->port(); }
 std::string Runtime::host() const { return parts_->host; }
 fleet::Fleet& Runtime::fleet() { return *parts_->fleet; }
 fleet::GridState& Runtime::grid() { return *parts_->grid_state; }
+gateway::Tenancy& Runtime::tenancy() { return *parts_->tenancy; }
 std::size_t Runtime::emulated_engines() const { return parts_->engines.size(); }
 
 void Runtime::StopEngine(std::size_t endpoint) {

@@ -15,6 +15,10 @@ class Fleet;
 class GridState;
 }
 
+namespace powerplane::gateway {
+class Tenancy;
+}
+
 namespace powerplane::runtime {
 
 struct UpOptions {
@@ -28,6 +32,13 @@ struct UpOptions {
   std::string openadr_vtn;
   std::string openadr_client_id;
   std::string openadr_client_secret;
+  // The tenancy store: SQLite in `state_dir` (powerplane.db), or `store_url` (postgresql://...)
+  // when set. Both empty = no store: the fleet file's tenants only, no ledger.
+  std::filesystem::path state_dir;
+  std::string store_url;
+  // TLS for the API (both PEM files, or neither).
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 class Runtime {
@@ -43,6 +54,8 @@ class Runtime {
   std::string host() const;
   fleet::Fleet& fleet();
   fleet::GridState& grid();
+  // The gateway's tenancy (tenants, limits, ledger); its store is null without one.
+  gateway::Tenancy& tenancy();
   std::size_t emulated_engines() const;
   // Stops or restarts one emulated engine (by fleet endpoint index), to exercise failover.
   void StopEngine(std::size_t endpoint);

@@ -1,0 +1,263 @@
+#include "gateway/tenancy.h"
+
+#include <spdlog/spdlog.h>
+
+#include <cmath>
+
+namespace powerplane::gateway {
+
+std::int64_t UnixMsNow() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+double NowS() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+int RetryAfter(double wait_s) {
+  if (!std::isfinite(wait_s)) return 60;
+  return std::max(1, static_cast<int>(std::ceil(wait_s)));
+}
+}  // namespace
+
+Tenant TenantFromRecord(const store::TenantRecord& r) {
+  Tenant t;
+  t.id = r.id;
+  t.jurisdictions = r.jurisdictions;
+  core::ParsePriorityClass(r.priority_class, &t.priority);
+  if (r.latency_target_ms > 0) t.ttft_target_s = r.latency_target_ms / 1e3;
+  t.rpm = r.rpm;
+  t.tpm = r.tpm;
+  t.budget_usd = r.budget_usd;
+  core::ParseBudgetPeriod(r.budget_period, &t.budget_period);
+  return t;
+}
+
+Tenancy::Tenancy(TenantDirectory config_tenants)
+    : directory_(std::make_shared<const TenantDirectory>(std::move(config_tenants))) {}
+
+std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
+    std::unique_ptr<store::Store> store, TenancyOptions options) {
+  std::unique_ptr<Tenancy> t(new Tenancy());
+  auto writer = store::LedgerWriter::Start(*store, options.ledger_capacity);
+  if (!writer) return std::unexpected("ledger: " + writer.error());
+  t->ledger_ = std::move(*writer);
+  t->store_ = std::move(store);
+  if (auto r = t->Reload(); !r) return std::unexpected(r.error());
+  Tenancy* self = t.get();
+  t->audit_thread_ = std::thread([self] {
+    std::unique_lock lock(self->audit_mu_);
+    while (true) {
+      self->audit_wake_.wait(lock, [self] {
+        return self->audit_stopping_ || !self->audit_queue_.empty();
+      });
+      std::vector<store::AuditRow> rows;
+      rows.swap(self->audit_queue_);
+      const bool stopping = self->audit_stopping_;
+      lock.unlock();
+      for (const auto& row : rows) {
+        if (auto r = self->store_->AppendAudit(row); !r) {
+          spdlog::warn("audit: {} ({} {})", r.error(), row.action, row.detail);
+        }
+      }
+      lock.lock();
+      if (stopping && self->audit_queue_.empty()) return;
+    }
+  });
+  return t;
+}
+
+Tenancy::~Tenancy() {
+  if (audit_thread_.joinable()) {
+    {
+      std::lock_guard lock(audit_mu_);
+      audit_stopping_ = true;
+    }
+    audit_wake_.notify_one();
+    audit_thread_.join();
+  }
+  if (ledger_) ledger_->Stop();
+}
+
+std::shared_ptr<const TenantDirectory> Tenancy::directory() const {
+  std::lock_guard lock(directory_mu_);
+  return directory_;
+}
+
+Identity Tenancy::Identify(std::string_view api_key) const {
+  return directory()->Authenticate(api_key);
+}
+
+std::expected<void, std::string> Tenancy::Reload() {
+  if (!store_) return {};
+  auto version = store_->Version();
+  if (!version) return std::unexpected("store: " + version.error());
+  auto tenants = store_->Tenants();
+  if (!tenants) return std::unexpected("store: " + tenants.error());
+  auto keys = store_->Keys();
+  if (!keys) return std::unexpected("store: " + keys.error());
+  auto dir = std::make_shared<TenantDirectory>();
+  std::unordered_map<std::string, std::shared_ptr<const Tenant>> by_id;
+  for (const auto& r : *tenants) {
+    by_id[r.id] = std::make_shared<const Tenant>(TenantFromRecord(r));
+  }
+  for (const auto& k : *keys) {
+    if (k.revoked) continue;
+    auto it = by_id.find(k.tenant);
+    if (it != by_id.end()) dir->AddKey(it->second, k.key_sha256, k.id);
+  }
+  {
+    std::lock_guard lock(directory_mu_);
+    directory_ = std::move(dir);
+    version_ = *version;
+  }
+  // Limits follow the records: a changed rpm, tpm or budget takes effect now.
+  std::lock_guard lock(mu_);
+  for (auto& [id, limits] : limits_) {
+    auto it = by_id.find(id);
+    if (it == by_id.end()) continue;
+    const Tenant& t = *it->second;
+    limits.rpm = core::MinuteBucket(static_cast<double>(t.rpm));
+    limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
+    if (limits.budget.budget_usd() != t.budget_usd || limits.budget.period() != t.budget_period) {
+      core::BudgetBook book(t.budget_usd, t.budget_period);
+      book.TryReserve(limits.budget.reserved_usd(), UnixMsNow());
+      book.Resync(limits.budget.settled_usd());
+      limits.budget = book;
+    }
+  }
+  return {};
+}
+
+void Tenancy::Poll(std::chrono::milliseconds resync_every) {
+  if (!store_) return;
+  auto version = store_->Version();
+  std::int64_t known;
+  {
+    std::lock_guard lock(directory_mu_);
+    known = version_;
+  }
+  if (version && *version != known) {
+    if (auto r = Reload(); !r) spdlog::warn("tenancy: reload failed: {}", r.error());
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_resync_ < resync_every) return;
+  last_resync_ = now;
+  std::vector<std::pair<std::string, std::int64_t>> budgeted;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, limits] : limits_) {
+      if (!limits.budget.unlimited()) {
+        limits.budget.Roll(UnixMsNow());
+        budgeted.emplace_back(id, limits.budget.period_start_ms());
+      }
+    }
+  }
+  for (const auto& [id, since] : budgeted) {
+    auto charged = store_->ChargedUsd(id, since);
+    if (!charged) continue;
+    std::lock_guard lock(mu_);
+    auto it = limits_.find(id);
+    if (it != limits_.end() && it->second.budget.period_start_ms() == since) {
+      it->second.budget.Resync(*charged);
+    }
+  }
+}
+
+Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
+  auto it = limits_.find(tenant.id);
+  if (it != limits_.end()) return it->second;
+  Limits l{core::MinuteBucket(static_cast<double>(tenant.rpm)),
+           core::MinuteBucket(static_cast<double>(tenant.tpm)),
+           core::BudgetBook(tenant.budget_usd, tenant.budget_period)};
+  auto& limits = limits_.emplace(tenant.id, l).first->second;
+  if (store_ && !limits.budget.unlimited()) {
+    // The period's spend so far, from the ledger (every gateway's rows).
+    limits.budget.Roll(UnixMsNow());
+    if (auto charged = store_->ChargedUsd(tenant.id, limits.budget.period_start_ms())) {
+      limits.budget.Resync(*charged);
+    }
+  }
+  return limits;
+}
+
+Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
+  if (tenant.rpm <= 0 && tenant.tpm <= 0) return {Admission::Verdict::kOk};
+  const double now = NowS();
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  if (double wait = l.rpm.TryTake(1, now); wait > 0) {
+    return {Admission::Verdict::kRateLimited, RetryAfter(wait)};
+  }
+  if (double wait = l.tpm.TryTake(static_cast<double>(worst_tokens), now); wait > 0) {
+    l.rpm.Refund(1, now);
+    return {Admission::Verdict::kTokenLimited, RetryAfter(wait)};
+  }
+  return {Admission::Verdict::kOk};
+}
+
+Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
+  if (ledger_ && !ledger_->TryReserve()) return {Admission::Verdict::kLedgerFull, 1};
+  if (tenant.budget_usd <= 0) return {Admission::Verdict::kOk};
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  if (!l.budget.TryReserve(worst_usd, UnixMsNow())) {
+    if (ledger_) ledger_->Release();
+    return {Admission::Verdict::kOverBudget, 0};
+  }
+  return {Admission::Verdict::kOk};
+}
+
+void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd,
+                     bool had_slot) {
+  if (had_slot && ledger_) ledger_->Release();
+  if (tenant.rpm <= 0 && tenant.tpm <= 0 && tenant.budget_usd <= 0) return;
+  const double now = NowS();
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  l.rpm.Refund(1, now);
+  l.tpm.Refund(static_cast<double>(worst_tokens), now);
+  if (had_slot && tenant.budget_usd > 0) l.budget.Settle(worst_usd, 0);
+}
+
+void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64_t used_tokens,
+                     double worst_usd, double charged_usd) {
+  if (tenant.tpm <= 0 && tenant.budget_usd <= 0) return;
+  const double now = NowS();
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  if (used_tokens <= worst_tokens) {
+    l.tpm.Refund(static_cast<double>(worst_tokens - used_tokens), now);
+  } else {
+    l.tpm.Charge(static_cast<double>(used_tokens - worst_tokens), now);
+  }
+  if (tenant.budget_usd > 0) l.budget.Settle(worst_usd, charged_usd);
+}
+
+void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
+  if (!ledger_) {
+    done(true);
+    return;
+  }
+  ledger_->Commit(std::move(row), std::move(done));
+}
+
+void Tenancy::Audit(std::string actor, std::string action, std::string detail) {
+  if (!store_) {
+    spdlog::info("audit: {} {} {}", actor, action, detail);
+    return;
+  }
+  {
+    std::lock_guard lock(audit_mu_);
+    audit_queue_.push_back({UnixMsNow(), std::move(actor), std::move(action), std::move(detail)});
+  }
+  audit_wake_.notify_one();
+}
+
+store::LedgerWriter::Counters Tenancy::ledger_counters() const {
+  return ledger_ ? ledger_->counters() : store::LedgerWriter::Counters{};
+}
+
+}  // namespace powerplane::gateway

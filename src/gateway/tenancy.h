@@ -1,0 +1,106 @@
+#pragma once
+// Tenancy for the gateway: who a key belongs to (from the fleet file, or from the durable store
+// when there is one, reloaded when the store's version moves), each tenant's requests- and
+// tokens-per-minute buckets and budget book, the ledger (one durable row per request, written
+// in group commits off the hot path) and the audit log. Thread-safe.
+
+#include <chrono>
+#include <condition_variable>
+#include <expected>
+#include <thread>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/limits.h"
+#include "gateway/tenants.h"
+#include "store/ledger_writer.h"
+#include "store/store.h"
+
+namespace powerplane::gateway {
+
+struct TenancyOptions {
+  std::size_t ledger_capacity = 65536;  // requests in flight with a ledger slot, at most.
+};
+
+// The answer to "may this request start?".
+struct Admission {
+  enum class Verdict { kOk, kRateLimited, kTokenLimited, kOverBudget, kLedgerFull } verdict;
+  int retry_after_s = 0;
+};
+
+class Tenancy {
+ public:
+  // Without a store: the fleet file's tenants only, no ledger.
+  explicit Tenancy(TenantDirectory config_tenants);
+  // With a store: tenants and keys come from it (the fleet file's are seeded into it by the
+  // caller); rows go to its ledger.
+  static std::expected<std::unique_ptr<Tenancy>, std::string> WithStore(
+      std::unique_ptr<store::Store> store, TenancyOptions options = {});
+  ~Tenancy();
+
+  Identity Identify(std::string_view api_key) const;
+  std::shared_ptr<const TenantDirectory> directory() const;
+
+  // Takes one request and `worst_tokens` from the tenant's per-minute buckets.
+  Admission AdmitRate(const Tenant& tenant, std::int64_t worst_tokens);
+  // Reserves a ledger slot and `worst_usd` of the tenant's budget.
+  Admission AdmitSpend(const Tenant& tenant, double worst_usd);
+  // Gives back what AdmitRate and AdmitSpend took, for a request that never started.
+  void Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd, bool had_slot);
+  // A request ended: settles tokens and spend against what was reserved.
+  void Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64_t used_tokens,
+              double worst_usd, double charged_usd);
+  // Writes the row (in a reserved slot) and calls `done(durable)` once it is committed (from the
+  // writer thread). Without a store, calls done(true) at once.
+  void Record(store::LedgerRow row, std::function<void(bool)> done);
+  bool has_store() const { return store_ != nullptr; }
+  store::Store* store() const { return store_.get(); }
+
+  // Appends to the audit log off the caller's thread (a no-op without a store).
+  void Audit(std::string actor, std::string action, std::string detail);
+
+  // Reloads tenants and keys when the store's version moved, and every `resync_every` re-reads
+  // each budgeted tenant's settled spend (other gateways' included). Call every ~250 ms.
+  void Poll(std::chrono::milliseconds resync_every = std::chrono::milliseconds(1000));
+  // Reloads now (after a local change).
+  std::expected<void, std::string> Reload();
+
+  store::LedgerWriter::Counters ledger_counters() const;
+
+ private:
+  struct Limits {
+    core::MinuteBucket rpm, tpm;
+    core::BudgetBook budget;
+  };
+  Tenancy() = default;
+  Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
+
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<store::LedgerWriter> ledger_;
+  mutable std::mutex directory_mu_;
+  std::shared_ptr<const TenantDirectory> directory_;
+  std::int64_t version_ = -1;
+  std::mutex mu_;
+  std::unordered_map<std::string, Limits> limits_;
+  std::chrono::steady_clock::time_point last_resync_{};
+  // The audit log's own writer.
+  std::mutex audit_mu_;
+  std::condition_variable audit_wake_;
+  std::vector<store::AuditRow> audit_queue_;
+  bool audit_stopping_ = false;
+  std::thread audit_thread_;
+};
+
+// The tenant a store record describes.
+Tenant TenantFromRecord(const store::TenantRecord& r);
+
+// Unix milliseconds now (UTC), for ledger rows and budget periods.
+std::int64_t UnixMsNow();
+
+}  // namespace powerplane::gateway

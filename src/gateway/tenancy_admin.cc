@@ -1,0 +1,315 @@
+// The admin API of tenancy: tenants (POST/GET /admin/tenants), keys (POST/GET /admin/keys,
+// DELETE /admin/keys/{id}), usage (GET /admin/usage), the ledger (GET /admin/ledger) and the audit
+// log (GET /admin/audit). Store calls block this I/O thread briefly: admin calls are rare.
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "gateway/gateway.h"
+#include "grid/time.h"
+
+namespace powerplane::gateway {
+namespace http = net::http;
+using json = nlohmann::json;
+namespace {
+
+// A query parameter's raw value ("" when absent). Values are not percent-decoded: ids and
+// timestamps here need no escaping (a '+' in an offset may be sent as %2B, which is decoded).
+std::string QueryParam(std::string_view target, std::string_view name) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name && eq != std::string_view::npos) {
+      std::string value(pair.substr(eq + 1));
+      for (std::size_t at; (at = value.find("%2B")) != std::string::npos;) value.replace(at, 3, "+");
+      for (std::size_t at; (at = value.find("%3A")) != std::string::npos;) value.replace(at, 3, ":");
+      return value;
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+// A time bound: unix milliseconds or an ISO 8601 timestamp; `fallback` when absent.
+std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
+                                                   std::int64_t fallback) {
+  const std::string v = QueryParam(target, name);
+  if (v.empty()) return fallback;
+  std::int64_t ms = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+  if (ec == std::errc() && end == v.data() + v.size()) return ms;
+  auto t = grid::ParseUtcTimestamp(v);
+  if (!t) return std::unexpected(std::string(name) + ": " + t.error());
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
+}
+
+std::string IsoMs(std::int64_t ms) {
+  return grid::FormatUtc(grid::UtcTime(std::chrono::duration_cast<grid::UtcTime::duration>(
+      std::chrono::milliseconds(ms))));
+}
+
+json TenantJson(const store::TenantRecord& t) {
+  return {{"id", t.id},
+          {"jurisdictions", t.jurisdictions},
+          {"class", t.priority_class},
+          {"latency_target_ms", t.latency_target_ms},
+          {"rpm", t.rpm},
+          {"tpm", t.tpm},
+          {"budget_usd", t.budget_usd},
+          {"budget_period", t.budget_period}};
+}
+
+json KeyJson(const store::KeyRecord& k) {
+  return {{"id", k.id},
+          {"tenant", k.tenant},
+          {"created", IsoMs(k.created_unix_ms)},
+          {"revoked", k.revoked},
+          {"revoked_at", k.revoked ? json(IsoMs(k.revoked_unix_ms)) : json()}};
+}
+
+// Reads a tenant from the admin body; the error names the field.
+std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body) {
+  auto j = json::parse(body, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return std::unexpected("body must be a JSON object");
+  store::TenantRecord t;
+  try {
+    if (!j.contains("id") || !j["id"].is_string()) return std::unexpected("id: a string is required");
+    t.id = j["id"];
+    if (j.contains("jurisdictions")) t.jurisdictions = j["jurisdictions"].get<std::vector<std::string>>();
+    if (j.contains("class")) t.priority_class = j["class"].get<std::string>();
+    if (j.contains("latency_target_ms")) t.latency_target_ms = j["latency_target_ms"].get<std::int64_t>();
+    if (j.contains("rpm")) t.rpm = j["rpm"].get<std::int64_t>();
+    if (j.contains("tpm")) t.tpm = j["tpm"].get<std::int64_t>();
+    if (j.contains("budget_usd")) t.budget_usd = j["budget_usd"].get<double>();
+    if (j.contains("budget_period")) t.budget_period = j["budget_period"].get<std::string>();
+  } catch (const json::exception& e) {
+    return std::unexpected(std::string("a field has the wrong type: ") + e.what());
+  }
+  if (auto err = store::TenantError(t)) return std::unexpected(*err);
+  return t;
+}
+
+std::string CsvField(std::string_view v) {
+  if (v.find_first_of(",\"\n") == std::string_view::npos) return std::string(v);
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+json LedgerJson(const store::LedgerRow& r) {
+  return {{"request_id", r.request_id},       {"tenant", r.tenant},
+          {"key_id", r.key_id},               {"model", r.model},
+          {"site", r.site},                   {"endpoint", r.endpoint},
+          {"class", r.priority_class},        {"prompt_tokens", r.prompt_tokens},
+          {"completion_tokens", r.completion_tokens},
+          {"start", IsoMs(r.start_unix_ms)},  {"end", IsoMs(r.end_unix_ms)},
+          {"ttft_ms", r.ttft_ms},             {"joules", r.joules},
+          {"usd_per_mwh", r.usd_per_mwh},     {"energy_cost_usd", r.energy_cost_usd},
+          {"charged_usd", r.charged_usd},     {"outcome", r.outcome}};
+}
+
+std::string LedgerCsv(const std::vector<store::LedgerRow>& rows) {
+  std::string out =
+      "request_id,tenant,key_id,model,site,endpoint,class,prompt_tokens,completion_tokens,start,"
+      "end,ttft_ms,joules,usd_per_mwh,energy_cost_usd,charged_usd,outcome\n";
+  for (const auto& r : rows) {
+    out += CsvField(r.request_id) + ',' + CsvField(r.tenant) + ',' + CsvField(r.key_id) + ',' +
+           CsvField(r.model) + ',' + CsvField(r.site) + ',' + CsvField(r.endpoint) + ',' +
+           CsvField(r.priority_class) + ',' + std::to_string(r.prompt_tokens) + ',' +
+           std::to_string(r.completion_tokens) + ',' + IsoMs(r.start_unix_ms) + ',' +
+           IsoMs(r.end_unix_ms) + ',' + fmt::format("{:.3f},{:.6g},{:.6g},{:.9g},{:.9g},", r.ttft_ms,
+                                                    r.joules, r.usd_per_mwh, r.energy_cost_usd,
+                                                    r.charged_usd) +
+           CsvField(r.outcome) + '\n';
+  }
+  return out;
+}
+
+struct Reply {
+  Reply() = default;
+  Reply(http::status s, std::string b, std::string type = "application/json", std::string code = "")
+      : status(s), body(std::move(b)), content_type(std::move(type)), error_code(std::move(code)) {}
+  http::status status = http::status::ok;
+  std::string body;
+  std::string content_type = "application/json";
+  std::string error_code;  // set for errors.
+};
+
+Reply Error(http::status status, std::string message, std::string code) {
+  return {status, std::move(message), "", std::move(code)};
+}
+
+// Everything below runs outside coroutines (see gateway.cc on g++ 12 and JSON literals).
+Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
+                   std::string_view path) {
+  const std::string_view target = request.target();
+  const auto method = request.method();
+  const auto store_error = [](const std::string& e) {
+    return Error(http::status::internal_server_error, "store: " + e, "store_error");
+  };
+  if (path == "/admin/tenants") {
+    if (method == http::verb::get) {
+      auto all = st.Tenants();
+      if (!all) return store_error(all.error());
+      json list = json::array();
+      for (const auto& t : *all) list.push_back(TenantJson(t));
+      return {http::status::ok, json{{"data", list}}.dump()};
+    }
+    if (method != http::verb::post) {
+      return Error(http::status::method_not_allowed, "use GET or POST", "method_not_allowed");
+    }
+    auto t = TenantFromJson(request.body());
+    if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
+    if (auto r = st.PutTenant(*t); !r) return store_error(r.error());
+    if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
+    tenancy.Audit("admin", "tenant.put", TenantJson(*t).dump());
+    return {http::status::ok, TenantJson(*t).dump()};
+  }
+  if (path == "/admin/keys") {
+    if (method == http::verb::get) {
+      const std::string tenant = QueryParam(target, "tenant");
+      auto keys = tenant.empty() ? st.Keys() : st.Keys(std::string_view(tenant));
+      if (!keys) return store_error(keys.error());
+      json list = json::array();
+      for (const auto& k : *keys) list.push_back(KeyJson(k));
+      return {http::status::ok, json{{"data", list}}.dump()};
+    }
+    if (method != http::verb::post) {
+      return Error(http::status::method_not_allowed, "use GET or POST", "method_not_allowed");
+    }
+    auto j = json::parse(request.body(), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("tenant") || !j["tenant"].is_string()) {
+      return Error(http::status::bad_request, "body must be {\"tenant\": \"id\"}", "invalid_body");
+    }
+    const std::string tenant = j["tenant"];
+    auto known = st.GetTenant(tenant);
+    if (!known) return store_error(known.error());
+    if (!*known) {
+      return Error(http::status::not_found, "unknown tenant '" + tenant + "'", "tenant_not_found");
+    }
+    auto created = st.CreateKey(tenant);
+    if (!created) return store_error(created.error());
+    if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
+    tenancy.Audit("admin", "key.create", created->record.id + " tenant=" + tenant);
+    json out = KeyJson(created->record);
+    out["key"] = created->plaintext;  // shown once; only its hash is stored.
+    return {http::status::ok, out.dump()};
+  }
+  if (path.starts_with("/admin/keys/")) {
+    if (method != http::verb::delete_) {
+      return Error(http::status::method_not_allowed, "use DELETE", "method_not_allowed");
+    }
+    const std::string key_id(path.substr(std::string_view("/admin/keys/").size()));
+    auto revoked = st.RevokeKey(key_id);
+    if (!revoked) return store_error(revoked.error());
+    if (!*revoked) {
+      return Error(http::status::not_found, "no live key '" + key_id + "'", "key_not_found");
+    }
+    // Takes effect here at once; other gateways sharing the store see the version move.
+    if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
+    tenancy.Audit("admin", "key.revoke", key_id);
+    return {http::status::ok, json{{"id", key_id}, {"revoked", true}}.dump()};
+  }
+  if (method != http::verb::get) {
+    return Error(http::status::method_not_allowed, "use GET", "method_not_allowed");
+  }
+  auto from = TimeParam(target, "from", 0);
+  auto to = TimeParam(target, "to", std::numeric_limits<std::int64_t>::max());
+  if (!from) return Error(http::status::bad_request, from.error(), "invalid_query");
+  if (!to) return Error(http::status::bad_request, to.error(), "invalid_query");
+  const bool csv = QueryParam(target, "format") == "csv" ||
+                   request[http::field::accept].find("text/csv") != std::string_view::npos;
+  const std::string tenant = QueryParam(target, "tenant");
+  if (path == "/admin/usage") {
+    const std::string by = QueryParam(target, "group_by");
+    auto group = store::ParseUsageGroup(by.empty() ? "site" : by);
+    if (!group) {
+      return Error(http::status::bad_request, "group_by must be site, model, day or tenant",
+                   "invalid_query");
+    }
+    auto rows = st.Usage(tenant, *from, *to, *group);
+    if (!rows) return store_error(rows.error());
+    if (csv) {
+      std::string out = "group,requests,prompt_tokens,completion_tokens,joules,energy_cost_usd,"
+                        "charged_usd\n";
+      for (const auto& u : *rows) {
+        out += CsvField(u.group) + fmt::format(",{},{},{},{:.6g},{:.9g},{:.9g}\n", u.requests,
+                                               u.prompt_tokens, u.completion_tokens, u.joules,
+                                               u.energy_cost_usd, u.charged_usd);
+      }
+      return {http::status::ok, std::move(out), "text/csv"};
+    }
+    json list = json::array();
+    for (const auto& u : *rows) {
+      list.push_back({{"group", u.group},
+                      {"requests", u.requests},
+                      {"prompt_tokens", u.prompt_tokens},
+                      {"completion_tokens", u.completion_tokens},
+                      {"joules", u.joules},
+                      {"energy_cost_usd", u.energy_cost_usd},
+                      {"charged_usd", u.charged_usd}});
+    }
+    return {http::status::ok,
+            json{{"group_by", by.empty() ? "site" : by}, {"data", list}}.dump()};
+  }
+  if (path == "/admin/ledger") {
+    auto rows = tenant.empty() ? st.Ledger(*from, *to) : st.Ledger(*from, *to, std::string_view(tenant));
+    if (!rows) return store_error(rows.error());
+    if (csv) return {http::status::ok, LedgerCsv(*rows), "text/csv"};
+    std::string out;
+    for (const auto& r : *rows) out += LedgerJson(r).dump() + "\n";
+    return {http::status::ok, std::move(out), "application/x-ndjson"};
+  }
+  // /admin/audit
+  auto rows = st.Audit(*from, *to);
+  if (!rows) return store_error(rows.error());
+  std::string out;
+  for (const auto& a : *rows) {
+    out += json{{"time", IsoMs(a.unix_ms)}, {"actor", a.actor}, {"action", a.action},
+                {"detail", a.detail}}.dump() + "\n";
+  }
+  return {http::status::ok, std::move(out), "application/x-ndjson"};
+}
+
+}  // namespace
+
+net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::Request& request,
+                                                       net::Responder& responder) {
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  const bool tenancy_path = path == "/admin/tenants" || path == "/admin/keys" ||
+                            path.starts_with("/admin/keys/") || path == "/admin/usage" ||
+                            path == "/admin/ledger" || path == "/admin/audit";
+  if (!tenancy_path) co_return false;
+  const std::string id = NewRequestId();
+  store::Store* st = tenancy_->store();
+  Reply reply;
+  if (st == nullptr) {
+    reply = Error(http::status::not_found,
+                  "tenancy admin needs a store (powerplane up --data-dir DIR or --store URL)",
+                  "no_store");
+  } else {
+    reply = TenancyAdmin(request, *tenancy_, *st, path);
+  }
+  if (!reply.error_code.empty()) {
+    co_await Fail(responder, id, reply.status, reply.body, "invalid_request_error",
+                  reply.error_code);
+  } else {
+    co_await responder.Send(net::MakeResponse(reply.status, std::move(reply.body),
+                                              reply.content_type));
+  }
+  co_return true;
+}
+
+}  // namespace powerplane::gateway

@@ -3,9 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <map>
+#include <fstream>
+#include <sstream>
 
 #include "engine/batch_scheduler.h"
 #include "sim/analytic_engine.h"
+#include "sim/command.h"
 #include "sim/grid_events.h"
 #include "sim/simulator.h"
 #include "testing/gpu_profiles.h"
@@ -161,6 +166,50 @@ TEST(SitePower, ATargetBelowTheLowestCapSteersWorkAway) {
     EXPECT_NEAR(r.site_import_kw[1][b], 0.5 + 2 * 125.6 * 1.1 / 1e3, 1e-6) << b;
   }
   EXPECT_EQ(r.served, r.requests);
+}
+
+TEST(SimCommand, EventsFileEndToEnd) {
+  // The demo fleet for two minutes; granbury-tx (8 GPUs, PUE 1.25, base 1.5 kW, 7.3 kW of miners)
+  // gets a 5 kW target 20 s in with a 30 s ramp: miners stop, GPUs are capped at
+  // 3,500 / 1.25 / 8 = 350 W.
+  const std::filesystem::path dir = std::filesystem::path(::testing::TempDir()) / "sim-events";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream ev(dir / "events.csv");
+    ev << "site,start_utc,duration_s,target_kw,ramp_s\n"
+       << "granbury-tx,2024-08-19T05:00:20Z,600,5.0,30\n";
+  }
+  SimCommandOptions o;
+  o.data_dir = std::filesystem::path(PP_SOURCE_DIR) / "data";
+  o.load = 0.7;
+  o.start = "2024-08-19T05:00:00Z";
+  o.duration = "2m";
+  o.events_path = (dir / "events.csv").string();
+  o.out_dir = (dir / "out").string();
+  o.bound = false;
+  o.progress = false;
+  ASSERT_EQ(RunSimCommand(o), 0);
+  std::ifstream csv(dir / "out/summary.csv");
+  std::string line, header;
+  std::getline(csv, header);
+  EXPECT_NE(header.find(",dropped,seconds_above_target,mining_value_usd,"), std::string::npos);
+  std::map<std::string, std::vector<std::string>> cells;
+  while (std::getline(csv, line)) {
+    std::vector<std::string> c;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) c.push_back(x);
+    cells[c[0]] = c;
+  }
+  ASSERT_TRUE(cells.contains("powerplane"));
+  EXPECT_EQ(cells["powerplane"][14], "0");                 // seconds above the target.
+  EXPECT_GT(std::stod(cells["least-loaded"][14]), 60.0);   // a plain balancer stays over.
+  std::ifstream html(dir / "out/report.html");
+  std::stringstream page;
+  page << html.rdbuf();
+  EXPECT_NE(page.str().find("Power vs budget per site"), std::string::npos);
+
+  o.events_path = (dir / "missing.csv").string();
+  EXPECT_EQ(RunSimCommand(o), 2);
 }
 
 }  // namespace

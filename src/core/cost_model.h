@@ -85,7 +85,10 @@ inline Timing PredictTiming(const RequestShape& r, const Site& site, const Endpo
     queue_s += ahead * r.expected_output_tokens * full_step_s * gpu.InverseBatch(endpoint.max_batch);
   }
   const double prefill_s = gpu.PrefillSeconds(r.prompt_tokens);
-  t.ttft_s = site.network_rtt_s + queue_s + prefill_s;
+  // Requests already waiting are admitted with this one and prefilled in the same phase; their
+  // prompts are taken to be like this one's.
+  const int waiting_admitted = std::min(load.waiting, std::max(0, endpoint.max_batch - load.running - 1));
+  t.ttft_s = site.network_rtt_s + queue_s + prefill_s * (1 + waiting_admitted);
   // Time per output token: the decode step, plus the prefills of the requests that join the
   // batch as others finish (an engine without chunked prefill stalls the batch for each). In
   // steady state about batch / expected_output join per step; their prompts are taken to be

@@ -1,0 +1,244 @@
+// Tenancy over real sockets and a real store: two gateways (each with its own emulated engines)
+// share one store, SQLite (a file both open) or PostgreSQL (a server the test starts). Keys made
+// or revoked at one reach the other within a second; limits, budgets and the ledger agree.
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "gateway/tenancy.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
+#include "test_client.h"
+#include "testing/postgres_server.h"
+
+namespace powerplane {
+namespace {
+using json = nlohmann::json;
+using testing::TestClient;
+namespace http = net::http;
+
+constexpr const char* kFleet = R"(
+[gateway]
+admin_key = "admin"
+default_output_tokens = 32
+
+[[sites]]
+id = "tx"
+jurisdiction = "US"
+price = 50.0
+  [[sites.endpoints]]
+  count = 2
+  gpu = "h200"
+  model = "llama-3.1-8b"
+  max_batch = 64
+)";
+
+std::string ChatBody(int max_tokens, bool stream) {
+  json b = {{"model", "llama-3.1-8b"},
+            {"max_tokens", max_tokens},
+            {"messages", {{{"role", "user"}, {"content", "How much is a kWh?"}}}}};
+  if (stream) b["stream"] = true;
+  return b.dump();
+}
+
+enum class Backend { kSqlite, kPostgres };
+
+class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("pp-tenancy-" + std::to_string(::getpid()) + "-" +
+            std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    std::filesystem::create_directories(dir_);
+    std::string url;
+    if (GetParam() == Backend::kPostgres) {
+      auto pg = testing::PostgresServer::Start();
+      ASSERT_TRUE(pg) << pg.error();
+      postgres_ = std::move(*pg);
+      auto db = postgres_->CreateDatabase("tenancy");
+      ASSERT_TRUE(db) << db.error();
+      url = *db;
+    }
+    auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+    ASSERT_TRUE(config) << config.error();
+    for (int i = 0; i < 2; ++i) {
+      runtime::UpOptions o;
+      o.listen = "127.0.0.1:0";
+      o.data_dir = PP_SOURCE_DIR "/data";
+      o.engine_speed = 20.0;
+      o.threads = 1;
+      o.state_dir = dir_;
+      o.store_url = url;
+      auto rt = runtime::Runtime::Start(*config, o);
+      ASSERT_TRUE(rt) << rt.error();
+      gateways_[i] = std::move(*rt);
+      clients_[i] = std::make_unique<TestClient>("127.0.0.1", gateways_[i]->port());
+    }
+  }
+  void TearDown() override {
+    for (auto& c : clients_) c.reset();
+    for (auto& g : gateways_) g.reset();
+    postgres_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  testing::StreamResult Admin(int gw, http::verb verb, std::string target, std::string body = {}) {
+    return clients_[gw]->Call(verb, std::move(target), std::move(body), "admin");
+  }
+  void PutTenant(const json& tenant) {
+    auto r = Admin(0, http::verb::post, "/admin/tenants", tenant.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  std::pair<std::string, std::string> NewKey(const std::string& tenant) {
+    auto r = Admin(0, http::verb::post, "/admin/keys", json{{"tenant", tenant}}.dump());
+    EXPECT_EQ(r.status, 200) << r.body;
+    auto j = json::parse(r.body);
+    return {j["id"], j["key"]};
+  }
+  // Polls `call` until it answers `status`, for at most `limit`; returns the time it took.
+  template <typename Call>
+  double SecondsUntilStatus(Call call, int status, std::chrono::milliseconds limit) {
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < limit) {
+      if (call().status == status) {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return -1;
+  }
+  std::vector<json> LedgerRows(int gw, const std::string& tenant) {
+    auto r = Admin(gw, http::verb::get, "/admin/ledger?tenant=" + tenant);
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::vector<json> rows;
+    std::size_t start = 0;
+    while (start < r.body.size()) {
+      const auto nl = r.body.find('\n', start);
+      rows.push_back(json::parse(r.body.substr(start, nl - start)));
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+    return rows;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<testing::PostgresServer> postgres_;
+  std::unique_ptr<runtime::Runtime> gateways_[2];
+  std::unique_ptr<TestClient> clients_[2];
+};
+
+TEST_P(TenancyIntegrationTest, AKeyMadeAtOneGatewayWorksAtTheOtherAndItsRevocationReachesItFast) {
+  PutTenant({{"id", "acme"}, {"class", "interactive"}, {"latency_target_ms", 2000}});
+  auto [id, key] = NewKey("acme");
+  auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
+  const double seen = SecondsUntilStatus(models, 200, std::chrono::seconds(3));
+  ASSERT_GE(seen, 0) << "the key never reached the second gateway";
+  EXPECT_LT(seen, 1.0);
+  auto ok = clients_[1]->Chat(key, ChatBody(8, true));
+  ASSERT_EQ(ok.status, 200) << ok.body;
+
+  auto revoke = Admin(0, http::verb::delete_, "/admin/keys/" + id);
+  ASSERT_EQ(revoke.status, 200) << revoke.body;
+  // At the gateway that revoked it: at once. At the other: within a second.
+  EXPECT_EQ(clients_[0]->Chat(key, ChatBody(8, false)).status, 401);
+  const double gone = SecondsUntilStatus(models, 401, std::chrono::seconds(3));
+  ASSERT_GE(gone, 0) << "the revocation never reached the second gateway";
+  EXPECT_LT(gone, 1.0);
+  // The audit log has the admin actions.
+  auto audit = Admin(1, http::verb::get, "/admin/audit");
+  EXPECT_NE(audit.body.find("key.revoke"), std::string::npos) << audit.body;
+}
+
+TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
+  PutTenant({{"id", "small"}, {"rpm", 2}});
+  auto [id, key] = NewKey("small");
+  EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  auto refused = clients_[0]->Chat(key, ChatBody(4, false));
+  EXPECT_EQ(refused.status, 429) << refused.body;
+  EXPECT_FALSE(refused.Header("retry-after").empty());
+  EXPECT_EQ(json::parse(refused.body)["error"]["code"], "requests_per_minute");
+}
+
+TEST_P(TenancyIntegrationTest, TokensPerMinuteCountTheWorstCaseThenSettle) {
+  PutTenant({{"id", "tokens"}, {"tpm", 300}});
+  auto [id, key] = NewKey("tokens");
+  // max_tokens beyond the bucket can never fit.
+  auto too_big = clients_[0]->Chat(key, ChatBody(400, false));
+  EXPECT_EQ(too_big.status, 429) << too_big.body;
+  EXPECT_EQ(json::parse(too_big.body)["error"]["code"], "tokens_per_minute");
+  // A request's unused reservation is given back: many small ones fit.
+  int ok = 0;
+  for (int i = 0; i < 6; ++i) ok += clients_[0]->Chat(key, ChatBody(20, false)).status == 200;
+  EXPECT_EQ(ok, 6);
+}
+
+TEST_P(TenancyIntegrationTest, ABudgetStopsSpendAndTheLedgerAgreesWithIt) {
+  // Worst case of one request (prompt + 32 tokens at this site) is a few 1e-5 USD: the budget
+  // allows a handful.
+  const double budget = 2e-4;
+  PutTenant({{"id", "budgeted"}, {"budget_usd", budget}, {"budget_period", "day"}});
+  auto [id, key] = NewKey("budgeted");
+  int ok = 0, refused = 0;
+  for (int i = 0; i < 60 && refused == 0; ++i) {
+    auto r = clients_[0]->Chat(key, ChatBody(32, i % 2 == 0));
+    if (r.status == 200) ++ok;
+    if (r.status == 429) {
+      ++refused;
+      EXPECT_EQ(json::parse(r.body)["error"]["type"], "insufficient_quota") << r.body;
+    }
+  }
+  EXPECT_GT(ok, 1);
+  EXPECT_EQ(refused, 1) << "the budget never stopped spending";
+  // One request at a time: nothing was in flight beyond its reservation, so spend stays within.
+  double ledger_sum = 0;
+  auto rows = LedgerRows(0, "budgeted");
+  for (const auto& row : rows) ledger_sum += row["charged_usd"].get<double>();
+  EXPECT_EQ(static_cast<int>(rows.size()), ok);
+  EXPECT_LE(ledger_sum, budget);
+  auto usage = Admin(0, http::verb::get, "/admin/usage?tenant=budgeted&group_by=tenant");
+  auto u = json::parse(usage.body)["data"];
+  ASSERT_EQ(u.size(), 1u) << usage.body;
+  EXPECT_NEAR(u[0]["charged_usd"].get<double>(), ledger_sum, 1e-12);
+  // The other gateway learns the spend from the store within its resync (about a second).
+  auto other = [&, key = key] { return clients_[1]->Chat(key, ChatBody(32, false)); };
+  EXPECT_GE(SecondsUntilStatus(other, 429, std::chrono::seconds(3)), 0);
+}
+
+TEST_P(TenancyIntegrationTest, AStreamThatBreaksEndsWithAnErrorAndTheLedgerSaysWhatWasDelivered) {
+  PutTenant({{"id", "streamer"}});
+  auto [id, key] = NewKey("streamer");
+  // Long enough to be cut: 2,000 tokens at 20x take ~0.5 s.
+  std::thread cutter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    gateways_[0]->StopEngine(0);
+    gateways_[0]->StopEngine(1);
+  });
+  auto r = clients_[0]->Chat(key, ChatBody(2000, true));
+  cutter.join();
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto events = testing::SseData(r.body);
+  ASSERT_GE(events.size(), 2u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_NE(events[events.size() - 2].find("upstream_stream_broken"), std::string::npos);
+  auto rows = LedgerRows(0, "streamer");
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["outcome"], "stream_broken");
+  EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
+  const auto delivered = rows[0]["completion_tokens"].get<std::int64_t>();
+  EXPECT_GT(delivered, 0);
+  EXPECT_LT(delivered, 2000);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, TenancyIntegrationTest,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres),
+                         [](const auto& info) {
+                           return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+                         });
+
+}  // namespace
+}  // namespace powerplane

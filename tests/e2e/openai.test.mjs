@@ -3,15 +3,21 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import OpenAI from 'openai';
 
 const BIN = process.env.POWERPLANE_BIN;
 let proc;
 let baseURL;
+let dataDir;  // a fresh tenancy store for this run, removed after.
 
 before(async () => {
   assert.ok(BIN, 'POWERPLANE_BIN must point at the powerplane binary');
-  proc = spawn(BIN, ['up', '--listen', '127.0.0.1:0', '--engine-speed', '4', '--log-level', 'warn'],
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pp-e2e-openai-'));
+  proc = spawn(BIN, ['up', '--listen', '127.0.0.1:0', '--engine-speed', '4', '--log-level', 'warn',
+                     '--data-dir', dataDir],
                { stdio: ['ignore', 'pipe', 'inherit'] });
   baseURL = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('powerplane did not start within 30 s')), 30000);
@@ -26,7 +32,16 @@ before(async () => {
   // The prober needs a moment to see the engines' first metrics; requests work before that too.
 });
 
-after(() => { if (proc && proc.exitCode === null) proc.kill('SIGTERM'); });
+after(async () => {
+  if (proc && proc.exitCode === null && proc.signalCode === null) {
+    const exited = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill('SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
+});
 
 const client = (apiKey = 'pp-demo-key') => new OpenAI({ apiKey, baseURL, maxRetries: 0, timeout: 30000 });
 const messages = [{ role: 'user', content: 'What does a megawatt-hour of wind buy?' }];

@@ -50,9 +50,15 @@ keys = ["bench-key"]
 ttft_target_ms = 5000
 tpot_target_ms = 1000
 TOML
-"$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port --threads 1 \
+"$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port --threads 1 --no-store \
   --log-level warn >"$work/gateway.log" 2>&1 & pids+=($!)
 wait_port "$gw_port"
+# The same gateway with its tenancy store: every request's ledger row is committed (SQLite WAL)
+# before the response's last bytes leave.
+ledger_port=$(free_port)
+"$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$ledger_port --threads 1 \
+  --data-dir "$work/state" --log-level warn >"$work/gateway-ledger.log" 2>&1 & pids+=($!)
+wait_port "$ledger_port"
 
 nginx_port=$(free_port)
 mkdir -p "$work/nginx"
@@ -101,6 +107,8 @@ run() {  # run NAME PORT
 echo "wrk -t1 -c$conns -d${secs}s, 16-token streams, emulator at speed 20 ($(nproc) cores, $(date -u +%F))"
 run direct "$engine_port"
 run gateway "$gw_port"
+run gw+ledger "$ledger_port"
 run nginx "$nginx_port"
 run gateway "$gw_port"
+run gw+ledger "$ledger_port"
 run nginx "$nginx_port"

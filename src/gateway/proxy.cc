@@ -422,7 +422,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       if (!call.parsed.include_usage) {
         if (info.usage_only) continue;  // the client did not ask for usage.
         // Without include_usage, OpenAI's chunks carry no "usage" member at all.
-        if (auto at = event.find(R"(,"usage":null)"); at != std::string_view::npos) {
+        if (const auto at = info.usage_null_at; at != std::string_view::npos) {
           out.append(event.substr(0, at));
           event.remove_prefix(at + 13);
         }

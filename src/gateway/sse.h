@@ -36,6 +36,9 @@ struct EventInfo {
   std::int64_t completion_tokens = 0;
   bool content = false;     // carries generated text (a token, for counting without usage).
   bool error = false;       // an error object.
+  // Where `,"usage":null` starts in the event (vLLM adds it to every chunk when usage was asked
+  // for); npos when absent or when the data spans several lines.
+  std::size_t usage_null_at = std::string_view::npos;
 };
 
 // Inspects one event (as returned by SseSplitter::Next).

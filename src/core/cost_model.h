@@ -87,7 +87,8 @@ inline Timing PredictTiming(const RequestShape& r, const Site& site, const Endpo
   const double prefill_s = gpu.PrefillSeconds(r.prompt_tokens);
   // Requests already waiting are admitted with this one and prefilled in the same phase; their
   // prompts are taken to be like this one's.
-  const int waiting_admitted = std::min(load.waiting, std::max(0, endpoint.max_batch - load.running - 1));
+  const int waiting_admitted =
+      std::min(load.waiting, std::max(0, endpoint.max_batch - load.running - 1));
   t.ttft_s = site.network_rtt_s + queue_s + prefill_s * (1 + waiting_admitted);
   // Time per output token: the decode step, plus the prefills of the requests that join the
   // batch as others finish (an engine without chunked prefill stalls the batch for each). In

@@ -23,7 +23,8 @@ std::vector<std::string_view> Split(std::string_view line) {
   std::size_t pos = 0;
   for (;;) {
     const std::size_t comma = line.find(',', pos);
-    out.push_back(Trim(line.substr(pos, comma == std::string_view::npos ? line.npos : comma - pos)));
+    out.push_back(
+        Trim(line.substr(pos, comma == std::string_view::npos ? line.npos : comma - pos)));
     if (comma == std::string_view::npos) return out;
     pos = comma + 1;
   }
@@ -87,8 +88,9 @@ std::expected<std::vector<core::GridEvent>, std::string> ParseGridEventsCsv(
     events.push_back(std::move(e));
   }
   if (!header_seen) {
-    return std::unexpected(std::string(file_name) +
-                           ":1: empty; want the header 'site,start_utc,duration_s,target_kw,ramp_s'");
+    return std::unexpected(
+        std::string(file_name) +
+        ":1: empty; want the header 'site,start_utc,duration_s,target_kw,ramp_s'");
   }
   return events;
 }

@@ -40,8 +40,7 @@ SitePowerLoop::SitePowerLoop(const SimFleet& fleet, std::span<const core::GridEv
 }
 
 void SitePowerLoop::Tick(std::span<const double> site_gpu_joules,
-                         std::span<const double> usd_per_mwh,
-                         std::span<core::EnergyState> energy) {
+                         std::span<const double> usd_per_mwh, std::span<core::EnergyState> energy) {
   const double t_s = next_tick_s_;
   next_tick_s_ += tick_s_;
   const double dt = tick_s_;
@@ -100,8 +99,7 @@ void SitePowerLoop::Tick(std::span<const double> site_gpu_joules,
     in.gpu_max_watts = gpu_max_watts_[s];
     in.onsite_generation_kw = generation_kw[s];
     in.miners_kw = f.miners_kw;
-    in.mining_worth_it =
-        core::MiningUsdPerMwh(hashprice, f.miner_joules_per_th) > usd_per_mwh[s];
+    in.mining_worth_it = core::MiningUsdPerMwh(hashprice, f.miner_joules_per_th) > usd_per_mwh[s];
   }
   if (!control_) return;
 
@@ -117,8 +115,7 @@ void SitePowerLoop::Tick(std::span<const double> site_gpu_joules,
       const double mwh = flex_[s].miners_kw * dt / 3.6e6;
       mining_mwh_ += mwh;
       mining_energy_usd_ += mwh * usd_per_mwh[s];
-      mining_revenue_usd_ +=
-          flex_[s].miner_th_per_s / 1e3 * hashprice * dt / 86400.0;
+      mining_revenue_usd_ += flex_[s].miner_th_per_s / 1e3 * hashprice * dt / 86400.0;
     }
   }
 }

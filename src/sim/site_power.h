@@ -24,8 +24,8 @@ class SitePowerLoop {
  public:
   // `fleet` and `events` must outlive the loop. Virtual time 0 is `start`; ticks every `tick_s`
   // from tick_s on; the power plot averages over `plot_step_s`.
-  SitePowerLoop(const SimFleet& fleet, std::span<const core::GridEvent> events,
-                grid::UtcTime start, double tick_s, double plot_step_s, bool control);
+  SitePowerLoop(const SimFleet& fleet, std::span<const core::GridEvent> events, grid::UtcTime start,
+                double tick_s, double plot_step_s, bool control);
 
   double next_tick_s() const { return next_tick_s_; }
 

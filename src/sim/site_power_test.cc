@@ -4,8 +4,8 @@
 
 #include <cmath>
 #include <filesystem>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "engine/batch_scheduler.h"
@@ -43,7 +43,8 @@ TEST(GridEventsCsv, ErrorsNameFileAndLine) {
     return e ? std::string("(parsed)") : e.error();
   };
   EXPECT_EQ(bad("site,start\n").substr(0, 9), "ev.csv:1:");
-  EXPECT_EQ(bad(""), "ev.csv:1: empty; want the header 'site,start_utc,duration_s,target_kw,ramp_s'");
+  EXPECT_EQ(bad(""),
+            "ev.csv:1: empty; want the header 'site,start_utc,duration_s,target_kw,ramp_s'");
   EXPECT_EQ(bad(h + "c,2024-08-19T05:00:00Z,60,1,0\n"), "ev.csv:2: no site 'c' in the fleet");
   EXPECT_EQ(bad(h + "\na,2024-08-19T05:00:00Z,0,1,0\n").substr(0, 20), "ev.csv:3: duration_s");
   EXPECT_EQ(bad(h + "a,yesterday,60,1,0\n").substr(0, 19), "ev.csv:2: start_utc");
@@ -119,7 +120,8 @@ SimOptions WithEvent(double target_kw) {
   o.duration_s = 480;
   o.power_plot_step_s = 30;
   // From 120 s for 300 s, 30 s to get under the target.
-  o.events = {{"ev", "cheap", target_kw, o.start.time_since_epoch().count() + 120, 300, 30, "test"}};
+  o.events = {
+      {"ev", "cheap", target_kw, o.start.time_since_epoch().count() + 120, 300, 30, "test"}};
   return o;
 }
 
@@ -201,8 +203,8 @@ TEST(SimCommand, EventsFileEndToEnd) {
     cells[c[0]] = c;
   }
   ASSERT_TRUE(cells.contains("powerplane"));
-  EXPECT_EQ(cells["powerplane"][14], "0");                 // seconds above the target.
-  EXPECT_GT(std::stod(cells["least-loaded"][14]), 60.0);   // a plain balancer stays over.
+  EXPECT_EQ(cells["powerplane"][14], "0");                // seconds above the target.
+  EXPECT_GT(std::stod(cells["least-loaded"][14]), 60.0);  // a plain balancer stays over.
   std::ifstream html(dir / "out/report.html");
   std::stringstream page;
   page << html.rdbuf();

@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
   engine_cmd->add_option("--kv-tokens", e_kv, "KV cache capacity in tokens")
       ->capture_default_str();
   engine_cmd->add_option("--speed", e_speed, "time factor (1 = real time)")->capture_default_str();
-  engine_cmd->add_option("--data-dir", data_dir, "folder with energy/")->capture_default_str();
+  engine_cmd->add_option("--inputs-dir", data_dir, "folder with energy/")->capture_default_str();
 
   sim::SimCommandOptions sim_opts;
   sim_opts.data_dir = data_dir;
@@ -173,7 +173,7 @@ int main(int argc, char** argv) {
                       "round-robin, least-loaded, nearest, cheapest-price, powerplane or all")
       ->capture_default_str();
   sim_cmd->add_option("--out", sim_opts.out_dir, "output folder")->capture_default_str();
-  sim_cmd->add_option("--data-dir", sim_opts.data_dir, "folder with prices/, energy/, traces/")
+  sim_cmd->add_option("--inputs-dir", sim_opts.data_dir, "folder with prices/, energy/, traces/")
       ->capture_default_str();
   sim_cmd->add_flag("!--no-bound", sim_opts.bound, "skip the hindsight LP bound");
   sim_cmd->add_flag("!--no-progress", sim_opts.progress, "no progress bar");

@@ -134,6 +134,11 @@ SitePlan FlexController::PlanSite(std::int64_t now_s, double dt_s, const SiteFle
     plan.actions.push_back(Format("raise GPU caps from %.0f W at %.0f W/s: constraint lifted",
                                   prev_cap, options_.cap_slew_watts_per_s));
   }
+  if (plan.deferrable_paused && !(prev && prev->deferrable_paused)) {
+    plan.actions.push_back(Format("pause deferrable work (%.1f kW): ", in.deferrable_kw) + why());
+  } else if (!plan.deferrable_paused && prev && prev->deferrable_paused) {
+    plan.actions.push_back("resume deferrable work");
+  }
   if (plan.steer_away && !(prev && prev->steer_away)) {
     plan.actions.push_back("steer new interactive work to other sites: " + why());
   } else if (!plan.steer_away && prev && prev->steer_away) {

@@ -48,7 +48,7 @@ struct Bucket {
 // What the router needs of a site for one request, worked out once per site.
 struct SiteTerms {
   bool allowed = false;  // in one of the tenant's jurisdictions.
-  bool refuses = false;  // shedding, and this request is not interactive.
+  bool refuses = false;  // shedding and this request is not interactive, or pausing batch work.
   bool steered = false;
   // USD per joule of GPU energy (price x PUE); the energy cost of a token is at least the
   // prefill share times this when the price is not negative.
@@ -133,7 +133,8 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
     const EnergyState& energy = fleet.site_energy[s];
     SiteTerms& t = terms[s];
     t.allowed = SiteAllowed(request, fleet.sites[s]);
-    t.refuses = energy.shed_low_priority && request.priority != PriorityClass::kInteractive;
+    t.refuses = (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) ||
+                (energy.pause_deferrable && request.priority == PriorityClass::kBatch);
     t.steered = energy.steer_away;
     t.usd_per_joule = energy.usd_per_mwh * fleet.sites[s].pue * (1.0 / kJoulesPerMwh);
     t.price_negative = energy.usd_per_mwh < 0;

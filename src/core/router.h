@@ -30,7 +30,7 @@ struct FilterCounts {
   int residency = 0;
   int unhealthy = 0;
   int at_capacity = 0;
-  int shed = 0;  // at a site shedding low-priority work.
+  int shed = 0;  // at a site shedding low-priority work, or pausing batch-class work.
 };
 
 struct Decision {

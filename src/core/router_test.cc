@@ -186,6 +186,29 @@ TEST(RouterTest, NegativePricesAreCheapest) {
 namespace powerplane::core {
 namespace {
 
+TEST(RouterTest, PausedDeferrableWorkGoesElsewhereOrWaits) {
+  FleetBuilder f;
+  auto cheap = f.AddSite("cheap", "US", 10);
+  auto dear = f.AddSite("dear", "US", 90);
+  f.AddEndpoint(cheap);
+  f.AddEndpoint(dear);
+  f.energy(cheap).pause_deferrable = true;
+  Request batch = MakeRequest();
+  batch.priority = PriorityClass::kBatch;
+  Decision d = Router().Route(batch, f.View());
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.site_index, dear);
+  EXPECT_EQ(d.filtered.shed, 1);
+  // Interactive and standard work still goes to the cheap site.
+  Request interactive = MakeRequest();
+  EXPECT_EQ(Router().Route(interactive, f.View()).site_index, cheap);
+  // With batch work paused everywhere, it is not placed (the gateway makes it wait).
+  f.energy(dear).pause_deferrable = true;
+  d = Router().Route(batch, f.View());
+  EXPECT_FALSE(d.placed);
+  EXPECT_EQ(d.why_not, NoPlacement::kAllAtCapacity);
+}
+
 TEST(RouterSteeringTest, SteeredSitesAreALastResortAndResidencyHolds) {
   FleetBuilder f;
   auto cheap = f.AddSite("cheap", "US", 10);
@@ -243,6 +266,7 @@ Reference ReferenceRoute(const Request& request, const FleetView& fleet) {
       continue;
     }
     if (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) continue;
+    if (energy.pause_deferrable && request.priority == PriorityClass::kBatch) continue;
     if (!Admits(request, e, fleet.loads[i])) continue;
     const CostBreakdown c = ScoreCandidate(request, site, energy, e, fleet.loads[i]);
     const int list = (MeetsTargets(request, c) ? 0 : 2) + (energy.steer_away ? 1 : 0);
@@ -276,6 +300,7 @@ TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
       EnergyState st{price(rng)};
       st.steer_away = unit(rng) < 0.15;
       st.shed_low_priority = unit(rng) < 0.1;
+      st.pause_deferrable = unit(rng) < 0.2;
       energy.push_back(st);
     }
     std::vector<Endpoint> endpoints;

@@ -34,6 +34,9 @@ struct EnergyState {
   // to other sites where any meets its targets; non-interactive work is refused here.
   bool steer_away = false;
   bool shed_low_priority = false;
+  // Set by the FlexController when the site's deferrable (batch-class) work is paused: new
+  // batch-class requests are not placed here (they run elsewhere, or wait).
+  bool pause_deferrable = false;
 };
 
 // One inference server (an OpenAI-compatible engine on some GPUs).

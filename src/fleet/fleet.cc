@@ -17,6 +17,7 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       loads_(endpoints_.size()),
       in_flight_(endpoints_.size(), 0),
       in_flight_tokens_(endpoints_.size(), 0),
+      in_flight_batch_(endpoints_.size(), 0),
       scraped_(endpoints_.size()),
       in_flight_at_scrape_(endpoints_.size(), 0),
       last_error_(endpoints_.size()) {}
@@ -52,6 +53,7 @@ core::Decision Fleet::RouteAndAdmit(const core::Request& request,
   if (d.placed) {
     ++in_flight_[d.endpoint_index];
     in_flight_tokens_[d.endpoint_index] += request.prompt_tokens + request.expected_output_tokens;
+    if (request.priority == core::PriorityClass::kBatch) ++in_flight_batch_[d.endpoint_index];
     RefreshLoad(d.endpoint_index);
   }
   return d;
@@ -62,6 +64,9 @@ void Fleet::Finish(std::uint32_t endpoint, const core::Request& request) {
   in_flight_[endpoint] = std::max(0, in_flight_[endpoint] - 1);
   in_flight_tokens_[endpoint] = std::max<std::int64_t>(
       0, in_flight_tokens_[endpoint] - request.prompt_tokens - request.expected_output_tokens);
+  if (request.priority == core::PriorityClass::kBatch) {
+    in_flight_batch_[endpoint] = std::max(0, in_flight_batch_[endpoint] - 1);
+  }
   RefreshLoad(endpoint);
 }
 
@@ -98,10 +103,12 @@ double Fleet::UsdPerMwh(std::uint32_t site) const {
   return energy_[site].usd_per_mwh;
 }
 
-void Fleet::SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority) {
+void Fleet::SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority,
+                    bool pause_deferrable) {
   std::lock_guard lock(mu_);
   energy_[site].steer_away = steer_away;
   energy_[site].shed_low_priority = shed_low_priority;
+  energy_[site].pause_deferrable = pause_deferrable;
 }
 
 void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
@@ -137,6 +144,7 @@ FleetStatus Fleet::Status() const {
     st.usd_per_mwh = energy_[s].usd_per_mwh;
     st.steer_away = energy_[s].steer_away;
     st.shed_low_priority = energy_[s].shed_low_priority;
+    st.pause_deferrable = energy_[s].pause_deferrable;
     out.sites.push_back(std::move(st));
   }
   for (std::size_t i = 0; i < endpoints_.size(); ++i) {
@@ -155,6 +163,7 @@ FleetStatus Fleet::Status() const {
     ++st.endpoints;
     if (es.healthy) ++st.healthy_endpoints;
     st.in_flight += es.in_flight;
+    st.in_flight_batch += in_flight_batch_[i];
     if (es.healthy && scraped_[i].watts >= 0) st.gpu_watts += scraped_[i].watts;
     out.endpoints.push_back(std::move(es));
   }

@@ -56,8 +56,10 @@ struct SiteStatus {
   int endpoints = 0;
   int healthy_endpoints = 0;
   int in_flight = 0;
+  int in_flight_batch = 0;  // of those, batch-class (deferrable) requests.
   bool steer_away = false;
   bool shed_low_priority = false;
+  bool pause_deferrable = false;
 };
 
 struct FleetStatus {
@@ -92,7 +94,8 @@ class Fleet {
   void SetPriceOverride(std::uint32_t site, std::optional<double> usd_per_mwh);
   double UsdPerMwh(std::uint32_t site) const;
   // The FlexController's say on new work at a site (see core::EnergyState).
-  void SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority);
+  void SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority,
+               bool pause_deferrable = false);
 
   // Health: a failed connection or probe takes the endpoint out at once; a good probe puts it
   // back.
@@ -117,6 +120,7 @@ class Fleet {
   std::vector<core::EndpointLoad> loads_;
   std::vector<int> in_flight_;
   std::vector<std::int64_t> in_flight_tokens_;
+  std::vector<int> in_flight_batch_;
   std::vector<ScrapedLoad> scraped_;
   std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.
   std::vector<std::string> last_error_;

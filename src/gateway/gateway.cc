@@ -215,6 +215,8 @@ std::string Gateway::FleetJson() const {
          {"healthy_endpoints", s.healthy_endpoints},
          {"steer_away", s.steer_away},
          {"shed_low_priority", s.shed_low_priority},
+         {"deferrable_paused", s.pause_deferrable},
+         {"in_flight_batch", s.in_flight_batch},
          {"endpoints", std::move(endpoints)}});
     if (options_.grid) {
       if (auto g = options_.grid->Status(s.id)) {

@@ -98,6 +98,13 @@ double ChargeUsd(const core::Decision& d, const core::GpuModel& gpu, std::int64_
   return std::max(0.0, energy) + completion * d.score.hardware_usd_per_token;
 }
 
+std::string ResidencyDetail(const Call& call) {
+  std::string allowed;
+  for (const auto& j : call.tenant->jurisdictions) allowed += (allowed.empty() ? "" : ",") + j;
+  return call.request_id + " tenant=" + call.tenant->id + " model=" + call.parsed.model +
+         " allowed=" + (allowed.empty() ? "any" : allowed);
+}
+
 std::string OverBudgetMessage(double budget_usd) {
   return "You exceeded your current quota: this request could take the tenant over its budget "
          "of " + fmt::format("{:.6g}", budget_usd) + " USD for this period";
@@ -191,6 +198,8 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
                     "model_not_found");
       break;
     case core::NoPlacement::kResidency:
+      // Every refusal for residency is audited: who, what, and which jurisdictions they allow.
+      tenancy_->Audit("gateway", "residency.refused", ResidencyDetail(call));
       co_await Fail(responder, call.request_id, http::status::service_unavailable,
                     "no site in your allowed jurisdictions serves '" + call.parsed.model + "'",
                     "server_error", "no_capacity_in_jurisdiction", 30);
@@ -259,7 +268,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   if (!conn) {
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
     net::DropPooled(addr.host, addr.port);
-    fleet_.MarkFailure(ep, failure);
+    // Our own lack of descriptors is not the endpoint's fault: do not take it out.
+    if (failure.find("Too many open files") == std::string::npos) fleet_.MarkFailure(ep, failure);
     co_return false;
   }
 

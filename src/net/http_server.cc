@@ -1,5 +1,7 @@
 #include "net/http_server.h"
 
+#include <boost/asio/steady_timer.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include <openssl/ssl.h>
@@ -199,7 +201,12 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       auto [ec, socket] = co_await acceptor.async_accept(target, kUseTuple);
       if (ec) {
         if (stopped || ec == asio::error::operation_aborted) co_return;
-        spdlog::warn("accept: {}", ec.message());
+        // Out of descriptors (or another transient failure): the pending connection stays in the
+        // backlog, so retrying at once would spin. Pause, and log once per pause, not per retry.
+        spdlog::warn("accept: {} (pausing 50 ms)", ec.message());
+        asio::steady_timer pause(acceptor.get_executor());
+        pause.expires_after(std::chrono::milliseconds(50));
+        co_await pause.async_wait(kUseTuple);
         continue;
       }
       if (connections.load() >= options.max_connections) {

@@ -77,6 +77,7 @@ struct Runtime::Parts {
   std::unique_ptr<net::asio::steady_timer> flex_timer;
   std::unique_ptr<openadr::Ven> ven;
   std::vector<std::vector<std::uint32_t>> endpoints_of_site;  // fleet endpoint indices per site.
+  std::vector<double> deferrable_kw_at_pause;  // per site: batch-class kW when it was paused.
   Clock::time_point last_flex = Clock::now();
   std::string host;
   double market_speed = 1;
@@ -107,7 +108,23 @@ struct Runtime::Parts {
       in.base_kw = c.base_kw;
       in.grid_import_limit_kw = c.grid_import_limit_kw;
       in.gpu_min_cap_watts = c.gpu_min_cap_watts;
-      in.gpu_watts = status.sites[s].gpu_watts;
+      // Batch-class requests are the site's deferrable work: their share of the GPU power (by
+      // count in flight) is offered to the controller as deferrable kW. While it is paused, the
+      // demand measured when it paused stands in for it, so that it resumes only when it fits
+      // again (not as soon as the paused work has drained).
+      const fleet::SiteStatus& ss = status.sites[s];
+      const double batch_share =
+          ss.in_flight > 0 ? static_cast<double>(ss.in_flight_batch) / ss.in_flight : 0.0;
+      const bool was_paused = s < plans.size() && plans[s].deferrable_paused;
+      double deferrable_kw = ss.gpu_watts * batch_share * c.pue / 1e3;
+      if (deferrable_kw_at_pause.size() < site_configs.size()) {
+        deferrable_kw_at_pause.resize(site_configs.size(), 0);
+      }
+      if (was_paused) {
+        deferrable_kw = std::max(deferrable_kw, deferrable_kw_at_pause[s]);
+      }
+      in.deferrable_kw = deferrable_kw;
+      in.gpu_watts = ss.gpu_watts * (1 - batch_share);
       in.gpus = status.sites[s].endpoints;
       if (!endpoints_of_site[s].empty()) {
         in.gpu_max_watts = fleet->endpoint(endpoints_of_site[s][0]).gpu->profile().max_watts;
@@ -124,7 +141,11 @@ struct Runtime::Parts {
     for (std::size_t s = 0; s < next.size(); ++s) {
       const core::SitePlan& p = next[s];
       const double prev_cap = s < plans.size() ? plans[s].gpu_cap_watts : 0;
-      fleet->SetFlex(static_cast<std::uint32_t>(s), p.steer_away, p.shed_low_priority);
+      fleet->SetFlex(static_cast<std::uint32_t>(s), p.steer_away, p.shed_low_priority,
+                     p.deferrable_paused);
+      const bool was_paused = s < plans.size() && plans[s].deferrable_paused;
+      if (p.deferrable_paused && !was_paused) deferrable_kw_at_pause[s] = inputs[s].deferrable_kw;
+      if (!p.deferrable_paused) deferrable_kw_at_pause[s] = 0;
       if (p.gpu_cap_watts != prev_cap) {
         for (const std::uint32_t e : endpoints_of_site[s]) {
           const auto engine = engine_of_endpoint[e];
@@ -298,7 +319,11 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
     // tenants and keys made through the admin API live beside them).
     for (const auto& t : config.tenants) {
-      store::TenantRecord r;
+      // What the fleet file says (jurisdictions, class, latency target) wins; limits and budgets
+      // set through the admin API or the CLI are kept.
+      auto existing = (*st)->GetTenant(t.id);
+      if (!existing) return std::unexpected("store: " + existing.error());
+      store::TenantRecord r = existing->value_or(store::TenantRecord{});
       r.id = t.id;
       r.jurisdictions = t.jurisdictions;
       r.priority_class = std::string(core::ToString(t.priority));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -234,6 +235,135 @@ TEST(FlexIntegrationTest, AnOpenAdrEventFromAVtnIsObeyed) {
   EXPECT_FALSE(site["miners_on"].get<bool>());
   auto events = json::parse(admin.Call(http::verb::get, "/admin/grid-events", "", "admin").body);
   EXPECT_EQ(events["events"][0]["id"].get<std::string>().rfind("ev-7", 0), 0u);
+  (*rt)->Stop();
+}
+
+}  // namespace
+}  // namespace powerplane
+
+namespace powerplane {
+namespace {
+
+constexpr const char* kBatchFleet = R"(
+[gateway]
+admin_key = "admin"
+
+[[sites]]
+id = "cheap"
+jurisdiction = "US"
+price = 20.0
+base_kw = 0.2
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  max_batch = 64
+
+[[sites]]
+id = "dear"
+jurisdiction = "US"
+price = 60.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  max_batch = 64
+
+[[tenants]]
+id = "nightly-evals"
+keys = ["batch-key"]
+class = "batch"
+ttft_target_ms = 10000
+tpot_target_ms = 500
+)";
+
+// Batch-class requests are the site's deferrable work: an event asking for half the draw pauses
+// them there (before any GPU cap), new batch work runs at the other site, and it comes back
+// when the event ends.
+TEST(FlexIntegrationTest, AnEventPausesDeferrableWorkFirstAndItResumesAfter) {
+  auto config = fleet::ParseFleetConfig(kBatchFleet, "batch fleet");
+  ASSERT_TRUE(config) << config.error();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 1.0;
+  o.threads = 2;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  TestClient admin("127.0.0.1", (*rt)->port());
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::mutex mu;
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::string>> placed;
+  std::vector<std::thread> load;
+  for (int i = 0; i < 4; ++i) {
+    load.emplace_back([&] {
+      TestClient c("127.0.0.1", (*rt)->port());
+      while (!stop) {
+        auto r = c.Chat("batch-key", R"({"model":"llama-3.1-8b","max_tokens":40,"stream":true,
+                                         "messages":[{"role":"user","content":"evaluate"}]})");
+        if (r.status != 200) {
+          ++failed;
+          continue;
+        }
+        std::lock_guard lock(mu);
+        placed.emplace_back(std::chrono::steady_clock::now(), r.Header("x-powerplane-site"));
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  const json loaded = Fleet(admin)["sites"][0];
+  ASSERT_GT(loaded["in_flight_batch"].get<int>(), 0) << loaded.dump();
+  // Room for the base load and the GPU at its lowest cap (300 W x PUE 1.2) with a little to
+  // spare, but not for the batch work running now.
+  const double target_kw = 0.2 + 1.2 * 0.33;
+  ASSERT_LT(target_kw, loaded["power_kw"].get<double>()) << loaded.dump();
+  auto posted = admin.Call(http::verb::post, "/admin/grid-events",
+                           json{{"site", "cheap"}, {"target_kw", target_kw}, {"duration_s", 3},
+                                {"ramp_s", 1}}.dump(),
+                           "admin");
+  ASSERT_EQ(posted.status, 201) << posted.body;
+  const auto event_start = std::chrono::steady_clock::now();
+  bool paused = false;
+  while (!paused && std::chrono::steady_clock::now() - event_start < std::chrono::seconds(2)) {
+    paused = Fleet(admin)["sites"][0]["deferrable_paused"].get<bool>();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(paused);
+  const auto paused_at = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  const json during = Fleet(admin)["sites"][0];
+  const auto window_end = std::chrono::steady_clock::now();
+  // Pausing the batch work was enough: interactive work is neither steered nor shed.
+  EXPECT_TRUE(during["deferrable_paused"].get<bool>());
+  EXPECT_FALSE(during["steer_away"].get<bool>()) << during.dump();
+  EXPECT_FALSE(during["shed_low_priority"].get<bool>());
+  EXPECT_NE(during["actions"].dump().find("pause deferrable work"), std::string::npos);
+  // Resumes after the event (3 s) ends.
+  const auto until_resumed = std::chrono::steady_clock::now() + std::chrono::seconds(6);
+  while (Fleet(admin)["sites"][0]["deferrable_paused"].get<bool>() &&
+         std::chrono::steady_clock::now() < until_resumed) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_FALSE(Fleet(admin)["sites"][0]["deferrable_paused"].get<bool>());
+  stop = true;
+  for (auto& t : load) t.join();
+
+  int cheap_while_paused = 0, dear_while_paused = 0;
+  for (const auto& [at, site] : placed) {
+    // Requests that completed well inside the pause started after it began.
+    if (at > paused_at + std::chrono::milliseconds(400) && at < window_end) {
+      (site == "cheap" ? cheap_while_paused : dear_while_paused)++;
+    }
+  }
+  EXPECT_EQ(cheap_while_paused, 0);
+  EXPECT_GT(dear_while_paused, 0);
+  EXPECT_EQ(failed.load(), 0);
+  // Resumed and idle: batch work goes to the cheaper site again.
+  TestClient c("127.0.0.1", (*rt)->port());
+  auto r = c.Chat("batch-key", R"({"model":"llama-3.1-8b","max_tokens":4,
+                                  "messages":[{"role":"user","content":"evaluate"}]})");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.Header("x-powerplane-site"), "cheap");
   (*rt)->Stop();
 }
 

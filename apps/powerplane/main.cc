@@ -163,6 +163,8 @@ int main(int argc, char** argv) {
                                        "mean rate as a fraction of the fleet's sustainable rate")
       ->excludes(scale_opt);
   sim_cmd->add_option("--prices", sim_opts.prices, "SITE=FILE[:COLUMN] price override (repeat)");
+  sim_cmd->add_option("--events", sim_opts.events_path,
+                      "grid events CSV: site,start_utc,duration_s,target_kw,ramp_s");
   sim_cmd->add_option("--tenant-mix", sim_opts.tenant_mix, "TENANT=WEIGHT,... share of requests");
   sim_cmd->add_option("--start", sim_opts.start, "UTC start, ISO 8601 (default: fleet market "
                                                  "start)");

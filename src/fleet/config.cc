@@ -191,6 +191,18 @@ std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_t
         return fail(Where(*m, source) + ": miners need count, th_per_s and watts > 0");
       }
     }
+    if (const toml::table* g = t->get_as<toml::table>("gas")) {
+      if (!Read(*g, "capacity_kw", &s.gas.capacity_kw, source, &error) ||
+          !Read(*g, "fuel_usd_per_mmbtu", &s.gas.fuel_usd_per_mmbtu, source, &error) ||
+          !Read(*g, "heat_rate_btu_per_kwh", &s.gas.heat_rate_btu_per_kwh, source, &error)) {
+        return fail(error);
+      }
+      if (s.gas.capacity_kw < 0 || s.gas.fuel_usd_per_mmbtu < 0 ||
+          s.gas.heat_rate_btu_per_kwh <= 0) {
+        return fail(Where(*g, source) +
+                    ": gas needs capacity_kw >= 0, fuel_usd_per_mmbtu >= 0, heat_rate_btu_per_kwh > 0");
+      }
+    }
     if (const toml::table* w = t->get_as<toml::table>("wind")) {
       if (!Read(*w, "capacity_kw", &s.wind.capacity_kw, source, &error) ||
           !Read(*w, "profile", &s.wind.profile, source, &error) ||

@@ -48,6 +48,13 @@ struct GenerationConfig {
   bool can_export = false;
 };
 
+// On-site gas generation: dispatchable at once, at fuel x heat rate.
+struct GasConfig {
+  double capacity_kw = 0;
+  double fuel_usd_per_mmbtu = 3.0;
+  double heat_rate_btu_per_kwh = 8500;  // a reciprocating-engine or aeroderivative plant.
+};
+
 struct SiteConfig {
   std::string id;
   std::string jurisdiction;
@@ -60,6 +67,7 @@ struct SiteConfig {
   std::vector<EndpointGroupConfig> endpoints;
   MinerConfig miners;
   GenerationConfig wind;
+  GasConfig gas;
 };
 
 struct TenantConfig {

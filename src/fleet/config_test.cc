@@ -38,6 +38,23 @@ TEST(ConfigTest, ExampleFilesParse) {
   }
 }
 
+TEST(ConfigTest, GasIsReadAndChecked) {
+  auto c = LoadFleetConfig(std::string(PP_SOURCE_DIR) + "/examples/one-site.toml");
+  ASSERT_TRUE(c) << c.error();
+  EXPECT_DOUBLE_EQ(c->sites[0].gas.capacity_kw, 1.0);
+  EXPECT_DOUBLE_EQ(c->sites[0].gas.fuel_usd_per_mmbtu, 3.0);
+  EXPECT_DOUBLE_EQ(c->sites[0].gas.heat_rate_btu_per_kwh, 8500.0);
+  auto bad = ParseFleetConfig(R"(
+[[sites]]
+id = "s"
+jurisdiction = "US"
+price = 10.0
+gas = { capacity_kw = 5.0, heat_rate_btu_per_kwh = 0.0 }
+)", "bad.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().find("heat_rate_btu_per_kwh"), std::string::npos) << bad.error();
+}
+
 TEST(ConfigTest, Sha256) {
   EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }

@@ -21,6 +21,9 @@ struct SiteGridStatus {
   double miners_kw = 0;         // the miners' draw now (0 when stopped).
   double generation_kw = 0;     // on-site generation now.
   double export_kw = 0;         // generation beyond the site's own draw, when it can export.
+  double gas_kw = 0;            // on-site gas dispatched now.
+  std::string marginal_source;  // where the next MWh comes from: "wind", "gas" or "grid".
+  double grid_usd_per_mwh = 0;  // the node's price (the site's price is the marginal one).
   double mining_usd_per_mwh = 0;
   double usd_per_mwh = 0;
   std::deque<std::string> recent_actions;  // newest last, bounded.

@@ -234,6 +234,9 @@ std::string Gateway::FleetJson() const {
         site["mining_usd_per_mwh"] = g->mining_usd_per_mwh;
         site["generation_kw"] = g->generation_kw;
         site["export_kw"] = g->export_kw;
+        site["gas_kw"] = g->gas_kw;
+        site["marginal_source"] = g->marginal_source;
+        site["grid_usd_per_mwh"] = g->grid_usd_per_mwh;
         site["gpu_cap_w"] = g->plan.gpu_cap_watts > 0 ? json(g->plan.gpu_cap_watts) : json();
         site["seconds_above_target"] = g->seconds_above_target;
         site["actions"] = json(std::vector<std::string>(g->recent_actions.begin(),

@@ -4,6 +4,7 @@
 
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -17,6 +18,7 @@
 #include "engine/gpu_profiles.h"
 #include "core/dispatch.h"
 #include "core/flex.h"
+#include "core/site_power.h"
 #include "fleet/fleet.h"
 #include "fleet/grid_state.h"
 #include "grid/generation.h"
@@ -78,15 +80,22 @@ struct Runtime::Parts {
   std::unique_ptr<openadr::Ven> ven;
   std::vector<std::vector<std::uint32_t>> endpoints_of_site;  // fleet endpoint indices per site.
   std::vector<double> deferrable_kw_at_pause;  // per site: batch-class kW when it was paused.
+  std::vector<core::SiteSupply> supply;        // per site: what the next MWh would come from.
   Clock::time_point last_flex = Clock::now();
   std::string host;
   double market_speed = 1;
   bool demo_keys = false;
   std::atomic<bool> stopped{false};
 
+  // Each site's effective marginal price (core/site_power.h): its node's price now, or what its
+  // wind or gas makes the next MWh cost, from the supply seen at the last flex tick.
   void RefreshPrices() {
     const grid::UtcTime t = market->MarketTime(Clock::now());
-    for (std::uint32_t s = 0; s < prices.size(); ++s) fleet->SetMarketPrice(s, prices[s].UsdPerMwhAt(t));
+    supply.resize(prices.size());
+    for (std::uint32_t s = 0; s < prices.size(); ++s) {
+      supply[s].grid_usd_per_mwh = prices[s].UsdPerMwhAt(t);
+      fleet->SetMarketPrice(s, core::PlanSupply(supply[s]).usd_per_mwh);
+    }
   }
   // One FlexController tick: measure each site, plan, and apply (caps on emulated engines,
   // miners on or off, steering flags for the router).
@@ -99,6 +108,7 @@ struct Runtime::Parts {
     const grid::UtcTime market_now = market->MarketTime(wall);
     const fleet::FleetStatus status = fleet->Status();
     const double hashprice = grid_state->hashprice();
+    const std::vector<core::GridEvent> active_events = grid_state->Events();
     std::vector<core::SiteFlexInput> inputs;
     for (std::size_t s = 0; s < site_configs.size(); ++s) {
       const fleet::SiteConfig& c = site_configs[s];
@@ -129,14 +139,27 @@ struct Runtime::Parts {
       if (!endpoints_of_site[s].empty()) {
         in.gpu_max_watts = fleet->endpoint(endpoints_of_site[s][0]).gpu->profile().max_watts;
       }
-      in.onsite_generation_kw = wind[s] ? c.wind.capacity_kw * wind[s]->At(market_now) : 0;
+      const double wind_kw = wind[s] ? c.wind.capacity_kw * wind[s]->At(market_now) : 0;
+      // Gas counts as usable generation when it is cheaper than the grid or an event is active
+      // here (it then runs as far as needed: the dispatch below); otherwise it stands by.
+      supply.resize(site_configs.size());
+      core::SiteSupply& sup = supply[s];
+      sup.wind_kw = wind_kw;
+      sup.can_export = c.wind.can_export;
+      sup.gas_capacity_kw = c.gas.capacity_kw;
+      sup.gas_usd_per_mwh = core::GasUsdPerMwh(c.gas.fuel_usd_per_mmbtu, c.gas.heat_rate_btu_per_kwh);
+      const bool event_here = std::any_of(
+          active_events.begin(), active_events.end(),
+          [&](const core::GridEvent& e) { return e.site == c.id && e.ActiveAt(now_s); });
+      const bool gas_usable = sup.gas_capacity_kw > 0 &&
+                              (sup.gas_usd_per_mwh < sup.grid_usd_per_mwh || event_here);
+      in.onsite_generation_kw = wind_kw + (gas_usable ? sup.gas_capacity_kw : 0);
       in.miners_kw = c.miners.Kw();
       in.mining_worth_it = core::MiningUsdPerMwh(hashprice, c.miners.JoulesPerTh()) >
                            status.sites[s].usd_per_mwh;
       inputs.push_back(in);
     }
-    const std::vector<core::GridEvent> events = grid_state->Events();
-    std::vector<core::SitePlan> next = flex->Tick(now_s, dt_s, inputs, events, plans);
+    std::vector<core::SitePlan> next = flex->Tick(now_s, dt_s, inputs, active_events, plans);
     const std::string label = grid::FormatUtc(grid::UtcTime(std::chrono::seconds(now_s)));
     for (std::size_t s = 0; s < next.size(); ++s) {
       const core::SitePlan& p = next[s];
@@ -153,12 +176,19 @@ struct Runtime::Parts {
         }
       }
       for (const auto& a : p.actions) spdlog::info("flex {}: {}", p.site, a);
+      // Dispatch at the draw now: wind first, gas as far as it is cheaper or needed, the grid.
+      supply[s].draw_kw = p.power_kw;
+      supply[s].import_budget_kw = p.budget_kw;
+      const core::SupplyPlan dispatch = core::PlanSupply(supply[s]);
       fleet::SiteGridStatus st;
       st.plan = p;
+      st.plan.import_kw = dispatch.import_kw;
       st.miners_kw = p.miners_on ? inputs[s].miners_kw : 0;
-      st.generation_kw = inputs[s].onsite_generation_kw;
-      st.export_kw =
-          site_configs[s].wind.can_export ? std::max(0.0, st.generation_kw - p.power_kw) : 0;
+      st.generation_kw = supply[s].wind_kw + dispatch.gas_kw;
+      st.gas_kw = dispatch.gas_kw;
+      st.marginal_source = std::string(dispatch.source);
+      st.grid_usd_per_mwh = supply[s].grid_usd_per_mwh;
+      st.export_kw = dispatch.export_kw;
       st.mining_usd_per_mwh =
           core::MiningUsdPerMwh(hashprice, site_configs[s].miners.JoulesPerTh());
       st.usd_per_mwh = status.sites[s].usd_per_mwh;

@@ -107,6 +107,8 @@ int main(int argc, char** argv) {
                   "postgresql://... : a PostgreSQL store shared by several gateways");
     c->add_flag("--no-store", no_store,
                 "no store: the fleet file's tenants only, no ledger (benchmarks, tests)");
+    c->add_option("--admin-listen", up.admin_listen,
+                  "HOST:PORT: serve the admin API only here, not on the API listener");
     c->add_option("--tls-cert", up.tls_cert_file, "PEM certificate (chain) to serve HTTPS");
     c->add_option("--tls-key", up.tls_key_file, "PEM private key of --tls-cert");
     c->add_option("--market-start", up.market_start,

@@ -61,6 +61,23 @@ net::Handler Gateway::handler() {
   return [this](net::Request& req, net::Responder& r) { return Handle(req, r); };
 }
 
+net::Handler Gateway::admin_handler() {
+  return [this](net::Request& req, net::Responder& r) { return HandleAdminListener(req, r); };
+}
+
+net::asio::awaitable<void> Gateway::HandleAdminListener(net::Request& request,
+                                                        net::Responder& responder) {
+  const std::string_view target = request.target();
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path.starts_with("/admin/") || path == "/metrics" || path == "/healthz") {
+    co_await Handle(request, responder, /*admin_listener=*/true);
+    co_return;
+  }
+  co_await Fail(responder, NewRequestId(), http::status::not_found,
+                "this listener serves only /admin/, /metrics and /healthz", "invalid_request_error",
+                "not_found");
+}
+
 net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::string& request_id,
                                          http::status status, std::string_view message,
                                          std::string_view type, std::string_view code,
@@ -72,7 +89,8 @@ net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::s
   co_await responder.Send(std::move(res));
 }
 
-net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder& responder) {
+net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder& responder,
+                                           bool admin_listener) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
   if (path == "/v1/chat/completions" || path == "/v1/completions") {
@@ -109,6 +127,12 @@ net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder
     co_return;
   }
   if (path.starts_with("/admin/")) {
+    if (options_.admin_on_separate_listener && !admin_listener) {
+      // The admin API lives on its own listener: this one does not even admit it exists.
+      co_await Fail(responder, NewRequestId(), http::status::not_found,
+                    "Unknown path " + std::string(path), "invalid_request_error", "not_found");
+      co_return;
+    }
     co_await HandleAdmin(request, responder);
     co_return;
   }

@@ -32,6 +32,8 @@ struct GatewayOptions {
   int worst_case_output_tokens = 4096;
   // The market time shown by /admin/fleet (optional).
   std::function<std::string()> market_time;
+  // When set, /admin/ is served only by admin_handler() (a separate listener), never here.
+  bool admin_on_separate_listener = false;
   // Grid events, hashprice and flex plans (optional: without it /admin/grid-events is 404).
   fleet::GridState* grid = nullptr;
 };
@@ -59,13 +61,17 @@ class Gateway {
   Tenancy& tenancy() { return *tenancy_; }
 
   // The net::Handler for every request. Never throws.
-  net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder);
+  net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder,
+                                    bool admin_listener = false);
   net::Handler handler();
+  // For a separate admin listener: /admin/, /metrics and /healthz only.
+  net::Handler admin_handler();
 
  private:
   net::asio::awaitable<void> HandleInference(ApiKind kind, net::Request& request,
                                              net::Responder& responder);
   net::asio::awaitable<void> HandleAdmin(net::Request& request, net::Responder& responder);
+  net::asio::awaitable<void> HandleAdminListener(net::Request& request, net::Responder& responder);
   // Places the call and relays the engine's answer (proxy.cc).
   net::asio::awaitable<void> Proxy(Call& call, net::Responder& responder);
   // Relays one attempt at the chosen endpoint. Returns false when nothing reached the client

@@ -68,6 +68,7 @@ struct Runtime::Parts {
   std::mutex poll_mu;
   std::condition_variable poll_wake;
   std::unique_ptr<net::HttpServer> server;
+  std::unique_ptr<net::HttpServer> admin_server;  // only with --admin-listen.
   std::unique_ptr<fleet::Prober> prober;
   std::unique_ptr<net::asio::steady_timer> price_timer;
   // The grid side: events, hashprice, the FlexController and what it last decided.
@@ -373,6 +374,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   gateway::GatewayOptions go;
   go.admin_key_sha256 = config.admin_key_sha256;
   go.default_output_tokens = config.default_output_tokens;
+  go.admin_on_separate_listener = !options.admin_listen.empty();
   go.grid = p.grid_state.get();
   go.market_time = [market = p.market.get()] {
     return grid::FormatUtc(market->MarketTime(Clock::now()));
@@ -395,12 +397,31 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   } catch (const std::exception& e) {
     return std::unexpected("cannot listen on " + listen + ": " + e.what());
   }
+  if (!options.admin_listen.empty()) {
+    std::string admin_host;
+    unsigned short admin_port = 0;
+    if (!net::SplitHostPort(options.admin_listen, &admin_host, &admin_port)) {
+      return std::unexpected("admin listen address '" + options.admin_listen + "': want HOST:PORT");
+    }
+    try {
+      net::ServerOptions so;
+      so.tls_cert_file = options.tls_cert_file;
+      so.tls_key_file = options.tls_key_file;
+      p.admin_server = std::make_unique<net::HttpServer>(
+          p.gateway_pool->Executors(),
+          net::tcp::endpoint(net::asio::ip::make_address(admin_host), admin_port),
+          p.gateway->admin_handler(), so);
+    } catch (const std::exception& e) {
+      return std::unexpected("cannot listen on " + options.admin_listen + ": " + e.what());
+    }
+  }
 
   for (auto& e : p.engines) e->Start();
   p.engine_pool->Start();
   p.prober = std::make_unique<fleet::Prober>(*p.fleet, p.gateway_pool->context(0).get_executor());
   p.prober->Start();
   p.server->Start();
+  if (p.admin_server) p.admin_server->Start();
   p.price_timer =
       std::make_unique<net::asio::steady_timer>(p.gateway_pool->context(0).get_executor());
   p.SchedulePrices();
@@ -463,6 +484,7 @@ void Runtime::Stop() {
   if (p.ven) p.ven->Stop();
   if (p.prober) p.prober->Stop();
   if (p.server) p.server->Stop();
+  if (p.admin_server) p.admin_server->Stop();
   for (auto& e : p.engines) {
     if (e) e->Stop();
   }
@@ -476,6 +498,9 @@ void Runtime::Stop() {
 }
 
 unsigned short Runtime::port() const { return parts_->server->port(); }
+unsigned short Runtime::admin_port() const {
+  return parts_->admin_server ? parts_->admin_server->port() : 0;
+}
 std::string Runtime::host() const { return parts_->host; }
 fleet::Fleet& Runtime::fleet() { return *parts_->fleet; }
 fleet::GridState& Runtime::grid() { return *parts_->grid_state; }
@@ -519,7 +544,9 @@ std::string Runtime::Banner() const {
                     grid::FormatUtc(p.market->MarketTime(Clock::now())) + " at " +
                     std::to_string(static_cast<int>(p.market_speed)) + "x\n";
   out += "  API:     " + base + "/v1   (OpenAI-compatible)\n";
-  out += "  metrics: " + base + "/metrics   admin: " + base + "/admin/fleet\n";
+  const std::string admin_base =
+      p.admin_server ? "http://" + p.host + ":" + std::to_string(p.admin_server->port()) : base;
+  out += "  metrics: " + base + "/metrics   admin: " + admin_base + "/admin/fleet\n";
   if (p.demo_keys) {
     out += "  demo keys (demo only): pp-demo-key (any jurisdiction), pp-eu-key (EU only), "
            "admin pp-admin-key\n";

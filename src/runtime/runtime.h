@@ -36,6 +36,8 @@ struct UpOptions {
   // when set. Both empty = no store: the fleet file's tenants only, no ledger.
   std::filesystem::path state_dir;
   std::string store_url;
+  // When set, the admin API is served only here (HOST:PORT), not on the API listener.
+  std::string admin_listen;
   // TLS for the API (both PEM files, or neither).
   std::string tls_cert_file;
   std::string tls_key_file;
@@ -51,6 +53,7 @@ class Runtime {
   void Stop();
 
   unsigned short port() const;
+  unsigned short admin_port() const;  // 0 without a separate admin listener.
   std::string host() const;
   fleet::Fleet& fleet();
   fleet::GridState& grid();

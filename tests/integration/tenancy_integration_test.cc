@@ -242,3 +242,33 @@ INSTANTIATE_TEST_SUITE_P(Backends, TenancyIntegrationTest,
 
 }  // namespace
 }  // namespace powerplane
+
+namespace powerplane {
+namespace {
+
+// With --admin-listen the admin API is served only on its own listener.
+TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
+  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.admin_listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 20.0;
+  o.threads = 1;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  ASSERT_NE((*rt)->admin_port(), 0);
+  TestClient api("127.0.0.1", (*rt)->port());
+  TestClient admin("127.0.0.1", (*rt)->admin_port());
+  EXPECT_EQ(api.Call(http::verb::get, "/admin/fleet", {}, "admin").status, 404);
+  EXPECT_EQ(admin.Call(http::verb::get, "/admin/fleet", {}, "admin").status, 200);
+  EXPECT_EQ(admin.Call(http::verb::get, "/admin/fleet", {}, "wrong").status, 401);
+  EXPECT_EQ(admin.Call(http::verb::get, "/metrics").status, 200);
+  EXPECT_EQ(admin.Call(http::verb::post, "/v1/chat/completions", ChatBody(4, false), "x").status,
+            404);
+  EXPECT_EQ(api.Call(http::verb::get, "/healthz").status, 200);
+}
+
+}  // namespace
+}  // namespace powerplane

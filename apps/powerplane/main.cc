@@ -181,6 +181,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   sim_cmd->add_flag("!--no-bound", sim_opts.bound, "skip the hindsight LP bound");
   sim_cmd->add_flag("!--no-progress", sim_opts.progress, "no progress bar");
+  sim_cmd->add_flag("--fixed-output-length", sim_opts.fixed_output_length,
+                    "plan with the default output length, not each tenant's learned one");
 
   cli::TenancyCommands tenancy_commands(app);
 

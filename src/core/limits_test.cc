@@ -61,3 +61,22 @@ TEST(BudgetBookTest, ReservationsAndSettlementStayUnderTheBudget) {
 
 }  // namespace
 }  // namespace powerplane::core
+
+#include "core/output_length.h"
+
+namespace powerplane::core {
+namespace {
+
+TEST(OutputLengthEstimateTest, StartsFromThePriorAndLearnsTheTenantsLengths) {
+  OutputLengthEstimate e(256);
+  EXPECT_EQ(e.Expected(), 256);
+  for (int i = 0; i < 500; ++i) e.Observe(i % 2 == 0 ? 20 : 36);  // a code tenant: mean 28.
+  EXPECT_NEAR(e.Expected(), 28, 1);
+  for (int i = 0; i < 500; ++i) e.Observe(400);  // its habits change: it follows.
+  EXPECT_NEAR(e.Expected(), 400, 2);
+  e.Observe(0);  // nothing generated: no information.
+  EXPECT_EQ(e.samples(), 1000);
+}
+
+}  // namespace
+}  // namespace powerplane::core

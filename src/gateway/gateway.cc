@@ -179,9 +179,11 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::Request& 
   r.model_index = *model;
   r.prompt_tokens = call.parsed.prompt_tokens;
   r.max_output_tokens = call.parsed.max_tokens.value_or(0);
-  r.expected_output_tokens = call.parsed.max_tokens
-                                 ? std::min(*call.parsed.max_tokens, options_.default_output_tokens)
-                                 : options_.default_output_tokens;
+  // Planned with the tenant's learned completion length (the fleet default until it has one),
+  // capped by max_tokens.
+  const int typical = tenancy_->ExpectedOutputTokens(t, options_.default_output_tokens);
+  r.expected_output_tokens =
+      call.parsed.max_tokens ? std::min(*call.parsed.max_tokens, typical) : typical;
   r.allowed_jurisdictions = t.jurisdictions;
   r.priority = t.priority;
   r.ttft_target_s = t.ttft_target_s;

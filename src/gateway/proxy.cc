@@ -329,6 +329,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     tenancy_->Settle(*call.tenant, call.worst_tokens,
                      usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
     if (outcome == "ok") {
+      tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
+                                    usage.completion_tokens);
       metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
                             elapsed_s, gpu_joules * d.score.pue, cost);
       metrics_.RecordOk(d.site_index);

@@ -256,6 +256,19 @@ void Tenancy::Audit(std::string actor, std::string action, std::string detail) {
   audit_wake_.notify_one();
 }
 
+int Tenancy::ExpectedOutputTokens(const Tenant& tenant, int fallback) {
+  std::lock_guard lock(mu_);
+  auto it = output_lengths_.find(tenant.id);
+  return it == output_lengths_.end() ? fallback : it->second.Expected();
+}
+
+void Tenancy::ObserveOutputTokens(const Tenant& tenant, int fallback,
+                                  std::int64_t completion_tokens) {
+  std::lock_guard lock(mu_);
+  auto it = output_lengths_.try_emplace(tenant.id, core::OutputLengthEstimate(fallback)).first;
+  it->second.Observe(static_cast<int>(std::min<std::int64_t>(completion_tokens, 1 << 20)));
+}
+
 store::LedgerWriter::Counters Tenancy::ledger_counters() const {
   return ledger_ ? ledger_->counters() : store::LedgerWriter::Counters{};
 }

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/limits.h"
+#include "core/output_length.h"
 #include "gateway/tenants.h"
 #include "store/ledger_writer.h"
 #include "store/store.h"
@@ -73,6 +74,11 @@ class Tenancy {
 
   store::LedgerWriter::Counters ledger_counters() const;
 
+  // The output length to plan a tenant's requests with: learned from its finished requests
+  // (core/output_length.h), `fallback` until one has finished.
+  int ExpectedOutputTokens(const Tenant& tenant, int fallback);
+  void ObserveOutputTokens(const Tenant& tenant, int fallback, std::int64_t completion_tokens);
+
  private:
   struct Limits {
     core::MinuteBucket rpm, tpm;
@@ -88,6 +94,7 @@ class Tenancy {
   std::int64_t version_ = -1;
   std::mutex mu_;
   std::unordered_map<std::string, Limits> limits_;
+  std::unordered_map<std::string, core::OutputLengthEstimate> output_lengths_;  // under mu_.
   std::chrono::steady_clock::time_point last_resync_{};
   // The audit log's own writer.
   std::mutex audit_mu_;

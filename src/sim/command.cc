@@ -165,6 +165,7 @@ int RunSimCommand(const SimCommandOptions& o) {
   so.start = *start;
   so.duration_s = *duration;
   so.expected_output_tokens = config.default_output_tokens;
+  so.learn_output_lengths = !o.fixed_output_length;
   so.events = std::move(events);
 
   std::printf("powerplane sim: %zu sites, %zu endpoints; trace %s (mean %.0f in / %.0f out)%s; "

@@ -22,6 +22,9 @@ struct SimCommandOptions {
   std::optional<double> load;         // fraction of the fleet's sustainable request rate.
   std::vector<std::string> prices;    // SITE=FILE[:COLUMN]
   std::string tenant_mix;             // TENANT=WEIGHT,...
+  // Plan every request with the fleet's default output length instead of each tenant's learned
+  // one (the gateway's behaviour before it learned them).
+  bool fixed_output_length = false;
   std::string events_path;            // grid events CSV (sim/grid_events.h); empty = none.
   std::string start;                  // ISO 8601; empty = the fleet file's market start.
   std::string duration = "1h";

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "core/cost_model.h"
+#include "core/output_length.h"
 #include "core/router.h"
 #include "sim/analytic_engine.h"
 #include "sim/site_power.h"
@@ -17,7 +18,10 @@ struct Sink final : FinishSink {
   const SimFleet* fleet = nullptr;
   PolicyResult* result = nullptr;
   double rtt_s = 0;  // of the endpoint being advanced.
+  // Per tenant: the output length the gateway would plan with, learned from finished requests.
+  std::vector<core::OutputLengthEstimate>* output_lengths = nullptr;
   void OnFinished(const FinishedRequest& r) override {
+    (*output_lengths)[r.tenant].Observe(r.output_tokens);
     const SimTenant& t = fleet->tenants[r.tenant];
     const double ttft = r.first_token_s - r.arrival_s + rtt_s;
     const double tpot =
@@ -112,6 +116,9 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
   Sink sink;
   sink.fleet = &fleet;
   sink.result = &result;
+  std::vector<core::OutputLengthEstimate> output_lengths(
+      fleet.tenants.size(), core::OutputLengthEstimate(options.expected_output_tokens));
+  sink.output_lengths = &output_lengths;
   std::size_t rr_next = 0;
   // Sites ordered by round trip, for `nearest`.
   std::vector<std::size_t> by_rtt(n_sites);
@@ -170,7 +177,9 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
     core::Request req;
     req.model_index = 0;
     req.prompt_tokens = a.prompt_tokens;
-    req.expected_output_tokens = options.expected_output_tokens;
+    req.expected_output_tokens = options.learn_output_lengths
+                                     ? output_lengths[a.tenant].Expected()
+                                     : options.expected_output_tokens;
     req.allowed_jurisdictions = tenant.jurisdictions;
     req.priority = tenant.priority;
     req.ttft_target_s = tenant.ttft_target_s;

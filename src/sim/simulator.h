@@ -30,6 +30,9 @@ struct SimOptions {
   double duration_s = 3600;        // arrivals window.
   double bucket_s = 300;           // energy and price granularity (5 min).
   int expected_output_tokens = 256;  // what the router plans for (the gateway's default).
+  // Plan with each tenant's output length learned from its finished requests (as the gateway
+  // does), starting from expected_output_tokens; false = always the default.
+  bool learn_output_lengths = true;
   // Grid events (UTC). Policy `powerplane` runs core::FlexController every flex_tick_s on them
   // and on the fleet's miners, wind and import limits; every policy is metered against them.
   std::vector<core::GridEvent> events;

@@ -236,8 +236,8 @@ TEST_P(TenancyIntegrationTest, AStreamThatBreaksEndsWithAnErrorAndTheLedgerSaysW
 
 INSTANTIATE_TEST_SUITE_P(Backends, TenancyIntegrationTest,
                          ::testing::Values(Backend::kSqlite, Backend::kPostgres),
-                         [](const auto& info) {
-                           return info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
+                         [](const auto& param_info) {
+                           return param_info.param == Backend::kSqlite ? "Sqlite" : "Postgres";
                          });
 
 }  // namespace

@@ -15,7 +15,7 @@ build = sys.argv[1] if len(sys.argv) > 1 else "build/release"
 events = int(sys.argv[2]) if len(sys.argv) > 2 else 20
 streams = int(sys.argv[3]) if len(sys.argv) > 3 else 8
 binary = os.path.join(build, "apps/powerplane/powerplane")
-proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--log-level", "warn"],
+proc = subprocess.Popen([binary, "up", "--listen", "127.0.0.1:0", "--no-store", "--log-level", "warn"],
                         stdout=subprocess.PIPE, text=True)
 base = None
 deadline = time.time() + 30

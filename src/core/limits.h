@@ -14,6 +14,7 @@ class MinuteBucket {
   explicit MinuteBucket(double per_minute = 0) : per_minute_(per_minute), level_(per_minute) {}
 
   bool unlimited() const { return per_minute_ <= 0; }
+  double per_minute() const { return per_minute_; }
   // Takes `n` units at time `now_s` and returns 0, or takes nothing and returns the seconds
   // until `n` would be there (infinite when n exceeds the bucket itself: it never will be).
   double TryTake(double n, double now_s);

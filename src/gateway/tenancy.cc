@@ -119,8 +119,14 @@ std::expected<void, std::string> Tenancy::Reload() {
     auto it = by_id.find(id);
     if (it == by_id.end()) continue;
     const Tenant& t = *it->second;
-    limits.rpm = core::MinuteBucket(static_cast<double>(t.rpm));
-    limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
+    // Only a changed limit starts a fresh bucket: a reload for another tenant's key must not
+    // refill this one's.
+    if (limits.rpm.per_minute() != static_cast<double>(t.rpm)) {
+      limits.rpm = core::MinuteBucket(static_cast<double>(t.rpm));
+    }
+    if (limits.tpm.per_minute() != static_cast<double>(t.tpm)) {
+      limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
+    }
     if (limits.budget.budget_usd() != t.budget_usd || limits.budget.period() != t.budget_period) {
       core::BudgetBook book(t.budget_usd, t.budget_period);
       book.TryReserve(limits.budget.reserved_usd(), UnixMsNow());

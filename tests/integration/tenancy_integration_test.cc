@@ -158,6 +158,9 @@ TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
   auto [id, key] = NewKey("small");
   EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
   EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  // Another tenant's change reloads the directory; it must not refill this tenant's bucket.
+  PutTenant({{"id", "bystander"}});
+  NewKey("bystander");
   auto refused = clients_[0]->Chat(key, ChatBody(4, false));
   EXPECT_EQ(refused.status, 429) << refused.body;
   EXPECT_FALSE(refused.Header("retry-after").empty());

@@ -285,6 +285,8 @@ def main():
         with open(fleet, "w") as f:
             f.write(f"""[gateway]
 admin_key = "bench-admin"
+# The engines run far slower than real time on purpose: no latency breaker.
+latency_breaker = false
 [[sites]]
 id = "bench"
 jurisdiction = "US"

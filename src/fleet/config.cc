@@ -125,7 +125,8 @@ std::expected<FleetConfig, std::string> ParseFleetConfig(std::string_view toml_t
     if (!Read(*g, "listen", &c.listen, source, &error) ||
         !Read(*g, "admin_key", &admin_key, source, &error) ||
         !Read(*g, "admin_key_sha256", &admin_key_sha256, source, &error) ||
-        !Read(*g, "default_output_tokens", &c.default_output_tokens, source, &error)) {
+        !Read(*g, "default_output_tokens", &c.default_output_tokens, source, &error) ||
+        !Read(*g, "latency_breaker", &c.latency_breaker, source, &error)) {
       return fail(error);
     }
     c.admin_key_sha256 = !admin_key_sha256.empty() ? admin_key_sha256

@@ -1,5 +1,7 @@
 #include "fleet/fleet.h"
 
+#include <cstdio>
+
 #include <algorithm>
 #include <utility>
 
@@ -18,6 +20,8 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       in_flight_(endpoints_.size(), 0),
       in_flight_tokens_(endpoints_.size(), 0),
       in_flight_batch_(endpoints_.size(), 0),
+      slow_streak_(endpoints_.size(), 0),
+      breaker_open_until_(endpoints_.size()),
       scraped_(endpoints_.size()),
       in_flight_at_scrape_(endpoints_.size(), 0),
       last_error_(endpoints_.size()) {}
@@ -117,12 +121,28 @@ void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
   last_error_[endpoint] = std::move(why);
 }
 
-void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped) {
+void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
+                        std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mu_);
-  loads_[endpoint].healthy = true;
+  if (now >= breaker_open_until_[endpoint]) loads_[endpoint].healthy = true;
   scraped_[endpoint] = scraped;
   in_flight_at_scrape_[endpoint] = in_flight_[endpoint];
   RefreshLoad(endpoint);
+}
+
+void Fleet::ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
+                          std::chrono::steady_clock::time_point now) {
+  std::lock_guard lock(mu_);
+  const bool slow = ttft_s > std::max(4 * predicted_ttft_s, predicted_ttft_s + 2.0);
+  slow_streak_[endpoint] = slow ? slow_streak_[endpoint] + 1 : 0;
+  if (slow_streak_[endpoint] < kSlowStreak) return;
+  slow_streak_[endpoint] = 0;
+  breaker_open_until_[endpoint] = now + kBreakerCoolDown;
+  loads_[endpoint].healthy = false;
+  char why[128];
+  std::snprintf(why, sizeof why, "slow: %d answers in a row, last ttft %.2f s vs %.2f s predicted",
+                kSlowStreak, ttft_s, predicted_ttft_s);
+  last_error_[endpoint] = why;
 }
 
 bool Fleet::Healthy(std::uint32_t endpoint) const {

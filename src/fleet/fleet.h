@@ -4,6 +4,7 @@
 // immutable description needs no lock; prices, loads and health sit behind one mutex, and a
 // request is routed and admitted under it, so concurrent requests see each other's load.
 
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -100,8 +101,19 @@ class Fleet {
   // Health: a failed connection or probe takes the endpoint out at once; a good probe puts it
   // back.
   void MarkFailure(std::uint32_t endpoint, std::string why);
-  void MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped);
+  // A good probe puts it back, unless the latency breaker holds it out (below).
+  void MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
+                   std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   bool Healthy(std::uint32_t endpoint) const;
+
+  // Passive health by latency: a request's time to first token against the router's prediction.
+  // kSlowStreak answers in a row slower than max(4 x predicted, predicted + 2 s) open the breaker:
+  // the endpoint is taken out and probes cannot put it back for kBreakerCoolDown; then one good
+  // probe closes it again (half-open: the next slow streak opens it again).
+  static constexpr int kSlowStreak = 5;
+  static constexpr std::chrono::seconds kBreakerCoolDown{5};
+  void ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
+                     std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
   FleetStatus Status() const;
 
@@ -121,6 +133,8 @@ class Fleet {
   std::vector<int> in_flight_;
   std::vector<std::int64_t> in_flight_tokens_;
   std::vector<int> in_flight_batch_;
+  std::vector<int> slow_streak_;
+  std::vector<std::chrono::steady_clock::time_point> breaker_open_until_;
   std::vector<ScrapedLoad> scraped_;
   std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.
   std::vector<std::string> last_error_;

@@ -71,6 +71,25 @@ TEST(FleetTest, FailureTakesAnEndpointOutAndAProbePutsItBack) {
   EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u);
 }
 
+TEST(FleetTest, ASlowStreakOpensTheBreakerForTheCoolDown) {
+  Fleet f = TwoSiteFleet();
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  // Slow answers not in a row do not trip it.
+  for (int i = 0; i < 3 * Fleet::kSlowStreak; ++i) {
+    f.ReportLatency(0, i % 2 == 0 ? 10.0 : 0.2, 0.2, t0);
+  }
+  EXPECT_TRUE(f.Healthy(0));
+  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(0, 10.0, 0.2, t0);
+  EXPECT_FALSE(f.Healthy(0));
+  EXPECT_TRUE(f.Healthy(1));
+  // A probe inside the cool-down does not put it back; one after it does.
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + Fleet::kBreakerCoolDown - std::chrono::milliseconds(1));
+  EXPECT_FALSE(f.Healthy(0));
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + Fleet::kBreakerCoolDown);
+  EXPECT_TRUE(f.Healthy(0));
+  EXPECT_NE(f.Status().endpoints[0].last_error.find("slow"), std::string::npos);
+}
+
 TEST(FleetTest, ExcludedEndpointsAreSkippedForOneDecision) {
   Fleet f = TwoSiteFleet();
   f.SetMarketPrice(0, 10);

@@ -22,6 +22,7 @@ namespace powerplane::gateway {
 struct GatewayOptions {
   std::string admin_key_sha256;  // empty = admin API disabled.
   int default_output_tokens = 256;
+  bool latency_breaker = true;  // report each answer's TTFT to the fleet's latency breaker.
   std::chrono::milliseconds connect_timeout{1000};
   std::chrono::milliseconds upstream_header_timeout{60000};
   // How long a request may wait for a slot when every allowed endpoint is full, before 429.

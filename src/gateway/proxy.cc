@@ -329,6 +329,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     tenancy_->Settle(*call.tenant, call.worst_tokens,
                      usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
     if (outcome == "ok") {
+      if (options_.latency_breaker && ttft_s >= 0) {
+        fleet_.ReportLatency(ep, ttft_s, d.score.predicted_ttft_s);
+      }
       tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
                                     usage.completion_tokens);
       metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,

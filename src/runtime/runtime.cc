@@ -374,6 +374,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   gateway::GatewayOptions go;
   go.admin_key_sha256 = config.admin_key_sha256;
   go.default_output_tokens = config.default_output_tokens;
+  // Emulators slowed below real time answer slower than the GPU model predicts, by design.
+  go.latency_breaker = config.latency_breaker && options.engine_speed >= 1.0;
   go.admin_on_separate_listener = !options.admin_listen.empty();
   go.grid = p.grid_state.get();
   go.market_time = [market = p.market.get()] {

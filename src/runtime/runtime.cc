@@ -539,7 +539,8 @@ void Runtime::RestartEngine(std::size_t endpoint) {
 
 std::string Runtime::Banner() const {
   const Parts& p = *parts_;
-  const std::string base = "http://" + p.host + ":" + std::to_string(port());
+  const std::string scheme = p.server->tls() ? "https://" : "http://";
+  const std::string base = scheme + p.host + ":" + std::to_string(port());
   std::string out = "powerplane is up: " + std::to_string(p.fleet->site_count()) + " sites, " +
                     std::to_string(p.fleet->endpoint_count()) + " endpoints (" +
                     std::to_string(p.engines.size()) + " emulated), market " +
@@ -547,7 +548,7 @@ std::string Runtime::Banner() const {
                     std::to_string(static_cast<int>(p.market_speed)) + "x\n";
   out += "  API:     " + base + "/v1   (OpenAI-compatible)\n";
   const std::string admin_base =
-      p.admin_server ? "http://" + p.host + ":" + std::to_string(p.admin_server->port()) : base;
+      p.admin_server ? scheme + p.host + ":" + std::to_string(p.admin_server->port()) : base;
   out += "  metrics: " + base + "/metrics   admin: " + admin_base + "/admin/fleet\n";
   if (p.demo_keys) {
     out += "  demo keys (demo only): pp-demo-key (any jurisdiction), pp-eu-key (EU only), "

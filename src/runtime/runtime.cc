@@ -92,7 +92,6 @@ struct Runtime::Parts {
   // wind or gas makes the next MWh cost, from the supply seen at the last flex tick.
   void RefreshPrices() {
     const grid::UtcTime t = market->MarketTime(Clock::now());
-    supply.resize(prices.size());
     for (std::uint32_t s = 0; s < prices.size(); ++s) {
       supply[s].grid_usd_per_mwh = prices[s].UsdPerMwhAt(t);
       fleet->SetMarketPrice(s, core::PlanSupply(supply[s]).usd_per_mwh);
@@ -128,9 +127,6 @@ struct Runtime::Parts {
           ss.in_flight > 0 ? static_cast<double>(ss.in_flight_batch) / ss.in_flight : 0.0;
       const bool was_paused = s < plans.size() && plans[s].deferrable_paused;
       double deferrable_kw = ss.gpu_watts * batch_share * c.pue / 1e3;
-      if (deferrable_kw_at_pause.size() < site_configs.size()) {
-        deferrable_kw_at_pause.resize(site_configs.size(), 0);
-      }
       if (was_paused) {
         deferrable_kw = std::max(deferrable_kw, deferrable_kw_at_pause[s]);
       }
@@ -143,7 +139,6 @@ struct Runtime::Parts {
       const double wind_kw = wind[s] ? c.wind.capacity_kw * wind[s]->At(market_now) : 0;
       // Gas counts as usable generation when it is cheaper than the grid or an event is active
       // here (it then runs as far as needed: the dispatch below); otherwise it stands by.
-      supply.resize(site_configs.size());
       core::SiteSupply& sup = supply[s];
       sup.wind_kw = wind_kw;
       sup.can_export = c.wind.can_export;
@@ -334,6 +329,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   }
   p.fleet = std::make_unique<fleet::Fleet>(sites, models, endpoints, addresses);
   p.endpoints_of_site.resize(sites.size());
+  p.supply.resize(sites.size());
+  p.deferrable_kw_at_pause.resize(sites.size(), 0);
   for (std::uint32_t e = 0; e < endpoints.size(); ++e) {
     p.endpoints_of_site[endpoints[e].site_index].push_back(e);
   }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <random>
 
+#include "core/route_index.h"
 #include "core/router.h"
 #include "testing/gpu_profiles.h"
 
@@ -56,10 +57,14 @@ Fleet MakeFleet(int endpoints, std::mt19937_64& rng) {
   return f;
 }
 
-void BM_RouteDecision(benchmark::State& state) {
+// With `indexed`, the view carries a RouteIndex, as fleet::Fleet's does; without, the router
+// visits every endpoint.
+void RouteDecision(benchmark::State& state, bool indexed) {
   std::mt19937_64 rng(42);
   Fleet fleet = MakeFleet(static_cast<int>(state.range(0)), rng);
-  const core::FleetView view = fleet.View();
+  const core::RouteIndex index(fleet.endpoints, fleet.loads);
+  core::FleetView view = fleet.View();
+  if (indexed) view.index = &index;
   const std::vector<std::string> eu = {"EU"};
   std::vector<core::Request> requests(256);
   std::uniform_int_distribution<int> prompt(50, 4000), out(16, 512);
@@ -94,9 +99,14 @@ void BM_RouteDecision(benchmark::State& state) {
   state.counters["placed_frac"] = static_cast<double>(placed) / std::max<std::size_t>(1, i);
   // The share of candidates the router had to score (the rest were ruled out by bounds).
   state.counters["scored_frac"] = static_cast<double>(scored) / std::max<std::uint64_t>(1, candidates);
+  // Candidates looked at per decision (with the index, only those in the cells it visited).
+  state.counters["candidates"] = static_cast<double>(candidates) / std::max<std::size_t>(1, i);
   state.counters["sites"] = static_cast<double>(fleet.sites.size());
 }
+void BM_RouteDecision(benchmark::State& state) { RouteDecision(state, true); }
+void BM_RouteDecisionScan(benchmark::State& state) { RouteDecision(state, false); }
 BENCHMARK(BM_RouteDecision)->Arg(64)->Arg(512)->Arg(2048);
+BENCHMARK(BM_RouteDecisionScan)->Arg(64)->Arg(512)->Arg(2048);
 
 }  // namespace
 }  // namespace powerplane

@@ -1,5 +1,7 @@
 #include "core/router.h"
 
+#include "core/route_index.h"
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -119,144 +121,193 @@ bool Admits(const Request& request, const Endpoint& endpoint, const EndpointLoad
   return true;
 }
 
-Decision Router::Route(const Request& request, const FleetView& fleet) const {
-  Decision d;
-  // Residency, steering and the price are worked out once per site, not per endpoint.
-  std::array<SiteTerms, kMaxSitesOnStack> terms_small;
-  std::vector<SiteTerms> terms_large;
-  SiteTerms* terms = terms_small.data();
-  if (fleet.sites.size() > kMaxSitesOnStack) {
-    terms_large.resize(fleet.sites.size());
-    terms = terms_large.data();
-  }
-  for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
-    const EnergyState& energy = fleet.site_energy[s];
-    SiteTerms& t = terms[s];
-    t.allowed = SiteAllowed(request, fleet.sites[s]);
-    t.refuses = (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) ||
-                (energy.pause_deferrable && request.priority == PriorityClass::kBatch);
-    t.steered = energy.steer_away;
-    t.usd_per_joule = energy.usd_per_mwh * fleet.sites[s].pue * (1.0 / kJoulesPerMwh);
-    t.price_negative = energy.usd_per_mwh < 0;
-  }
-  double least_price = std::numeric_limits<double>::infinity();
-  double most_price = -std::numeric_limits<double>::infinity();
-  for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
-    if (!terms[s].allowed) continue;
-    least_price = std::min(least_price, terms[s].usd_per_joule);
-    most_price = std::max(most_price, terms[s].usd_per_joule);
-  }
-  if (most_price > least_price) {
-    const double per_group = kPriceGroups / (most_price - least_price);
+namespace {
+
+// One routing decision in progress: the per-site terms, the best candidates found so far and
+// the counts. ScanAll visits every endpoint; ScanIndexed only the cells of a RouteIndex whose
+// bound could still change the choice. Both find the same endpoint (RouterPruningTest).
+class Search {
+ public:
+  Search(const Request& request, const FleetView& fleet, Decision& d)
+      : request_(request),
+        fleet_(fleet),
+        d_(d),
+        shape_(ShapeOf(request)),
+        ttft_limit_(kTargetHeadroom * request.ttft_target_s),
+        tpot_limit_(kTargetHeadroom * request.tpot_target_s),
+        batch_limits_(shape_, tpot_limit_) {
+    // Residency, steering and the price are worked out once per site, not per endpoint.
+    if (fleet.sites.size() > kMaxSitesOnStack) {
+      terms_large_.resize(fleet.sites.size());
+      terms_ = terms_large_.data();
+    }
+    double least_price = std::numeric_limits<double>::infinity();
+    double most_price = -std::numeric_limits<double>::infinity();
     for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
-      terms[s].price_group = std::clamp(
-          static_cast<int>((terms[s].usd_per_joule - least_price) * per_group), 0, kPriceGroups - 1);
+      const EnergyState& energy = fleet.site_energy[s];
+      SiteTerms& t = terms_[s];
+      t.allowed = SiteAllowed(request, fleet.sites[s]);
+      t.refuses = (energy.shed_low_priority && request.priority != PriorityClass::kInteractive) ||
+                  (energy.pause_deferrable && request.priority == PriorityClass::kBatch);
+      t.steered = energy.steer_away;
+      t.usd_per_joule = energy.usd_per_mwh * fleet.sites[s].pue * (1.0 / kJoulesPerMwh);
+      t.price_negative = energy.usd_per_mwh < 0;
+      if (t.allowed) {
+        least_price = std::min(least_price, t.usd_per_joule);
+        most_price = std::max(most_price, t.usd_per_joule);
+      }
+    }
+    if (most_price > least_price) {
+      const double per_group = kPriceGroups / (most_price - least_price);
+      for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
+        terms_[s].price_group =
+            std::clamp(static_cast<int>((terms_[s].usd_per_joule - least_price) * per_group), 0,
+                       kPriceGroups - 1);
+      }
     }
   }
-  const RequestShape shape = ShapeOf(request);
-  const double ttft_limit = kTargetHeadroom * request.ttft_target_s;
-  const double tpot_limit = kTargetHeadroom * request.tpot_target_s;
 
+  void ScanAll();
+  void ScanIndexed(const RouteIndex& index);
+  void Finish();
+
+ private:
+  // What the bound of an index cell needs of a GPU model, per request.
+  struct GpuTerms {
+    const GpuModel* gpu = nullptr;
+    int batch_limit = 0;   // larger batches cannot meet the TPOT target.
+    bool bounded = false;  // the bound holds for this GPU model.
+    std::array<int, RouteIndex::kBuckets> lo{};   // each bucket's least batch...
+    std::array<int, RouteIndex::kBuckets> top{};  // ...and its largest.
+    std::array<double, RouteIndex::kBuckets> least_decode_watts{};  // at lo (0: no bound).
+    double prefill_joules_per_output = 0;
+  };
+  // A lower bound on the cost per token of any candidate in bucket k of `group` at `site`.
+  double CellBound(const RouteIndex::Group& group, const SiteTerms& site, const GpuTerms& gpu,
+                   double others_context, int k) const;
+  const GpuTerms& TermsFor(const GpuModel* gpu, int most_max_batch);
+  void Score(std::size_t i);
+  // Filters and scores the endpoints of one index cell.
+  void Visit(const RouteIndex& index, const RouteIndex::Group& group, int bucket);
+  bool AnyMeets() const { return meeting_.index >= 0 || steered_meeting_.index >= 0; }
+
+  const Request& request_;
+  const FleetView& fleet_;
+  Decision& d_;
+  const RequestShape shape_;
+  const double ttft_limit_;
+  const double tpot_limit_;
+  std::array<SiteTerms, kMaxSitesOnStack> terms_small_;
+  std::vector<SiteTerms> terms_large_;
+  SiteTerms* terms_ = terms_small_.data();
   // Candidates at sites steered away (over their power budget) are kept apart and used only
   // when no other site has one; latency targets come first. So the choice is the best of the
   // first non-empty of: meeting, steered_meeting, missing, steered_missing.
-  Best meeting, steered_meeting, missing, steered_missing;
-  BatchLimits batch_limits(shape, tpot_limit);
+  Best meeting_, steered_meeting_, missing_, steered_missing_;
+  BatchLimits batch_limits_;
+  FilterCounts filtered_;
+  int candidates_ = 0;
+  std::array<GpuTerms, 4> gpu_terms_;  // a fleet has few GPU models; more share the scratch.
+  int gpu_terms_used_ = 0;
+  GpuTerms scratch_gpu_terms_;
+};
 
-  // Scores candidate i and offers it to the list it belongs to, unless it cannot matter.
-  const auto score = [&](std::size_t i) {
-    const Endpoint& e = fleet.endpoints[i];
-    const SiteTerms& site = terms[e.site_index];
-    const Timing t = PredictTiming(shape, fleet.sites[e.site_index], e, fleet.loads[i]);
-    const bool meets = t.ttft_s <= ttft_limit && t.tpot_s <= tpot_limit;
-    ++d.scored;
-    d.candidates_meeting_targets += meets;
-    // Once a candidate meets the targets, none that misses them can be chosen.
-    if (!meets && (meeting.index >= 0 || steered_meeting.index >= 0)) return;
-    Best& best = meets ? (site.steered ? steered_meeting : meeting)
-                       : (site.steered ? steered_missing : missing);
-    // Skip the energy model when even a lower bound on the cost cannot change the best or the
-    // runner-up: hardware per token plus the prefill's energy (decode energy is not negative
-    // at a price that is not).
-    if (!site.price_negative) {
-      const double floor =
-          HardwareUsdPerToken(e, t) + site.usd_per_joule * e.gpu->JoulesPerPromptToken() *
-                                          shape.prompt_tokens * shape.inverse_expected_output;
-      if (floor >= best.second) return;
-    }
-    CostBreakdown c;
-    CostFromTiming(shape, fleet.sites[e.site_index], fleet.site_energy[e.site_index].usd_per_mwh,
-                   e, t, &c);
-    best.Offer(c.total_usd_per_token, i);
-  };
+// Scores candidate i and offers it to the list it belongs to, unless it cannot matter.
+void Search::Score(std::size_t i) {
+  const Endpoint& e = fleet_.endpoints[i];
+  const SiteTerms& site = terms_[e.site_index];
+  const Timing t = PredictTiming(shape_, fleet_.sites[e.site_index], e, fleet_.loads[i]);
+  const bool meets = t.ttft_s <= ttft_limit_ && t.tpot_s <= tpot_limit_;
+  ++d_.scored;
+  d_.candidates_meeting_targets += meets;
+  // Once a candidate meets the targets, none that misses them can be chosen.
+  if (!meets && AnyMeets()) return;
+  Best& best = meets ? (site.steered ? steered_meeting_ : meeting_)
+                     : (site.steered ? steered_missing_ : missing_);
+  // Skip the energy model when even a lower bound on the cost cannot change the best or the
+  // runner-up: hardware per token plus the prefill's energy (decode energy is not negative at a
+  // price that is not).
+  if (!site.price_negative) {
+    const double floor =
+        HardwareUsdPerToken(e, t) + site.usd_per_joule * e.gpu->JoulesPerPromptToken() *
+                                        shape_.prompt_tokens * shape_.inverse_expected_output;
+    if (floor >= best.second) return;
+  }
+  CostBreakdown c;
+  CostFromTiming(shape_, fleet_.sites[e.site_index], fleet_.site_energy[e.site_index].usd_per_mwh,
+                 e, t, &c);
+  best.Offer(c.total_usd_per_token, i);
+}
 
+void Search::ScanAll() {
   // Pass 1: the filters, counted. Candidates that could meet the TPOT target at all go into
-  // buckets by the batch they would join and their site's price; the rest into `too_full`,
+  // buckets by the batch they would join and their site's price; the rest into the last bucket,
   // scored only when nothing meets the targets. The lists are linked through `next`.
-  std::array<Bucket, kBatchBuckets * kPriceGroups> buckets;
-  std::int32_t too_full = -1;
+  constexpr int kTooFull = kBatchBuckets * kPriceGroups;
+  std::array<Bucket, kTooFull + 1> buckets;
   std::array<std::int32_t, kMaxEndpointsOnStack> next_small;
   std::vector<std::int32_t> next_large;
   std::int32_t* next = next_small.data();
-  if (fleet.endpoints.size() > kMaxEndpointsOnStack) {
-    next_large.resize(fleet.endpoints.size());
+  if (fleet_.endpoints.size() > kMaxEndpointsOnStack) {
+    next_large.resize(fleet_.endpoints.size());
     next = next_large.data();
   }
   const GpuModel* only_gpu = nullptr;
-  for (std::size_t i = 0; i < fleet.endpoints.size() && only_gpu == nullptr; ++i) {
-    if (fleet.endpoints[i].model_index == request.model_index) only_gpu = fleet.endpoints[i].gpu.get();
+  for (std::size_t i = 0; i < fleet_.endpoints.size() && only_gpu == nullptr; ++i) {
+    if (fleet_.endpoints[i].model_index == request_.model_index) {
+      only_gpu = fleet_.endpoints[i].gpu.get();
+    }
   }
-  bool bound_holds = true;  // see pass 2.
+  bool bound_holds = only_gpu != nullptr && only_gpu->StepPerSequenceFalls();  // see pass 2.
   double least_hardware_usd_per_hour = std::numeric_limits<double>::infinity();
   double least_context = std::numeric_limits<double>::infinity();  // of a candidate's others.
   double most_context = 0;
 
-  for (std::size_t i = 0; i < fleet.endpoints.size(); ++i) {
-    const Endpoint& e = fleet.endpoints[i];
-    const EndpointLoad& load = fleet.loads[i];
-    if (e.model_index != request.model_index) {
-      ++d.filtered.wrong_model;
-      continue;
-    }
-    const SiteTerms& site = terms[e.site_index];
-    if (!site.allowed) {
-      ++d.filtered.residency;
-      continue;
-    }
-    if (!load.healthy) {
-      ++d.filtered.unhealthy;
-      continue;
-    }
-    if (site.refuses) {
-      ++d.filtered.shed;
-      continue;
-    }
-    if (!Admits(request, e, load)) {
-      ++d.filtered.at_capacity;
-      continue;
-    }
-    ++d.candidates;
+  // The filters are evaluated without branches: which endpoints pass is as irregular as the
+  // fleet, and a mispredicted branch costs more than evaluating them all.
+  FilterCounts filtered;
+  int candidates = 0;
+  const std::int64_t kv_need = request_.prompt_tokens + request_.expected_output_tokens;
+  for (std::size_t i = 0; i < fleet_.endpoints.size(); ++i) {
+    const Endpoint& e = fleet_.endpoints[i];
+    const EndpointLoad& load = fleet_.loads[i];
+    const SiteTerms& site = terms_[e.site_index];
+    const bool model = e.model_index == request_.model_index;
+    const bool allowed = model & site.allowed;
+    const bool healthy = allowed & load.healthy;
+    const bool served = healthy & !site.refuses;
+    const bool admits =
+        served & (load.running + load.waiting < e.max_batch + e.max_queue) &
+        ((e.kv_token_capacity <= 0) | (load.kv_tokens_used + kv_need <= e.kv_token_capacity));
+    filtered.wrong_model += !model;
+    filtered.residency += model & !site.allowed;
+    filtered.unhealthy += allowed & !load.healthy;
+    filtered.shed += healthy & site.refuses;
+    filtered.at_capacity += served & !admits;
+    if (!admits) continue;
+    ++candidates;
     const int batch = std::min(load.running + load.waiting + 1, e.max_batch);
-    const auto index = static_cast<std::int32_t>(i);
-    if (batch > batch_limits.For(e.gpu.get())) {
-      next[i] = too_full;
-      too_full = index;
-      continue;
-    }
+    // Too full to meet the TPOT target, or into its bucket, chosen without a branch.
     const int batch_bucket = std::min(kBatchBuckets - 1, batch / kBatchBucketWidth);
-    Bucket& bucket = buckets[site.price_group * kBatchBuckets + batch_bucket];
+    const int slot = batch > batch_limits_.For(e.gpu.get())
+                         ? kTooFull
+                         : site.price_group * kBatchBuckets + batch_bucket;
+    Bucket& bucket = buckets[slot];
     next[i] = bucket.head;
-    bucket.head = index;
+    bucket.head = static_cast<std::int32_t>(i);
     bucket.top = std::max(bucket.top, batch);
     bucket.least_usd_per_joule = std::min(bucket.least_usd_per_joule, site.usd_per_joule);
-    // Fleet-wide extremes (cheaper to keep than per bucket, and still bounds).
+    // Fleet-wide extremes over every candidate, the too full included (cheaper to keep than per
+    // bucket, and a wider range is still a bound).
     least_hardware_usd_per_hour = std::min(least_hardware_usd_per_hour, e.hardware_usd_per_hour);
     const double others_context =
-        load.mean_context_tokens > 0 ? load.mean_context_tokens : shape.own_context_tokens;
+        load.mean_context_tokens > 0 ? load.mean_context_tokens : shape_.own_context_tokens;
     least_context = std::min(least_context, others_context);
     most_context = std::max(most_context, others_context);
     bound_holds = bound_holds && e.gpu.get() == only_gpu;
   }
+  filtered_ = filtered;
+  candidates_ = candidates;
 
   // Pass 2: the buckets in order of a lower bound on the cost of their candidates; once a
   // bucket's bound is no lower than the runner-up among those meeting the targets, no candidate
@@ -270,14 +321,14 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
   // with the decode joules taken at their least for a price that is not negative, else at most.
   std::array<std::pair<double, int>, kBatchBuckets * kPriceGroups> order;
   int filled = 0;
-  for (int k = 0; k < static_cast<int>(buckets.size()); ++k) {
+  for (int k = 0; k < kTooFull; ++k) {
     const Bucket& bucket = buckets[k];
     if (bucket.head < 0) continue;
     const int lo = std::max(1, (k % kBatchBuckets) * kBatchBucketWidth);
     double bound = -std::numeric_limits<double>::infinity();
     if (bound_holds) {
       const auto context_at = [&](int b, double others) {
-        return ((b - 1) * others + shape.own_context_tokens) * only_gpu->InverseBatch(b);
+        return ((b - 1) * others + shape_.own_context_tokens) * only_gpu->InverseBatch(b);
       };
       const double low_context = std::min(context_at(lo, least_context),
                                           context_at(bucket.top, least_context));
@@ -297,49 +348,207 @@ Decision Router::Route(const Request& request, const FleetView& fleet) const {
       }
       bound = least_hardware_usd_per_hour * (1.0 / 3600.0) * least_step_per_token +
               bucket.least_usd_per_joule *
-                  (decode_joules + only_gpu->JoulesPerPromptToken() * shape.prompt_tokens *
-                                       shape.inverse_expected_output);
+                  (decode_joules + only_gpu->JoulesPerPromptToken() * shape_.prompt_tokens *
+                                       shape_.inverse_expected_output);
     }
     order[filled++] = {bound, k};
   }
   std::sort(order.begin(), order.begin() + filled);
   for (int o = 0; o < filled; ++o) {
-    if (meeting.index >= 0 && order[o].first >= meeting.second) break;
+    if (meeting_.index >= 0 && order[o].first >= meeting_.second) break;
     for (std::int32_t i = buckets[order[o].second].head; i >= 0; i = next[i]) {
-      score(static_cast<std::size_t>(i));
+      Score(static_cast<std::size_t>(i));
     }
   }
   // Pass 3: nothing meets the targets; the fullest candidates may still be the best of those.
-  if (meeting.index < 0 && steered_meeting.index < 0) {
-    for (std::int32_t i = too_full; i >= 0; i = next[i]) score(static_cast<std::size_t>(i));
-  }
-
-  if (d.candidates == 0) {
-    const FilterCounts& f = d.filtered;
-    const int served = static_cast<int>(fleet.endpoints.size()) - f.wrong_model;
-    if (served == 0) {
-      d.why_not = NoPlacement::kModelNotServed;
-    } else if (f.residency == served) {
-      d.why_not = NoPlacement::kResidency;
-    } else if (f.at_capacity == 0 && f.shed == 0) {
-      d.why_not = NoPlacement::kAllUnhealthy;
-    } else {
-      d.why_not = NoPlacement::kAllAtCapacity;
+  if (!AnyMeets()) {
+    for (std::int32_t i = buckets[kTooFull].head; i >= 0; i = next[i]) {
+      Score(static_cast<std::size_t>(i));
     }
-    return d;
   }
-  d.placed = true;
-  const Best& chosen = meeting.index >= 0           ? meeting
-                      : steered_meeting.index >= 0 ? steered_meeting
-                      : missing.index >= 0         ? missing
-                                                   : steered_missing;
-  d.endpoint_index = static_cast<std::uint32_t>(chosen.index);
-  d.site_index = fleet.endpoints[d.endpoint_index].site_index;
-  Score(shape, fleet.sites[d.site_index], fleet.site_energy[d.site_index].usd_per_mwh,
-        fleet.endpoints[d.endpoint_index], fleet.loads[d.endpoint_index], &d.score);
-  d.meets_targets = &chosen == &meeting || &chosen == &steered_meeting;
-  d.at_steered_site = &chosen == &steered_meeting || &chosen == &steered_missing;
-  d.runner_up_usd_per_token = chosen.RunnerUp();
+}
+
+const Search::GpuTerms& Search::TermsFor(const GpuModel* gpu, int most_max_batch) {
+  for (int g = 0; g < gpu_terms_used_; ++g) {
+    if (gpu_terms_[g].gpu == gpu) return gpu_terms_[g];
+  }
+  GpuTerms scratch;
+  GpuTerms& t = gpu_terms_used_ < static_cast<int>(gpu_terms_.size())
+                    ? gpu_terms_[gpu_terms_used_++]
+                    : scratch_gpu_terms_;
+  t = scratch;
+  t.gpu = gpu;
+  t.batch_limit = batch_limits_.For(gpu);
+  // As in ScanAll's pass 2, but without the others' contexts (the index does not keep them): a
+  // candidate joining batch b in [lo, top] has a mean context of at least own / b >= own / top,
+  // so its step per token is at least StepSeconds(top, own / top) / top. The context is kept
+  // above zero, where StepSeconds is at its least.
+  t.bounded = gpu->StepPerSequenceFalls();
+  const double max_watts = gpu->profile().max_watts;
+  for (int k = 0; k < RouteIndex::kBuckets; ++k) {
+    t.lo[k] = std::max(1, k * RouteIndex::kBucketWidth);
+    t.top[k] = std::max(t.lo[k], k + 1 < RouteIndex::kBuckets
+                                     ? (k + 1) * RouteIndex::kBucketWidth - 1
+                                     : most_max_batch);
+    t.least_decode_watts[k] =
+        gpu->WattsRiseWithBatch() ? std::min(gpu->DecodeWatts(t.lo[k], 0), max_watts) : 0;
+  }
+  t.prefill_joules_per_output =
+      gpu->JoulesPerPromptToken() * shape_.prompt_tokens * shape_.inverse_expected_output;
+  return t;
+}
+
+// As ScanAll's pass 2 bounds a bucket, with the group's least context of the others: a candidate
+// joining batch b in [lo, top] has a mean context of at least ((b - 1) x others + own) / b, at
+// its least at lo or at top, so its step per token is at least StepSeconds(top, that) / top. The
+// context is kept above zero, where StepSeconds is at its least.
+double Search::CellBound(const RouteIndex::Group& group, const SiteTerms& site,
+                         const GpuTerms& gpu, double others_context, int k) const {
+  const GpuModel& model = *gpu.gpu;
+  const int lo = gpu.lo[k], top = gpu.top[k];
+  const double own = shape_.own_context_tokens;
+  const double context =
+      std::max(1e-9, std::min(((lo - 1) * others_context + own) * model.InverseBatch(lo),
+                              ((top - 1) * others_context + own) * model.InverseBatch(top)));
+  const double step_per_token = model.StepSeconds(top, context) * model.InverseBatch(top);
+  return group.least_hardware_usd_per_hour * (1.0 / 3600.0) * step_per_token +
+         site.usd_per_joule *
+             (gpu.least_decode_watts[k] * step_per_token + gpu.prefill_joules_per_output);
+}
+
+void Search::Visit(const RouteIndex& index, const RouteIndex::Group& group, int bucket) {
+  const std::int64_t kv_need = request_.prompt_tokens + request_.expected_output_tokens;
+  for (std::int32_t i = group.head[bucket]; i >= 0; i = index.next(static_cast<std::uint32_t>(i))) {
+    const Endpoint& e = fleet_.endpoints[i];
+    const EndpointLoad& load = fleet_.loads[i];
+    if (!load.healthy) {
+      ++filtered_.unhealthy;
+      continue;
+    }
+    if (load.running + load.waiting >= e.max_batch + e.max_queue ||
+        (e.kv_token_capacity > 0 && load.kv_tokens_used + kv_need > e.kv_token_capacity)) {
+      ++filtered_.at_capacity;
+      continue;
+    }
+    ++candidates_;
+    Score(static_cast<std::size_t>(i));
+  }
+}
+
+void Search::ScanIndexed(const RouteIndex& index) {
+  // Cells (a group's bucket) in order of a lower bound on their candidates' cost; a min-heap,
+  // since the search usually stops after a few.
+  struct Cell {
+    double bound;
+    std::int32_t group;
+    std::int32_t bucket;
+  };
+  const auto after = [](const Cell& a, const Cell& b) { return a.bound > b.bound; };
+  constexpr std::size_t kCellsOnStack = 2048;
+  std::array<Cell, kCellsOnStack> cells_small;
+  std::vector<Cell> cells_large;
+  Cell* cells = cells_small.data();
+  const std::size_t most_cells = index.groups().size() * RouteIndex::kBuckets;
+  if (most_cells > kCellsOnStack) {
+    cells_large.resize(most_cells);
+    cells = cells_large.data();
+  }
+  std::size_t open = 0;     // cells[0, open): may meet the targets.
+  std::size_t full = most_cells;  // cells[full, most_cells): too full to meet the TPOT target.
+  constexpr double kUnbounded = -std::numeric_limits<double>::infinity();
+  const auto& groups = index.groups();
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const RouteIndex::Group& group = groups[g];
+    if (group.model != request_.model_index) {
+      filtered_.wrong_model += group.size;
+      continue;
+    }
+    const SiteTerms& site = terms_[group.site];
+    if (!site.allowed) {
+      filtered_.residency += group.size;
+      continue;
+    }
+    if (site.refuses) {
+      filtered_.shed += group.size;
+      continue;
+    }
+    const GpuTerms* gpu = group.gpu ? &TermsFor(group.gpu, index.most_max_batch()) : nullptr;
+    const bool bounded = gpu && gpu->bounded && !site.price_negative;
+    // The least context a candidate's others can have (PredictTiming takes a request's own
+    // context for an endpoint that does not know its mean).
+    const double others_context = std::min(
+        group.least_context_tokens,
+        group.unknown_context > 0 ? shape_.own_context_tokens
+                                  : std::numeric_limits<double>::infinity());
+    for (int k = 0; k < RouteIndex::kBuckets; ++k) {
+      if (group.count[k] == 0) continue;
+      const Cell cell{kUnbounded, static_cast<std::int32_t>(g), k};
+      if (gpu && gpu->lo[k] > gpu->batch_limit) {
+        cells[--full] = cell;
+        continue;
+      }
+      cells[open] = cell;
+      if (bounded) cells[open].bound = CellBound(group, site, *gpu, others_context, k);
+      ++open;
+    }
+  }
+  std::make_heap(cells, cells + open, after);
+  while (open > 0) {
+    if (meeting_.index >= 0 && cells[0].bound >= meeting_.second) break;
+    std::pop_heap(cells, cells + open, after);
+    const Cell& cell = cells[--open];
+    Visit(index, groups[cell.group], cell.bucket);
+  }
+  // Nothing meets the targets: the fullest candidates may still be the best of those.
+  if (!AnyMeets()) {
+    for (std::size_t c = full; c < most_cells; ++c) {
+      Visit(index, groups[cells[c].group], cells[c].bucket);
+    }
+  }
+}
+
+void Search::Finish() {
+  d_.filtered = filtered_;
+  d_.candidates = candidates_;
+  if (candidates_ == 0) {
+    const FilterCounts& f = filtered_;
+    const int served = static_cast<int>(fleet_.endpoints.size()) - f.wrong_model;
+    if (served == 0) {
+      d_.why_not = NoPlacement::kModelNotServed;
+    } else if (f.residency == served) {
+      d_.why_not = NoPlacement::kResidency;
+    } else if (f.at_capacity == 0 && f.shed == 0) {
+      d_.why_not = NoPlacement::kAllUnhealthy;
+    } else {
+      d_.why_not = NoPlacement::kAllAtCapacity;
+    }
+    return;
+  }
+  d_.placed = true;
+  const Best& chosen = meeting_.index >= 0           ? meeting_
+                       : steered_meeting_.index >= 0 ? steered_meeting_
+                       : missing_.index >= 0         ? missing_
+                                                     : steered_missing_;
+  d_.endpoint_index = static_cast<std::uint32_t>(chosen.index);
+  d_.site_index = fleet_.endpoints[d_.endpoint_index].site_index;
+  core::Score(shape_, fleet_.sites[d_.site_index], fleet_.site_energy[d_.site_index].usd_per_mwh,
+        fleet_.endpoints[d_.endpoint_index], fleet_.loads[d_.endpoint_index], &d_.score);
+  d_.meets_targets = &chosen == &meeting_ || &chosen == &steered_meeting_;
+  d_.at_steered_site = &chosen == &steered_meeting_ || &chosen == &steered_missing_;
+  d_.runner_up_usd_per_token = chosen.RunnerUp();
+}
+
+}  // namespace
+
+Decision Router::Route(const Request& request, const FleetView& fleet) const {
+  Decision d;
+  Search search(request, fleet, d);
+  if (fleet.index != nullptr && fleet.index->endpoint_count() == fleet.endpoints.size()) {
+    search.ScanIndexed(*fleet.index);
+  } else {
+    search.ScanAll();
+  }
+  search.Finish();
   return d;
 }
 

@@ -1,4 +1,5 @@
 #include "core/router.h"
+#include "core/route_index.h"
 
 #include <gtest/gtest.h>
 
@@ -287,7 +288,14 @@ Reference ReferenceRoute(const Request& request, const FleetView& fleet) {
 TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
   std::mt19937_64 rng(7);
   auto gpu = testing::H200Llama8B();
-  int pruned_somewhere = 0;
+  // A slower, hungrier second GPU model, so some groups mix models and are not bounded.
+  GpuProfile slower = testing::H200Llama8BProfile();
+  for (auto& point : slower.decode) {
+    point.step_s *= 1.7;
+    point.watts *= 0.8;
+  }
+  auto gpu2 = std::make_shared<const GpuModel>(slower);
+  int pruned_somewhere = 0, visited_fewer = 0;
   for (int round = 0; round < 300; ++round) {
     const int site_count = 1 + static_cast<int>(rng() % 12);
     const int endpoint_count = 1 + static_cast<int>(rng() % 200);
@@ -310,7 +318,7 @@ TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
       e.id = "e" + std::to_string(i);
       e.site_index = static_cast<std::uint32_t>(rng() % site_count);
       e.model_index = rng() % 10 == 0 ? 1 : 0;
-      e.gpu = gpu;
+      e.gpu = rng() % 8 == 0 ? gpu2 : gpu;
       e.max_batch = 32 + static_cast<int>(rng() % 225);
       e.max_queue = static_cast<int>(rng() % 64);
       e.kv_token_capacity = rng() % 4 == 0 ? 0 : 400000 + static_cast<std::int64_t>(rng() % 600000);
@@ -325,6 +333,19 @@ TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
       loads.push_back(l);
     }
     const FleetView view{sites, energy, endpoints, loads};
+    // The same fleet through an index built at other loads and brought up to date with Update,
+    // as fleet::Fleet keeps it.
+    std::vector<EndpointLoad> stale = loads;
+    for (auto& l : stale) {
+      l.running = static_cast<int>(rng() % 300);
+      l.mean_context_tokens = rng() % 3 == 0 ? 0 : static_cast<double>(rng() % 8000);
+    }
+    RouteIndex index(endpoints, stale);
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+      index.Update(static_cast<std::uint32_t>(i), endpoints[i], loads[i]);
+    }
+    FleetView indexed = view;
+    indexed.index = &index;
     const std::vector<std::string> eu = {"EU"};
     for (int q = 0; q < 20; ++q) {
       Request r;
@@ -343,9 +364,16 @@ TEST(RouterPruningTest, ChoosesWhatScoringEveryCandidateChooses) {
       ASSERT_DOUBLE_EQ(d.runner_up_usd_per_token, want.runner_up) << "round " << round;
       ASSERT_EQ(d.endpoint_index, static_cast<std::uint32_t>(want.index)) << "round " << round;
       pruned_somewhere += d.scored < d.candidates;
+      const Decision di = Router().Route(r, indexed);
+      ASSERT_TRUE(di.placed) << "round " << round << " request " << q;
+      ASSERT_DOUBLE_EQ(di.score.total_usd_per_token, want.cost) << "round " << round;
+      ASSERT_DOUBLE_EQ(di.runner_up_usd_per_token, want.runner_up) << "round " << round;
+      ASSERT_EQ(di.endpoint_index, static_cast<std::uint32_t>(want.index)) << "round " << round;
+      visited_fewer += di.candidates < d.candidates;
     }
   }
   EXPECT_GT(pruned_somewhere, 100);  // the bounds do prune.
+  EXPECT_GT(visited_fewer, 100);     // and the index skips whole cells.
 }
 
 }  // namespace

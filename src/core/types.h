@@ -39,6 +39,8 @@ struct EnergyState {
   bool pause_deferrable = false;
 };
 
+class RouteIndex;
+
 // One inference server (an OpenAI-compatible engine on some GPUs).
 struct Endpoint {
   std::string id;               // unique across the fleet, e.g. "granbury-tx/h200-3".
@@ -80,6 +82,9 @@ struct FleetView {
   std::span<const EnergyState> site_energy;
   std::span<const Endpoint> endpoints;
   std::span<const EndpointLoad> loads;
+  // Optional: an index of `endpoints` kept current with `loads` (core/route_index.h). With it
+  // the router visits only the endpoints that could matter; without it, every endpoint.
+  const RouteIndex* index = nullptr;
 };
 
 }  // namespace powerplane::core

@@ -24,7 +24,8 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       breaker_open_until_(endpoints_.size()),
       scraped_(endpoints_.size()),
       in_flight_at_scrape_(endpoints_.size(), 0),
-      last_error_(endpoints_.size()) {}
+      last_error_(endpoints_.size()),
+      index_(endpoints_, loads_) {}
 
 std::optional<std::uint32_t> Fleet::ModelIndex(std::string_view name) const {
   for (std::size_t i = 0; i < models_.size(); ++i) {
@@ -51,7 +52,7 @@ core::Decision Fleet::RouteAndAdmit(const core::Request& request,
       loads_[e].healthy = false;
     }
   }
-  core::FleetView view{sites_, energy_, endpoints_, loads_};
+  core::FleetView view{sites_, energy_, endpoints_, loads_, &index_};
   core::Decision d = router_.Route(request, view);
   for (auto& [e, healthy] : saved) loads_[e].healthy = healthy;
   if (d.placed) {
@@ -88,6 +89,7 @@ void Fleet::RefreshLoad(std::uint32_t i) {
   l.kv_tokens_used = std::max(in_flight_tokens_[i], scraped_kv);
   l.mean_context_tokens =
       in_flight_[i] > 0 ? static_cast<double>(in_flight_tokens_[i]) / in_flight_[i] : 0.0;
+  index_.Update(i, e, l);
 }
 
 void Fleet::SetMarketPrice(std::uint32_t site, double usd_per_mwh) {

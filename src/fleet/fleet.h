@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/route_index.h"
 #include "core/router.h"
 #include "core/types.h"
 
@@ -138,6 +139,8 @@ class Fleet {
   std::vector<ScrapedLoad> scraped_;
   std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.
   std::vector<std::string> last_error_;
+  // The router's index of endpoints by site, model and batch, kept current by RefreshLoad.
+  core::RouteIndex index_;
   core::Router router_;
 };
 

@@ -7,6 +7,7 @@
 #include <map>
 #include <sstream>
 
+#include "core/route_index.h"
 #include "core/router.h"
 #include "engine/gpu_profiles.h"
 
@@ -107,6 +108,14 @@ class Scenario {
         core::FleetView view{sites_, energy_, endpoints_, loads_};
         core::Decision d = core::Router().Route(request_, view);
         const std::string why = d.Explain(view);
+        // The fleet routes through a RouteIndex: it must choose the same.
+        const core::RouteIndex index(endpoints_, loads_);
+        core::FleetView indexed = view;
+        indexed.index = &index;
+        const core::Decision di = core::Router().Route(request_, indexed);
+        EXPECT_EQ(di.placed, d.placed) << why;
+        EXPECT_EQ(di.why_not, d.why_not) << why;
+        if (d.placed) EXPECT_EQ(di.endpoint_index, d.endpoint_index) << why;
         if (a.contains("none")) {
           EXPECT_FALSE(d.placed) << why;
           EXPECT_EQ(core::ToString(d.why_not), a["none"]) << why;

@@ -57,6 +57,11 @@ class RouteIndex {
   void Update(std::uint32_t i, const Endpoint& endpoint, const EndpointLoad& load);
 
   std::span<const Group> groups() const { return groups_; }
+  // The endpoints of group g.
+  std::span<const std::uint32_t> members(std::size_t g) const {
+    return std::span<const std::uint32_t>(members_).subspan(
+        member_begin_[g], member_begin_[g + 1] - member_begin_[g]);
+  }
   // The next endpoint in the same bucket list; -1 at the end.
   std::int32_t next(std::uint32_t i) const { return next_[i]; }
   std::size_t endpoint_count() const { return next_.size(); }

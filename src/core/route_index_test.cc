@@ -51,6 +51,10 @@ TEST(RouteIndexTest, GroupsBySiteAndModel) {
   EXPECT_EQ(g0.count[0], 3);  // idle: a new request would join batch 1.
   EXPECT_EQ(CountIn(index, g0, 0), 3);
   EXPECT_EQ(index.groups()[2].size, 2);
+  ASSERT_EQ(index.members(0).size(), 3u);
+  EXPECT_EQ(index.members(0)[2], 2u);
+  ASSERT_EQ(index.members(2).size(), 2u);
+  EXPECT_EQ(index.members(2)[0], 4u);
   EXPECT_EQ(index.most_max_batch(), 64);
 }
 

@@ -469,7 +469,10 @@ void Search::ScanIndexed(const RouteIndex& index) {
       continue;
     }
     if (site.refuses) {
-      filtered_.shed += group.size;
+      // Counted as a scan counts them: an unhealthy endpoint is unhealthy before it is shed.
+      for (std::uint32_t i : index.members(g)) {
+        (fleet_.loads[i].healthy ? filtered_.shed : filtered_.unhealthy) += 1;
+      }
       continue;
     }
     const GpuTerms* gpu = group.gpu ? &TermsFor(group.gpu, index.most_max_batch()) : nullptr;

@@ -39,7 +39,11 @@ struct Decision {
   std::uint32_t site_index = 0;
   CostBreakdown score;             // of the chosen endpoint.
   bool meets_targets = false;      // the chosen endpoint is predicted to meet TTFT and TPOT.
-  int candidates = 0;              // endpoints that passed the filters.
+  // Endpoints that passed the filters. With a RouteIndex, of those the router visited: it skips
+  // whole cells it can bound out, so this and the unhealthy and at-capacity counts may be lower
+  // than a full scan's (the model, residency and shed counts are whole; with nothing placed,
+  // every count is).
+  int candidates = 0;
   // Candidates scored: the router stops scoring when no candidate left could change the best
   // or the runner-up (router.cc), so this may be fewer than `candidates`.
   int scored = 0;

@@ -48,15 +48,17 @@ struct Bucket {
 };
 
 // What the router needs of a site for one request, worked out once per site.
+// Every field is set for each site before use; no initializers, so that an array of them on the
+// stack costs nothing to declare.
 struct SiteTerms {
-  bool allowed = false;  // in one of the tenant's jurisdictions.
-  bool refuses = false;  // shedding and this request is not interactive, or pausing batch work.
-  bool steered = false;
+  bool allowed;  // in one of the tenant's jurisdictions.
+  bool refuses;  // shedding and this request is not interactive, or pausing batch work.
+  bool steered;
   // USD per joule of GPU energy (price x PUE); the energy cost of a token is at least the
   // prefill share times this when the price is not negative.
-  double usd_per_joule = 0;
-  bool price_negative = false;
-  int price_group = 0;  // 0..kPriceGroups-1 by usd_per_joule among the allowed sites.
+  double usd_per_joule;
+  bool price_negative;
+  int price_group;  // 0..kPriceGroups-1 by usd_per_joule among the allowed sites.
 };
 
 // The largest batch at which a request could still meet its TPOT target, per GPU model (a fleet
@@ -152,6 +154,7 @@ class Search {
       t.steered = energy.steer_away;
       t.usd_per_joule = energy.usd_per_mwh * fleet.sites[s].pue * (1.0 / kJoulesPerMwh);
       t.price_negative = energy.usd_per_mwh < 0;
+      t.price_group = 0;
       if (t.allowed) {
         least_price = std::min(least_price, t.usd_per_joule);
         most_price = std::max(most_price, t.usd_per_joule);
@@ -172,15 +175,15 @@ class Search {
   void Finish();
 
  private:
-  // What the bound of an index cell needs of a GPU model, per request.
+  // What the bound of an index cell needs of a GPU model, per request. Set whole by TermsFor.
   struct GpuTerms {
-    const GpuModel* gpu = nullptr;
-    int batch_limit = 0;   // larger batches cannot meet the TPOT target.
-    bool bounded = false;  // the bound holds for this GPU model.
-    std::array<int, RouteIndex::kBuckets> lo{};   // each bucket's least batch...
-    std::array<int, RouteIndex::kBuckets> top{};  // ...and its largest.
-    std::array<double, RouteIndex::kBuckets> least_decode_watts{};  // at lo (0: no bound).
-    double prefill_joules_per_output = 0;
+    const GpuModel* gpu;
+    int batch_limit;   // larger batches cannot meet the TPOT target.
+    bool bounded;      // the bound holds for this GPU model.
+    std::array<int, RouteIndex::kBuckets> lo;   // each bucket's least batch...
+    std::array<int, RouteIndex::kBuckets> top;  // ...and its largest.
+    std::array<double, RouteIndex::kBuckets> least_decode_watts;  // at lo (0: no bound).
+    double prefill_joules_per_output;
   };
   // A lower bound on the cost per token of any candidate in bucket k of `group` at `site`.
   double CellBound(const RouteIndex::Group& group, const SiteTerms& site, const GpuTerms& gpu,
@@ -372,17 +375,12 @@ const Search::GpuTerms& Search::TermsFor(const GpuModel* gpu, int most_max_batch
   for (int g = 0; g < gpu_terms_used_; ++g) {
     if (gpu_terms_[g].gpu == gpu) return gpu_terms_[g];
   }
-  GpuTerms scratch;
   GpuTerms& t = gpu_terms_used_ < static_cast<int>(gpu_terms_.size())
                     ? gpu_terms_[gpu_terms_used_++]
                     : scratch_gpu_terms_;
-  t = scratch;
   t.gpu = gpu;
   t.batch_limit = batch_limits_.For(gpu);
-  // As in ScanAll's pass 2, but without the others' contexts (the index does not keep them): a
-  // candidate joining batch b in [lo, top] has a mean context of at least own / b >= own / top,
-  // so its step per token is at least StepSeconds(top, own / top) / top. The context is kept
-  // above zero, where StepSeconds is at its least.
+  // The parts of CellBound that depend only on the GPU model and the bucket.
   t.bounded = gpu->StepPerSequenceFalls();
   const double max_watts = gpu->profile().max_watts;
   for (int k = 0; k < RouteIndex::kBuckets; ++k) {
@@ -436,27 +434,29 @@ void Search::Visit(const RouteIndex& index, const RouteIndex::Group& group, int 
 }
 
 void Search::ScanIndexed(const RouteIndex& index) {
-  // Cells (a group's bucket) in order of a lower bound on their candidates' cost; a min-heap,
-  // since the search usually stops after a few.
-  struct Cell {
+  // The groups in a min-heap by a lower bound on the cost of any of their candidates, which takes
+  // one step time per group. A popped group has its cells (non-empty buckets) bounded one by one
+  // and visited in that order while their bound is below the runner-up among those meeting the
+  // targets; the search ends when the least group bound reaches it. So only the groups that
+  // could matter have their cells bounded and visited.
+  struct Open {
     double bound;
     std::int32_t group;
-    std::int32_t bucket;
+    double others_context;
   };
-  const auto after = [](const Cell& a, const Cell& b) { return a.bound > b.bound; };
-  constexpr std::size_t kCellsOnStack = 2048;
-  std::array<Cell, kCellsOnStack> cells_small;
-  std::vector<Cell> cells_large;
-  Cell* cells = cells_small.data();
-  const std::size_t most_cells = index.groups().size() * RouteIndex::kBuckets;
-  if (most_cells > kCellsOnStack) {
-    cells_large.resize(most_cells);
-    cells = cells_large.data();
-  }
-  std::size_t open = 0;     // cells[0, open): may meet the targets.
-  std::size_t full = most_cells;  // cells[full, most_cells): too full to meet the TPOT target.
-  constexpr double kUnbounded = -std::numeric_limits<double>::infinity();
+  const auto after = [](const Open& a, const Open& b) { return a.bound > b.bound; };
   const auto& groups = index.groups();
+  constexpr std::size_t kGroupsOnStack = 512;
+  std::array<Open, kGroupsOnStack> open_small;
+  std::vector<Open> open_large;
+  Open* open = open_small.data();
+  if (groups.size() > kGroupsOnStack) {
+    open_large.resize(groups.size());
+    open = open_large.data();
+  }
+  std::size_t open_count = 0;
+  constexpr double kUnbounded = -std::numeric_limits<double>::infinity();
+  const double own = shape_.own_context_tokens;
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const RouteIndex::Group& group = groups[g];
     if (group.model != request_.model_index) {
@@ -475,37 +475,75 @@ void Search::ScanIndexed(const RouteIndex& index) {
       }
       continue;
     }
-    const GpuTerms* gpu = group.gpu ? &TermsFor(group.gpu, index.most_max_batch()) : nullptr;
-    const bool bounded = gpu && gpu->bounded && !site.price_negative;
     // The least context a candidate's others can have (PredictTiming takes a request's own
     // context for an endpoint that does not know its mean).
-    const double others_context = std::min(
-        group.least_context_tokens,
-        group.unknown_context > 0 ? shape_.own_context_tokens
-                                  : std::numeric_limits<double>::infinity());
+    const double others_context =
+        std::min(group.least_context_tokens,
+                 group.unknown_context > 0 ? own : std::numeric_limits<double>::infinity());
+    Open entry{kUnbounded, static_cast<std::int32_t>(g), others_context};
+    if (group.gpu != nullptr) {
+      const GpuTerms& gpu = TermsFor(group.gpu, index.most_max_batch());
+      // The lowest and highest buckets with candidates that could meet the TPOT target.
+      int low = -1, high = -1;
+      for (int k = 0; k < RouteIndex::kBuckets && gpu.lo[k] <= gpu.batch_limit; ++k) {
+        if (group.count[k] == 0) continue;
+        if (low < 0) low = k;
+        high = k;
+      }
+      if (low < 0) continue;  // only too-full candidates: visited when nothing meets (below).
+      if (gpu.bounded && !site.price_negative) {
+        // CellBound over every bucket at once: the step per token at least at the highest
+        // bucket's top and the least context, the power at least at the lowest bucket's lo.
+        const GpuModel& model = *group.gpu;
+        const int top = gpu.top[high];
+        const double context = std::max(
+            1e-9, std::min(own, ((top - 1) * others_context + own) * model.InverseBatch(top)));
+        const double step_per_token = model.StepSeconds(top, context) * model.InverseBatch(top);
+        entry.bound = group.least_hardware_usd_per_hour * (1.0 / 3600.0) * step_per_token +
+                      site.usd_per_joule * (gpu.least_decode_watts[low] * step_per_token +
+                                            gpu.prefill_joules_per_output);
+      }
+    }
+    open[open_count++] = entry;
+  }
+  const auto can_stop = [&](double bound) {
+    return meeting_.index >= 0 && bound >= meeting_.second;
+  };
+  std::make_heap(open, open + open_count, after);
+  while (open_count > 0 && !can_stop(open[0].bound)) {
+    std::pop_heap(open, open + open_count, after);
+    const Open o = open[--open_count];
+    const RouteIndex::Group& group = groups[o.group];
+    const SiteTerms& site = terms_[group.site];
+    const GpuTerms* gpu = group.gpu ? &TermsFor(group.gpu, index.most_max_batch()) : nullptr;
+    const bool bounded = gpu && gpu->bounded && !site.price_negative;
+    std::array<std::pair<double, int>, RouteIndex::kBuckets> cells;
+    int cell_count = 0;
     for (int k = 0; k < RouteIndex::kBuckets; ++k) {
       if (group.count[k] == 0) continue;
-      const Cell cell{kUnbounded, static_cast<std::int32_t>(g), k};
-      if (gpu && gpu->lo[k] > gpu->batch_limit) {
-        cells[--full] = cell;
-        continue;
-      }
-      cells[open] = cell;
-      if (bounded) cells[open].bound = CellBound(group, site, *gpu, others_context, k);
-      ++open;
+      if (gpu && gpu->lo[k] > gpu->batch_limit) break;  // too full: see below.
+      cells[cell_count++] = {bounded ? CellBound(group, site, *gpu, o.others_context, k)
+                                     : kUnbounded,
+                             k};
+    }
+    std::sort(cells.begin(), cells.begin() + cell_count);
+    for (int c = 0; c < cell_count && !can_stop(cells[c].first); ++c) {
+      Visit(index, group, cells[c].second);
     }
   }
-  std::make_heap(cells, cells + open, after);
-  while (open > 0) {
-    if (meeting_.index >= 0 && cells[0].bound >= meeting_.second) break;
-    std::pop_heap(cells, cells + open, after);
-    const Cell& cell = cells[--open];
-    Visit(index, groups[cell.group], cell.bucket);
-  }
-  // Nothing meets the targets: the fullest candidates may still be the best of those.
+  // Nothing meets the targets (so every cell above was visited): the fullest candidates may
+  // still be the best of those.
   if (!AnyMeets()) {
-    for (std::size_t c = full; c < most_cells; ++c) {
-      Visit(index, groups[cells[c].group], cells[c].bucket);
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const RouteIndex::Group& group = groups[g];
+      const SiteTerms& site = terms_[group.site];
+      if (group.model != request_.model_index || !site.allowed || site.refuses || !group.gpu) {
+        continue;
+      }
+      const GpuTerms& gpu = TermsFor(group.gpu, index.most_max_batch());
+      for (int k = 0; k < RouteIndex::kBuckets; ++k) {
+        if (group.count[k] > 0 && gpu.lo[k] > gpu.batch_limit) Visit(index, group, k);
+      }
     }
   }
 }

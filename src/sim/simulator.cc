@@ -7,6 +7,7 @@
 
 #include "core/cost_model.h"
 #include "core/output_length.h"
+#include "core/route_index.h"
 #include "core/router.h"
 #include "sim/analytic_engine.h"
 #include "sim/site_power.h"
@@ -111,7 +112,9 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
   std::vector<core::EndpointLoad> loads(n_endpoints);
   std::vector<core::EnergyState> energy(n_sites);
   std::size_t price_bucket = std::numeric_limits<std::size_t>::max();
-  const core::FleetView view{fleet.sites, energy, fleet.endpoints, loads};
+  // The live fleet routes through a RouteIndex kept current with the loads; so does the twin.
+  core::RouteIndex index(fleet.endpoints, loads);
+  const core::FleetView view{fleet.sites, energy, fleet.endpoints, loads, &index};
   const core::Router router;
   Sink sink;
   sink.fleet = &fleet;
@@ -167,6 +170,7 @@ PolicyResult RunPolicy(const SimFleet& fleet, ArrivalStream stream, Policy polic
       sink.rtt_s = fleet.sites[fleet.endpoints[i].site_index].network_rtt_s;
       engines[i]->Advance(a.t_s, sink);
       loads[i] = engines[i]->Load();
+      index.Update(static_cast<std::uint32_t>(i), fleet.endpoints[i], loads[i]);
     }
     const std::size_t bucket = ledgers.empty() ? 0 : ledgers[0].BucketOf(a.t_s);
     if (bucket != price_bucket) {

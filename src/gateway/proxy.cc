@@ -4,10 +4,13 @@
 
 #include <spdlog/spdlog.h>
 
+#include <array>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
@@ -27,6 +30,8 @@ namespace {
 
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMaxUpstreamBody = 64 * 1024 * 1024;
+// The most one read from an engine takes.
+constexpr std::size_t kReadBytes = 16 * 1024;
 
 // Counts a request in flight at an endpoint until it ends, however it ends.
 class EndpointAdmission {
@@ -108,6 +113,25 @@ std::string ResidencyDetail(const Call& call) {
 std::string OverBudgetMessage(double budget_usd) {
   return "You exceeded your current quota: this request could take the tenant over its budget "
          "of " + fmt::format("{:.6g}", budget_usd) + " USD for this period";
+}
+
+// The header of the request sent to an engine (HTTP/1.1, kept alive), ending with the blank line.
+std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr) {
+  std::string text;
+  text.reserve(192 + call.target.size() + addr.host.size() + call.request_id.size());
+  text += "POST ";
+  text += call.target;
+  text += " HTTP/1.1\r\nHost: ";
+  text += addr.host;
+  text += ':';
+  text += std::to_string(addr.port);
+  text += "\r\nContent-Type: application/json\r\nx-request-id: ";
+  text += call.request_id;
+  if (call.parsed.stream) text += "\r\nAccept: text/event-stream";
+  text += "\r\nContent-Length: ";
+  text += std::to_string(call.upstream_body.size());
+  text += "\r\n\r\n";
+  return text;
 }
 
 // Commits the ledger row and resumes once it is durable (true) or given up on (false).
@@ -224,14 +248,11 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   const core::Endpoint& endpoint = fleet_.endpoint(ep);
   const core::Site& site = fleet_.site(d.site_index);
 
-  http::request<http::string_body> up{http::verb::post, call.target, 11};
-  up.set(http::field::host, addr.host + ":" + std::to_string(addr.port));
-  up.set(http::field::content_type, "application/json");
-  up.set("x-request-id", call.request_id);
-  if (call.parsed.stream) up.set(http::field::accept, "text/event-stream");
-  up.keep_alive(true);
-  up.body() = call.upstream_body;
-  up.prepare_payload();
+  // The request's header is written as text and sent with the body in one gathered write: no
+  // message object, no serializer, no copy of the body.
+  const std::string up_header = UpstreamHeader(call, addr);
+  const std::array<asio::const_buffer, 2> up_request{asio::buffer(up_header),
+                                                     asio::buffer(call.upstream_body)};
 
   // Send the request and read the response header; a pooled connection the engine had closed
   // gets one retry on a fresh connection before the endpoint is blamed.
@@ -248,7 +269,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     parser.emplace();
     parser->body_limit(std::numeric_limits<std::uint64_t>::max());
     conn->stream.expires_after(options_.connect_timeout);
-    auto [wec, wn] = co_await http::async_write(conn->stream, up, kUseTuple);
+    auto [wec, wn] = co_await asio::async_write(conn->stream, up_request, kUseTuple);
     if (!wec) {
       conn->stream.expires_after(options_.upstream_header_timeout);
       auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *parser,
@@ -280,26 +301,30 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
                         : parser->content_length() ? BodyDecoder::Length(*parser->content_length())
                                                    : BodyDecoder::UntilClose();
   bool reusable = upstream_keep_alive && (parser->chunked() || parser->content_length());
-  char buf[16 * 1024];
   std::string decoded;
+  // Decodes what the connection's buffer holds (bytes that came with the header, or the last
+  // read) into `decoded`. The buffer lives with the pooled connection: no per-request 16 KiB.
+  auto feed_buffered = [&] {
+    const auto data = conn->buffer.data();
+    const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
+    if (decoder.Feed(bytes, &decoded) < bytes.size()) reusable = false;
+    conn->buffer.consume(bytes.size());
+  };
   // One read of body bytes into `decoded`. False when the connection broke or the body is
   // malformed.
   auto pump = [&]() -> asio::awaitable<bool> {
-    if (conn->buffer.size() > 0) {  // bytes that came with the header.
-      const auto data = conn->buffer.data();
-      const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
-      if (decoder.Feed(bytes, &decoded) < bytes.size()) reusable = false;
-      conn->buffer.consume(bytes.size());
-      co_return !decoder.failed();
+    if (conn->buffer.size() == 0) {
+      auto [ec, n] =
+          co_await conn->stream.async_read_some(conn->buffer.prepare(kReadBytes), kUseTuple);
+      if (ec == asio::error::eof) {
+        decoder.OnClose();
+        reusable = false;
+        co_return decoder.done();
+      }
+      if (ec) co_return false;
+      conn->buffer.commit(n);
     }
-    auto [ec, n] = co_await conn->stream.async_read_some(asio::buffer(buf), kUseTuple);
-    if (ec == asio::error::eof) {
-      decoder.OnClose();
-      reusable = false;
-      co_return decoder.done();
-    }
-    if (ec) co_return false;
-    if (decoder.Feed(std::string_view(buf, n), &decoded) < n) reusable = false;
+    feed_buffered();
     co_return !decoder.failed();
   };
   auto read_all = [&]() -> asio::awaitable<bool> {
@@ -338,6 +363,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
                             elapsed_s, gpu_joules * d.score.pue, cost);
       metrics_.RecordOk(d.site_index);
     }
+    if (!tenancy_->has_store()) co_return;  // no ledger: no row to build.
     store::LedgerRow row;
     row.request_id = call.request_id;
     row.tenant = call.tenant->id;
@@ -415,12 +441,31 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   auto armed = std::chrono::steady_clock::now();
   conn->stream.expires_after(options_.upstream_header_timeout);
   while (!decoder.done()) {
-    const auto now = std::chrono::steady_clock::now();
-    if (now - armed > std::chrono::seconds(1)) {
-      conn->stream.expires_after(options_.upstream_header_timeout);
-      armed = now;
+    // Bytes that came with the header first, then one socket read per turn, read here rather
+    // than through pump(): a coroutine call per read costs a frame.
+    if (conn->buffer.size() == 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now - armed > std::chrono::seconds(1)) {
+        conn->stream.expires_after(options_.upstream_header_timeout);
+        armed = now;
+      }
+      auto [ec, n] =
+          co_await conn->stream.async_read_some(conn->buffer.prepare(kReadBytes), kUseTuple);
+      if (ec == asio::error::eof) {
+        decoder.OnClose();
+        reusable = false;
+        if (!decoder.done()) {
+          broken = true;
+          break;
+        }
+      } else if (ec) {
+        broken = true;
+        break;
+      }
+      conn->buffer.commit(n);
     }
-    if (!co_await pump()) {
+    feed_buffered();
+    if (decoder.failed()) {
       broken = true;
       break;
     }

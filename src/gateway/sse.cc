@@ -21,10 +21,14 @@ void SseSplitter::Feed(std::string_view bytes) {
 bool SseSplitter::Next(std::string_view* event) {
   for (;;) {
     std::string_view rest(buffer_.data() + start_, buffer_.size() - start_);
-    // An event ends at a blank line: "\n\n", or "\r\n\r\n" from CRLF servers.
+    // An event ends at a blank line: "\n\n", or "\r\n\r\n" from CRLF servers. Line ends are found
+    // with memchr, not byte by byte.
     std::size_t end = std::string_view::npos, term = 0;
+    const char* const data = rest.data();
     for (std::size_t i = 0; i + 1 < rest.size(); ++i) {
-      if (rest[i] != '\n') continue;
+      const void* nl = std::memchr(data + i, '\n', rest.size() - 1 - i);
+      if (nl == nullptr) break;
+      i = static_cast<std::size_t>(static_cast<const char*>(nl) - data);
       if (rest[i + 1] == '\n') {
         end = i;
         term = 2;
@@ -55,6 +59,13 @@ bool SseSplitter::Next(std::string_view* event) {
 }
 
 namespace {
+
+// True when `key` (a string literal) starts at `at` in `data`: a compare of a constant length,
+// which the compiler inlines.
+template <std::size_t N>
+bool StartsAt(std::string_view data, std::size_t at, const char (&key)[N]) {
+  return data.size() - at >= N - 1 && std::memcmp(data.data() + at, key, N - 1) == 0;
+}
 
 // The concatenated "data:" lines of an event.
 std::string_view DataOf(std::string_view event, std::string* scratch) {
@@ -111,9 +122,6 @@ EventInfo InspectEvent(std::string_view event) {
   bool error = false, choices = false, maybe_usage = false;
   int content = -1;  // -1 unknown; 0 or 1 once the first "content" or "text" string is seen.
   int text = -1;
-  const auto starts = [&](std::size_t at, std::string_view key) {
-    return data.compare(at, key.size(), key) == 0;
-  };
   const auto text_after = [&](std::size_t at) {  // a non-empty string value starts at `at`.
     return at < data.size() && data[at] != '"' ? 1 : 0;
   };
@@ -125,22 +133,23 @@ EventInfo InspectEvent(std::string_view event) {
     const std::size_t at = static_cast<std::size_t>(q - begin);
     switch (q + 1 < end ? q[1] : '\0') {
       case 'e':
-        error = error || starts(at, "\"error\"");
+        error = error || StartsAt(data, at, "\"error\"");
         break;
       case 'c':
-        choices = choices || starts(at, "\"choices\"");
-        if (content < 0 && starts(at, "\"content\":\"")) content = text_after(at + 11);
+        choices = choices || StartsAt(data, at, "\"choices\"");
+        if (content < 0 && StartsAt(data, at, "\"content\":\"")) content = text_after(at + 11);
         break;
       case 'u':
-        maybe_usage = maybe_usage || starts(at, "\"usage\":{") || starts(at, "\"usage\": {");
+        maybe_usage = maybe_usage || StartsAt(data, at, "\"usage\":{") ||
+                      StartsAt(data, at, "\"usage\": {");
         if (info.usage_null_at == std::string_view::npos && at > 0 && data[at - 1] == ',' &&
-            starts(at, "\"usage\":null") && data.data() >= event.data() &&
+            StartsAt(data, at, "\"usage\":null") && data.data() >= event.data() &&
             data.data() < event.data() + event.size()) {
           info.usage_null_at = static_cast<std::size_t>(data.data() - event.data()) + at - 1;
         }
         break;
       case 't':
-        if (text < 0 && starts(at, "\"text\":\"")) text = text_after(at + 8);
+        if (text < 0 && StartsAt(data, at, "\"text\":\"")) text = text_after(at + 8);
         break;
       default:
         break;

@@ -7,6 +7,7 @@
 #include <openssl/ssl.h>
 
 #include <array>
+#include <charconv>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -21,13 +22,10 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/chunk_encode.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/read.hpp>
-#include <boost/beast/core/buffers_cat.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-#include <sstream>
 
 namespace powerplane::net {
 namespace beast = boost::beast;
@@ -80,6 +78,50 @@ asio::ssl::context MakeTlsContext(const std::string& cert_file, const std::strin
   return ctx;
 }
 
+constexpr std::string_view kCrlf = "\r\n";
+// The end of a data chunk followed by the last chunk and the end of an empty trailer.
+constexpr std::string_view kLastChunk = "\r\n0\r\n\r\n";
+
+// The size line of one chunk: the size in hex and CRLF.
+class ChunkSize {
+ public:
+  explicit ChunkSize(std::size_t bytes) {
+    char* end = std::to_chars(text_, text_ + sizeof text_ - 2, bytes, 16).ptr;
+    *end++ = '\r';
+    *end++ = '\n';
+    size_ = static_cast<std::size_t>(end - text_);
+  }
+  asio::const_buffer buffer() const { return asio::const_buffer(text_, size_); }
+
+ private:
+  char text_[2 * sizeof(std::size_t) + 2];
+  std::size_t size_;
+};
+
+// A response header as HTTP/1.x text (the status line, the fields, the blank line), written
+// directly rather than through an ostream.
+std::string SerializeHeader(const http::response<http::empty_body>& header) {
+  std::string text;
+  text.reserve(256);
+  text += "HTTP/";
+  text += static_cast<char>('0' + header.version() / 10);
+  text += '.';
+  text += static_cast<char>('0' + header.version() % 10);
+  text += ' ';
+  text += std::to_string(header.result_int());
+  text += ' ';
+  text += header.reason();
+  text += "\r\n";
+  for (const auto& field : header) {
+    text += field.name_string();
+    text += ": ";
+    text += field.value();
+    text += "\r\n";
+  }
+  text += "\r\n";
+  return text;
+}
+
 template <typename Stream>
 class StreamResponder final : public Responder {
  public:
@@ -106,35 +148,38 @@ class StreamResponder final : public Responder {
     keep_alive_ = header.keep_alive();
     sent_ = true;
     streaming_ = true;
-    std::ostringstream text;
-    text << header.base();
-    pending_header_ = text.str();
+    pending_header_ = SerializeHeader(header);
     co_return !gone_;
   }
 
+  // A chunk is framed here ("<hex size>\r\n", the data, "\r\n") and goes out in one gathered
+  // write with the pending header, if any: no serializer, no intermediate coroutine.
   asio::awaitable<bool> WriteChunk(std::string_view data) override {
     if (gone_ || data.empty()) co_return !gone_;
     ArmWriteTimeout();
-    const auto chunk = http::make_chunk(asio::const_buffer(data.data(), data.size()));
-    if (!pending_header_.empty()) {
-      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), chunk));
-      pending_header_.clear();
-    } else {
-      co_await Write(chunk);
-    }
+    ChunkSize size(data.size());
+    const std::array<asio::const_buffer, 4> buffers{
+        asio::buffer(pending_header_), size.buffer(), asio::buffer(data.data(), data.size()),
+        asio::buffer(kCrlf.data(), kCrlf.size())};
+    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
+    if (ec) gone_ = true;
+    pending_header_.clear();
     co_return !gone_;
   }
 
   asio::awaitable<bool> EndStream(std::string_view last_data) override {
     if (gone_) co_return false;
     ArmWriteTimeout();
-    const auto last = http::make_chunk_last();
-    if (!last_data.empty()) {
-      const auto chunk = http::make_chunk(asio::const_buffer(last_data.data(), last_data.size()));
-      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), chunk, last));
-    } else {
-      co_await Write(beast::buffers_cat(asio::buffer(pending_header_), last));
-    }
+    ChunkSize size(last_data.size());
+    // The last data chunk's CRLF and the zero-length last chunk share one buffer.
+    const std::array<asio::const_buffer, 4> buffers{
+        asio::buffer(pending_header_),
+        last_data.empty() ? asio::const_buffer() : size.buffer(),
+        asio::buffer(last_data.data(), last_data.size()),
+        last_data.empty() ? asio::buffer(kLastChunk.data() + 2, kLastChunk.size() - 2)
+                          : asio::buffer(kLastChunk.data(), kLastChunk.size())};
+    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
+    if (ec) gone_ = true;
     pending_header_.clear();
     streaming_ = false;
     co_return !gone_;
@@ -158,11 +203,6 @@ class StreamResponder final : public Responder {
       beast::get_lowest_layer(stream_).expires_after(write_timeout_);
       armed_ = now;
     }
-  }
-  template <typename Buffers>
-  asio::awaitable<void> Write(const Buffers& buffers) {
-    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
-    if (ec) gone_ = true;
   }
 
  public:

@@ -32,6 +32,8 @@ constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t kMaxUpstreamBody = 64 * 1024 * 1024;
 // The most one read from an engine takes.
 constexpr std::size_t kReadBytes = 16 * 1024;
+// How late past its deadline an exchange with an engine may be cut.
+constexpr std::chrono::seconds kDeadlineGranularity{1};
 
 // Counts a request in flight at an endpoint until it ends, however it ends.
 class EndpointAdmission {
@@ -259,6 +261,13 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   std::unique_ptr<net::UpstreamConnection> conn;
   std::optional<http::response_parser<http::empty_body>> parser;
   std::string failure;
+  // The engine's socket is used directly, under one deadline for the whole exchange, rather than
+  // through tcp_stream, which arms and cancels a timer around every read and write. Declared
+  // after `conn`, so it goes first.
+  std::optional<net::SocketDeadline> deadline;
+  const auto failure_of = [&](const beast::error_code& ec) {
+    return deadline->expired() ? beast::error_code(beast::error::timeout).message() : ec.message();
+  };
   for (int fresh = 0; fresh < 2; ++fresh) {
     auto c = co_await net::Connect(addr.host, addr.port, options_.connect_timeout, fresh == 0);
     if (!c) {
@@ -266,23 +275,25 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       break;
     }
     conn = std::move(*c);
+    deadline.emplace(conn->stream.socket(), kDeadlineGranularity);
     parser.emplace();
     parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-    conn->stream.expires_after(options_.connect_timeout);
-    auto [wec, wn] = co_await asio::async_write(conn->stream, up_request, kUseTuple);
+    deadline->Arm(options_.connect_timeout);
+    auto [wec, wn] = co_await asio::async_write(conn->stream.socket(), up_request, kUseTuple);
     if (!wec) {
-      conn->stream.expires_after(options_.upstream_header_timeout);
-      auto [rec, rn] = co_await http::async_read_header(conn->stream, conn->buffer, *parser,
-                                                        kUseTuple);
+      deadline->Arm(options_.upstream_header_timeout);
+      auto [rec, rn] = co_await http::async_read_header(conn->stream.socket(), conn->buffer,
+                                                        *parser, kUseTuple);
       if (!rec) {
         failure.clear();
         break;
       }
-      failure = rec.message();
+      failure = failure_of(rec);
     } else {
-      failure = wec.message();
+      failure = failure_of(wec);
     }
     const bool was_reused = conn->reused;
+    deadline.reset();
     conn.reset();
     if (!was_reused) break;
   }
@@ -315,7 +326,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   auto pump = [&]() -> asio::awaitable<bool> {
     if (conn->buffer.size() == 0) {
       auto [ec, n] =
-          co_await conn->stream.async_read_some(conn->buffer.prepare(kReadBytes), kUseTuple);
+          co_await conn->stream.socket().async_read_some(conn->buffer.prepare(kReadBytes),
+                                                        kUseTuple);
       if (ec == asio::error::eof) {
         decoder.OnClose();
         reusable = false;
@@ -334,7 +346,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     co_return true;
   };
   auto release_if_reusable = [&] {
-    if (reusable && decoder.done()) net::Release(std::move(conn));
+    if (reusable && decoder.done()) {
+      deadline.reset();  // a pooled connection is no longer this request's to close.
+      net::Release(std::move(conn));
+    }
   };
 
   Usage usage;
@@ -388,7 +403,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   };
 
   if (status != 200) {
-    conn->stream.expires_after(options_.upstream_header_timeout);
+    deadline->Arm(options_.upstream_header_timeout);
     if (co_await read_all()) release_if_reusable();
     if (status >= 500 || status == 429) {
       spdlog::warn("{}: endpoint {} answered {}", call.request_id, endpoint.id, status);
@@ -406,7 +421,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   }
 
   if (!call.parsed.stream) {
-    conn->stream.expires_after(options_.upstream_header_timeout);
+    deadline->Arm(options_.upstream_header_timeout);
     if (!co_await read_all()) {
       fleet_.MarkFailure(ep, "response broken");
       co_return false;  // nothing was sent yet: the call may go elsewhere.
@@ -436,21 +451,16 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   std::string out;
   std::int64_t content_events = 0;
   bool done_seen = false, broken = false, client_gone = false;
-  // The idle timeout between upstream reads is re-armed at most once a second: arming a timer
-  // per read costs more than the read.
-  auto armed = std::chrono::steady_clock::now();
-  conn->stream.expires_after(options_.upstream_header_timeout);
   while (!decoder.done()) {
     // Bytes that came with the header first, then one socket read per turn, read here rather
     // than through pump(): a coroutine call per read costs a frame.
     if (conn->buffer.size() == 0) {
-      const auto now = std::chrono::steady_clock::now();
-      if (now - armed > std::chrono::seconds(1)) {
-        conn->stream.expires_after(options_.upstream_header_timeout);
-        armed = now;
-      }
+      // Each read may take the idle timeout; the time spent writing to the client does not
+      // count against the engine.
+      deadline->Arm(options_.upstream_header_timeout);
       auto [ec, n] =
-          co_await conn->stream.async_read_some(conn->buffer.prepare(kReadBytes), kUseTuple);
+          co_await conn->stream.socket().async_read_some(conn->buffer.prepare(kReadBytes),
+                                                        kUseTuple);
       if (ec == asio::error::eof) {
         decoder.OnClose();
         reusable = false;
@@ -462,6 +472,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         broken = true;
         break;
       }
+      deadline->Disarm();
       conn->buffer.commit(n);
     }
     feed_buffered();

@@ -1,6 +1,7 @@
 #include "net/http_client.h"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/read.hpp>
@@ -19,6 +20,56 @@ using Key = std::pair<std::string, unsigned short>;
 thread_local std::map<Key, std::vector<std::unique_ptr<UpstreamConnection>>> tls_pool;
 
 }  // namespace
+
+struct SocketDeadline::State {
+  State(tcp::socket& s, std::chrono::steady_clock::duration g)
+      : socket(s), timer(s.get_executor()), granularity(g) {}
+  using TimePoint = std::chrono::steady_clock::time_point;
+  tcp::socket& socket;
+  asio::steady_timer timer;
+  std::chrono::steady_clock::duration granularity;
+  TimePoint deadline = TimePoint::max();  // max: disarmed.
+  TimePoint wake = TimePoint::max();      // when the pending wait ends; max: none pending.
+  bool expired = false;
+};
+
+SocketDeadline::SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity)
+    : state_(std::make_shared<State>(socket, granularity)) {}
+
+// Destroying the state destroys the timer, which ends its pending wait; the handler holds only a
+// weak reference, so a wait that completed before can find nothing to touch.
+SocketDeadline::~SocketDeadline() = default;
+
+void SocketDeadline::Wait(const std::shared_ptr<State>& state,
+                          std::chrono::steady_clock::time_point now) {
+  state->wake = std::min(state->deadline, now + state->granularity);
+  state->timer.expires_at(state->wake);  // ends any earlier wait (operation_aborted).
+  state->timer.async_wait([weak = std::weak_ptr<State>(state)](const beast::error_code& ec) {
+    auto s = weak.lock();
+    if (ec || !s) return;  // replaced by a later wait, or the owner is gone.
+    s->wake = State::TimePoint::max();
+    if (s->deadline == State::TimePoint::max()) return;  // disarmed: the next Arm waits again.
+    const auto t = std::chrono::steady_clock::now();
+    if (t < s->deadline) {
+      Wait(s, t);
+      return;
+    }
+    s->expired = true;
+    beast::error_code ignored;
+    s->socket.close(ignored);
+  });
+}
+
+void SocketDeadline::Arm(std::chrono::steady_clock::duration timeout) {
+  const auto now = std::chrono::steady_clock::now();
+  state_->deadline = now + timeout;
+  // No wait pending, or the pending one would wake after the deadline.
+  if (state_->deadline < state_->wake) Wait(state_, now);
+}
+
+void SocketDeadline::Disarm() { state_->deadline = State::TimePoint::max(); }
+
+bool SocketDeadline::expired() const { return state_->expired; }
 
 asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
     std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse) {

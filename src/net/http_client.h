@@ -26,6 +26,31 @@ struct UpstreamConnection {
   bool reused = false;  // it came from the pool (it may have been closed by the server since).
 };
 
+// A timeout for operations on a plain socket: one timer for a whole exchange, instead of
+// beast::tcp_stream's timer armed and cancelled around every read and write (which costs more
+// than a small read). Arm(timeout) sets the deadline `timeout` from now and is cheap (no timer
+// operation) while the timer is already waiting; Disarm() lifts it. When an armed deadline
+// passes, the socket is closed: its pending operations end with operation_aborted, and
+// expired() turns true. The timer sleeps at most `granularity` at a time, so a deadline is
+// enforced within `granularity` of it (at most one wake-up per granularity while armed). Not
+// thread-safe: use it on the socket's executor. The socket must outlive it.
+class SocketDeadline {
+ public:
+  SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity);
+  ~SocketDeadline();
+  SocketDeadline(const SocketDeadline&) = delete;
+  SocketDeadline& operator=(const SocketDeadline&) = delete;
+
+  void Arm(std::chrono::steady_clock::duration timeout);
+  void Disarm();
+  bool expired() const;
+
+ private:
+  struct State;
+  static void Wait(const std::shared_ptr<State>& state, std::chrono::steady_clock::time_point now);
+  std::shared_ptr<State> state_;
+};
+
 // Takes an idle pooled connection to host:port, or connects (within `timeout`).
 asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
     std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse = true);

@@ -1,11 +1,14 @@
 #include "net/http_server.h"
 
+#include "net/http_client.h"
+
 #include <boost/asio/steady_timer.hpp>
 
 #include <spdlog/spdlog.h>
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cstdio>
@@ -39,6 +42,27 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 // Sessions are templates over the stream, so the plain path stays a bare tcp_stream.
 template <typename Stream>
 constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
+
+// What a session reads from and writes to: the bare socket of a plain connection (its timeouts
+// come from one SocketDeadline per connection, not from tcp_stream's timer per operation), or
+// the TLS stream.
+template <typename Stream>
+auto& Io(Stream& stream) {
+  if constexpr (kIsTls<Stream>) {
+    return stream;
+  } else {
+    return stream.socket();
+  }
+}
+
+// How late past a timeout a plain connection may be cut: a quarter of the shortest timeout,
+// between 100 ms and 5 s (the deadline's timer wakes once per granularity while armed).
+std::chrono::steady_clock::duration DeadlineGranularity(const ServerOptions& o) {
+  const std::chrono::steady_clock::duration shortest =
+      std::min({o.header_timeout, o.idle_timeout, o.write_timeout});
+  return std::clamp<std::chrono::steady_clock::duration>(
+      shortest / 4, std::chrono::milliseconds(100), std::chrono::seconds(5));
+}
 
 // Reads the PEM certificate chain and key into a TLS 1.2+ server context; throws naming the file.
 asio::ssl::context MakeTlsContext(const std::string& cert_file, const std::string& key_file) {
@@ -125,9 +149,14 @@ std::string SerializeHeader(const http::response<http::empty_body>& header) {
 template <typename Stream>
 class StreamResponder final : public Responder {
  public:
-  StreamResponder(Stream& stream, std::chrono::seconds write_timeout, bool keep_alive,
-                  unsigned version)
-      : stream_(stream), write_timeout_(write_timeout), keep_alive_(keep_alive), version_(version) {}
+  // `deadline`: the plain connection's; null over TLS (tcp_stream's timer applies).
+  StreamResponder(Stream& stream, SocketDeadline* deadline, std::chrono::seconds write_timeout,
+                  bool keep_alive, unsigned version)
+      : stream_(stream),
+        deadline_(deadline),
+        write_timeout_(write_timeout),
+        keep_alive_(keep_alive),
+        version_(version) {}
 
   asio::awaitable<bool> Send(Response response) override {
     response.version(version_);
@@ -135,8 +164,13 @@ class StreamResponder final : public Responder {
     response.prepare_payload();
     keep_alive_ = response.keep_alive();
     sent_ = true;
-    beast::get_lowest_layer(stream_).expires_after(write_timeout_);
-    auto [ec, n] = co_await http::async_write(stream_, response, kUseTuple);
+    if (deadline_) {
+      deadline_->Arm(write_timeout_);
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(write_timeout_);
+    }
+    auto [ec, n] = co_await http::async_write(Io(stream_), response, kUseTuple);
+    if (deadline_) deadline_->Disarm();
     if (ec) gone_ = true;
     co_return !gone_;
   }
@@ -161,7 +195,8 @@ class StreamResponder final : public Responder {
     const std::array<asio::const_buffer, 4> buffers{
         asio::buffer(pending_header_), size.buffer(), asio::buffer(data.data(), data.size()),
         asio::buffer(kCrlf.data(), kCrlf.size())};
-    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
+    auto [ec, n] = co_await asio::async_write(Io(stream_), buffers, kUseTuple);
+    if (deadline_) deadline_->Disarm();
     if (ec) gone_ = true;
     pending_header_.clear();
     co_return !gone_;
@@ -178,7 +213,8 @@ class StreamResponder final : public Responder {
         asio::buffer(last_data.data(), last_data.size()),
         last_data.empty() ? asio::buffer(kLastChunk.data() + 2, kLastChunk.size() - 2)
                           : asio::buffer(kLastChunk.data(), kLastChunk.size())};
-    auto [ec, n] = co_await asio::async_write(stream_, buffers, kUseTuple);
+    auto [ec, n] = co_await asio::async_write(Io(stream_), buffers, kUseTuple);
+    if (deadline_) deadline_->Disarm();
     if (ec) gone_ = true;
     pending_header_.clear();
     streaming_ = false;
@@ -195,9 +231,15 @@ class StreamResponder final : public Responder {
   bool sent() const { return sent_; }
 
  private:
-  // Re-arms the write timeout at most once a second; a timer per chunk costs more than the
-  // chunk. A client that stops reading still times out within write_timeout + 1 s.
+  // A plain connection arms its deadline for each write (no timer operation while its timer
+  // waits). Over TLS, the write timeout is re-armed at most once a second: a timer per chunk
+  // costs more than the chunk; a client that stops reading still times out within
+  // write_timeout + 1 s.
   void ArmWriteTimeout() {
+    if (deadline_) {
+      deadline_->Arm(write_timeout_);
+      return;
+    }
     const auto now = std::chrono::steady_clock::now();
     if (now - armed_ > std::chrono::seconds(1)) {
       beast::get_lowest_layer(stream_).expires_after(write_timeout_);
@@ -210,6 +252,7 @@ class StreamResponder final : public Responder {
 
  private:
   Stream& stream_;
+  SocketDeadline* deadline_;
   std::chrono::seconds write_timeout_;
   bool keep_alive_;
   unsigned version_;
@@ -332,6 +375,19 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         co_return;
       }
     }
+    // Declared after the stream, so it goes first.
+    std::optional<SocketDeadline> deadline;
+    if constexpr (!kIsTls<Stream>) {
+      deadline.emplace(tcp_layer.socket(), DeadlineGranularity(options));
+    }
+    SocketDeadline* const plain = deadline ? &*deadline : nullptr;
+    const auto arm = [&](std::chrono::seconds timeout) {
+      if (plain) {
+        plain->Arm(timeout);
+      } else {
+        tcp_layer.expires_after(timeout);
+      }
+    };
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
@@ -340,15 +396,15 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       parser.body_limit(options.max_body_bytes);
       // Waiting for the next request on a kept-alive connection is idle time; once its first
       // bytes are in, the whole request must arrive within the header timeout.
-      tcp_layer.expires_after(first ? options.header_timeout : options.idle_timeout);
+      arm(first ? options.header_timeout : options.idle_timeout);
       first = false;
-      auto [ec_h, nh] = co_await http::async_read_header(stream, buffer, parser, kUseTuple);
+      auto [ec_h, nh] = co_await http::async_read_header(Io(stream), buffer, parser, kUseTuple);
       if (!ec_h && parser.content_length() && *parser.content_length() > options.max_body_bytes) {
         ec_h = http::error::body_limit;  // answer before reading a body we would refuse.
       }
       if (!ec_h && !parser.is_done()) {
-        tcp_layer.expires_after(options.header_timeout);
-        auto [ec_b, nb] = co_await http::async_read(stream, buffer, parser, kUseTuple);
+        arm(options.header_timeout);
+        auto [ec_b, nb] = co_await http::async_read(Io(stream), buffer, parser, kUseTuple);
         ec_h = ec_b;
       }
       if (ec_h) {
@@ -360,7 +416,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
               body ? "request body too large" : "request header too large",
               "invalid_request_error", body ? "request_too_large" : "header_too_large");
           res.keep_alive(false);
-          StreamResponder<Stream> r(stream, options.write_timeout, false, 11);
+          StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
           co_await r.Send(std::move(res));
           co_await LingeringClose(stream);
           co_return;
@@ -372,15 +428,19 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
                                                                   ec_h.message(),
                                    "invalid_request_error", "bad_request");
           res.keep_alive(false);
-          StreamResponder<Stream> r(stream, options.write_timeout, false, 11);
+          StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
           co_await r.Send(std::move(res));
         }
         break;
       }
       Request request = parser.release();
-      StreamResponder<Stream> responder(stream, options.write_timeout, request.keep_alive(),
-                                        request.version());
-      tcp_layer.expires_never();
+      StreamResponder<Stream> responder(stream, plain, options.write_timeout,
+                                        request.keep_alive(), request.version());
+      if (plain) {
+        plain->Disarm();
+      } else {
+        tcp_layer.expires_never();
+      }
       std::exception_ptr failure;
       try {
         co_await handler(request, responder);

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/beast/http/empty_body.hpp>
 
@@ -81,6 +85,44 @@ TEST_F(HttpTest, HandlerExceptionBecomes500) {
   ASSERT_TRUE(r) << r.error();
   EXPECT_EQ(r->result(), http::status::internal_server_error);
   EXPECT_NE(r->body().find("server_error"), std::string::npos);
+}
+
+// A disarmed deadline lets a read wait past it; an armed one closes the socket and ends the read.
+TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
+  using std::chrono::milliseconds;
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(io), server(io);
+  client.connect(acceptor.local_endpoint());
+  acceptor.accept(server);
+  bool spared = false, cut = false;
+  double cut_after_s = 0;
+  auto run = [&]() -> asio::awaitable<void> {
+    char byte = 0;
+    SocketDeadline deadline(client, milliseconds(20));
+    deadline.Arm(milliseconds(50));
+    deadline.Disarm();
+    asio::steady_timer later(io);
+    later.expires_after(milliseconds(200));
+    later.async_wait([&](const boost::system::error_code&) {
+      server.write_some(asio::buffer("x", 1));
+    });
+    auto [ec1, n1] = co_await client.async_read_some(asio::buffer(&byte, 1),
+                                                     asio::as_tuple(asio::use_awaitable));
+    spared = !ec1 && n1 == 1 && !deadline.expired();
+    const auto start = std::chrono::steady_clock::now();
+    deadline.Arm(milliseconds(50));
+    auto [ec2, n2] = co_await client.async_read_some(asio::buffer(&byte, 1),
+                                                     asio::as_tuple(asio::use_awaitable));
+    cut = ec2 && deadline.expired() && !client.is_open();
+    cut_after_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  io.run_for(std::chrono::seconds(5));
+  EXPECT_TRUE(spared);
+  EXPECT_TRUE(cut);
+  EXPECT_LT(cut_after_s, 1.0);
 }
 
 TEST(HttpHelpers, ErrorBodyAndHostPort) {

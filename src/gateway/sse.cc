@@ -4,6 +4,10 @@
 
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace powerplane::gateway {
 namespace od = simdjson::ondemand;
 
@@ -67,6 +71,30 @@ bool StartsAt(std::string_view data, std::size_t at, const char (&key)[N]) {
   return data.size() - at >= N - 1 && std::memcmp(data.data() + at, key, N - 1) == 0;
 }
 
+// Calls `on_quote(offset)` for each '"' in `data`, in order. Quotes are dense in JSON (one every
+// eight bytes or so): sixteen bytes are compared at a time where SSE2 is there, rather than one
+// memchr call per quote.
+template <typename OnQuote>
+void ForEachQuote(std::string_view data, OnQuote&& on_quote) {
+  const char* const begin = data.data();
+  const std::size_t n = data.size();
+  std::size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i quote = _mm_set1_epi8('"');
+  for (; i + 16 <= n; i += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin + i));
+    auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, quote)));
+    while (mask != 0) {
+      on_quote(i + static_cast<std::size_t>(__builtin_ctz(mask)));
+      mask &= mask - 1;
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    if (begin[i] == '"') on_quote(i);
+  }
+}
+
 // The concatenated "data:" lines of an event.
 std::string_view DataOf(std::string_view event, std::string* scratch) {
   std::string_view first;
@@ -125,13 +153,8 @@ EventInfo InspectEvent(std::string_view event) {
   const auto text_after = [&](std::size_t at) {  // a non-empty string value starts at `at`.
     return at < data.size() && data[at] != '"' ? 1 : 0;
   };
-  const char* const begin = data.data();
-  const char* const end = begin + data.size();
-  for (const char* q = begin; q < end;) {
-    q = static_cast<const char*>(std::memchr(q, '"', static_cast<std::size_t>(end - q)));
-    if (q == nullptr) break;
-    const std::size_t at = static_cast<std::size_t>(q - begin);
-    switch (q + 1 < end ? q[1] : '\0') {
+  ForEachQuote(data, [&](std::size_t at) {
+    switch (at + 1 < data.size() ? data[at + 1] : '\0') {
       case 'e':
         error = error || StartsAt(data, at, "\"error\"");
         break;
@@ -154,8 +177,7 @@ EventInfo InspectEvent(std::string_view event) {
       default:
         break;
     }
-    ++q;
-  }
+  });
   if (error && !choices) {
     info.error = true;
     return info;

@@ -13,8 +13,10 @@ const MIN_COMPLETED = 60;   // and until this many streams completed (at most MA
 const MAX_LOAD_MS = 15000;
 
 const dataDir = tempDir('pp-e2e-kill9-');
-// Engine speed 4: a 20-token stream lasts ~50 ms in the gateway. At 20 it lasts ~10 ms, shorter
-// than the clients' own turnaround on a loaded machine, and the kill could find no stream open.
+// Engine speed 4: a 60-token stream lasts ~150 ms in the gateway. Shorter streams (20 tokens,
+// ~50 ms) were sometimes all already delivered, their last bytes waiting in the clients' sockets,
+// when a loaded machine's clients noticed the kill: nothing was cut and the test meant little.
+const MAX_TOKENS = 60;
 const upArgs = ['up', '--listen', '127.0.0.1:0', '--engine-speed', '4', '--log-level', 'warn',
                 '--data-dir', dataDir];
 let gw;
@@ -39,7 +41,7 @@ test('after kill -9 under load, every completed stream is in the ledger exactly 
       inFlight++;
       try {
         const { data: stream, response } = await client.chat.completions
-          .create({ model: MODEL, messages, max_tokens: 20, stream: true }).withResponse();
+          .create({ model: MODEL, messages, max_tokens: MAX_TOKENS, stream: true }).withResponse();
         for await (const chunk of stream) void chunk;
         completed.push(response.headers.get('x-request-id'));
       } catch {

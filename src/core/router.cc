@@ -143,8 +143,6 @@ class Search {
       terms_large_.resize(fleet.sites.size());
       terms_ = terms_large_.data();
     }
-    double least_price = std::numeric_limits<double>::infinity();
-    double most_price = -std::numeric_limits<double>::infinity();
     for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
       const EnergyState& energy = fleet.site_energy[s];
       SiteTerms& t = terms_[s];
@@ -154,19 +152,7 @@ class Search {
       t.steered = energy.steer_away;
       t.usd_per_joule = energy.usd_per_mwh * fleet.sites[s].pue * (1.0 / kJoulesPerMwh);
       t.price_negative = energy.usd_per_mwh < 0;
-      t.price_group = 0;
-      if (t.allowed) {
-        least_price = std::min(least_price, t.usd_per_joule);
-        most_price = std::max(most_price, t.usd_per_joule);
-      }
-    }
-    if (most_price > least_price) {
-      const double per_group = kPriceGroups / (most_price - least_price);
-      for (std::size_t s = 0; s < fleet.sites.size(); ++s) {
-        terms_[s].price_group =
-            std::clamp(static_cast<int>((terms_[s].usd_per_joule - least_price) * per_group), 0,
-                       kPriceGroups - 1);
-      }
+      t.price_group = 0;  // set by ScanAll, the one path that buckets by price.
     }
   }
 
@@ -243,6 +229,22 @@ void Search::Score(std::size_t i) {
 }
 
 void Search::ScanAll() {
+  // The sites' price groups, by price among the allowed sites.
+  double least_price = std::numeric_limits<double>::infinity();
+  double most_price = -std::numeric_limits<double>::infinity();
+  for (std::size_t s = 0; s < fleet_.sites.size(); ++s) {
+    if (!terms_[s].allowed) continue;
+    least_price = std::min(least_price, terms_[s].usd_per_joule);
+    most_price = std::max(most_price, terms_[s].usd_per_joule);
+  }
+  if (most_price > least_price) {
+    const double per_group = kPriceGroups / (most_price - least_price);
+    for (std::size_t s = 0; s < fleet_.sites.size(); ++s) {
+      terms_[s].price_group =
+          std::clamp(static_cast<int>((terms_[s].usd_per_joule - least_price) * per_group), 0,
+                     kPriceGroups - 1);
+    }
+  }
   // Pass 1: the filters, counted. Candidates that could meet the TPOT target at all go into
   // buckets by the batch they would join and their site's price; the rest into the last bucket,
   // scored only when nothing meets the targets. The lists are linked through `next`.

@@ -50,6 +50,29 @@ std::filesystem::path Resolve(const std::filesystem::path& data_dir, const std::
   return p.is_absolute() ? p : data_dir / p;
 }
 
+// A listener at `address` (HOST:PORT) serving `handler` on `executors`, with the TLS files of
+// `options`; the error names the address. `host`, when given, receives the host part.
+std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
+    const std::string& address, std::vector<net::asio::any_io_executor> executors,
+    net::Handler handler, const UpOptions& options, std::string* host = nullptr) {
+  std::string h;
+  unsigned short port = 0;
+  if (!net::SplitHostPort(address, &h, &port)) {
+    return std::unexpected("listen address '" + address + "': want HOST:PORT");
+  }
+  if (host) *host = h;
+  try {
+    net::ServerOptions so;
+    so.tls_cert_file = options.tls_cert_file;
+    so.tls_key_file = options.tls_key_file;
+    return std::make_unique<net::HttpServer>(
+        std::move(executors), net::tcp::endpoint(net::asio::ip::make_address(h), port),
+        std::move(handler), so);
+  } catch (const std::exception& e) {
+    return std::unexpected("cannot listen on " + address + ": " + e.what());
+  }
+}
+
 }  // namespace
 
 struct Runtime::Parts {
@@ -382,37 +405,14 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   p.demo_keys = config.admin_key_sha256 == fleet::Sha256Hex("pp-admin-key");
 
   const std::string listen = options.listen.empty() ? config.listen : options.listen;
-  unsigned short port = 0;
-  if (!net::SplitHostPort(listen, &p.host, &port)) {
-    return std::unexpected("listen address '" + listen + "': want HOST:PORT");
-  }
-  try {
-    net::ServerOptions so;
-    so.tls_cert_file = options.tls_cert_file;
-    so.tls_key_file = options.tls_key_file;
-    p.server = std::make_unique<net::HttpServer>(
-        p.gateway_pool->Executors(),
-        net::tcp::endpoint(net::asio::ip::make_address(p.host), port), p.gateway->handler(), so);
-  } catch (const std::exception& e) {
-    return std::unexpected("cannot listen on " + listen + ": " + e.what());
-  }
+  auto server = Listen(listen, p.gateway_pool->Executors(), p.gateway->handler(), options, &p.host);
+  if (!server) return std::unexpected(server.error());
+  p.server = std::move(*server);
   if (!options.admin_listen.empty()) {
-    std::string admin_host;
-    unsigned short admin_port = 0;
-    if (!net::SplitHostPort(options.admin_listen, &admin_host, &admin_port)) {
-      return std::unexpected("admin listen address '" + options.admin_listen + "': want HOST:PORT");
-    }
-    try {
-      net::ServerOptions so;
-      so.tls_cert_file = options.tls_cert_file;
-      so.tls_key_file = options.tls_key_file;
-      p.admin_server = std::make_unique<net::HttpServer>(
-          p.gateway_pool->Executors(),
-          net::tcp::endpoint(net::asio::ip::make_address(admin_host), admin_port),
-          p.gateway->admin_handler(), so);
-    } catch (const std::exception& e) {
-      return std::unexpected("cannot listen on " + options.admin_listen + ": " + e.what());
-    }
+    auto admin = Listen(options.admin_listen, p.gateway_pool->Executors(),
+                        p.gateway->admin_handler(), options);
+    if (!admin) return std::unexpected(admin.error());
+    p.admin_server = std::move(*admin);
   }
 
   for (auto& e : p.engines) e->Start();

@@ -57,6 +57,36 @@ TEST(SseTest, InspectsUsageContentAndErrors) {
   EXPECT_TRUE(completion.content);
 }
 
+TEST(SseTest, InspectsKeysNotLookalikesInValues) {
+  // Python's json.dumps puts a space after each colon.
+  auto spaced = InspectEvent(
+      "data: {\"choices\": [{\"delta\": {\"content\": \"Hi\"}}], \"usage\": {\"prompt_tokens\": 2, "
+      "\"completion_tokens\": 1}}\n\n");
+  EXPECT_TRUE(spaced.content);
+  EXPECT_TRUE(spaced.has_usage);
+  EXPECT_EQ(spaced.prompt_tokens, 2);
+  // Keys quoted inside a string value are text, not keys.
+  auto quoted = InspectEvent(
+      "data: {\"choices\":[{\"delta\":{\"content\":\"say \\\"error\\\": and \\\"usage\\\":{\"}}]}\n\n");
+  EXPECT_TRUE(quoted.content);
+  EXPECT_FALSE(quoted.error);
+  EXPECT_FALSE(quoted.has_usage);
+  // A key that only ends like one the relay reads.
+  auto lookalike = InspectEvent("data: {\"xcontent\":\"a\",\"terror\":1,\"choices\":[]}\n\n");
+  EXPECT_FALSE(lookalike.content);
+  EXPECT_FALSE(lookalike.error);
+  EXPECT_FALSE(InspectEvent("data: {\"choices\":[{\"delta\":{\"content\":null}}]}\n\n").content);
+  // vLLM's `,"usage":null` is found where it starts, at the comma, in a long chunk.
+  const std::string chunk =
+      "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,"
+      "\"delta\":{\"content\":\" to\"},\"finish_reason\":null}],\"usage\":null}\n\n";
+  auto vllm = InspectEvent(chunk);
+  ASSERT_NE(vllm.usage_null_at, std::string_view::npos);
+  EXPECT_EQ(chunk.substr(vllm.usage_null_at, 13), ",\"usage\":null");
+  EXPECT_FALSE(vllm.has_usage);
+  EXPECT_TRUE(vllm.content);
+}
+
 TEST(SseTest, BoundsAnEndlessEvent) {
   SseSplitter s;
   std::string big(SseSplitter::kMaxEventBytes + 10, 'x');

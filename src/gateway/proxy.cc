@@ -20,6 +20,7 @@
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
+#include "net/write_now.h"
 #include "store/records.h"
 
 namespace powerplane::gateway {
@@ -278,8 +279,16 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     deadline.emplace(conn->stream.socket(), kDeadlineGranularity);
     parser.emplace();
     parser->body_limit(std::numeric_limits<std::uint64_t>::max());
-    deadline->Arm(options_.connect_timeout);
-    auto [wec, wn] = co_await asio::async_write(conn->stream.socket(), up_request, kUseTuple);
+    // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
+    beast::error_code wec;
+    const std::size_t sent = net::SendNow(conn->stream.socket(), up_request, wec);
+    if (!wec && sent < asio::buffer_size(up_request)) {
+      beast::buffers_suffix<std::array<asio::const_buffer, 2>> rest(up_request);
+      rest.consume(sent);
+      deadline->Arm(options_.connect_timeout);
+      auto [rest_ec, rest_n] = co_await asio::async_write(conn->stream.socket(), rest, kUseTuple);
+      wec = rest_ec;
+    }
     if (!wec) {
       deadline->Arm(options_.upstream_header_timeout);
       auto [rec, rn] = co_await http::async_read_header(conn->stream.socket(), conn->buffer,

@@ -102,6 +102,8 @@ asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>>
   }
   c->stream.expires_never();
   c->stream.socket().set_option(tcp::no_delay(true), ec);
+  // Requests are sent at once where the socket takes them (net/write_now.h).
+  c->stream.socket().non_blocking(true, ec);
   co_return c;
 }
 

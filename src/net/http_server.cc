@@ -1,4 +1,5 @@
 #include "net/http_server.h"
+#include "net/write_now.h"
 
 #include "net/http_client.h"
 
@@ -190,32 +191,26 @@ class StreamResponder final : public Responder {
   // write with the pending header, if any: no serializer, no intermediate coroutine.
   asio::awaitable<bool> WriteChunk(std::string_view data) override {
     if (gone_ || data.empty()) co_return !gone_;
-    ArmWriteTimeout();
     ChunkSize size(data.size());
-    const std::array<asio::const_buffer, 4> buffers{
+    const Chunk buffers{
         asio::buffer(pending_header_), size.buffer(), asio::buffer(data.data(), data.size()),
         asio::buffer(kCrlf.data(), kCrlf.size())};
-    auto [ec, n] = co_await asio::async_write(Io(stream_), buffers, kUseTuple);
-    if (deadline_) deadline_->Disarm();
-    if (ec) gone_ = true;
+    if (std::size_t sent; !SendAtOnce(buffers, &sent)) co_await SendRest(buffers, sent);
     pending_header_.clear();
     co_return !gone_;
   }
 
   asio::awaitable<bool> EndStream(std::string_view last_data) override {
     if (gone_) co_return false;
-    ArmWriteTimeout();
     ChunkSize size(last_data.size());
     // The last data chunk's CRLF and the zero-length last chunk share one buffer.
-    const std::array<asio::const_buffer, 4> buffers{
+    const Chunk buffers{
         asio::buffer(pending_header_),
         last_data.empty() ? asio::const_buffer() : size.buffer(),
         asio::buffer(last_data.data(), last_data.size()),
         last_data.empty() ? asio::buffer(kLastChunk.data() + 2, kLastChunk.size() - 2)
                           : asio::buffer(kLastChunk.data(), kLastChunk.size())};
-    auto [ec, n] = co_await asio::async_write(Io(stream_), buffers, kUseTuple);
-    if (deadline_) deadline_->Disarm();
-    if (ec) gone_ = true;
+    if (std::size_t sent; !SendAtOnce(buffers, &sent)) co_await SendRest(buffers, sent);
     pending_header_.clear();
     streaming_ = false;
     co_return !gone_;
@@ -231,6 +226,33 @@ class StreamResponder final : public Responder {
   bool sent() const { return sent_; }
 
  private:
+  using Chunk = std::array<asio::const_buffer, 4>;
+
+  // Sends `buffers` whole, or marks the client gone. On a plain connection, what the socket
+  // takes at once goes out without an asynchronous operation (net/write_now.h): true when that
+  // was all of it (or the client is gone), false when the rest, from `*sent`, must wait.
+  bool SendAtOnce(const Chunk& buffers, std::size_t* sent) {
+    *sent = 0;
+    if constexpr (kIsTls<Stream>) {
+      return false;
+    } else {
+      beast::error_code ec;
+      *sent = SendNow(stream_.socket(), buffers, ec);
+      if (ec) gone_ = true;
+      return gone_ || *sent == asio::buffer_size(buffers);
+    }
+  }
+
+  // The rest of `buffers` after `sent` bytes, waiting for the client under the write timeout.
+  asio::awaitable<void> SendRest(const Chunk& buffers, std::size_t sent) {
+    beast::buffers_suffix<Chunk> rest(buffers);
+    rest.consume(sent);
+    ArmWriteTimeout();
+    auto [ec, n] = co_await asio::async_write(Io(stream_), rest, kUseTuple);
+    if (deadline_) deadline_->Disarm();
+    if (ec) gone_ = true;
+  }
+
   // A plain connection arms its deadline for each write (no timer operation while its timer
   // waits). Over TLS, the write timeout is re-armed at most once a second: a timer per chunk
   // costs more than the chunk; a client that stops reading still times out within
@@ -298,6 +320,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         continue;
       }
       socket.set_option(tcp::no_delay(true));
+      // Responses are sent at once where the socket takes them (net/write_now.h).
+      if (!tls_context) socket.non_blocking(true);
       auto ex = socket.get_executor();
       if (tls_context) {
         asio::co_spawn(ex, Session<TlsStream>(std::move(socket)), asio::detached);

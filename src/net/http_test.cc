@@ -6,7 +6,11 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
+
+#include <atomic>
+#include <thread>
 
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -15,7 +19,28 @@
 namespace powerplane::net {
 namespace {
 
+// Chunks of a stream bigger than a socket takes at once: each is sent partly at once and the
+// rest waits for the client.
+constexpr int kBigChunks = 192;
+constexpr std::size_t kBigChunkBytes = 64 * 1024;
+std::string BigChunk(int i) { return std::string(kBigChunkBytes, static_cast<char>('a' + i % 26)); }
+// How many big chunks the last /big stream got out before its client was found gone (-1: all).
+std::atomic<int> big_chunks_before_gone{-2};
+
 asio::awaitable<void> Echo(Request& req, Responder& r) {
+  if (req.target() == "/big") {
+    http::response<http::empty_body> h{http::status::ok, 11};
+    co_await r.StartStream(std::move(h));
+    for (int i = 0; i < kBigChunks; ++i) {
+      if (!co_await r.WriteChunk(BigChunk(i))) {
+        big_chunks_before_gone = i;
+        co_return;
+      }
+    }
+    co_await r.EndStream();
+    big_chunks_before_gone = -1;
+    co_return;
+  }
   if (req.target() == "/stream") {
     http::response<http::empty_body> h{http::status::ok, 11};
     h.set(http::field::content_type, "text/event-stream");
@@ -33,6 +58,7 @@ class HttpTest : public ::testing::Test {
   void SetUp() override {
     ServerOptions o;
     o.max_body_bytes = 1024;
+    o.write_timeout = std::chrono::seconds(1);
     server_ = std::make_unique<HttpServer>(pool_.Executors(),
                                            tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
                                            Echo, o);
@@ -71,6 +97,40 @@ TEST_F(HttpTest, StreamsChunks) {
   ASSERT_TRUE(r) << r.error();
   EXPECT_EQ(r->body(), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
   EXPECT_EQ(r->at(http::field::transfer_encoding), "chunked");
+}
+
+// 12 MiB in 64 KiB chunks: more than the socket takes at once, so writes go out partly at once
+// and partly after waiting for the client; every byte arrives, in order.
+TEST_F(HttpTest, StreamsMoreThanTheSocketTakesAtOnce) {
+  auto r = Call(http::verb::get, "/big", "");
+  ASSERT_TRUE(r) << r.error();
+  ASSERT_EQ(r->body().size(), kBigChunks * kBigChunkBytes);
+  for (int i = 0; i < kBigChunks; ++i) {
+    ASSERT_EQ(r->body().compare(i * kBigChunkBytes, kBigChunkBytes, BigChunk(i)), 0) << i;
+  }
+  EXPECT_EQ(big_chunks_before_gone.load(), -1);
+}
+
+// A client that asks for a stream and never reads it is given up within the write timeout (1 s
+// here) plus the deadline's granularity, not held forever.
+TEST_F(HttpTest, GivesUpOnAClientThatStopsReading) {
+  big_chunks_before_gone = -2;
+  asio::io_context io;
+  tcp::socket client(io);
+  client.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+  const std::string request = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(client, asio::buffer(request));
+  const auto start = std::chrono::steady_clock::now();
+  while (big_chunks_before_gone.load() == -2 &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(10)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  const double waited_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const int sent = big_chunks_before_gone.load();
+  EXPECT_GE(sent, 1);            // some went out before the socket filled,
+  EXPECT_LT(sent, kBigChunks);   // but not all: the client was found gone,
+  EXPECT_LT(waited_s, 3.0);      // within 1 s + the granularity (250 ms here) + slack.
 }
 
 TEST_F(HttpTest, OversizedBodyIs413WithOpenAiError) {

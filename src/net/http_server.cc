@@ -187,6 +187,21 @@ class StreamResponder final : public Responder {
     co_return !gone_;
   }
 
+  asio::awaitable<bool> StartStream(std::string fields) override {
+    // As Beast frames a chunked 200 with keep_alive(keep_alive_): HTTP/1.1 says "close" when
+    // the connection ends after it; HTTP/1.0 streams never keep the connection.
+    keep_alive_ = keep_alive_ && version_ >= 11;
+    sent_ = true;
+    streaming_ = true;
+    pending_header_.reserve(64 + fields.size());
+    pending_header_ = version_ >= 11 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
+    pending_header_ += fields;
+    pending_header_ += "Transfer-Encoding: chunked\r\n";
+    if (version_ >= 11 && !keep_alive_) pending_header_ += "Connection: close\r\n";
+    pending_header_ += "\r\n";
+    co_return !gone_;
+  }
+
   // A chunk is framed here ("<hex size>\r\n", the data, "\r\n") and goes out in one gathered
   // write with the pending header, if any: no serializer, no intermediate coroutine.
   asio::awaitable<bool> WriteChunk(std::string_view data) override {

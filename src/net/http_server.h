@@ -40,6 +40,9 @@ class Responder {
   virtual asio::awaitable<bool> Send(Response response) = 0;
   // Sends the status and headers of a chunked response (no body yet).
   virtual asio::awaitable<bool> StartStream(http::response<http::empty_body> header) = 0;
+  // The same for a 200 whose header fields are given as text, each "Name: value\r\n" (the
+  // relay's hot path: no field objects). Transfer-Encoding and Connection are added here.
+  virtual asio::awaitable<bool> StartStream(std::string fields) = 0;
   // The header of a stream goes out with its first chunk (one write, not two).
   virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;
   // Ends the stream; `last_data`, when given, goes out in the same write as the end.

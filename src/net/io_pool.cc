@@ -3,8 +3,13 @@
 namespace powerplane::net {
 
 IoPool::IoPool(std::size_t threads) {
-  for (std::size_t i = 0; i < std::max<std::size_t>(1, threads); ++i) {
-    contexts_.push_back(std::make_unique<boost::asio::io_context>(1));
+  const std::size_t n = std::max<std::size_t>(1, threads);
+  // With one context, every socket is opened, used and closed on its one thread (other threads
+  // only post to it), so the reactor's lock around each socket operation is dropped. With
+  // several, the acceptor on the first opens and may close sockets that belong to another.
+  const int hint = n == 1 ? BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO : 1;
+  for (std::size_t i = 0; i < n; ++i) {
+    contexts_.push_back(std::make_unique<boost::asio::io_context>(hint));
     guards_.push_back(boost::asio::make_work_guard(*contexts_.back()));
   }
 }

@@ -140,6 +140,7 @@ std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr)
 // Commits the ledger row and resumes once it is durable (true) or given up on (false).
 asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
   if (!tenancy.has_store()) co_return true;
+  if (tenancy.RecordNow(row)) co_return true;  // journaled: durable now, no wait.
   auto executor = co_await asio::this_coro::executor;
   co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
       [&tenancy, &row, executor](auto handler) {

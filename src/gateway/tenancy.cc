@@ -41,7 +41,8 @@ Tenancy::Tenancy(TenantDirectory config_tenants)
 std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
     std::unique_ptr<store::Store> store, TenancyOptions options) {
   std::unique_ptr<Tenancy> t(new Tenancy());
-  auto writer = store::LedgerWriter::Start(*store, options.ledger_capacity);
+  auto writer = store::LedgerWriter::Start(*store, options.ledger_capacity,
+                                          std::chrono::milliseconds(2), options.journal_dir);
   if (!writer) return std::unexpected("ledger: " + writer.error());
   t->ledger_ = std::move(*writer);
   t->store_ = std::move(store);
@@ -277,6 +278,14 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     return;
   }
   ledger_->Commit(std::move(row), std::move(done));
+}
+
+bool Tenancy::FlushLedger() {
+  return !ledger_ || ledger_->Flush(std::chrono::seconds(5));
+}
+
+bool Tenancy::RecordNow(store::LedgerRow& row) {
+  return ledger_ && ledger_->CommitJournaled(row);
 }
 
 void Tenancy::Audit(std::string actor, std::string action, std::string detail) {

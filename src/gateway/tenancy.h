@@ -14,6 +14,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <filesystem>
 #include <unordered_map>
 #include <vector>
 
@@ -27,6 +28,9 @@ namespace powerplane::gateway {
 
 struct TenancyOptions {
   std::size_t ledger_capacity = 65536;  // requests in flight with a ledger slot, at most.
+  // Where ledger rows are journaled before they reach the store (store/ledger_journal.h); empty:
+  // no journal, and each request waits for its row's group commit instead.
+  std::filesystem::path journal_dir;
 };
 
 // The answer to "may this request start?".
@@ -60,6 +64,11 @@ class Tenancy {
   // Writes the row (in a reserved slot) and calls `done(durable)` once it is committed (from the
   // writer thread). Without a store, calls done(true) at once.
   void Record(store::LedgerRow row, std::function<void(bool)> done);
+  // Makes `row` durable before returning, by journaling it (true); false when there is no
+  // journal or it failed, and the row, untouched, must go through Record.
+  bool RecordNow(store::LedgerRow& row);
+  // Waits until the rows queued so far are in the store (LedgerWriter::Flush); true without one.
+  bool FlushLedger();
   bool has_store() const { return store_ != nullptr; }
   store::Store* store() const { return store_.get(); }
 

@@ -231,6 +231,9 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
   const bool csv = QueryParam(target, "format") == "csv" ||
                    request[http::field::accept].find("text/csv") != std::string_view::npos;
   const std::string tenant = QueryParam(target, "tenant");
+  // Journaled rows reach the store a few milliseconds after their requests end: wait for those
+  // this gateway has queued, so that its answer includes every request it has finished.
+  if (!tenancy.FlushLedger()) spdlog::warn("ledger: rows still queued after the flush wait");
   if (path == "/admin/usage") {
     const std::string by = QueryParam(target, "group_by");
     auto group = store::ParseUsageGroup(by.empty() ? "site" : by);

@@ -385,7 +385,11 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
         if (!ok) return std::unexpected("store: " + ok.error());
       }
     }
-    auto tenancy = gateway::Tenancy::WithStore(std::move(*st));
+    gateway::TenancyOptions tenancy_options;
+    // Ledger rows are journaled beside the state (a local file), so a request's row is durable
+    // without waiting for the store's commit; with only a remote store, it waits for the commit.
+    if (!options.state_dir.empty()) tenancy_options.journal_dir = options.state_dir / "ledger-journal";
+    auto tenancy = gateway::Tenancy::WithStore(std::move(*st), tenancy_options);
     if (!tenancy) return std::unexpected(tenancy.error());
     p.tenancy = std::move(*tenancy);
   } else {

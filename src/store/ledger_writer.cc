@@ -2,22 +2,55 @@
 
 #include <spdlog/spdlog.h>
 
+#include <map>
 #include <vector>
 
 namespace powerplane::store {
 
 Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(
-    const Store& store, std::size_t capacity, std::chrono::milliseconds max_batch_delay) {
+    const Store& store, std::size_t capacity, std::chrono::milliseconds max_batch_delay,
+    const std::filesystem::path& journal_dir) {
   if (capacity == 0) return std::unexpected("ledger writer capacity must be positive");
   auto own = store.Reopen();
   if (!own) return std::unexpected(own.error());
-  return std::unique_ptr<LedgerWriter>(
-      new LedgerWriter(std::move(*own), capacity, max_batch_delay));
+  std::unique_ptr<LedgerJournal> journal;
+  std::size_t replayed = 0;
+  if (!journal_dir.empty()) {
+    std::vector<LedgerRow> leftover;
+    auto opened = LedgerJournal::Open(journal_dir, &leftover);
+    if (!opened) return std::unexpected(opened.error());
+    journal = std::move(*opened);
+    // What a crash left in the journal goes to the store before anything new; a row the store
+    // already has is ignored there (request ids are unique).
+    for (std::size_t at = 0; at < leftover.size(); at += kMaxBatchRows) {
+      const std::size_t n = std::min(kMaxBatchRows, leftover.size() - at);
+      const std::vector<LedgerRow> batch(leftover.begin() + static_cast<std::ptrdiff_t>(at),
+                                         leftover.begin() + static_cast<std::ptrdiff_t>(at + n));
+      auto written = (*own)->AppendLedger(batch);
+      if (!written) {
+        return std::unexpected("ledger journal: writing " + std::to_string(leftover.size()) +
+                               " rows left from an earlier run: " + written.error());
+      }
+      replayed += *written;
+    }
+    journal->DropLeftovers();
+    if (!leftover.empty()) {
+      spdlog::info("ledger journal: {} rows left by an earlier run, {} of them new to the store",
+                   leftover.size(), replayed);
+    }
+  }
+  return std::unique_ptr<LedgerWriter>(new LedgerWriter(
+      std::move(*own), capacity, max_batch_delay, std::move(journal), replayed));
 }
 
 LedgerWriter::LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
-                           std::chrono::milliseconds max_batch_delay)
-    : store_(std::move(connection)), capacity_(capacity), max_batch_delay_(max_batch_delay) {
+                           std::chrono::milliseconds max_batch_delay,
+                           std::unique_ptr<LedgerJournal> journal, std::size_t replayed)
+    : store_(std::move(connection)),
+      journal_(std::move(journal)),
+      replayed_(replayed),
+      capacity_(capacity),
+      max_batch_delay_(max_batch_delay) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -35,20 +68,44 @@ void LedgerWriter::Release() {
   if (counters_.reserved > 0) --counters_.reserved;
 }
 
+void LedgerWriter::Enqueue(Item item) {
+  if (queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
+  queue_.push_back(std::move(item));
+  ++enqueued_;
+  ++counters_.queue_depth;
+  wake_.notify_one();
+}
+
+bool LedgerWriter::CommitJournaled(LedgerRow& row) {
+  if (!journal_) return false;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return false;
+  }
+  const std::int64_t segment = journal_->Append(row);
+  if (segment < 0) return false;
+  std::lock_guard lock(mu_);
+  Enqueue(Item{std::move(row), nullptr, segment});
+  return true;
+}
+
 void LedgerWriter::Commit(LedgerRow row, std::function<void(bool)> on_durable) {
   {
     std::lock_guard lock(mu_);
     if (!stopping_) {
-      if (queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
-      queue_.push_back(Item{std::move(row), std::move(on_durable)});
-      ++counters_.queue_depth;
-      wake_.notify_one();
+      Enqueue(Item{std::move(row), std::move(on_durable)});
       return;
     }
     if (counters_.reserved > 0) --counters_.reserved;
   }
   spdlog::error("ledger: row {} committed after the writer stopped; not written", row.request_id);
   if (on_durable) on_durable(false);
+}
+
+bool LedgerWriter::Flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  const std::uint64_t target = enqueued_;
+  return processed_cv_.wait_for(lock, timeout, [&] { return processed_ >= target; });
 }
 
 void LedgerWriter::Stop() {
@@ -111,6 +168,14 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
   for (auto& item : batch) {
     if (item.on_durable) item.on_durable(durable);
   }
+  if (durable && journal_) {
+    // Journaled rows now in the store: their segments can go once all of theirs are.
+    std::map<std::int64_t, std::size_t> per_segment;
+    for (const auto& item : batch) {
+      if (item.journal_segment >= 0) ++per_segment[item.journal_segment];
+    }
+    for (const auto& [segment, n] : per_segment) journal_->Written(segment, n);
+  }
   std::lock_guard lock(mu_);
   counters_.retries += static_cast<std::uint64_t>(durable ? attempt : attempt - 1);
   if (durable) {
@@ -121,6 +186,8 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
     counters_.rows_failed += rows.size();
   }
   counters_.queue_depth -= batch.size();
+  processed_ += batch.size();
+  processed_cv_.notify_all();
   counters_.reserved -= std::min(counters_.reserved, batch.size());
 }
 

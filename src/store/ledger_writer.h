@@ -7,16 +7,23 @@
 // by Release() (not used) or after the row's commit and callback. At most `capacity` rows are
 // ever queued or in flight, so the queue cannot grow without limit: when it is full, admission
 // fails (the gateway answers 429 or 503) rather than memory growing. Thread-safe.
+//
+// With a journal (store/ledger_journal.h), CommitJournaled appends the row to a local file and
+// returns: the row survives a kill -9 from then on, with no wait for a commit and no trip to the
+// writer thread, and the database gets it in the next batch. Rows a crash left in the journal are
+// written to the database when the next writer starts.
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 
+#include "store/ledger_journal.h"
 #include "store/store.h"
 
 namespace powerplane::store {
@@ -39,9 +46,12 @@ class LedgerWriter {
 
   // Opens the writer's own connection (store.Reopen()) and starts its thread. A row waits at
   // most `max_batch_delay` after it is queued for more rows to join its batch.
+  // With `journal_dir`, rows are journaled there first; rows left there by an earlier run are
+  // written to the store before Start returns (an error if they cannot be).
   static Result<std::unique_ptr<LedgerWriter>> Start(
       const Store& store, std::size_t capacity,
-      std::chrono::milliseconds max_batch_delay = std::chrono::milliseconds(2));
+      std::chrono::milliseconds max_batch_delay = std::chrono::milliseconds(2),
+      const std::filesystem::path& journal_dir = {});
   ~LedgerWriter();  // Stop().
 
   LedgerWriter(const LedgerWriter&) = delete;
@@ -56,6 +66,16 @@ class LedgerWriter {
   // after kMaxAttempts failures, `on_durable(false)` (and the failure is logged). The slot is
   // freed after the callback. After Stop(), calls on_durable(false) at once.
   void Commit(LedgerRow row, std::function<void(bool durable)> on_durable);
+  // Journals `row` in a reserved slot and queues it for the store: true when it is durable (in
+  // the journal) on return. False when there is no journal or the append failed: the row is
+  // untouched, and the caller commits it with Commit instead.
+  bool CommitJournaled(LedgerRow& row);
+  bool journaled() const { return journal_ != nullptr; }
+  // Rows written to the store from an earlier run's journal when this writer started.
+  std::size_t replayed() const { return replayed_; }
+  // Waits, at most `timeout`, until every row queued before the call has been written (or given
+  // up on): a read of the store then sees them. False on timeout.
+  bool Flush(std::chrono::milliseconds timeout);
   // Writes everything queued, fires its callbacks and joins the thread. Idempotent.
   void Stop();
 
@@ -66,18 +86,26 @@ class LedgerWriter {
   struct Item {
     LedgerRow row;
     std::function<void(bool)> on_durable;
+    std::int64_t journal_segment = -1;  // -1: not journaled.
   };
   LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
-               std::chrono::milliseconds max_batch_delay);
+               std::chrono::milliseconds max_batch_delay,
+               std::unique_ptr<LedgerJournal> journal, std::size_t replayed);
+  void Enqueue(Item item);  // under mu_.
   void Run();
   void WriteBatch(std::vector<Item>& batch);
 
   std::unique_ptr<Store> store_;
+  std::unique_ptr<LedgerJournal> journal_;
+  const std::size_t replayed_;
   const std::size_t capacity_;
   const std::chrono::milliseconds max_batch_delay_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
+  std::condition_variable processed_cv_;
+  std::uint64_t enqueued_ = 0;   // rows ever queued.
+  std::uint64_t processed_ = 0;  // of those, written or given up on.
   std::deque<Item> queue_;
   std::chrono::steady_clock::time_point oldest_queued_;
   bool stopping_ = false;

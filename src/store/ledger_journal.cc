@@ -1,0 +1,247 @@
+#include "store/ledger_journal.h"
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+
+namespace powerplane::store {
+namespace {
+
+constexpr std::string_view kTag = "L1";  // the line format's version.
+// The last field: a line cut short anywhere (even inside its last number) lacks it.
+constexpr std::string_view kEnd = "$";
+constexpr std::string_view kPrefix = "ledger-journal-";
+constexpr std::string_view kSuffix = ".tsv";
+
+void AppendText(std::string* out, std::string_view text) {
+  for (char c : text) {
+    switch (c) {
+      case '\\': *out += "\\\\"; break;
+      case '\t': *out += "\\t"; break;
+      case '\n': *out += "\\n"; break;
+      default: *out += c;
+    }
+  }
+}
+
+template <typename Number>
+void AppendNumber(std::string* out, Number value) {
+  char text[32];
+  const auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  out->append(text, end);
+}
+
+bool ReadText(std::string_view field, std::string* out) {
+  out->clear();
+  for (std::size_t i = 0; i < field.size(); ++i) {
+    if (field[i] != '\\') {
+      *out += field[i];
+      continue;
+    }
+    if (++i == field.size()) return false;
+    switch (field[i]) {
+      case '\\': *out += '\\'; break;
+      case 't': *out += '\t'; break;
+      case 'n': *out += '\n'; break;
+      default: return false;
+    }
+  }
+  return true;
+}
+
+template <typename Number>
+bool ReadNumber(std::string_view field, Number* out) {
+  const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), *out);
+  return ec == std::errc() && end == field.data() + field.size();
+}
+
+std::filesystem::path SegmentPath(const std::filesystem::path& dir, std::int64_t segment) {
+  return dir / (std::string(kPrefix) + std::to_string(segment) + std::string(kSuffix));
+}
+
+// The segment number of a journal file's name, or -1.
+std::int64_t SegmentOf(const std::filesystem::path& file) {
+  const std::string name = file.filename().string();
+  if (!name.starts_with(kPrefix) || !name.ends_with(kSuffix)) return -1;
+  std::int64_t n = -1;
+  const std::string_view digits(name.data() + kPrefix.size(),
+                                name.size() - kPrefix.size() - kSuffix.size());
+  return ReadNumber(digits, &n) && n >= 0 ? n : -1;
+}
+
+}  // namespace
+
+std::string JournalLine(const LedgerRow& r) {
+  std::string line;
+  line.reserve(256);
+  line += kTag;
+  for (const std::string* text : {&r.request_id, &r.tenant, &r.key_id, &r.model, &r.site,
+                                  &r.endpoint, &r.priority_class, &r.outcome}) {
+    line += '\t';
+    AppendText(&line, *text);
+  }
+  for (const std::int64_t n : {r.prompt_tokens, r.completion_tokens, r.start_unix_ms,
+                               r.end_unix_ms}) {
+    line += '\t';
+    AppendNumber(&line, n);
+  }
+  for (const double x : {r.ttft_ms, r.joules, r.usd_per_mwh, r.energy_cost_usd, r.charged_usd}) {
+    line += '\t';
+    AppendNumber(&line, x);
+  }
+  line += '\t';
+  line += kEnd;
+  line += '\n';
+  return line;
+}
+
+bool ParseJournalLine(std::string_view line, LedgerRow* r) {
+  std::string_view fields[19];
+  std::size_t n = 0;
+  for (std::size_t start = 0;;) {
+    const std::size_t tab = line.find('\t', start);
+    if (n == std::size(fields)) return false;  // too many fields.
+    fields[n++] = line.substr(start, tab == std::string_view::npos ? line.npos : tab - start);
+    if (tab == std::string_view::npos) break;
+    start = tab + 1;
+  }
+  if (n != std::size(fields) || fields[0] != kTag || fields[n - 1] != kEnd) return false;
+  std::string* texts[] = {&r->request_id, &r->tenant,   &r->key_id,         &r->model,
+                          &r->site,       &r->endpoint, &r->priority_class, &r->outcome};
+  std::size_t f = 1;
+  for (std::string* text : texts) {
+    if (!ReadText(fields[f++], text)) return false;
+  }
+  for (std::int64_t* number : {&r->prompt_tokens, &r->completion_tokens, &r->start_unix_ms,
+                               &r->end_unix_ms}) {
+    if (!ReadNumber(fields[f++], number)) return false;
+  }
+  for (double* x : {&r->ttft_ms, &r->joules, &r->usd_per_mwh, &r->energy_cost_usd,
+                    &r->charged_usd}) {
+    if (!ReadNumber(fields[f++], x)) return false;
+  }
+  return !r->request_id.empty();
+}
+
+Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem::path& dir,
+                                                           std::vector<LedgerRow>* leftover) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return std::unexpected("ledger journal: cannot create " + dir.string() + ": " + ec.message());
+  std::vector<std::pair<std::int64_t, std::filesystem::path>> found;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (const std::int64_t n = SegmentOf(entry.path()); n >= 0) found.emplace_back(n, entry.path());
+  }
+  if (ec) return std::unexpected("ledger journal: cannot list " + dir.string() + ": " + ec.message());
+  std::sort(found.begin(), found.end());
+  std::vector<std::filesystem::path> leftovers;
+  std::size_t skipped = 0;
+  for (const auto& [n, path] : found) {
+    std::ifstream in(path);
+    if (!in) return std::unexpected("ledger journal: cannot read " + path.string());
+    std::string line;
+    LedgerRow row;
+    while (std::getline(in, line)) {
+      if (ParseJournalLine(line, &row)) {
+        leftover->push_back(row);
+      } else {
+        ++skipped;
+      }
+    }
+    leftovers.push_back(path);
+  }
+  if (skipped > 0) spdlog::warn("ledger journal: {} lines that are not rows skipped", skipped);
+  const std::int64_t next = found.empty() ? 0 : found.back().first + 1;
+  std::unique_ptr<LedgerJournal> journal(new LedgerJournal(dir, std::move(leftovers), next));
+  {
+    std::lock_guard lock(journal->mu_);
+    if (!journal->OpenSegment(next)) {
+      return std::unexpected("ledger journal: cannot open " + SegmentPath(dir, next).string() +
+                             ": " + std::strerror(errno));
+    }
+  }
+  return journal;
+}
+
+LedgerJournal::LedgerJournal(std::filesystem::path dir,
+                             std::vector<std::filesystem::path> leftovers,
+                             std::int64_t first_segment)
+    : dir_(std::move(dir)), leftovers_(std::move(leftovers)), segment_(first_segment) {}
+
+LedgerJournal::~LedgerJournal() {
+  std::lock_guard lock(mu_);
+  if (fd_ >= 0) ::close(fd_);
+  // Everything appended reached the database: nothing to replay, so no file is left behind.
+  const auto it = counts_.find(segment_);
+  if (it == counts_.end() || it->second.written >= it->second.appended) {
+    std::error_code ignored;
+    std::filesystem::remove(SegmentPath(dir_, segment_), ignored);
+  }
+}
+
+void LedgerJournal::DropLeftovers() {
+  std::lock_guard lock(mu_);
+  for (const auto& path : leftovers_) {
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);
+  }
+  leftovers_.clear();
+}
+
+bool LedgerJournal::OpenSegment(std::int64_t segment) {
+  const int fd = ::open(SegmentPath(dir_, segment).c_str(),
+                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  segment_ = segment;
+  segment_bytes_ = 0;
+  counts_[segment];
+  return true;
+}
+
+std::int64_t LedgerJournal::Append(const LedgerRow& row) {
+  const std::string line = JournalLine(row);
+  std::lock_guard lock(mu_);
+  if (segment_bytes_ >= kSegmentBytes && OpenSegment(segment_ + 1)) DropDoneSegments();
+  std::size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      spdlog::error("ledger journal: append of {} failed: {}", row.request_id,
+                    std::strerror(errno));
+      return -1;
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  segment_bytes_ += line.size();
+  ++counts_[segment_].appended;
+  return segment_;
+}
+
+void LedgerJournal::Written(std::int64_t segment, std::size_t rows) {
+  std::lock_guard lock(mu_);
+  counts_[segment].written += rows;
+  DropDoneSegments();
+}
+
+void LedgerJournal::DropDoneSegments() {
+  for (auto it = counts_.begin(); it != counts_.end();) {
+    if (it->first != segment_ && it->second.written >= it->second.appended) {
+      std::error_code ignored;
+      std::filesystem::remove(SegmentPath(dir_, it->first), ignored);
+      it = counts_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace powerplane::store

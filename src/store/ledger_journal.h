@@ -1,0 +1,73 @@
+#pragma once
+// The ledger's journal: each row appended, as one line, to a local file before the response's
+// last bytes leave, so it survives a kill -9 of the gateway without waiting for a database
+// commit. The database gets the rows later in large batches (LedgerWriter); a restart puts any
+// row left in the journal into the database again (request ids are unique there, so a row
+// already written is not written twice), then deletes the journal.
+//
+// An append is one write(2) to a file opened O_APPEND. Once it returns, the line is in the page
+// cache: the process can die at any point after and the line is there to replay (not proof
+// against a power cut; the database's own commits are not fsynced either, synchronous=NORMAL).
+//
+// The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
+// the database is deleted once the next one is in use, so the journal's size stays bounded by
+// what the database is behind plus one segment. Thread-safe.
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "store/records.h"
+#include "store/store.h"
+
+namespace powerplane::store {
+
+// One row as a journal line: tab-separated fields, the last "$", then '\n'; text escaped
+// (\\, \t, \n), numbers exact (shortest round-trip form).
+std::string JournalLine(const LedgerRow& row);
+// The row of one line (without its '\n'); false for a line that is not one (a torn or foreign
+// line is skipped, never guessed at).
+bool ParseJournalLine(std::string_view line, LedgerRow* row);
+
+class LedgerJournal {
+ public:
+  static constexpr std::uintmax_t kSegmentBytes = 8u << 20;
+
+  // Opens the journal in `dir` (created if missing). Rows left by an earlier run are read into
+  // `*leftover` (their segments are deleted by DropLeftovers once the database has them).
+  static Result<std::unique_ptr<LedgerJournal>> Open(const std::filesystem::path& dir,
+                                                     std::vector<LedgerRow>* leftover);
+  ~LedgerJournal();
+
+  // Deletes the segments read at Open.
+  void DropLeftovers();
+  // Appends `row`; the segment it went to, or -1 when the write failed (logged).
+  std::int64_t Append(const LedgerRow& row);
+  // `rows` rows of `segment` are in the database.
+  void Written(std::int64_t segment, std::size_t rows);
+
+ private:
+  LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
+                std::int64_t first_segment);
+  bool OpenSegment(std::int64_t segment);  // under mu_.
+  void DropDoneSegments();                 // under mu_.
+
+  const std::filesystem::path dir_;
+  std::vector<std::filesystem::path> leftovers_;
+  std::mutex mu_;
+  int fd_ = -1;
+  std::int64_t segment_ = 0;
+  std::uintmax_t segment_bytes_ = 0;
+  struct Count {
+    std::size_t appended = 0;
+    std::size_t written = 0;
+  };
+  std::map<std::int64_t, Count> counts_;
+};
+
+}  // namespace powerplane::store

@@ -1,5 +1,5 @@
-// Fuzzes the SSE splitter and event inspection, and the HTTP body decoder, as the relay uses them:
-// arbitrary bytes in arbitrary pieces.
+// Fuzzes the SSE splitter and event inspection, the HTTP body decoder and the response-head
+// parser, as the relay uses them: arbitrary bytes in arbitrary pieces.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -32,5 +32,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (events_bytes + splitter.pending() > bytes.size()) __builtin_trap();
   std::int64_t p = 0, c = 0;
   (void)ReadUsage(bytes, &p, &c);
+  // A head is found at most once in the bytes, never past them, and a prefix of a complete head
+  // is incomplete (0), never another head.
+  ResponseHead head;
+  const std::ptrdiff_t used = ParseResponseHead(bytes, &head);
+  if (used > static_cast<std::ptrdiff_t>(bytes.size())) __builtin_trap();
+  if (used > 0) {
+    if (head.status < 200 || head.status > 599) __builtin_trap();
+    if (ParseResponseHead(bytes.substr(0, static_cast<std::size_t>(used) - 1), &head) > 0) {
+      __builtin_trap();
+    }
+  }
   return 0;
 }

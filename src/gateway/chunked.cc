@@ -12,7 +12,124 @@ int HexValue(char c) {
   return -1;
 }
 
+bool IsTokenChar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+char Lower(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+bool EqualsNoCase(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (Lower(a[i]) != Lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::string_view TrimSpaces(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+// Calls `on_token` with each comma-separated token of a field value, trimmed; empty ones skipped.
+template <typename OnToken>
+void ForEachToken(std::string_view value, OnToken&& on_token) {
+  while (!value.empty()) {
+    const std::size_t comma = value.find(',');
+    const std::string_view token = TrimSpaces(value.substr(0, comma));
+    if (!token.empty()) on_token(token);
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+
 }  // namespace
+
+std::ptrdiff_t ParseResponseHead(std::string_view bytes, ResponseHead* head) {
+  // The end of the head: the first empty line.
+  std::size_t end = std::string_view::npos, pos = 0;
+  for (;;) {
+    const std::size_t nl = bytes.find('\n', pos);
+    if (nl == std::string_view::npos || nl + 1 > kMaxResponseHeadBytes) break;
+    const bool empty_line = nl == pos || (nl == pos + 1 && bytes[pos] == '\r');
+    if (empty_line && pos > 0) {
+      end = nl + 1;
+      break;
+    }
+    pos = nl + 1;
+  }
+  if (end == std::string_view::npos) {
+    return bytes.size() >= kMaxResponseHeadBytes ? -1 : 0;
+  }
+  *head = ResponseHead{};
+  std::string_view text = bytes.substr(0, end);
+  auto next_line = [&text]() {
+    const std::size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    text.remove_prefix(nl + 1);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    return line;
+  };
+  // "HTTP/1.1 200 OK": the reason phrase may be empty or missing.
+  const std::string_view status_line = next_line();
+  if (status_line.size() < 12 || status_line.substr(0, 7) != "HTTP/1." ||
+      (status_line[7] != '0' && status_line[7] != '1') || status_line[8] != ' ' ||
+      (status_line.size() > 12 && status_line[12] != ' ')) {
+    return -1;
+  }
+  int status = 0;
+  for (std::size_t i = 9; i < 12; ++i) {
+    if (status_line[i] < '0' || status_line[i] > '9') return -1;
+    status = status * 10 + (status_line[i] - '0');
+  }
+  if (status < 200 || status > 599) return -1;  // 1xx heads are not expected from an engine.
+  head->status = status;
+  head->version = status_line[7] == '1' ? 11 : 10;
+  head->keep_alive = head->version == 11;
+  bool has_transfer_encoding = false;
+  for (std::string_view line = next_line(); !line.empty(); line = next_line()) {
+    const std::size_t colon = line.find(':');
+    if (colon == 0 || colon == std::string_view::npos) return -1;
+    const std::string_view name = line.substr(0, colon);
+    for (char c : name) {
+      if (!IsTokenChar(c)) return -1;  // also refuses folded lines (leading space or tab).
+    }
+    const std::string_view value = TrimSpaces(line.substr(colon + 1));
+    if (EqualsNoCase(name, "content-length")) {
+      std::uint64_t n = 0;
+      if (value.empty() || value.size() > 19) return -1;
+      for (char c : value) {
+        if (c < '0' || c > '9') return -1;
+        n = n * 10 + static_cast<std::uint64_t>(c - '0');
+      }
+      if (head->content_length && *head->content_length != n) return -1;
+      head->content_length = n;
+    } else if (EqualsNoCase(name, "transfer-encoding")) {
+      has_transfer_encoding = true;
+      bool chunked_last = false;
+      ForEachToken(value, [&](std::string_view coding) {
+        chunked_last = EqualsNoCase(coding, "chunked");
+      });
+      head->chunked = chunked_last;
+    } else if (EqualsNoCase(name, "connection")) {
+      ForEachToken(value, [&](std::string_view option) {
+        if (EqualsNoCase(option, "close")) head->keep_alive = false;
+        if (EqualsNoCase(option, "keep-alive") && head->version == 10) head->keep_alive = true;
+      });
+    }
+  }
+  if (has_transfer_encoding) {
+    // A coded body: chunked, or (any other last coding) until the connection closes.
+    head->content_length.reset();
+  }
+  if (status == 204 || status == 304) {
+    head->chunked = false;
+    head->content_length = 0;
+  }
+  return static_cast<std::ptrdiff_t>(end);
+}
 
 std::size_t BodyDecoder::Feed(std::string_view bytes, std::string* out) {
   if (done_ || failed_) return 0;

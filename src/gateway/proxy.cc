@@ -11,8 +11,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
 
@@ -261,7 +259,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   // Send the request and read the response header; a pooled connection the engine had closed
   // gets one retry on a fresh connection before the endpoint is blamed.
   std::unique_ptr<net::UpstreamConnection> conn;
-  std::optional<http::response_parser<http::empty_body>> parser;
+  ResponseHead head;
   std::string failure;
   // The engine's socket is used directly, under one deadline for the whole exchange, rather than
   // through tcp_stream, which arms and cancels a timer around every read and write. Declared
@@ -278,8 +276,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     }
     conn = std::move(*c);
     deadline.emplace(conn->stream.socket(), kDeadlineGranularity);
-    parser.emplace();
-    parser->body_limit(std::numeric_limits<std::uint64_t>::max());
     // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
     beast::error_code wec;
     const std::size_t sent = net::SendNow(conn->stream.socket(), up_request, wec);
@@ -291,14 +287,30 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       wec = rest_ec;
     }
     if (!wec) {
+      // The response head, parsed here (chunked.h) from the connection's buffer: no parser or
+      // field objects per request.
       deadline->Arm(options_.upstream_header_timeout);
-      auto [rec, rn] = co_await http::async_read_header(conn->stream.socket(), conn->buffer,
-                                                        *parser, kUseTuple);
-      if (!rec) {
+      std::ptrdiff_t head_bytes = 0;
+      beast::error_code rec;
+      for (;;) {
+        const auto data = conn->buffer.data();
+        head_bytes = ParseResponseHead(
+            std::string_view(static_cast<const char*>(data.data()), data.size()), &head);
+        if (head_bytes != 0) break;
+        auto [read_ec, n] = co_await conn->stream.socket().async_read_some(
+            conn->buffer.prepare(kReadBytes), kUseTuple);
+        if (read_ec) {
+          rec = read_ec;
+          break;
+        }
+        conn->buffer.commit(n);
+      }
+      if (head_bytes > 0) {
+        conn->buffer.consume(static_cast<std::size_t>(head_bytes));
         failure.clear();
         break;
       }
-      failure = failure_of(rec);
+      failure = rec ? failure_of(rec) : std::string("malformed response header");
     } else {
       failure = failure_of(wec);
     }
@@ -315,13 +327,12 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     co_return false;
   }
 
-  const int status = parser->get().result_int();
-  const bool upstream_keep_alive = parser->get().keep_alive();
+  const int status = head.status;
   // The body is read as raw socket bytes and decoded here: one read may carry many chunks.
-  BodyDecoder decoder = parser->chunked()          ? BodyDecoder::Chunked()
-                        : parser->content_length() ? BodyDecoder::Length(*parser->content_length())
-                                                   : BodyDecoder::UntilClose();
-  bool reusable = upstream_keep_alive && (parser->chunked() || parser->content_length());
+  BodyDecoder decoder = head.chunked          ? BodyDecoder::Chunked()
+                        : head.content_length ? BodyDecoder::Length(*head.content_length)
+                                              : BodyDecoder::UntilClose();
+  bool reusable = head.keep_alive && (head.chunked || head.content_length);
   std::string decoded;
   // Decodes what the connection's buffer holds (bytes that came with the header, or the last
   // read) into `decoded`. The buffer lives with the pooled connection: no per-request 16 KiB.

@@ -301,7 +301,10 @@ TEST_F(VenTest, PostsUsageReportsOfMeasuredPower) {
     if (site == "west-tx-wind") return 4321.5;
     return 99.0;
   });
-  ASSERT_TRUE(WaitFor([&] { return vtn_.reports().size() >= 2; }));
+  // The VTN holds a report as soon as it arrives; the VEN counts it only once the answer is back,
+  // so wait for both (waiting for the VTN alone raced under load).
+  ASSERT_TRUE(WaitFor(
+      [&] { return vtn_.reports().size() >= 2 && ven_->stats().reports_posted >= 2; }));
   for (const std::string& body : vtn_.reports()) {
     const Json r = Json::parse(body);
     EXPECT_EQ(r["programID"], "prog-1");

@@ -336,10 +336,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   std::string decoded;
   // Decodes what the connection's buffer holds (bytes that came with the header, or the last
   // read) into `decoded`. The buffer lives with the pooled connection: no per-request 16 KiB.
-  auto feed_buffered = [&] {
+  auto feed_buffered = [&](std::string* into) {
     const auto data = conn->buffer.data();
     const std::string_view bytes(static_cast<const char*>(data.data()), data.size());
-    if (decoder.Feed(bytes, &decoded) < bytes.size()) reusable = false;
+    if (decoder.Feed(bytes, into) < bytes.size()) reusable = false;
     conn->buffer.consume(bytes.size());
   };
   // One read of body bytes into `decoded`. False when the connection broke or the body is
@@ -357,7 +357,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       if (ec) co_return false;
       conn->buffer.commit(n);
     }
-    feed_buffered();
+    feed_buffered(&decoded);
     co_return !decoder.failed();
   };
   auto read_all = [&]() -> asio::awaitable<bool> {
@@ -502,13 +502,12 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       deadline->Disarm();
       conn->buffer.commit(n);
     }
-    feed_buffered();
+    // Decoded straight into the splitter's buffer: no copy in between.
+    feed_buffered(splitter.AppendTarget());
     if (decoder.failed()) {
       broken = true;
       break;
     }
-    splitter.Feed(decoded);
-    decoded.clear();
     std::string_view event;
     while (splitter.Next(&event)) {
       const EventInfo info = InspectEvent(event);

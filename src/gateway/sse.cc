@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <charconv>
 #include <cstring>
 
 #if defined(__SSE2__)
@@ -11,7 +12,7 @@
 namespace powerplane::gateway {
 namespace od = simdjson::ondemand;
 
-void SseSplitter::Feed(std::string_view bytes) {
+std::string* SseSplitter::AppendTarget() {
   if (start_ > 0 && start_ == buffer_.size()) {
     buffer_.clear();
     start_ = 0;
@@ -19,8 +20,10 @@ void SseSplitter::Feed(std::string_view bytes) {
     buffer_.erase(0, start_);
     start_ = 0;
   }
-  buffer_.append(bytes);
+  return &buffer_;
 }
+
+void SseSplitter::Feed(std::string_view bytes) { AppendTarget()->append(bytes); }
 
 bool SseSplitter::Next(std::string_view* event) {
   for (;;) {
@@ -75,18 +78,22 @@ bool StartsAt(std::string_view data, std::size_t at, const char (&key)[N]) {
 // (a string value never ends so; one holding `":` inside it is found too, and the callers check
 // the key's text). Keys are about a third of the quotes in an engine's chunk, so this calls back
 // a third as often as a visit to every quote; where SSE2 is there, sixteen positions are tested
-// at a time.
+// at a time. Returns whether `data` holds a '\n' (found in the same pass).
 template <typename OnKeyEnd>
-void ForEachKeyEnd(std::string_view data, OnKeyEnd&& on_key_end) {
+bool ForEachKeyEnd(std::string_view data, OnKeyEnd&& on_key_end) {
   const char* const begin = data.data();
   const std::size_t n = data.size();
   std::size_t i = 0;
+  bool newline = false;
 #if defined(__SSE2__)
   const __m128i quote = _mm_set1_epi8('"');
   const __m128i colon = _mm_set1_epi8(':');
+  const __m128i lf = _mm_set1_epi8('\n');
+  __m128i newlines = _mm_setzero_si128();
   for (; i + 17 <= n; i += 16) {
     const __m128i here = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin + i));
     const __m128i next = _mm_loadu_si128(reinterpret_cast<const __m128i*>(begin + i + 1));
+    newlines = _mm_or_si128(newlines, _mm_cmpeq_epi8(here, lf));
     auto mask = static_cast<unsigned>(_mm_movemask_epi8(
         _mm_and_si128(_mm_cmpeq_epi8(here, quote), _mm_cmpeq_epi8(next, colon))));
     while (mask != 0) {
@@ -94,10 +101,13 @@ void ForEachKeyEnd(std::string_view data, OnKeyEnd&& on_key_end) {
       mask &= mask - 1;
     }
   }
+  newline = _mm_movemask_epi8(newlines) != 0;
 #endif
-  for (; i + 1 < n; ++i) {
-    if (begin[i] == '"' && begin[i + 1] == ':') on_key_end(i);
+  for (; i < n; ++i) {
+    newline = newline || begin[i] == '\n';
+    if (i + 1 < n && begin[i] == '"' && begin[i + 1] == ':') on_key_end(i);
   }
+  return newline;
 }
 
 // True when the key ending (closing quote) at `end` is `key`, quotes included in the check.
@@ -150,80 +160,151 @@ bool ReadUsageObject(od::value usage, std::int64_t* prompt, std::int64_t* comple
 
 }  // namespace
 
+namespace {
+
+// Reads the usage object whose '{' is at data[open]: its own "prompt_tokens" and
+// "completion_tokens" integers (nested objects, such as *_details, are passed over). False when
+// the object does not close, either member is missing, or one is not an integer.
+bool ReadUsageText(std::string_view data, std::size_t open, std::int64_t* prompt,
+                   std::int64_t* completion) {
+  const std::size_t n = data.size();
+  const auto skip_spaces = [&](std::size_t at) {
+    while (at < n && (data[at] == ' ' || data[at] == '\t' || data[at] == '\r' || data[at] == '\n')) {
+      ++at;
+    }
+    return at;
+  };
+  int depth = 0;
+  bool have_prompt = false, have_completion = false;
+  for (std::size_t i = open; i < n; ++i) {
+    const char c = data[i];
+    if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return have_prompt && have_completion;
+    } else if (c == '"') {
+      std::size_t close = i + 1;
+      while (close < n && data[close] != '"') close += data[close] == '\\' ? 2 : 1;
+      if (close >= n) return false;
+      const std::string_view text = data.substr(i + 1, close - i - 1);
+      i = close;
+      if (depth != 1) continue;
+      std::size_t at = skip_spaces(close + 1);
+      if (at >= n || data[at] != ':') continue;  // a string value, not a key.
+      const bool is_prompt = text == "prompt_tokens";
+      if (!is_prompt && text != "completion_tokens") continue;
+      at = skip_spaces(at + 1);
+      std::int64_t value = 0;
+      const auto [end, ec] = std::from_chars(data.data() + at, data.data() + n, value);
+      if (ec != std::errc()) return false;
+      const std::size_t after = skip_spaces(static_cast<std::size_t>(end - data.data()));
+      if (after >= n || (data[after] != ',' && data[after] != '}')) return false;  // 1.5, 1e3
+      (is_prompt ? have_prompt : have_completion) = true;
+      *(is_prompt ? prompt : completion) = value;
+      i = after - 1;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 EventInfo InspectEvent(std::string_view event) {
   EventInfo info;
+  // The common event is one "data:" line: its data is the line, found without a pass of its
+  // own; the scan below notices a newline inside and falls back to joining the lines.
   std::string scratch;
-  std::string_view data = DataOf(event, &scratch);
+  std::string_view data;
+  bool one_line = false;
+  if (event.starts_with("data:")) {
+    data = event.substr(5);
+    if (!data.empty() && data.front() == ' ') data.remove_prefix(1);
+    if (data.ends_with("\r\n\r\n")) {
+      data.remove_suffix(4);
+      one_line = true;
+    } else if (data.ends_with("\n\n")) {
+      data.remove_suffix(2);
+      one_line = true;
+    }
+  }
+  if (!one_line) data = DataOf(event, &scratch);
   if (data == "[DONE]") {
     info.done = true;
     return info;
   }
   // One pass over the key ends of the data finds every key the relay cares about. The first
   // occurrence of each counts.
-  bool error = false, choices = false, maybe_usage = false;
+  bool error = false, choices = false, choices_empty = false;
+  std::size_t usage_open = std::string_view::npos;
   int content = -1;  // -1 unknown; 0 or 1 once the first "content" or "text" key is seen.
-  const std::size_t n = data.size();
-  ForEachKeyEnd(data, [&](std::size_t end) {
-    // The value starts after the colon and at most one space (`"key": value` from Python).
-    std::size_t value = end + 2;
-    if (value < n && data[value] == ' ') ++value;
-    const char first = value < n ? data[value] : '\0';
-    switch (data[end - (end > 0 ? 1 : 0)]) {  // the key's last letter
+  std::size_t n = data.size();
+  // Where the value of the key ending at `end` starts: after the colon and at most one space
+  // (`"key": value` from Python).
+  const auto value_of = [&](std::size_t end) {
+    const std::size_t at = end + 2;
+    return at < n && data[at] == ' ' ? at + 1 : at;
+  };
+  const auto scan = [&](std::size_t end) {
+    if (end == 0) return;
+    switch (data[end - 1]) {  // the key's last letter
       case 't':
         if (content < 0 && (KeyIs(data, end, "content") || KeyIs(data, end, "text"))) {
           // A non-empty string: a token. null, "" or anything else is not.
-          content = first == '"' && value + 1 < n && data[value + 1] != '"' ? 1 : 0;
+          const std::size_t at = value_of(end);
+          content = at + 1 < n && data[at] == '"' && data[at + 1] != '"' ? 1 : 0;
         }
         break;
       case 's':
-        choices = choices || KeyIs(data, end, "choices");
+        if (!choices && KeyIs(data, end, "choices")) {
+          choices = true;
+          std::size_t at = value_of(end);
+          if (at < n && data[at] == '[') {
+            ++at;
+            while (at < n && (data[at] == ' ' || data[at] == '\t')) ++at;
+            choices_empty = at < n && data[at] == ']';
+          }
+        }
         break;
       case 'r':
         error = error || KeyIs(data, end, "error");
         break;
-      case 'e':
+      case 'e': {
         if (!KeyIs(data, end, "usage")) break;
-        maybe_usage = maybe_usage || first == '{';
+        const std::size_t at = value_of(end);
+        if (usage_open == std::string_view::npos && at < n && data[at] == '{') usage_open = at;
         // `,"usage":null`, exactly, is what the relay may strip: it starts at the comma.
-        if (info.usage_null_at == std::string_view::npos && end >= 7 && data[end - 7] == ',' &&
-            value == end + 2 && StartsAt(data, value, "null") && data.data() >= event.data() &&
-            data.data() < event.data() + event.size()) {
+        if (one_line && info.usage_null_at == std::string_view::npos && end >= 7 &&
+            data[end - 7] == ',' && at == end + 2 && StartsAt(data, at, "null")) {
           info.usage_null_at = static_cast<std::size_t>(data.data() - event.data()) + end - 7;
         }
         break;
+      }
       default:
         break;
     }
-  });
+  };
+  if (ForEachKeyEnd(data, scan) && one_line) {
+    // A newline inside: several lines after all. Join their data and look again.
+    data = DataOf(event, &scratch);
+    n = data.size();
+    one_line = false;
+    error = choices = choices_empty = false;
+    usage_open = std::string_view::npos;
+    content = -1;
+    info = EventInfo{};
+    if (data == "[DONE]") {
+      info.done = true;
+      return info;
+    }
+    (void)ForEachKeyEnd(data, scan);
+  }
   if (error && !choices) {
     info.error = true;
     return info;
   }
   info.content = content == 1;
-  if (!maybe_usage) return info;
-
-  thread_local od::parser parser;
-  simdjson::padded_string padded(data);
-  od::document doc;
-  if (parser.iterate(padded).get(doc)) return info;
-  od::object root;
-  if (doc.get_object().get(root)) return info;
-  bool choices_empty = false;
-  for (auto f : root) {
-    std::string_view k;
-    if (f.unescaped_key().get(k)) return info;
-    if (k == "choices") {
-      od::array a;
-      if (f.value().get_array().get(a) == simdjson::SUCCESS) {
-        std::size_t count = 0;
-        if (a.count_elements().get(count) == simdjson::SUCCESS) choices_empty = count == 0;
-      }
-    } else if (k == "usage") {
-      od::value u;
-      if (f.value().get(u) == simdjson::SUCCESS) {
-        info.has_usage = ReadUsageObject(u, &info.prompt_tokens, &info.completion_tokens);
-      }
-    }
+  if (usage_open != std::string_view::npos) {
+    info.has_usage = ReadUsageText(data, usage_open, &info.prompt_tokens, &info.completion_tokens);
   }
   info.usage_only = info.has_usage && choices_empty;
   if (info.usage_only) info.content = false;

@@ -15,6 +15,9 @@ class SseSplitter {
   static constexpr std::size_t kMaxEventBytes = 1 << 20;
 
   void Feed(std::string_view bytes);
+  // Where to append bytes directly instead of through Feed (the same bounds apply at the next
+  // Next call). Valid until the next call on the splitter.
+  std::string* AppendTarget();
   // The next complete event, including its terminating blank line; false when none is complete.
   // The view is valid until the next Feed or Next call.
   bool Next(std::string_view* event);

@@ -87,6 +87,30 @@ TEST(SseTest, InspectsKeysNotLookalikesInValues) {
   EXPECT_TRUE(vllm.content);
 }
 
+TEST(SseTest, ReadsUsageFromItsOwnObjectOnly) {
+  // Members of nested objects (OpenAI's *_details) and of other objects do not count.
+  auto nested = InspectEvent(
+      "data: {\"choices\":[ ],\"usage\":{\"prompt_tokens_details\":{\"prompt_tokens\":999},"
+      "\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n");
+  EXPECT_TRUE(nested.has_usage);
+  EXPECT_TRUE(nested.usage_only);
+  EXPECT_EQ(nested.prompt_tokens, 7);
+  EXPECT_EQ(nested.completion_tokens, 3);
+  EXPECT_FALSE(InspectEvent("data: {\"prompt_tokens\":5,\"usage\":{\"completion_tokens\":2}}\n\n")
+                   .has_usage);
+  EXPECT_FALSE(InspectEvent(
+      "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1.5}}\n\n").has_usage);
+  EXPECT_FALSE(InspectEvent("data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2\n\n")
+                   .has_usage);  // never closed.
+  // An event of several data lines is joined (with '\n') before it is read.
+  auto lines = InspectEvent(
+      "data: {\"choices\":[],\ndata: \"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n");
+  EXPECT_TRUE(lines.usage_only);
+  EXPECT_EQ(lines.completion_tokens, 2);
+  EXPECT_EQ(lines.usage_null_at, std::string_view::npos);
+  EXPECT_TRUE(InspectEvent("data: [DONE]\r\n\r\n").done);
+}
+
 TEST(SseTest, BoundsAnEndlessEvent) {
   SseSplitter s;
   std::string big(SseSplitter::kMaxEventBytes + 10, 'x');

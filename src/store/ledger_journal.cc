@@ -1,6 +1,7 @@
 #include "store/ledger_journal.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -129,19 +130,21 @@ bool ParseJournalLine(std::string_view line, LedgerRow* r) {
   return !r->request_id.empty();
 }
 
-Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem::path& dir,
-                                                           std::vector<LedgerRow>* leftover) {
+namespace {
+
+// Reads the segments in `dir` (oldest first) into `rows`; their paths into `paths`. Returns the
+// highest segment number seen (-1: none), or an error.
+Result<std::int64_t> ReadSegments(const std::filesystem::path& dir, std::vector<LedgerRow>* rows,
+                                  std::vector<std::filesystem::path>* paths,
+                                  std::size_t* skipped) {
   std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return std::unexpected("ledger journal: cannot create " + dir.string() + ": " + ec.message());
   std::vector<std::pair<std::int64_t, std::filesystem::path>> found;
+  if (!std::filesystem::exists(dir, ec)) return -1;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     if (const std::int64_t n = SegmentOf(entry.path()); n >= 0) found.emplace_back(n, entry.path());
   }
   if (ec) return std::unexpected("ledger journal: cannot list " + dir.string() + ": " + ec.message());
   std::sort(found.begin(), found.end());
-  std::vector<std::filesystem::path> leftovers;
-  std::size_t skipped = 0;
   for (const auto& [n, path] : found) {
     std::ifstream in(path);
     if (!in) return std::unexpected("ledger journal: cannot read " + path.string());
@@ -149,21 +152,85 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
     LedgerRow row;
     while (std::getline(in, line)) {
       if (ParseJournalLine(line, &row)) {
-        leftover->push_back(row);
+        rows->push_back(row);
       } else {
-        ++skipped;
+        ++*skipped;
       }
     }
-    leftovers.push_back(path);
+    paths->push_back(path);
+  }
+  return found.empty() ? -1 : found.back().first;
+}
+
+// Opens (creating) and locks `path` without waiting: the descriptor, or -1 when another open
+// description (another writer, in this process or another) holds it.
+int TryLock(const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return -1;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+constexpr int kMaxSlots = 256;
+constexpr std::string_view kSlotPrefix = "slot-";
+constexpr std::string_view kSlotSuffix = ".lock";
+
+}  // namespace
+
+Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem::path& dir,
+                                                           std::vector<LedgerRow>* leftover) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return std::unexpected("ledger journal: cannot create " + dir.string() + ": " + ec.message());
+  // Several writers may share a state directory (gateways on one SQLite file): each journals in
+  // a slot of its own, dir/<n>/, held by an flock on dir/slot-<n>.lock. The lock goes when its
+  // process dies, however it dies, so a free slot's segments are rows to replay.
+  const auto slot_lock = [&](int n) {
+    return dir / (std::string(kSlotPrefix) + std::to_string(n) + std::string(kSlotSuffix));
+  };
+  int own = -1, own_fd = -1;
+  for (int n = 0; n < kMaxSlots && own < 0; ++n) {
+    if ((own_fd = TryLock(slot_lock(n))) >= 0) own = n;
+  }
+  if (own < 0) {
+    return std::unexpected("ledger journal: no free slot in " + dir.string() + " (" +
+                           std::to_string(kMaxSlots) + " writers, or it is not writable)");
+  }
+  std::vector<std::filesystem::path> paths;
+  std::vector<int> held;  // dead writers' slots, locked while their rows are replayed.
+  std::size_t skipped = 0;
+  std::int64_t last = -1;
+  for (int n = 0; n < kMaxSlots; ++n) {
+    if (n != own) {
+      if (!std::filesystem::exists(slot_lock(n), ec)) continue;
+      const int fd = TryLock(slot_lock(n));
+      if (fd < 0) continue;  // a writer that is running: its rows are its own.
+      held.push_back(fd);
+    }
+    auto read = ReadSegments(dir / std::to_string(n), leftover, &paths, &skipped);
+    if (!read) {
+      for (int fd : held) ::close(fd);
+      ::close(own_fd);
+      return std::unexpected(read.error());
+    }
+    if (n == own) last = *read;
   }
   if (skipped > 0) spdlog::warn("ledger journal: {} lines that are not rows skipped", skipped);
-  const std::int64_t next = found.empty() ? 0 : found.back().first + 1;
-  std::unique_ptr<LedgerJournal> journal(new LedgerJournal(dir, std::move(leftovers), next));
+  const std::filesystem::path own_dir = dir / std::to_string(own);
+  std::filesystem::create_directories(own_dir, ec);
+  std::unique_ptr<LedgerJournal> journal(
+      new LedgerJournal(own_dir, std::move(paths), last + 1));
+  journal->lock_fd_ = own_fd;
+  journal->held_fds_ = std::move(held);
   {
     std::lock_guard lock(journal->mu_);
-    if (!journal->OpenSegment(next)) {
-      return std::unexpected("ledger journal: cannot open " + SegmentPath(dir, next).string() +
-                             ": " + std::strerror(errno));
+    if (ec || !journal->OpenSegment(last + 1)) {
+      return std::unexpected("ledger journal: cannot open " +
+                             SegmentPath(own_dir, last + 1).string() + ": " +
+                             (ec ? ec.message() : std::string(std::strerror(errno))));
     }
   }
   return journal;
@@ -176,6 +243,7 @@ LedgerJournal::LedgerJournal(std::filesystem::path dir,
 
 LedgerJournal::~LedgerJournal() {
   std::lock_guard lock(mu_);
+  for (int fd : held_fds_) ::close(fd);
   if (fd_ >= 0) ::close(fd_);
   // Everything appended reached the database: nothing to replay, so no file is left behind.
   const auto it = counts_.find(segment_);
@@ -183,6 +251,7 @@ LedgerJournal::~LedgerJournal() {
     std::error_code ignored;
     std::filesystem::remove(SegmentPath(dir_, segment_), ignored);
   }
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // the slot is free for the next writer.
 }
 
 void LedgerJournal::DropLeftovers() {
@@ -192,6 +261,9 @@ void LedgerJournal::DropLeftovers() {
     std::filesystem::remove(path, ignored);
   }
   leftovers_.clear();
+  // The dead writers' slots whose rows are now in the store are free again.
+  for (int fd : held_fds_) ::close(fd);
+  held_fds_.clear();
 }
 
 bool LedgerJournal::OpenSegment(std::int64_t segment) {

@@ -11,7 +11,10 @@
 //
 // The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
 // the database is deleted once the next one is in use, so the journal's size stays bounded by
-// what the database is behind plus one segment. Thread-safe.
+// what the database is behind plus one segment. Writers sharing a directory (gateways on one
+// SQLite file) each take a slot, <dir>/<n>/, held by an flock on <dir>/slot-<n>.lock; a slot
+// whose lock is free belongs to a writer that died, and its rows are replayed by the next writer
+// to open the directory. Thread-safe.
 
 #include <cstdint>
 #include <filesystem>
@@ -38,8 +41,9 @@ class LedgerJournal {
  public:
   static constexpr std::uintmax_t kSegmentBytes = 8u << 20;
 
-  // Opens the journal in `dir` (created if missing). Rows left by an earlier run are read into
-  // `*leftover` (their segments are deleted by DropLeftovers once the database has them).
+  // Opens the journal in `dir` (created if missing) and takes a slot. Rows left by writers no
+  // longer running are read into `*leftover` (their segments are deleted, and their slots freed,
+  // by DropLeftovers once the database has them).
   static Result<std::unique_ptr<LedgerJournal>> Open(const std::filesystem::path& dir,
                                                      std::vector<LedgerRow>* leftover);
   ~LedgerJournal();
@@ -68,6 +72,8 @@ class LedgerJournal {
     std::size_t written = 0;
   };
   std::map<std::int64_t, Count> counts_;
+  int lock_fd_ = -1;            // this writer's slot lock, held for its life.
+  std::vector<int> held_fds_;   // dead writers' slot locks, held until DropLeftovers.
 };
 
 }  // namespace powerplane::store

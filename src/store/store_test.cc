@@ -383,17 +383,19 @@ TEST_F(StoreTest, JournaledRowsReachTheStore) {
     EXPECT_TRUE(store_->HasLedgerRow("j" + std::to_string(i)).value_or(false)) << i;
   }
   writer->reset();
-  EXPECT_TRUE(fs::is_empty(dir));
+  EXPECT_TRUE(fs::is_empty(dir / "0"));
 }
 
 // What a crash left in the journal (whole lines, and a torn last one) is written to the store
-// when the next writer starts, once: a row the store already had is not doubled.
+// when the next writer starts, once: a row the store already had is not doubled. The dead
+// writer's slot (1 here) is free, so its rows are replayed by a writer that takes slot 0.
 TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
   const fs::path dir = NewTempDir() / "journal";
-  fs::create_directories(dir);
+  fs::create_directories(dir / "1");
+  { std::ofstream lock(dir / "slot-1.lock"); }
   ASSERT_TRUE(store_->AppendLedger(std::vector<LedgerRow>{Row("c0", "acme", "tx", "llama", kT0, 1)}));
   {
-    std::ofstream out(dir / "ledger-journal-3.tsv");
+    std::ofstream out(dir / "1" / "ledger-journal-3.tsv");
     for (int i = 0; i < 5; ++i) out << JournalLine(Row("c" + std::to_string(i), "acme", "tx", "llama", kT0 + i, 1));
     const std::string torn = JournalLine(Row("c9", "acme", "tx", "llama", kT0 + 9, 1));
     out << torn.substr(0, torn.size() / 2);
@@ -405,12 +407,36 @@ TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
   ASSERT_TRUE(rows) << rows.error();
   EXPECT_EQ(rows->size(), 5u);
   EXPECT_FALSE(store_->HasLedgerRow("c9").value_or(true));
-  EXPECT_FALSE(fs::exists(dir / "ledger-journal-3.tsv"));
-  // New rows go to a later segment than the one replayed.
+  EXPECT_FALSE(fs::exists(dir / "1" / "ledger-journal-3.tsv"));
+  // New rows go to this writer's own slot.
   ASSERT_TRUE((*writer)->TryReserve());
   LedgerRow row = Row("c10", "acme", "tx", "llama", kT0 + 10, 1);
   ASSERT_TRUE((*writer)->CommitJournaled(row));
-  EXPECT_TRUE(fs::exists(dir / "ledger-journal-4.tsv"));
+  EXPECT_TRUE(fs::exists(dir / "0" / "ledger-journal-0.tsv"));
+}
+
+// Two writers sharing a directory (gateways on one SQLite file) journal in slots of their own:
+// neither replays nor deletes the other's rows while it runs.
+TEST_F(StoreTest, WritersSharingAJournalKeepToTheirOwnSlots) {
+  const fs::path dir = NewTempDir() / "journal";
+  auto a = LedgerWriter::Start(*store_, 64, milliseconds(1), dir);
+  ASSERT_TRUE(a) << a.error();
+  ASSERT_TRUE((*a)->TryReserve());
+  LedgerRow first = Row("s1", "acme", "tx", "llama", kT0, 1);
+  ASSERT_TRUE((*a)->CommitJournaled(first));
+  auto b = LedgerWriter::Start(*store_, 64, milliseconds(1), dir);
+  ASSERT_TRUE(b) << b.error();
+  EXPECT_EQ((*b)->replayed(), 0u);
+  EXPECT_TRUE(fs::exists(dir / "0") && fs::exists(dir / "1"));
+  ASSERT_TRUE((*b)->TryReserve());
+  LedgerRow second = Row("s2", "acme", "tx", "llama", kT0 + 1, 1);
+  ASSERT_TRUE((*b)->CommitJournaled(second));
+  a->reset();
+  b->reset();
+  EXPECT_TRUE(store_->HasLedgerRow("s1").value_or(false));
+  EXPECT_TRUE(store_->HasLedgerRow("s2").value_or(false));
+  EXPECT_TRUE(fs::is_empty(dir / "0"));
+  EXPECT_TRUE(fs::is_empty(dir / "1"));
 }
 
 TEST_F(StoreTest, LedgerWriterIsBounded) {

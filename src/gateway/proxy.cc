@@ -11,6 +11,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/http/write.hpp>
 #include <nlohmann/json.hpp>
 
@@ -77,6 +78,22 @@ void SetPlacementHeaders(Message& m, const std::string& request_id, const std::s
   m.set("x-request-id", request_id);
   m.set("x-powerplane-site", site);
   m.set("x-powerplane-endpoint", endpoint);
+}
+
+// The same headers, with the stream's own, as header-field text for Responder::StartStream: no
+// field objects on the hot path.
+std::string StreamHeaderFields(const std::string& request_id, const std::string& site,
+                               const std::string& endpoint) {
+  std::string fields;
+  fields.reserve(160 + request_id.size() + site.size() + endpoint.size());
+  fields += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nx-request-id: ";
+  fields += request_id;
+  fields += "\r\nx-powerplane-site: ";
+  fields += site;
+  fields += "\r\nx-powerplane-endpoint: ";
+  fields += endpoint;
+  fields += "\r\n";
+  return fields;
 }
 
 struct Usage {
@@ -459,16 +476,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     co_return true;
   }
 
-  // The stream's header fields as text: no field objects on the hot path.
-  std::string fields;
-  fields.reserve(160 + call.request_id.size() + site.id.size() + endpoint.id.size());
-  fields += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\nx-request-id: ";
-  fields += call.request_id;
-  fields += "\r\nx-powerplane-site: ";
-  fields += site.id;
-  fields += "\r\nx-powerplane-endpoint: ";
-  fields += endpoint.id;
-  fields += "\r\n";
+  std::string fields = StreamHeaderFields(call.request_id, site.id, endpoint.id);
   if (!co_await responder.StartStream(std::move(fields))) {
     co_await finish("client_cancelled");
     co_return true;

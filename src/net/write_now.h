@@ -1,18 +1,14 @@
 #pragma once
 // Writing to a socket the way nginx does: one gathered send straight away, and an asynchronous
-// write only for what the socket could not take. A small chunk to a reader that keeps up (the
-// common case for a token stream) then costs one system call and no asynchronous operation: no
-// operation object, no trip through the scheduler, no coroutine resumption.
+// write (the caller's, of a buffers_suffix) only for what the socket could not take. A small
+// chunk to a reader that keeps up (the common case for a token stream) then costs one system
+// call and no asynchronous operation: no operation object, no trip through the scheduler, no
+// coroutine resumption.
 //
 // The socket must be in non-blocking mode (`socket.non_blocking(true)`): the gateway's client
 // and engine sockets are set so when they are opened.
 
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_suffix.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/beast/core/error.hpp>
 
 namespace powerplane::net {
@@ -25,19 +21,6 @@ std::size_t SendNow(Socket& socket, const Buffers& buffers, boost::beast::error_
   const std::size_t sent = socket.write_some(buffers, ec);
   if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) ec = {};
   return ec ? 0 : sent;
-}
-
-// Writes all of `buffers`: at once where the socket takes them, else the rest asynchronously.
-template <typename Socket, typename Buffers>
-boost::asio::awaitable<boost::beast::error_code> WriteAll(Socket& socket, Buffers buffers) {
-  boost::beast::error_code ec;
-  const std::size_t sent = SendNow(socket, buffers, ec);
-  if (ec || sent == boost::asio::buffer_size(buffers)) co_return ec;
-  boost::beast::buffers_suffix<Buffers> rest(buffers);
-  rest.consume(sent);
-  auto [wec, n] = co_await boost::asio::async_write(
-      socket, rest, boost::asio::as_tuple(boost::asio::use_awaitable));
-  co_return wec;
 }
 
 }  // namespace powerplane::net

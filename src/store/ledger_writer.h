@@ -70,7 +70,6 @@ class LedgerWriter {
   // the journal) on return. False when there is no journal or the append failed: the row is
   // untouched, and the caller commits it with Commit instead.
   bool CommitJournaled(LedgerRow& row);
-  bool journaled() const { return journal_ != nullptr; }
   // Rows written to the store from an earlier run's journal when this writer started.
   std::size_t replayed() const { return replayed_; }
   // Waits, at most `timeout`, until every row queued before the call has been written (or given

@@ -120,6 +120,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     c->add_option("--threads", up.threads, "gateway I/O threads (0 = one per core)")
         ->capture_default_str();
+    c->add_option("--max-connections", up.max_connections,
+                  "concurrent connections per listener, answered 503 beyond (0 = as many as "
+                  "the descriptor limit allows, two per stream)")
+        ->capture_default_str();
     c->add_option("--openadr-vtn", up.openadr_vtn, "OpenADR 3 VTN base URL (http://host:port)");
     c->add_option("--openadr-client-id", up.openadr_client_id, "OAuth2 client id at the VTN");
     c->add_option("--openadr-client-secret", up.openadr_client_secret,

@@ -331,8 +331,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         continue;
       }
       if (connections.load() >= options.max_connections) {
-        beast::error_code ignored;
-        socket.close(ignored);  // over the bound: refuse rather than queue without limit.
+        Refuse(std::move(socket));  // over the bound: refuse rather than queue without limit.
         continue;
       }
       socket.set_option(tcp::no_delay(true));
@@ -345,6 +344,36 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         asio::co_spawn(ex, Session<beast::tcp_stream>(std::move(socket)), asio::detached);
       }
     }
+  }
+
+  // A connection over the bound: a plain one is told so (503, Retry-After, an OpenAI error) in
+  // one non-blocking send and then closed the lingering way, so the answer is not lost to a
+  // reset; at most kMaxRefusing such closes run at once, beyond that (and over TLS, where a
+  // plain answer would be garbage) the connection is closed outright.
+  void Refuse(tcp::socket socket) {
+    beast::error_code ignored;
+    if (tls_context || refusing.load() >= kMaxRefusing) {
+      socket.close(ignored);
+      return;
+    }
+    static const std::string answer = [] {
+      const std::string body = ErrorBody(
+          "the gateway holds as many connections as it may; retry later", "server_error",
+          "too_many_connections");
+      return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+             "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+    }();
+    SendNow(socket, asio::buffer(answer), ignored);
+    ++refusing;
+    auto ex = socket.get_executor();
+    asio::co_spawn(ex, Refused(shared_from_this(), std::move(socket)), asio::detached);
+  }
+  // (A coroutine's parameters live in its frame; a capturing lambda's captures would not.)
+  static asio::awaitable<void> Refused(std::shared_ptr<State> self, tcp::socket socket) {
+    beast::tcp_stream stream(std::move(socket));
+    co_await LingeringClose(stream, std::chrono::seconds(1));
+    --self->refusing;
   }
 
   // Ends a TLS connection politely: a close_notify each way, waiting at most
@@ -363,13 +392,14 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   // sending for a short while, so the answer is not lost to a connection reset. Over TLS the
   // half-close would cut the record stream, so it drains first and shuts TLS down after.
   template <typename Stream>
-  static asio::awaitable<void> LingeringClose(Stream& stream) {
+  static asio::awaitable<void> LingeringClose(
+      Stream& stream, std::chrono::seconds linger = std::chrono::seconds(2)) {
     beast::error_code ignored;
     auto& tcp_layer = beast::get_lowest_layer(stream);
     if constexpr (!kIsTls<Stream>) tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);
     std::array<char, 16 * 1024> scratch;
     std::size_t drained = 0;
-    tcp_layer.expires_after(std::chrono::seconds(2));
+    tcp_layer.expires_after(linger);
     while (drained < 64 * 1024 * 1024) {
       auto [ec, n] = co_await stream.async_read_some(asio::buffer(scratch), kUseTuple);
       if (ec) break;
@@ -550,6 +580,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   std::optional<asio::ssl::context> tls_context;  // set = HTTPS.
   std::atomic<bool> stopped{false};
   std::atomic<std::size_t> connections{0};
+  static constexpr std::size_t kMaxRefusing = 256;
+  std::atomic<std::size_t> refusing{0};  // refused connections still lingering.
 };
 
 HttpServer::HttpServer(std::vector<asio::any_io_executor> executors, tcp::endpoint endpoint,

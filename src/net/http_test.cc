@@ -59,6 +59,7 @@ class HttpTest : public ::testing::Test {
     ServerOptions o;
     o.max_body_bytes = 1024;
     o.write_timeout = std::chrono::seconds(1);
+    o.max_connections = max_connections_;
     server_ = std::make_unique<HttpServer>(pool_.Executors(),
                                            tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
                                            Echo, o);
@@ -78,8 +79,23 @@ class HttpTest : public ::testing::Test {
                               asio::use_future);
     return fut.get();
   }
+  // Waits (at most 5 s) until the server holds `n` connections.
+  bool WaitForConnections(std::size_t n) {
+    const auto start = std::chrono::steady_clock::now();
+    while (server_->open_connections() != n) {
+      if (std::chrono::steady_clock::now() - start > std::chrono::seconds(5)) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+  std::size_t max_connections_ = 20000;
   IoPool pool_{1};
   std::unique_ptr<HttpServer> server_;
+};
+
+class HttpBoundTest : public HttpTest {
+ protected:
+  HttpBoundTest() { max_connections_ = 1; }
 };
 
 TEST_F(HttpTest, AnswersAndKeepsConnectionsAlive) {
@@ -131,6 +147,26 @@ TEST_F(HttpTest, GivesUpOnAClientThatStopsReading) {
   EXPECT_GE(sent, 1);            // some went out before the socket filled,
   EXPECT_LT(sent, kBigChunks);   // but not all: the client was found gone,
   EXPECT_LT(waited_s, 3.0);      // within 1 s + the granularity (250 ms here) + slack.
+}
+
+// Over the bound on connections, a client is answered 503 with Retry-After and an OpenAI error
+// (not reset, not queued); once a connection ends, a new one is served.
+TEST_F(HttpBoundTest, AnswersOverTheConnectionBoundWith503) {
+  asio::io_context io;
+  auto holder = std::make_unique<tcp::socket>(io);
+  holder->connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+  ASSERT_TRUE(WaitForConnections(1));
+  auto refused = Call(http::verb::post, "/x", "hello");
+  ASSERT_TRUE(refused) << refused.error();
+  EXPECT_EQ(refused->result(), http::status::service_unavailable);
+  EXPECT_EQ(refused->at(http::field::retry_after), "1");
+  EXPECT_NE(refused->body().find(R"("code":"too_many_connections")"), std::string::npos);
+  EXPECT_EQ(server_->open_connections(), 1u);
+  holder.reset();
+  ASSERT_TRUE(WaitForConnections(0));
+  auto served = Call(http::verb::post, "/x", "hello");
+  ASSERT_TRUE(served) << served.error();
+  EXPECT_EQ(served->body(), "you said hello");
 }
 
 TEST_F(HttpTest, OversizedBodyIs413WithOpenAiError) {

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <future>
 #include <map>
+#include <sys/resource.h>
 #include <thread>
 
 #include "engine/engine.h"
@@ -54,7 +55,8 @@ std::filesystem::path Resolve(const std::filesystem::path& data_dir, const std::
 // `options`; the error names the address. `host`, when given, receives the host part.
 std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
     const std::string& address, std::vector<net::asio::any_io_executor> executors,
-    net::Handler handler, const UpOptions& options, std::string* host = nullptr) {
+    net::Handler handler, const UpOptions& options, std::size_t max_connections,
+    std::string* host = nullptr) {
   std::string h;
   unsigned short port = 0;
   if (!net::SplitHostPort(address, &h, &port)) {
@@ -63,6 +65,7 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
   if (host) *host = h;
   try {
     net::ServerOptions so;
+    so.max_connections = max_connections;
     so.tls_cert_file = options.tls_cert_file;
     so.tls_key_file = options.tls_key_file;
     return std::make_unique<net::HttpServer>(
@@ -71,6 +74,38 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
   } catch (const std::exception& e) {
     return std::unexpected("cannot listen on " + address + ": " + e.what());
   }
+}
+
+// Descriptors the process keeps for itself (listeners, engine pools, the store, logs, epoll).
+constexpr std::size_t kReservedDescriptors = 64;
+
+// The bound on concurrent connections of each listener: `asked`, or (when 0) as many as the
+// descriptor limit allows at two per stream (client and engine). Raises the soft RLIMIT_NOFILE
+// to the hard limit first, as nginx's worker_rlimit_nofile would.
+std::size_t ConnectionBound(std::size_t asked) {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return asked ? asked : 1024;
+  if (limit.rlim_cur < limit.rlim_max) {
+    rlimit raised = limit;
+    raised.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) limit = raised;
+  }
+  const std::size_t descriptors = limit.rlim_cur == RLIM_INFINITY
+                                      ? std::size_t{1} << 20
+                                      : static_cast<std::size_t>(limit.rlim_cur);
+  const std::size_t fits =
+      descriptors > 2 * kReservedDescriptors ? (descriptors - kReservedDescriptors) / 2 : 64;
+  if (asked == 0) {
+    spdlog::info("at most {} concurrent connections (descriptor limit {}, two per stream)", fits,
+                 descriptors);
+    return fits;
+  }
+  if (asked > fits) {
+    spdlog::warn("--max-connections {} is more than the descriptor limit {} allows at two per "
+                 "stream ({}): streams past that fail to reach an engine",
+                 asked, descriptors, fits);
+  }
+  return asked;
 }
 
 }  // namespace
@@ -409,12 +444,14 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   p.demo_keys = config.admin_key_sha256 == fleet::Sha256Hex("pp-admin-key");
 
   const std::string listen = options.listen.empty() ? config.listen : options.listen;
-  auto server = Listen(listen, p.gateway_pool->Executors(), p.gateway->handler(), options, &p.host);
+  const std::size_t max_connections = ConnectionBound(options.max_connections);
+  auto server = Listen(listen, p.gateway_pool->Executors(), p.gateway->handler(), options,
+                       max_connections, &p.host);
   if (!server) return std::unexpected(server.error());
   p.server = std::move(*server);
   if (!options.admin_listen.empty()) {
     auto admin = Listen(options.admin_listen, p.gateway_pool->Executors(),
-                        p.gateway->admin_handler(), options);
+                        p.gateway->admin_handler(), options, max_connections);
     if (!admin) return std::unexpected(admin.error());
     p.admin_server = std::move(*admin);
   }

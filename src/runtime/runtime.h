@@ -28,6 +28,8 @@ struct UpOptions {
   double market_speed = 0;          // overrides market.speed when > 0.
   double engine_speed = 1.0;        // emulated engines' time factor.
   int threads = 0;                  // gateway I/O threads; 0 = one per core.
+  // Concurrent connections per listener; 0 = as many as RLIMIT_NOFILE allows (two per stream).
+  std::size_t max_connections = 0;
   // OpenADR 3: override the fleet file's [openadr] keys when set.
   std::string openadr_vtn;
   std::string openadr_client_id;

@@ -22,13 +22,15 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
@@ -37,6 +39,8 @@ namespace beast = boost::beast;
 namespace {
 
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
+// The most one read of a request takes (Beast's own reads use the same).
+constexpr std::size_t kReadBytes = 64 * 1024;
 // How long a TLS connection waits for the client's close_notify when it ends.
 constexpr std::chrono::seconds kTlsShutdownTimeout{1};
 
@@ -463,19 +467,37 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+      // A Content-Length over the limit fails as soon as the header is parsed, before the body
+      // is read; a chunked body fails when it grows past the limit.
       parser.body_limit(options.max_body_bytes);
+      parser.eager(true);
       // Waiting for the next request on a kept-alive connection is idle time; once its first
       // bytes are in, the whole request must arrive within the header timeout.
       arm(first ? options.header_timeout : options.idle_timeout);
+      const bool kept_alive = !first;
       first = false;
-      auto [ec_h, nh] = co_await http::async_read_header(Io(stream), buffer, parser, kUseTuple);
-      if (!ec_h && parser.content_length() && *parser.content_length() > options.max_body_bytes) {
-        ec_h = http::error::body_limit;  // answer before reading a body we would refuse.
-      }
-      if (!ec_h && !parser.is_done()) {
-        arm(options.header_timeout);
-        auto [ec_b, nb] = co_await http::async_read(Io(stream), buffer, parser, kUseTuple);
-        ec_h = ec_b;
+      // The request is read here, socket reads fed to Beast's parser, rather than through
+      // http::async_read: no composed operations, no post when the body is already buffered.
+      beast::error_code ec_h = ReadRequest(parser, buffer);
+      bool timing_request = !kept_alive;
+      while (ec_h == http::error::need_more) {
+        auto [ec_r, n] = co_await Io(stream).async_read_some(
+            buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);
+        if (ec_r == asio::error::eof || ec_r == asio::ssl::error::stream_truncated) {
+          // A clean end between requests, or a request cut short (Beast says the same).
+          ec_h = parser.got_some() ? http::error::partial_message : http::error::end_of_stream;
+          break;
+        }
+        if (ec_r) {
+          ec_h = ec_r;
+          break;
+        }
+        buffer.commit(n);
+        if (!timing_request) {
+          arm(options.header_timeout);  // the first bytes of a request on a kept-alive connection.
+          timing_request = true;
+        }
+        ec_h = ReadRequest(parser, buffer);
       }
       if (ec_h) {
         if (ec_h == http::error::body_limit || ec_h == http::error::header_limit) {
@@ -544,6 +566,20 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       beast::error_code ignored;
       tcp_layer.socket().shutdown(tcp::socket::shutdown_send, ignored);  // the peer sees the end.
     }
+  }
+
+  // Feeds what `buffer` holds to `parser`: success when the request is complete, need_more
+  // when more bytes must be read, else the parser's error (limits included).
+  static beast::error_code ReadRequest(http::request_parser<http::string_body>& parser,
+                                       beast::flat_buffer& buffer) {
+    beast::error_code ec;
+    while (buffer.size() > 0 && !parser.is_done()) {
+      const std::size_t used = parser.put(buffer.data(), ec);
+      buffer.consume(used);
+      if (ec || used == 0) break;
+    }
+    if (!ec && !parser.is_done()) ec = http::error::need_more;
+    return ec;
   }
 
   // Live connections, so Stop can close kept-alive ones.

@@ -60,6 +60,8 @@ class HttpTest : public ::testing::Test {
     o.max_body_bytes = 1024;
     o.write_timeout = std::chrono::seconds(1);
     o.max_connections = max_connections_;
+    o.header_timeout = header_timeout_;
+    o.idle_timeout = idle_timeout_;
     server_ = std::make_unique<HttpServer>(pool_.Executors(),
                                            tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0),
                                            Echo, o);
@@ -89,6 +91,8 @@ class HttpTest : public ::testing::Test {
     return true;
   }
   std::size_t max_connections_ = 20000;
+  std::chrono::seconds header_timeout_{30};
+  std::chrono::seconds idle_timeout_{120};
   IoPool pool_{1};
   std::unique_ptr<HttpServer> server_;
 };
@@ -96,6 +100,14 @@ class HttpTest : public ::testing::Test {
 class HttpBoundTest : public HttpTest {
  protected:
   HttpBoundTest() { max_connections_ = 1; }
+};
+
+class HttpSlowClientTest : public HttpTest {
+ protected:
+  HttpSlowClientTest() {
+    header_timeout_ = std::chrono::seconds(1);
+    idle_timeout_ = std::chrono::seconds(20);
+  }
 };
 
 TEST_F(HttpTest, AnswersAndKeepsConnectionsAlive) {
@@ -167,6 +179,32 @@ TEST_F(HttpBoundTest, AnswersOverTheConnectionBoundWith503) {
   auto served = Call(http::verb::post, "/x", "hello");
   ASSERT_TRUE(served) << served.error();
   EXPECT_EQ(served->body(), "you said hello");
+}
+
+// On a kept-alive connection, waiting for the next request is idle time (20 s here), but once a
+// request's first bytes are in, the rest must come within the header timeout (1 s): a client
+// that trickles a request cannot hold the connection for the idle timeout.
+TEST_F(HttpSlowClientTest, AKeptAliveRequestStartedMustEndWithinTheHeaderTimeout) {
+  asio::io_context io;
+  tcp::socket client(io);
+  client.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+  const std::string request = "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+  asio::write(client, asio::buffer(request));
+  std::string got;
+  char bytes[512];
+  while (got.find("you said hi") == std::string::npos) {
+    got.append(bytes, client.read_some(asio::buffer(bytes)));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // idle: longer than 1 s.
+  asio::write(client, asio::buffer(request.substr(0, 10)));      // a request begins, and stalls.
+  const auto start = std::chrono::steady_clock::now();
+  boost::system::error_code ec;
+  while (!ec) client.read_some(asio::buffer(bytes), ec);
+  const double cut_after_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(ec, asio::error::eof);
+  EXPECT_GT(cut_after_s, 0.5);
+  EXPECT_LT(cut_after_s, 3.0);  // 1 s + the granularity (250 ms) + slack; not the 20 s idle.
 }
 
 TEST_F(HttpTest, OversizedBodyIs413WithOpenAiError) {

@@ -8,6 +8,14 @@
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 
+namespace {
+bool SameInfo(const powerplane::gateway::EventInfo& a, const powerplane::gateway::EventInfo& b) {
+  return a.done == b.done && a.usage_only == b.usage_only && a.has_usage == b.has_usage &&
+         a.prompt_tokens == b.prompt_tokens && a.completion_tokens == b.completion_tokens &&
+         a.content == b.content && a.error == b.error && a.usage_null_at == b.usage_null_at;
+}
+}  // namespace
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace powerplane::gateway;
   if (size == 0) return 0;
@@ -16,6 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   BodyDecoder decoder = BodyDecoder::Chunked();
   SseSplitter splitter;
+  StreamInspector inspector;
   std::string decoded;
   std::size_t events_bytes = 0;
   for (std::size_t at = 0; at < bytes.size(); at += piece) {
@@ -26,7 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::string_view event;
     while (splitter.Next(&event)) {
       events_bytes += event.size();
-      (void)InspectEvent(event);
+      // Reading by shape must agree with reading whole, field by field.
+      const EventInfo whole = InspectEvent(event);
+      const EventInfo shaped = inspector.Inspect(event);
+      if (!SameInfo(whole, shaped)) __builtin_trap();
     }
   }
   if (events_bytes + splitter.pending() > bytes.size()) __builtin_trap();

@@ -96,6 +96,36 @@ std::string StreamHeaderFields(const std::string& request_id, const std::string&
   return fields;
 }
 
+// Text buffers a relay grows as it goes (the events read, the bytes to write), kept per I/O
+// thread between requests so that a stream does not allocate them anew and regrow them token by
+// token. At most kKeptScratch are kept, none over kMaxScratchBytes.
+class Scratch {
+ public:
+  Scratch() {
+    if (!Kept().empty()) {
+      text = std::move(Kept().back());
+      Kept().pop_back();
+    }
+    text.clear();
+  }
+  ~Scratch() {
+    if (Kept().size() < kKeptScratch && text.capacity() <= kMaxScratchBytes) {
+      Kept().push_back(std::move(text));
+    }
+  }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  std::string text;
+
+ private:
+  static constexpr std::size_t kKeptScratch = 64;
+  static constexpr std::size_t kMaxScratchBytes = 64 * 1024;
+  static std::vector<std::string>& Kept() {
+    thread_local std::vector<std::string> kept;
+    return kept;
+  }
+};
+
 struct Usage {
   bool reported = false;
   std::int64_t prompt_tokens = 0;
@@ -482,8 +512,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     co_return true;
   }
 
-  SseSplitter splitter;
-  std::string out;
+  Scratch events_storage, out_storage;
+  SseSplitter splitter(std::move(events_storage.text));
+  std::string& out = out_storage.text;
+  StreamInspector inspector;
   std::int64_t content_events = 0;
   bool done_seen = false, broken = false, client_gone = false;
   while (!decoder.done()) {
@@ -518,7 +550,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     }
     std::string_view event;
     while (splitter.Next(&event)) {
-      const EventInfo info = InspectEvent(event);
+      const EventInfo info = inspector.Inspect(event);
       if (info.has_usage) {
         usage.reported = true;
         usage.prompt_tokens = info.prompt_tokens;
@@ -565,6 +597,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   // A finished upstream response on a kept-alive connection goes back to the pool; a client
   // that left closes the upstream connection, which cancels the work at the engine.
   if (!broken && !client_gone) release_if_reusable();
+  events_storage.text = splitter.TakeBuffer();
   co_return true;
 }
 

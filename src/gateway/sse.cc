@@ -209,7 +209,12 @@ bool ReadUsageText(std::string_view data, std::size_t open, std::int64_t* prompt
 
 }  // namespace
 
-EventInfo InspectEvent(std::string_view event) {
+namespace {
+
+// InspectEvent, and where in a one-line event the value of its "content" (or "text") key starts
+// when that value is a non-empty string (the opening quote's offset; npos otherwise).
+EventInfo Inspect(std::string_view event, std::size_t* content_at) {
+  *content_at = std::string_view::npos;
   EventInfo info;
   // The common event is one "data:" line: its data is the line, found without a pass of its
   // own; the scan below notices a newline inside and falls back to joining the lines.
@@ -252,6 +257,9 @@ EventInfo InspectEvent(std::string_view event) {
           // A non-empty string: a token. null, "" or anything else is not.
           const std::size_t at = value_of(end);
           content = at + 1 < n && data[at] == '"' && data[at + 1] != '"' ? 1 : 0;
+          if (content == 1 && one_line) {
+            *content_at = static_cast<std::size_t>(data.data() - event.data()) + at;
+          }
         }
         break;
       case 's':
@@ -291,6 +299,7 @@ EventInfo InspectEvent(std::string_view event) {
     error = choices = choices_empty = false;
     usage_open = std::string_view::npos;
     content = -1;
+    *content_at = std::string_view::npos;
     info = EventInfo{};
     if (data == "[DONE]") {
       info.done = true;
@@ -300,6 +309,7 @@ EventInfo InspectEvent(std::string_view event) {
   }
   if (error && !choices) {
     info.error = true;
+    *content_at = std::string_view::npos;
     return info;
   }
   info.content = content == 1;
@@ -308,6 +318,60 @@ EventInfo InspectEvent(std::string_view event) {
   }
   info.usage_only = info.has_usage && choices_empty;
   if (info.usage_only) info.content = false;
+  if (!info.content) *content_at = std::string_view::npos;
+  return info;
+}
+
+// True when `text` can sit between a string's quotes as it is: no quote, no escape, no line end.
+bool PlainText(std::string_view text) {
+  for (const char c : text) {
+    if (c == '"' || c == '\\' || c == '\n' || c == '\r') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+EventInfo InspectEvent(std::string_view event) {
+  std::size_t content_at = 0;
+  return Inspect(event, &content_at);
+}
+
+EventInfo StreamInspector::Inspect(std::string_view event) {
+  const std::size_t n = event.size();
+  if (prefix_ + suffix_ > 0 && n >= prefix_ + suffix_ &&
+      std::memcmp(event.data(), shape_.data(), prefix_) == 0 &&
+      std::memcmp(event.data() + n - suffix_, shape_.data() + prefix_, suffix_) == 0) {
+    const std::string_view text = event.substr(prefix_, n - prefix_ - suffix_);
+    if (PlainText(text)) {
+      // The same event as the shape's but for the token's text, which has no quote to end it
+      // early: every key, and so everything the relay reads, is where it was.
+      EventInfo info = shape_info_;
+      info.content = !text.empty();
+      if (usage_null_from_end_ != std::string_view::npos) {
+        info.usage_null_at = n - usage_null_from_end_;
+      }
+      ++matched_;
+      return info;
+    }
+  }
+  std::size_t content_at = 0;
+  EventInfo info = gateway::Inspect(event, &content_at);
+  prefix_ = suffix_ = 0;
+  if (content_at == std::string_view::npos) return info;
+  // The token's string: its text from after the opening quote to the closing one.
+  std::size_t close = content_at + 1;
+  while (close < n && event[close] != '"') close += event[close] == '\\' ? 2 : 1;
+  if (close >= n || n - (close - content_at - 1) > shape_.size()) return info;
+  prefix_ = content_at + 1;
+  suffix_ = n - close;
+  std::memcpy(shape_.data(), event.data(), prefix_);
+  std::memcpy(shape_.data() + prefix_, event.data() + close, suffix_);
+  shape_info_ = info;
+  // `,"usage":null` after the token moves with the token's length; one before it stays put.
+  usage_null_from_end_ = info.usage_null_at != std::string_view::npos && info.usage_null_at > close
+                             ? n - info.usage_null_at
+                             : std::string_view::npos;
   return info;
 }
 

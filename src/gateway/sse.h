@@ -3,6 +3,7 @@
 // the gateway must know of each (usage, a content token, the end, an error). Untrusted input:
 // never throws; the buffer is bounded.
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,6 +14,15 @@ class SseSplitter {
  public:
   // Largest event kept; a longer one is dropped whole (and counted).
   static constexpr std::size_t kMaxEventBytes = 1 << 20;
+
+  SseSplitter() = default;
+  // Starts with `buffer`'s storage (emptied first), so a caller can reuse a grown buffer.
+  explicit SseSplitter(std::string buffer) : buffer_(std::move(buffer)) { buffer_.clear(); }
+  // Hands the storage back (for reuse); the splitter is empty after.
+  std::string TakeBuffer() {
+    start_ = 0;
+    return std::move(buffer_);
+  }
 
   void Feed(std::string_view bytes);
   // Where to append bytes directly instead of through Feed (the same bounds apply at the next
@@ -46,6 +56,26 @@ struct EventInfo {
 
 // Inspects one event (as returned by SseSplitter::Next).
 EventInfo InspectEvent(std::string_view event);
+
+// Inspects the events of one stream, as InspectEvent does, reading most of them only in part.
+// An engine's token chunks differ only in the token: once a chunk with a token has been read
+// whole, its bytes before and after the token's text are kept (its shape); a later event with
+// the same bytes before and after, and between them text with no quote, backslash or line end,
+// is that chunk with another token, and is known from the shape without being read again.
+class StreamInspector {
+ public:
+  EventInfo Inspect(std::string_view event);
+  // Events known from the shape (for tests and benchmarks).
+  std::size_t matched() const { return matched_; }
+
+ private:
+  std::array<char, 512> shape_;  // the bytes before the token, then those after it.
+  std::size_t prefix_ = 0;       // 0 and 0: no shape yet.
+  std::size_t suffix_ = 0;
+  EventInfo shape_info_;
+  std::size_t usage_null_from_end_ = std::string_view::npos;
+  std::size_t matched_ = 0;
+};
 
 // Reads "usage" from a complete (non-streaming) JSON response body.
 bool ReadUsage(std::string_view body, std::int64_t* prompt_tokens,

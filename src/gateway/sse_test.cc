@@ -87,6 +87,76 @@ TEST(SseTest, InspectsKeysNotLookalikesInValues) {
   EXPECT_TRUE(vllm.content);
 }
 
+// Keys are found sixteen bytes at a time, the last block overlapping the one before: a key that
+// ends on a block's last byte, or in the overlap, is found wherever the padding puts it.
+TEST(SseTest, FindsKeysAtEveryOffset) {
+  for (std::size_t pad = 0; pad < 48; ++pad) {
+    const std::string head = "data: {\"id\":\"" + std::string(pad, 'x') + "\",";
+    const std::string token = head + "\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n";
+    const auto t = InspectEvent(token);
+    EXPECT_TRUE(t.content) << pad;
+    ASSERT_NE(t.usage_null_at, std::string_view::npos) << pad;
+    EXPECT_EQ(token.substr(t.usage_null_at, 13), ",\"usage\":null") << pad;
+    const auto e = InspectEvent(head + "\"error\":{\"message\":\"x\"}}\n\n");
+    EXPECT_TRUE(e.error) << pad;
+    const auto u = InspectEvent(head + "\"choices\":[],\"usage\":{\"prompt_tokens\":4,"
+                                       "\"completion_tokens\":5}}\n\n");
+    EXPECT_TRUE(u.usage_only) << pad;
+    EXPECT_EQ(u.completion_tokens, 5) << pad;
+    // A second data line (a newline inside the event) is noticed at any offset too.
+    const auto two = InspectEvent(head + "\n\"choices\":[{\"text\":\"a\"}]}\n\n");
+    EXPECT_FALSE(two.content) << pad;  // the second line is not data: the event is no JSON.
+  }
+}
+
+void ExpectSameInfo(const EventInfo& whole, const EventInfo& shaped, std::string_view event) {
+  EXPECT_EQ(whole.done, shaped.done) << event;
+  EXPECT_EQ(whole.usage_only, shaped.usage_only) << event;
+  EXPECT_EQ(whole.has_usage, shaped.has_usage) << event;
+  EXPECT_EQ(whole.prompt_tokens, shaped.prompt_tokens) << event;
+  EXPECT_EQ(whole.completion_tokens, shaped.completion_tokens) << event;
+  EXPECT_EQ(whole.content, shaped.content) << event;
+  EXPECT_EQ(whole.error, shaped.error) << event;
+  EXPECT_EQ(whole.usage_null_at, shaped.usage_null_at) << event;
+}
+
+// A stream's token chunks are read by their shape after the first; whatever a chunk holds
+// between the same bytes, the answer is InspectEvent's.
+TEST(SseTest, StreamInspectorAgreesWithAWholeReading) {
+  const std::string head =
+      R"(data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",)"
+      R"("choices":[{"index":0,"delta":{"content":")";
+  const std::string tail = R"("},"logprobs":null,"finish_reason":null}],"usage":null})"
+                           "\n\n";
+  const std::vector<std::string> tokens = {
+      " Hello", " world", "", " a", R"(say \"hi\")", R"(\n)", R"(",\"usage\":{\"x\":1})",
+      R"(","usage":{"prompt_tokens":1,"completion_tokens":2},"x":")", "line\nbreak",
+      R"(\)", " end"};
+  std::vector<std::string> events;
+  events.push_back(R"(data: {"id":"chatcmpl-1","choices":[{"index":0,"delta":{"role":"assistant",)"
+                   R"("content":""},"finish_reason":null}],"usage":null})" "\n\n");
+  for (const auto& t : tokens) events.push_back(head + t + tail);
+  events.push_back(head + R"(x"},"finish_reason":"length"}],"usage":null})" "\n\n");
+  events.push_back(R"(data: {"id":"chatcmpl-1","choices":[],"usage":{"prompt_tokens":5,)"
+                   R"("completion_tokens":12}})" "\n\n");
+  events.push_back(head + " after" + tail);
+  events.push_back(head + " again" + tail);
+  events.push_back(R"(data: {"error":{"message":"x","content":"y"}})" "\n\n");
+  events.push_back("data: [DONE]\n\n");
+  StreamInspector inspector;
+  for (const auto& e : events) ExpectSameInfo(InspectEvent(e), inspector.Inspect(e), e);
+  // By shape: " world", "", " a" (after " Hello") and " again" (after " after"); the others
+  // hold quotes, escapes or line ends, or follow an event whose shape differs.
+  EXPECT_EQ(inspector.matched(), 4u);
+  // The token read by shape is at the same place as when read whole.
+  StreamInspector again;
+  (void)again.Inspect(head + " one" + tail);
+  const std::string longer = head + " a much longer token" + tail;
+  const EventInfo shaped = again.Inspect(longer);
+  EXPECT_EQ(again.matched(), 1u);
+  EXPECT_EQ(longer.substr(shaped.usage_null_at, 13), ",\"usage\":null");
+}
+
 TEST(SseTest, ReadsUsageFromItsOwnObjectOnly) {
   // Members of nested objects (OpenAI's *_details) and of other objects do not count.
   auto nested = InspectEvent(

@@ -70,10 +70,16 @@ void LedgerWriter::Release() {
 
 void LedgerWriter::Enqueue(Item item) {
   if (queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
+  const bool waited_for = item.on_durable != nullptr;
   queue_.push_back(std::move(item));
   ++enqueued_;
   ++counters_.queue_depth;
-  wake_.notify_one();
+  // The writer is woken only when it has something new to decide: a first row (its batch window
+  // starts), a full batch, or a caller waiting for its commit (its window may shorten). Not for
+  // every row: a wake per request was a context switch per request.
+  if (queue_.size() == 1 || queue_.size() == kMaxBatchRows || (waited_for && waited_for_++ == 0)) {
+    wake_.notify_one();
+  }
 }
 
 bool LedgerWriter::CommitJournaled(LedgerRow& row) {
@@ -105,7 +111,11 @@ void LedgerWriter::Commit(LedgerRow row, std::function<void(bool)> on_durable) {
 bool LedgerWriter::Flush(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   const std::uint64_t target = enqueued_;
-  return processed_cv_.wait_for(lock, timeout, [&] { return processed_ >= target; });
+  ++flushing_;  // the writer's batch window shortens to max_batch_delay.
+  wake_.notify_one();
+  const bool done = processed_cv_.wait_for(lock, timeout, [&] { return processed_ >= target; });
+  --flushing_;
+  return done;
 }
 
 void LedgerWriter::Stop() {
@@ -128,15 +138,22 @@ void LedgerWriter::Run() {
   for (;;) {
     wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
     if (queue_.empty()) return;  // stopping, and everything is written.
-    // Group commit: give the oldest row up to max_batch_delay for others to join it.
-    if (!stopping_ && queue_.size() < kMaxBatchRows) {
-      wake_.wait_until(lock, oldest_queued_ + max_batch_delay_,
-                       [&] { return stopping_ || queue_.size() >= kMaxBatchRows; });
+    // Group commit: give the oldest row up to max_batch_delay for others to join it, or, when
+    // every queued row is journaled (no caller waits), up to kJournaledBatchDelay. A flush ends
+    // the wait.
+    const auto window = [&] {
+      return waited_for_ > 0 || flushing_ > 0 ? max_batch_delay_
+                                              : std::max(max_batch_delay_, kJournaledBatchDelay);
+    };
+    while (!stopping_ && queue_.size() < kMaxBatchRows &&
+           std::chrono::steady_clock::now() < oldest_queued_ + window()) {
+      wake_.wait_until(lock, oldest_queued_ + window());
     }
     const std::size_t n = std::min(queue_.size(), kMaxBatchRows);
     batch.clear();
     batch.reserve(n);
     for (std::size_t i = 0; i < n; ++i) {
+      if (queue_.front().on_durable) --waited_for_;
       batch.push_back(std::move(queue_.front()));
       queue_.pop_front();
     }

@@ -31,6 +31,9 @@ namespace powerplane::store {
 class LedgerWriter {
  public:
   static constexpr std::size_t kMaxBatchRows = 4096;
+  // How long journaled rows (durable already; nobody waits for them) wait for others to join
+  // their batch: fewer, larger transactions than max_batch_delay would give.
+  static constexpr std::chrono::milliseconds kJournaledBatchDelay{25};
   // Tries per batch before its rows are reported not durable.
   static constexpr int kMaxAttempts = 4;
 
@@ -45,7 +48,8 @@ class LedgerWriter {
   };
 
   // Opens the writer's own connection (store.Reopen()) and starts its thread. A row waits at
-  // most `max_batch_delay` after it is queued for more rows to join its batch.
+  // most `max_batch_delay` after it is queued for more rows to join its batch; when every queued
+  // row is journaled (durable, nobody waiting), up to kJournaledBatchDelay.
   // With `journal_dir`, rows are journaled there first; rows left there by an earlier run are
   // written to the store before Start returns (an error if they cannot be).
   static Result<std::unique_ptr<LedgerWriter>> Start(
@@ -107,6 +111,8 @@ class LedgerWriter {
   std::uint64_t processed_ = 0;  // of those, written or given up on.
   std::deque<Item> queue_;
   std::chrono::steady_clock::time_point oldest_queued_;
+  std::size_t waited_for_ = 0;  // queued rows whose callers wait for their commit.
+  std::size_t flushing_ = 0;    // Flush calls waiting.
   bool stopping_ = false;
   Counters counters_;
   std::thread thread_;

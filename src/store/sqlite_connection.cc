@@ -132,13 +132,26 @@ class SqliteConnection final : public Connection {
     return stmt;
   }
 
+  // The index of each of `count` parameters $1..$count in `stmt`, looked up once per statement.
+  const std::vector<int>& ParameterIndexes(sqlite3_stmt* stmt, std::size_t count) {
+    std::vector<int>& indexes = parameter_indexes_[stmt];
+    while (indexes.size() < count) {
+      const std::string name = "$" + std::to_string(indexes.size() + 1);
+      const int index = sqlite3_bind_parameter_index(stmt, name.c_str());
+      if (index == 0) throw SqlError("sqlite: statement has no parameter " + name);
+      indexes.push_back(index);
+    }
+    return indexes;
+  }
+
+  // Text is bound without a copy (SQLITE_STATIC): `params` outlive the statement's steps, and
+  // every Bind clears the bindings before it binds again.
   void Bind(sqlite3_stmt* stmt, std::span<const Param> params) {
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
+    const std::vector<int>& indexes = ParameterIndexes(stmt, params.size());
     for (std::size_t i = 0; i < params.size(); ++i) {
-      const std::string name = "$" + std::to_string(i + 1);
-      const int index = sqlite3_bind_parameter_index(stmt, name.c_str());
-      if (index == 0) throw SqlError("sqlite: statement has no parameter " + name);
+      const int index = indexes[i];
       int rc = SQLITE_OK;
       if (const auto* v = std::get_if<std::int64_t>(&params[i])) {
         rc = sqlite3_bind_int64(stmt, index, *v);
@@ -146,7 +159,7 @@ class SqliteConnection final : public Connection {
         rc = sqlite3_bind_double(stmt, index, *d);
       } else {
         const auto& s = std::get<std::string>(params[i]);
-        rc = sqlite3_bind_text(stmt, index, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+        rc = sqlite3_bind_text(stmt, index, s.data(), static_cast<int>(s.size()), SQLITE_STATIC);
       }
       if (rc != SQLITE_OK) Fail(stmt, "bind");
     }
@@ -161,6 +174,7 @@ class SqliteConnection final : public Connection {
   std::string path_;
   sqlite3* db_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
+  std::unordered_map<sqlite3_stmt*, std::vector<int>> parameter_indexes_;
 };
 
 }  // namespace

@@ -5,9 +5,16 @@
 // call and no asynchronous operation: no operation object, no trip through the scheduler, no
 // coroutine resumption.
 //
-// The socket must be in non-blocking mode (`socket.non_blocking(true)`): the gateway's client
-// and engine sockets are set so when they are opened.
+// The send is sendmsg(2) with MSG_DONTWAIT on the socket's descriptor, so it never blocks
+// whatever the descriptor's mode, and MSG_NOSIGNAL, so a closed peer is an error, not SIGPIPE.
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include <array>
+#include <cerrno>
+
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/beast/core/error.hpp>
 
@@ -18,9 +25,30 @@ namespace powerplane::net {
 template <typename Socket, typename Buffers>
 std::size_t SendNow(Socket& socket, const Buffers& buffers, boost::beast::error_code& ec) {
   ec = {};
-  const std::size_t sent = socket.write_some(buffers, ec);
-  if (ec == boost::asio::error::would_block || ec == boost::asio::error::try_again) ec = {};
-  return ec ? 0 : sent;
+  constexpr std::size_t kMaxPieces = 16;
+  std::array<iovec, kMaxPieces> pieces;
+  std::size_t count = 0;
+  for (auto it = boost::asio::buffer_sequence_begin(buffers);
+       it != boost::asio::buffer_sequence_end(buffers) && count < kMaxPieces; ++it) {
+    const boost::asio::const_buffer piece(*it);
+    if (piece.size() == 0) continue;
+    pieces[count].iov_base = const_cast<void*>(piece.data());
+    pieces[count].iov_len = piece.size();
+    ++count;
+  }
+  if (count == 0) return 0;
+  msghdr message{};
+  message.msg_iov = pieces.data();
+  message.msg_iovlen = count;
+  for (;;) {
+    const ssize_t sent = ::sendmsg(socket.native_handle(), &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (sent >= 0) return static_cast<std::size_t>(sent);
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+      ec.assign(errno, boost::asio::error::get_system_category());
+    }
+    return 0;
+  }
 }
 
 }  // namespace powerplane::net

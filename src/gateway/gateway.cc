@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -39,24 +40,28 @@ std::string PriceJson(const std::string& site, double usd_per_mwh) {
 
 }  // namespace
 
-// "req_", 16 random hex digits, then an 8-digit hex counter; written by hand, not with
-// snprintf, since every request makes one.
+// "req_", the Unix time in milliseconds (12 hex digits), 12 random hex digits, then an 8-digit
+// hex counter; written by hand, not with snprintf, since every request makes one. Ids made later
+// sort after earlier ones (as UUIDv7s do), so the ledger's primary key grows at its end instead
+// of at random places: a batch of rows dirties a few index pages, not one per row.
 std::string NewRequestId() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   thread_local std::uint32_t counter = 0;
   constexpr char kHex[] = "0123456789abcdef";
-  std::string id(4 + 16 + 8, '0');
+  std::string id(4 + 12 + 12 + 8, '0');
   id.replace(0, 4, "req_");
-  std::uint64_t random = rng();
-  for (std::size_t i = 4 + 16; i-- > 4;) {
-    id[i] = kHex[random & 15];
-    random >>= 4;
-  }
-  std::uint32_t count = ++counter;
-  for (std::size_t i = id.size(); i-- > 4 + 16;) {
-    id[i] = kHex[count & 15];
-    count >>= 4;
-  }
+  const auto put_hex = [&](std::size_t end, std::size_t digits, std::uint64_t value) {
+    for (std::size_t i = end; i-- > end - digits;) {
+      id[i] = kHex[value & 15];
+      value >>= 4;
+    }
+  };
+  const auto unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count();
+  put_hex(4 + 12, 12, static_cast<std::uint64_t>(unix_ms));
+  put_hex(4 + 24, 12, rng());
+  put_hex(4 + 32, 8, ++counter);
   return id;
 }
 

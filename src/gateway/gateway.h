@@ -98,7 +98,8 @@ class Gateway {
   GatewayMetrics metrics_;
 };
 
-// A new request id: "req_" and 24 hex digits.
+// A new request id: "req_" and 32 hex digits, the first twelve the Unix time in milliseconds, so
+// that later ids sort after earlier ones.
 std::string NewRequestId();
 
 }  // namespace powerplane::gateway

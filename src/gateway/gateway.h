@@ -17,6 +17,8 @@
 #include "gateway/tenants.h"
 #include "net/http_server.h"
 
+#include <boost/asio/thread_pool.hpp>
+
 namespace powerplane::gateway {
 
 struct GatewayOptions {
@@ -96,6 +98,10 @@ class Gateway {
   std::shared_ptr<Tenancy> tenancy_;
   GatewayOptions options_;
   GatewayMetrics metrics_;
+  // The tenancy admin API's store work (queries, exports, waiting for the ledger to flush) runs
+  // here, not on an I/O thread, whose other requests would wait for it. Declared last: joined
+  // first.
+  net::asio::thread_pool admin_pool_{1};
 };
 
 // A new request id: "req_" and 32 hex digits, the first twelve the Unix time in milliseconds, so

@@ -1,6 +1,7 @@
 // The admin API of tenancy: tenants (POST/GET /admin/tenants), keys (POST/GET /admin/keys,
 // DELETE /admin/keys/{id}), usage (GET /admin/usage), the ledger (GET /admin/ledger) and the audit
-// log (GET /admin/audit). Store calls block this I/O thread briefly: admin calls are rare.
+// log (GET /admin/audit). Their store work runs on the gateway's admin thread, not on the I/O
+// thread that received the request, so a long export or a slow store delays no other request.
 
 #include <spdlog/spdlog.h>
 
@@ -9,6 +10,9 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include "grid/time.h"
 
 namespace powerplane::gateway {
@@ -303,7 +307,11 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::Request& request,
                   "tenancy admin needs a store (powerplane up --data-dir DIR or --store URL)",
                   "no_store");
   } else {
-    reply = TenancyAdmin(request, *tenancy_, *st, path);
+    // On the admin thread; the request resumes on its own I/O thread afterwards.
+    reply = co_await net::asio::co_spawn(
+        admin_pool_.get_executor(),
+        [&]() -> net::asio::awaitable<Reply> { co_return TenancyAdmin(request, *tenancy_, *st, path); },
+        net::asio::use_awaitable);
   }
   if (!reply.error_code.empty()) {
     co_await Fail(responder, id, reply.status, reply.body, "invalid_request_error",

@@ -3,6 +3,7 @@
 // or revoked at one reach the other within a second; limits, budgets and the ledger agree.
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include <chrono>
 #include <filesystem>
@@ -235,6 +236,33 @@ TEST_P(TenancyIntegrationTest, AStreamThatBreaksEndsWithAnErrorAndTheLedgerSaysW
   const auto delivered = rows[0]["completion_tokens"].get<std::int64_t>();
   EXPECT_GT(delivered, 0);
   EXPECT_LT(delivered, 2000);
+}
+
+// Admin calls do their store work off the I/O thread: while one waits for a write lock that
+// another process holds, the same gateway (one I/O thread) still serves inference at once.
+TEST_P(TenancyIntegrationTest, AnAdminCallWaitingOnTheStoreDoesNotHoldUpInference) {
+  if (GetParam() != Backend::kSqlite) GTEST_SKIP() << "the lock is taken with SQLite's own API";
+  PutTenant({{"id", "steady"}});
+  auto [id, key] = NewKey("steady");
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "powerplane.db").c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  testing::StreamResult admin;
+  std::thread admin_call(
+      [&] { admin = Admin(0, http::verb::post, "/admin/tenants", json{{"id", "later"}}.dump()); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the admin call is waiting.
+  TestClient other("127.0.0.1", gateways_[0]->port());
+  const auto start = std::chrono::steady_clock::now();
+  const auto served = other.Chat(key, ChatBody(8, true));
+  const double took_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(admin.status, 0) << "the admin call should still be waiting for the lock";
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  admin_call.join();
+  EXPECT_EQ(served.status, 200) << served.error << served.body;
+  EXPECT_LT(took_s, 2.0);
+  EXPECT_EQ(admin.status, 200) << admin.body;
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, TenancyIntegrationTest,

@@ -211,9 +211,10 @@ bool ReadUsageText(std::string_view data, std::size_t open, std::int64_t* prompt
 
 namespace {
 
-// InspectEvent, and where in a one-line event the value of its "content" (or "text") key starts
-// when that value is a non-empty string (the opening quote's offset; npos otherwise).
-EventInfo Inspect(std::string_view event, std::size_t* content_at) {
+// InspectEvent (the event read whole), and where in a one-line event the value of its "content"
+// (or "text") key starts when that value is a non-empty string (the opening quote's offset; npos
+// otherwise).
+EventInfo InspectWhole(std::string_view event, std::size_t* content_at) {
   *content_at = std::string_view::npos;
   EventInfo info;
   // The common event is one "data:" line: its data is the line, found without a pass of its
@@ -334,7 +335,7 @@ bool PlainText(std::string_view text) {
 
 EventInfo InspectEvent(std::string_view event) {
   std::size_t content_at = 0;
-  return Inspect(event, &content_at);
+  return InspectWhole(event, &content_at);
 }
 
 EventInfo StreamInspector::Inspect(std::string_view event) {
@@ -356,7 +357,7 @@ EventInfo StreamInspector::Inspect(std::string_view event) {
     }
   }
   std::size_t content_at = 0;
-  EventInfo info = gateway::Inspect(event, &content_at);
+  EventInfo info = InspectWhole(event, &content_at);
   prefix_ = suffix_ = 0;
   if (content_at == std::string_view::npos) return info;
   // The token's string: its text from after the opening quote to the closing one.

@@ -5,14 +5,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include <charconv>
 #include <limits>
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.h"
-
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include "grid/time.h"
 
 namespace powerplane::gateway {
@@ -310,7 +310,9 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::Request& request,
     // On the admin thread; the request resumes on its own I/O thread afterwards.
     reply = co_await net::asio::co_spawn(
         admin_pool_.get_executor(),
-        [&]() -> net::asio::awaitable<Reply> { co_return TenancyAdmin(request, *tenancy_, *st, path); },
+        [&]() -> net::asio::awaitable<Reply> {
+          co_return TenancyAdmin(request, *tenancy_, *st, path);
+        },
         net::asio::use_awaitable);
   }
   if (!reply.error_code.empty()) {

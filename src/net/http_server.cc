@@ -474,12 +474,11 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       // Waiting for the next request on a kept-alive connection is idle time; once its first
       // bytes are in, the whole request must arrive within the header timeout.
       arm(first ? options.header_timeout : options.idle_timeout);
-      const bool kept_alive = !first;
+      bool timing_request = first;  // a new connection's header timeout runs already.
       first = false;
       // The request is read here, socket reads fed to Beast's parser, rather than through
       // http::async_read: no composed operations, no post when the body is already buffered.
       beast::error_code ec_h = ReadRequest(parser, buffer);
-      bool timing_request = !kept_alive;
       while (ec_h == http::error::need_more) {
         auto [ec_r, n] = co_await Io(stream).async_read_some(
             buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);

@@ -12,8 +12,9 @@
 #include <cstdio>
 #include <future>
 #include <map>
-#include <sys/resource.h>
 #include <thread>
+
+#include <sys/resource.h>
 
 #include "engine/engine.h"
 #include "engine/gpu_profiles.h"

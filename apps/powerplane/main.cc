@@ -104,7 +104,7 @@ int main(int argc, char** argv) {
                   "folder of the tenancy store (SQLite powerplane.db: tenants, keys, ledger)")
         ->capture_default_str();
     c->add_option("--store", up.store_url,
-                  "postgresql://... : a PostgreSQL store shared by several gateways");
+                  "postgresql://... (a store shared by several gateways) or sqlite:PATH[?busy_timeout_ms=N]");
     c->add_flag("--no-store", no_store,
                 "no store: the fleet file's tenants only, no ledger (benchmarks, tests)");
     c->add_option("--admin-listen", up.admin_listen,

@@ -148,10 +148,21 @@ struct Reply {
   std::string body;
   std::string content_type = "application/json";
   std::string error_code;  // set for errors.
+  int retry_after_s = 0;
 };
 
 Reply Error(http::status status, std::string message, std::string code) {
   return {status, std::move(message), "", std::move(code)};
+}
+
+// A store failure: 503 with Retry-After when a retry may cure it (store::IsBusy), else 500.
+Reply StoreError(const std::string& error) {
+  if (!store::IsBusy(error)) {
+    return Error(http::status::internal_server_error, "store: " + error, "store_error");
+  }
+  Reply reply = Error(http::status::service_unavailable, error, "store_busy");
+  reply.retry_after_s = 1;
+  return reply;
 }
 
 // Everything below runs outside coroutines (see gateway.cc on g++ 12 and JSON literals).
@@ -159,13 +170,10 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
                    std::string_view path) {
   const std::string_view target = request.target();
   const auto method = request.method();
-  const auto store_error = [](const std::string& e) {
-    return Error(http::status::internal_server_error, "store: " + e, "store_error");
-  };
   if (path == "/admin/tenants") {
     if (method == http::verb::get) {
       auto all = st.Tenants();
-      if (!all) return store_error(all.error());
+      if (!all) return StoreError(all.error());
       json list = json::array();
       for (const auto& t : *all) list.push_back(TenantJson(t));
       return {http::status::ok, json{{"data", list}}.dump()};
@@ -175,7 +183,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
     }
     auto t = TenantFromJson(request.body());
     if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
-    if (auto r = st.PutTenant(*t); !r) return store_error(r.error());
+    if (auto r = st.PutTenant(*t); !r) return StoreError(r.error());
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
     tenancy.Audit("admin", "tenant.put", TenantJson(*t).dump());
     return {http::status::ok, TenantJson(*t).dump()};
@@ -184,7 +192,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
     if (method == http::verb::get) {
       const std::string tenant = QueryParam(target, "tenant");
       auto keys = tenant.empty() ? st.Keys() : st.Keys(std::string_view(tenant));
-      if (!keys) return store_error(keys.error());
+      if (!keys) return StoreError(keys.error());
       json list = json::array();
       for (const auto& k : *keys) list.push_back(KeyJson(k));
       return {http::status::ok, json{{"data", list}}.dump()};
@@ -198,12 +206,12 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
     }
     const std::string tenant = j["tenant"];
     auto known = st.GetTenant(tenant);
-    if (!known) return store_error(known.error());
+    if (!known) return StoreError(known.error());
     if (!*known) {
       return Error(http::status::not_found, "unknown tenant '" + tenant + "'", "tenant_not_found");
     }
     auto created = st.CreateKey(tenant);
-    if (!created) return store_error(created.error());
+    if (!created) return StoreError(created.error());
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
     tenancy.Audit("admin", "key.create", created->record.id + " tenant=" + tenant);
     json out = KeyJson(created->record);
@@ -216,7 +224,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
     }
     const std::string key_id(path.substr(std::string_view("/admin/keys/").size()));
     auto revoked = st.RevokeKey(key_id);
-    if (!revoked) return store_error(revoked.error());
+    if (!revoked) return StoreError(revoked.error());
     if (!*revoked) {
       return Error(http::status::not_found, "no live key '" + key_id + "'", "key_not_found");
     }
@@ -246,7 +254,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
                    "invalid_query");
     }
     auto rows = st.Usage(tenant, *from, *to, *group);
-    if (!rows) return store_error(rows.error());
+    if (!rows) return StoreError(rows.error());
     if (csv) {
       std::string out = "group,requests,prompt_tokens,completion_tokens,joules,energy_cost_usd,"
                         "charged_usd\n";
@@ -272,7 +280,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
   }
   if (path == "/admin/ledger") {
     auto rows = tenant.empty() ? st.Ledger(*from, *to) : st.Ledger(*from, *to, std::string_view(tenant));
-    if (!rows) return store_error(rows.error());
+    if (!rows) return StoreError(rows.error());
     if (csv) return {http::status::ok, LedgerCsv(*rows), "text/csv"};
     std::string out;
     for (const auto& r : *rows) out += LedgerJson(r).dump() + "\n";
@@ -280,7 +288,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
   }
   // /admin/audit
   auto rows = st.Audit(*from, *to);
-  if (!rows) return store_error(rows.error());
+  if (!rows) return StoreError(rows.error());
   std::string out;
   for (const auto& a : *rows) {
     out += json{{"time", IsoMs(a.unix_ms)}, {"actor", a.actor}, {"action", a.action},
@@ -316,8 +324,10 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::Request& request,
         net::asio::use_awaitable);
   }
   if (!reply.error_code.empty()) {
-    co_await Fail(responder, id, reply.status, reply.body, "invalid_request_error",
-                  reply.error_code);
+    const bool server = static_cast<int>(reply.status) >= 500;
+    co_await Fail(responder, id, reply.status, reply.body,
+                  server ? "server_error" : "invalid_request_error", reply.error_code,
+                  reply.retry_after_s);
   } else {
     co_await responder.Send(net::MakeResponse(reply.status, std::move(reply.body),
                                               reply.content_type));

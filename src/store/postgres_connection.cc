@@ -56,6 +56,18 @@ class PostgresConnection final : public Connection {
     return std::make_unique<PostgresConnection>(url_);
   }
 
+  // A dropped connection, a transaction the server rolled back (serialization failure,
+  // deadlock), a lock or statement timeout, or a server shutting down or starting.
+  bool IsBusy(const std::exception& e) const noexcept override {
+    if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) return true;
+    if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) return true;
+    if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+      const std::string& state = sql->sqlstate();
+      return state == "55P03" || state == "57014" || state.starts_with("57P");
+    }
+    return false;
+  }
+
   std::vector<Row> Query(const std::string& sql, std::span<const Param> params) override {
     std::vector<std::string> text;
     text.reserve(params.size());

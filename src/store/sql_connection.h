@@ -20,6 +20,11 @@ namespace powerplane::store::internal {
 struct SqlError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+// The store is busy (another writer held its lock past the busy timeout) or out of reach: a
+// retry later may succeed. SqlStore reports it with store::kBusyPrefix.
+struct BusyError : SqlError {
+  using SqlError::SqlError;
+};
 
 using Param = std::variant<std::int64_t, double, std::string>;
 
@@ -43,6 +48,10 @@ class Connection {
   virtual std::string_view Backend() const = 0;
   // A new connection to the same database.
   virtual std::unique_ptr<Connection> Reconnect() const = 0;
+  // True when `e`, thrown by this connection, says the store is busy or out of reach.
+  virtual bool IsBusy(const std::exception& e) const noexcept {
+    return dynamic_cast<const BusyError*>(&e) != nullptr;
+  }
 
   // Runs one statement (inside the open transaction, if any) and returns its rows.
   virtual std::vector<Row> Query(const std::string& sql, std::span<const Param> params = {}) = 0;
@@ -72,7 +81,8 @@ inline constexpr std::size_t kLedgerColumnCount = 17;
 void AppendLedgerParams(const LedgerRow& row, std::vector<Param>& out);
 LedgerRow LedgerRowFrom(const Row& row);  // columns in kLedgerColumns order.
 
-std::unique_ptr<Connection> OpenSqlite(const std::string& path);
+// `busy_timeout_ms`: how long a statement waits for another connection's write lock.
+std::unique_ptr<Connection> OpenSqlite(const std::string& path, int busy_timeout_ms);
 std::unique_ptr<Connection> OpenPostgres(const std::string& url);
 
 }  // namespace powerplane::store::internal

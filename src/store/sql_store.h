@@ -38,14 +38,17 @@ class SqlStore final : public Store {
  private:
   SqlStore(std::unique_ptr<Connection> connection, std::string origin);
 
-  // Runs `body` under the mutex; an exception becomes the error message.
+  // Runs `body` under the mutex; an exception becomes the error message (kBusyPrefix first when
+  // the connection calls it busy).
   template <typename F>
   auto Guard(F&& body) -> Result<decltype(body())> {
     std::lock_guard lock(mu_);
     try {
       return body();
     } catch (const std::exception& e) {
-      return std::unexpected(origin_ + ": " + e.what());
+      std::string message = origin_ + ": " + e.what();
+      if (connection_->IsBusy(e)) message.insert(0, kBusyPrefix);
+      return std::unexpected(std::move(message));
     }
   }
   // Runs `body` in a write transaction (mutex already held): committed, or rolled back and

@@ -11,11 +11,10 @@
 namespace powerplane::store::internal {
 namespace {
 
-constexpr int kBusyTimeoutMs = 10000;
-
 class SqliteConnection final : public Connection {
  public:
-  explicit SqliteConnection(std::string path) : path_(std::move(path)) {
+  SqliteConnection(std::string path, int busy_timeout_ms)
+      : path_(std::move(path)), busy_timeout_ms_(busy_timeout_ms) {
     const int rc =
         sqlite3_open_v2(path_.c_str(), &db_,
                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -25,7 +24,7 @@ class SqliteConnection final : public Connection {
       db_ = nullptr;
       throw SqlError("sqlite: cannot open " + path_ + ": " + message);
     }
-    sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    sqlite3_busy_timeout(db_, busy_timeout_ms_);
     Exec("PRAGMA journal_mode=WAL");
     Exec("PRAGMA synchronous=NORMAL");
     Exec("PRAGMA foreign_keys=ON");
@@ -39,7 +38,7 @@ class SqliteConnection final : public Connection {
   std::string_view Backend() const override { return "sqlite"; }
 
   std::unique_ptr<Connection> Reconnect() const override {
-    return std::make_unique<SqliteConnection>(path_);
+    return std::make_unique<SqliteConnection>(path_, busy_timeout_ms_);
   }
 
   std::vector<Row> Query(const std::string& sql, std::span<const Param> params) override {
@@ -116,7 +115,7 @@ class SqliteConnection final : public Connection {
     if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
       std::string message = std::string("sqlite: ") + sql + ": " + (error ? error : "?");
       sqlite3_free(error);
-      throw SqlError(message);
+      Throw(std::move(message));
     }
   }
 
@@ -126,7 +125,7 @@ class SqliteConnection final : public Connection {
     sqlite3_stmt* stmt = nullptr;
     if (sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
                            SQLITE_PREPARE_PERSISTENT, &stmt, nullptr) != SQLITE_OK) {
-      throw SqlError(std::string("sqlite: prepare: ") + sqlite3_errmsg(db_) + ": " + sql);
+      Throw(std::string("sqlite: prepare: ") + sqlite3_errmsg(db_) + ": " + sql);
     }
     statements_.emplace(sql, stmt);
     return stmt;
@@ -167,11 +166,20 @@ class SqliteConnection final : public Connection {
 
   [[noreturn]] void Fail(sqlite3_stmt* stmt, const char* what) {
     std::string message = std::string("sqlite: ") + what + ": " + sqlite3_errmsg(db_);
+    const int code = sqlite3_errcode(db_);
     sqlite3_reset(stmt);
-    throw SqlError(message);
+    Throw(std::move(message), code);
   }
 
+  // SQLITE_BUSY or SQLITE_LOCKED: the wait for another connection's lock ran out.
+  [[noreturn]] void Throw(std::string message, int code) {
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED) throw BusyError(message);
+    throw SqlError(message);
+  }
+  [[noreturn]] void Throw(std::string message) { Throw(std::move(message), sqlite3_errcode(db_)); }
+
   std::string path_;
+  int busy_timeout_ms_;
   sqlite3* db_ = nullptr;
   std::unordered_map<std::string, sqlite3_stmt*> statements_;
   std::unordered_map<sqlite3_stmt*, std::vector<int>> parameter_indexes_;
@@ -179,8 +187,8 @@ class SqliteConnection final : public Connection {
 
 }  // namespace
 
-std::unique_ptr<Connection> OpenSqlite(const std::string& path) {
-  return std::make_unique<SqliteConnection>(path);
+std::unique_ptr<Connection> OpenSqlite(const std::string& path, int busy_timeout_ms) {
+  return std::make_unique<SqliteConnection>(path, busy_timeout_ms);
 }
 
 }  // namespace powerplane::store::internal

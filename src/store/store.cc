@@ -40,6 +40,28 @@ std::optional<std::string> TenantError(const TenantRecord& t) {
   return std::nullopt;
 }
 
+namespace {
+
+constexpr int kSqliteBusyTimeoutMs = 10000;
+
+// The query of a SQLite store URL: "busy_timeout_ms=N" (0 to 600000), nothing else.
+Result<int> SqliteBusyTimeout(std::string_view query) {
+  constexpr std::string_view kName = "busy_timeout_ms=";
+  int ms = -1;
+  if (query.starts_with(kName)) {
+    const std::string_view value = query.substr(kName.size());
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), ms);
+    if (ec != std::errc() || end != value.data() + value.size()) ms = -1;
+  }
+  if (ms < 0 || ms > 600000) {
+    return std::unexpected("a SQLite store URL takes only ?busy_timeout_ms=N (0 to 600000), not '?" +
+                           std::string(query) + "'");
+  }
+  return ms;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
                                            const std::filesystem::path& data_dir) {
   std::unique_ptr<internal::Connection> connection;
@@ -49,14 +71,22 @@ Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
       origin = "postgresql";
       connection = internal::OpenPostgres(std::string(url));
     } else if (url.empty() || url.starts_with("sqlite:")) {
+      std::string_view rest = url.empty() ? url : url.substr(7);
+      int busy_timeout_ms = kSqliteBusyTimeoutMs;
+      if (const auto q = rest.find('?'); q != std::string_view::npos) {
+        auto timeout = SqliteBusyTimeout(rest.substr(q + 1));
+        if (!timeout) return std::unexpected(timeout.error());
+        busy_timeout_ms = *timeout;
+        rest = rest.substr(0, q);
+      }
       std::filesystem::path path =
-          url.size() > 7 ? std::filesystem::path(url.substr(7)) : data_dir / "powerplane.db";
+          rest.empty() ? data_dir / "powerplane.db" : std::filesystem::path(rest);
       if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
       origin = "sqlite " + path.string();
-      connection = internal::OpenSqlite(path.string());
+      connection = internal::OpenSqlite(path.string(), busy_timeout_ms);
     } else {
       return std::unexpected(
-          "store URL must be empty, sqlite:[PATH], postgresql://... or "
+          "store URL must be empty, sqlite:[PATH][?busy_timeout_ms=N], postgresql://... or "
           "postgres://..., not '" +
           std::string(url) + "'");
     }

@@ -21,6 +21,12 @@ namespace powerplane::store {
 template <typename T>
 using Result = std::expected<T, std::string>;
 
+// A failure that a retry later may cure starts with this: SQLite's write lock was held by another
+// connection past the busy timeout, or PostgreSQL dropped the connection, rolled back a
+// transaction for a conflict, or timed out a lock.
+inline constexpr std::string_view kBusyPrefix = "store busy: ";
+inline bool IsBusy(std::string_view error) { return error.starts_with(kBusyPrefix); }
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -28,6 +34,8 @@ class Store {
   // Opens (and creates the schema of, if missing) the store named by `url`:
   //  - "" or "sqlite:": the SQLite file `data_dir/powerplane.db` (the directory is created);
   //  - "sqlite:PATH": the SQLite file PATH;
+  //  - either SQLite form may end "?busy_timeout_ms=N": how long a write waits for another
+  //    connection's lock before it fails as busy (default 10000);
   //  - "postgresql://..." or "postgres://...": a PostgreSQL database (libpq URL).
   // Schema creation is idempotent and safe against concurrent openers.
   static Result<std::unique_ptr<Store>> Open(std::string_view url,

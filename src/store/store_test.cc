@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -224,6 +225,9 @@ TEST_F(StoreTest, AddKeyHashIsIdempotentAndRefusesClashes) {
   EXPECT_FALSE(store_->AddKeyHash("demo", hash, "key_demo2"));          // same hash, other id.
   EXPECT_FALSE(store_->AddKeyHash("demo", "ABC", "key_x"));             // not a hash.
   EXPECT_FALSE(store_->AddKeyHash("nobody", Sha256Hex("x"), "key_x"));  // unknown tenant.
+  auto clash = store_->AddKeyHash("demo", hash, "key_demo2");
+  ASSERT_FALSE(clash);
+  EXPECT_FALSE(IsBusy(clash.error())) << "a refusal is not a busy store: " << clash.error();
 }
 
 TEST_F(StoreTest, SurvivesCloseAndReopen) {
@@ -553,6 +557,39 @@ TEST_F(StoreTest, SqliteFileHoldsNoKeyPlaintext) {
 TEST_F(StoreTest, RejectsUnknownUrl) {
   auto store = Store::Open("mysql://x", dir_);
   EXPECT_FALSE(store);
+  for (const char* query : {"?busy=5", "?busy_timeout_ms=", "?busy_timeout_ms=-5",
+                            "?busy_timeout_ms=9999999", "?busy_timeout_ms=5&x=1"}) {
+    auto bad = Store::Open("sqlite:" + (dir_ / "q.db").string() + query, dir_);
+    ASSERT_FALSE(bad) << query;
+    EXPECT_NE(bad.error().find("busy_timeout_ms"), std::string::npos) << bad.error();
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "q.db"));
+}
+
+// Another connection holding SQLite's write lock past the busy timeout makes a write fail as busy
+// (a retry may cure it); once the lock is released, the same store writes again.
+TEST_F(StoreTest, AWriteLockHeldPastTheBusyTimeoutIsReportedAsBusy) {
+#ifdef PP_STORE_TEST_POSTGRES
+  GTEST_SKIP() << "the lock is taken with SQLite's own API";
+#endif
+  const fs::path file = dir_ / "powerplane.db";
+  auto quick = Store::Open("sqlite:" + file.string() + "?busy_timeout_ms=50", dir_);
+  ASSERT_TRUE(quick) << quick.error();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const auto start = std::chrono::steady_clock::now();
+  auto refused = (*quick)->PutTenant(Tenant("late"));
+  const auto waited = std::chrono::steady_clock::now() - start;
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  ASSERT_FALSE(refused);
+  EXPECT_TRUE(IsBusy(refused.error())) << refused.error();
+  EXPECT_GE(waited, milliseconds(50));  // it waited out the timeout first.
+  EXPECT_TRUE((*quick)->PutTenant(Tenant("late")));
+  auto got = store_->GetTenant("late");
+  ASSERT_TRUE(got) << got.error();
+  EXPECT_TRUE(got->has_value());
 }
 
 // A child commits rows through the LedgerWriter and reports each durable id on a pipe; it is

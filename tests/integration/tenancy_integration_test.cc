@@ -301,5 +301,44 @@ TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
   EXPECT_EQ(api.Call(http::verb::get, "/healthz").status, 200);
 }
 
+// An admin write that waits out the store's busy timeout is answered 503 with Retry-After and an
+// OpenAI-shaped error, not 500; once the lock is gone the same call succeeds.
+TEST(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
+  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("pp-busy-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "powerplane.db").string();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 20.0;
+  o.threads = 1;
+  o.state_dir = dir;
+  o.store_url = "sqlite:" + file + "?busy_timeout_ms=100";
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  TestClient admin("127.0.0.1", (*rt)->port());
+  const std::string tenant = json{{"id", "late"}}.dump();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  auto busy = admin.Call(http::verb::post, "/admin/tenants", tenant, "admin");
+  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  EXPECT_EQ(busy.status, 503) << busy.body;
+  EXPECT_EQ(busy.Header("retry-after"), "1");
+  auto error = json::parse(busy.body, nullptr, false);
+  ASSERT_TRUE(error.is_object()) << busy.body;
+  EXPECT_EQ(error["error"]["code"], "store_busy");
+  EXPECT_EQ(error["error"]["type"], "server_error");
+  auto done = admin.Call(http::verb::post, "/admin/tenants", tenant, "admin");
+  EXPECT_EQ(done.status, 200) << done.body;
+  rt->reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 }  // namespace
 }  // namespace powerplane

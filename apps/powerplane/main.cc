@@ -22,9 +22,24 @@
 #include "net/http.h"
 #include "net/io_pool.h"
 
+#ifdef PP_MIMALLOC
+#include <mimalloc.h>
+#endif
+
 namespace {
 
 using namespace powerplane;
+
+// The allocator serving this process's malloc (CMakeLists.txt, PP_MIMALLOC).
+std::string AllocatorName() {
+#ifdef PP_MIMALLOC
+  const int v = mi_version();  // e.g. 209 for 2.0.9.
+  return "mimalloc " + std::to_string(v / 100) + "." + std::to_string(v / 10 % 10) + "." +
+         std::to_string(v % 10);
+#else
+  return "glibc malloc";
+#endif
+}
 
 std::filesystem::path DefaultDataDir() {
   std::filesystem::path built_in(PP_DATA_DIR);
@@ -218,5 +233,6 @@ int main(int argc, char** argv) {
     }
     config = std::move(*loaded);
   }
+  spdlog::info("allocator: {}", AllocatorName());
   return runtime::RunUntilSignal(config, up);
 }

@@ -8,7 +8,10 @@ least one `data:` event; then, with all N open, samples the gateway's VmRSS and 
 engines' RSS from /proc/PID/status a few times over the hold period, and counts the streams still
 open and still receiving. Prints a table; exits 1 when fewer than N streams were held.
 
-Usage: bench/slow_streams.py [--build build/release] [--streams 10000] [--engines 16] ...
+Usage: bench/slow_streams.py [--build build/release] [--streams 10000] [--engines 16]
+       [--gateways K] ...
+With --gateways K > 1, K gateway processes listen on one port (`--reuse-port`, SO_REUSEPORT) and
+the kernel spreads the streams over them; memory and descriptors are summed over the K.
 The emulator slows prefill and decode alike, so the defaults (16 engines at speed 0.01, 200 new
 streams a second) keep prefill well under the engines' capacity during the ramp, and each stream
 at about one token every 2-3 s afterwards.
@@ -40,6 +43,8 @@ def parse_args():
     p.add_argument("--build", default="build/release", help="build directory")
     p.add_argument("--streams", type=int, default=10000, help="concurrent streams (N)")
     p.add_argument("--engines", type=int, default=16, help="engine emulator processes")
+    p.add_argument("--gateways", type=int, default=1,
+                   help="gateway processes sharing one port (--reuse-port) when more than one")
     p.add_argument("--speed", type=float, default=0.01, help="engine time factor (slow)")
     p.add_argument("--max-tokens", type=int, default=4000, help="max_tokens of each stream")
     p.add_argument("--ramp", type=float, default=200, help="new connections per second")
@@ -79,6 +84,32 @@ def raise_nofile():
     except (ValueError, OSError):
         pass
     return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def listening(pid, port):
+    """True when process `pid` holds a TCP socket listening on `port` (/proc/net/tcp)."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and int(cols[1].split(":")[1], 16) == port:
+                inodes.add(cols[9])
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    return any(link == f"socket:[{inode}]" for link in links for inode in inodes)
+
+
+def wait_listening(pid, proc, port, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway {pid} exited ({proc.returncode}) before listening")
+        if listening(pid, port):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway {pid} did not listen on {port} within {timeout_s} s")
 
 
 def proc_status(pid):
@@ -167,7 +198,7 @@ def held(streams):
     return sum(1 for s in streams if s.first_data and not s.closed and s.error is None)
 
 
-async def client(args, port, gw, engines, report):
+async def client(args, port, gws, engines, report):
     body = (
         '{"model":"llama-3.1-8b","stream":true,"max_tokens":%d,'
         '"messages":[{"role":"user","content":"%s"}]}' % (args.max_tokens, PROMPT)
@@ -196,13 +227,15 @@ async def client(args, port, gw, engines, report):
     interval = args.hold / max(1, args.samples)
     for k in range(args.samples):
         await asyncio.sleep(interval)
-        gs = proc_status(gw.pid) or {}
+        gs = [proc_status(g.pid) or {} for g in gws]
         es = [proc_status(e.pid) or {} for e in engines]
         samples.append({
             "t": time.monotonic() - t0,
             "open": held(streams),
-            "gw_rss": gs.get("VmRSS", 0), "gw_hwm": gs.get("VmHWM", 0),
-            "gw_fds": fd_count(gw.pid),
+            "gw_rss": sum(g.get("VmRSS", 0) for g in gs),
+            "gw_hwm": sum(g.get("VmHWM", 0) for g in gs),
+            "gw_fds": sum(fd_count(g.pid) for g in gws),
+            "gw_each": [g.get("VmRSS", 0) for g in gs],
             "eng_rss": sum(e.get("VmRSS", 0) for e in es),
             "eng_max": max((e.get("VmRSS", 0) for e in es), default=0),
         })
@@ -250,15 +283,19 @@ def main():
     soft, hard = raise_nofile()
     if soft < n + 64:
         sys.exit(f"RLIMIT_NOFILE is {soft} (hard {hard}): the client needs more than {n}")
-    if hard < 2 * n + 64:
-        print(f"warning: hard RLIMIT_NOFILE {hard} < 2N+64 = {2 * n + 64}: the gateway (one "
-              f"client and one upstream socket per stream) cannot hold {n} streams here",
-              file=sys.stderr)
+    k = max(1, args.gateways)
+    if hard < 2 * n / k + 64:
+        print(f"warning: hard RLIMIT_NOFILE {hard} < 2N/K+64 = {2 * n // k + 64}: {k} gateway "
+              f"process(es) (one client and one upstream socket per stream) cannot hold {n} "
+              f"streams here; more --gateways share the load", file=sys.stderr)
 
+    k_gw = max(1, args.gateways)
     per_engine = math.ceil(n / args.engines)
     # The router fills the fullest admissible endpoint first; with no queue (max_queue = 0) a
     # full engine is skipped, so the streams spread over the engines and all start decoding.
     batch = per_engine + 64
+    # Each gateway admits from its own count: with K of them, each may fill 1/K of an engine.
+    gw_batch = math.ceil(batch / k_gw)
     kv_tokens = batch * (args.max_tokens + PROMPT_TOKENS_BOUND)
     work = tempfile.mkdtemp(prefix="slow_streams.")
     procs = []
@@ -294,7 +331,7 @@ price = 30.0
   [[sites.endpoints]]
   urls = [{urls}]
   gpu = "h200"
-  max_batch = {batch}
+  max_batch = {gw_batch}
   max_queue = 0
   kv_tokens = {kv_tokens}
 [[tenants]]
@@ -304,27 +341,37 @@ ttft_target_ms = 600000
 tpot_target_ms = 600000
 """)
         gw_port = free_port()
-        gw = subprocess.Popen(
-            [binary, "gateway", "--config", fleet, "--listen", f"127.0.0.1:{gw_port}",
-             "--threads", "1", "--no-store", "--log-level", "warn"],
-            stdout=open(os.path.join(work, "gateway.log"), "w"), stderr=subprocess.STDOUT,
-            preexec_fn=preexec)
-        procs.append(gw)
-        wait_port(gw_port, gw)
+        gws = []
+        for k in range(k_gw):
+            # More than one: each listens on the same port (SO_REUSEPORT) and the kernel spreads
+            # the client's connections over them.
+            gw = subprocess.Popen(
+                [binary, "gateway", "--config", fleet, "--listen", f"127.0.0.1:{gw_port}",
+                 "--threads", "1", "--no-store", "--log-level", "warn"] +
+                (["--reuse-port"] if k_gw > 1 else []),
+                stdout=open(os.path.join(work, f"gateway{k}.log"), "w"),
+                stderr=subprocess.STDOUT, preexec_fn=preexec)
+            procs.append(gw)
+            gws.append(gw)
+            wait_listening(gw.pid, gw, gw_port)
+        gw = gws[0]
         time.sleep(1)
-        idle = proc_status(gw.pid)
+        idle_each = [proc_status(g.pid) for g in gws]
+        idle = {key: sum(i[key] for i in idle_each) for key in ("VmRSS", "VmHWM")}
         idle_eng = sum((proc_status(e.pid) or {}).get("VmRSS", 0) for e in engines)
         gw_limit = open(f"/proc/{gw.pid}/limits").read()
         gw_nofile = [l for l in gw_limit.splitlines() if l.startswith("Max open files")][0].split()[3]
 
-        asyncio.run(client(args, gw_port, gw, engines, report))
-        alive = gw.poll() is None
+        asyncio.run(client(args, gw_port, gws, engines, report))
+        alive = all(g.poll() is None for g in gws)
 
         samples = report["samples"]
         date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-        print(f"{n} slow streams through powerplane gateway --threads 1, {args.engines} engine(s) at "
+        gateways = "gateway" if k_gw == 1 else f"{k_gw} gateways (--reuse-port, one port)"
+        print(f"{n} slow streams through powerplane {gateways} --threads 1, {args.engines} engine(s) at "
               f"speed {args.speed}, max_tokens {args.max_tokens}; {os.cpu_count()} cores, {date}; "
-              f"gateway RLIMIT_NOFILE {gw_nofile}")
+              f"gateway RLIMIT_NOFILE {gw_nofile}" + (" each; RSS and fds summed over them"
+                                                      if k_gw > 1 else ""))
         print(f"ramp: {report['opened']}/{n} streams got 200 and a data: event in "
               f"{report['ramp_s']:.1f} s")
         print(f"{'t (s)':>7} {'open':>7} {'gw fds':>7} {'gw RSS MiB':>11} {'gw HWM MiB':>11} "
@@ -349,11 +396,15 @@ tpot_target_ms = 600000
         print(f"gateway RSS at N {mib(rss_n):.1f} MiB (HWM {mib(hwm):.1f} MiB), idle "
               f"{mib(idle['VmRSS']):.1f} MiB: {per_stream / 1024:.1f} KiB per held stream; "
               f"goal (10,000 held, RSS < 1024 MiB): {goal}")
+        if k_gw > 1:
+            last = samples[-1]["gw_each"]
+            print("gateway RSS each at the last sample: " +
+                  ", ".join(f"{mib(r):.1f} MiB" for r in last))
         for err, count in sorted(report["errors"].items(), key=lambda kv: -kv[1])[:8]:
             print(f"  {count:>6} x {err}")
         ok = alive and report["held"] >= n and report["receiving"] >= n
         if not ok:
-            with open(os.path.join(work, "gateway.log")) as f:
+            with open(os.path.join(work, "gateway0.log")) as f:
                 tail = f.readlines()[-10:]
             if tail:
                 print("gateway log (last lines):\n" + "".join("  " + l for l in tail))

@@ -139,6 +139,9 @@ int main(int argc, char** argv) {
                   "concurrent connections per listener, answered 503 beyond (0 = as many as "
                   "the descriptor limit allows, two per stream)")
         ->capture_default_str();
+    c->add_flag("--reuse-port", up.reuse_port,
+                "share the listen ports with other powerplane processes started with this flag "
+                "(SO_REUSEPORT): the kernel spreads new connections over them");
     c->add_option("--openadr-vtn", up.openadr_vtn, "OpenADR 3 VTN base URL (http://host:port)");
     c->add_option("--openadr-client-id", up.openadr_client_id, "OAuth2 client id at the VTN");
     c->add_option("--openadr-client-secret", up.openadr_client_secret,

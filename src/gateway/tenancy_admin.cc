@@ -31,9 +31,17 @@ std::string QueryParam(std::string_view target, std::string_view name) {
     const std::string_view pair = rest.substr(0, amp);
     const auto eq = pair.find('=');
     if (pair.substr(0, eq) == name && eq != std::string_view::npos) {
-      std::string value(pair.substr(eq + 1));
-      for (std::size_t at; (at = value.find("%2B")) != std::string::npos;) value.replace(at, 3, "+");
-      for (std::size_t at; (at = value.find("%3A")) != std::string::npos;) value.replace(at, 3, ":");
+      const std::string_view raw = pair.substr(eq + 1);
+      std::string value;
+      for (std::size_t i = 0; i < raw.size(); ++i) {
+        const std::string_view escape = raw.substr(i, 3);
+        if (escape == "%2B" || escape == "%3A") {
+          value += escape == "%2B" ? '+' : ':';
+          i += 2;
+        } else {
+          value += raw[i];
+        }
+      }
       return value;
     }
     if (amp == std::string_view::npos) break;

@@ -315,6 +315,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     }
     acceptor.open(ep.protocol());
     acceptor.set_option(asio::socket_base::reuse_address(true));
+    if (options.reuse_port) {
+      acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+    }
     acceptor.bind(ep);
     acceptor.listen(asio::socket_base::max_listen_connections);
   }

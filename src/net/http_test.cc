@@ -181,6 +181,35 @@ TEST_F(HttpBoundTest, AnswersOverTheConnectionBoundWith503) {
   EXPECT_EQ(served->body(), "you said hello");
 }
 
+// With reuse_port, a second server (another process, in real use) listens on the same port and
+// the kernel spreads new connections over both; a server without it cannot bind there.
+TEST_F(HttpTest, ReusePortLetsServersShareAPort) {
+  ServerOptions o;
+  o.reuse_port = true;
+  const auto loopback = asio::ip::make_address("127.0.0.1");
+  HttpServer first(pool_.Executors(), tcp::endpoint(loopback, 0), Echo, o);
+  const tcp::endpoint shared(loopback, first.port());
+  HttpServer second(pool_.Executors(), shared, Echo, o);
+  EXPECT_THROW(HttpServer(pool_.Executors(), shared, Echo), std::runtime_error);
+  first.Start();
+  second.Start();
+  asio::io_context io;
+  std::vector<tcp::socket> clients;
+  constexpr std::size_t kClients = 32;
+  for (std::size_t i = 0; i < kClients; ++i) clients.emplace_back(io).connect(shared);
+  const auto start = std::chrono::steady_clock::now();
+  while (first.open_connections() + second.open_connections() < kClients &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(first.open_connections() + second.open_connections(), kClients);
+  EXPECT_GT(first.open_connections(), 0u);  // all 32 on one: about 1 in 2^31.
+  EXPECT_GT(second.open_connections(), 0u);
+  clients.clear();
+  first.Stop();
+  second.Stop();
+}
+
 // On a kept-alive connection, waiting for the next request is idle time (20 s here), but once a
 // request's first bytes are in, the rest must come within the header timeout (1 s): a client
 // that trickles a request cannot hold the connection for the idle timeout.

@@ -67,6 +67,7 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
   try {
     net::ServerOptions so;
     so.max_connections = max_connections;
+    so.reuse_port = options.reuse_port;
     so.tls_cert_file = options.tls_cert_file;
     so.tls_key_file = options.tls_key_file;
     return std::make_unique<net::HttpServer>(

@@ -30,6 +30,8 @@ struct UpOptions {
   int threads = 0;                  // gateway I/O threads; 0 = one per core.
   // Concurrent connections per listener; 0 = as many as RLIMIT_NOFILE allows (two per stream).
   std::size_t max_connections = 0;
+  // SO_REUSEPORT on the listeners: several gateway processes on one host share their ports.
+  bool reuse_port = false;
   // OpenADR 3: override the fleet file's [openadr] keys when set.
   std::string openadr_vtn;
   std::string openadr_client_id;

@@ -55,6 +55,13 @@ testing::PostgresServer& SharedServer() {
 }
 #endif
 
+// prefix + i, appended (g++ 12 warns falsely, -Wrestrict, on "literal" + std::to_string(i)).
+std::string Id(std::string_view prefix, int i) {
+  std::string id(prefix);
+  id += std::to_string(i);
+  return id;
+}
+
 TenantRecord Tenant(std::string id) {
   return TenantRecord{.id = std::move(id),
                       .jurisdictions = {"US-TX", "DE"},
@@ -378,13 +385,13 @@ TEST_F(StoreTest, JournaledRowsReachTheStore) {
   constexpr int kRows = 40;
   for (int i = 0; i < kRows; ++i) {
     ASSERT_TRUE((*writer)->TryReserve());
-    LedgerRow row = Row("j" + std::to_string(i), "acme", "tx", "llama", kT0 + i, 0.01);
+    LedgerRow row = Row(Id("j", i), "acme", "tx", "llama", kT0 + i, 0.01);
     ASSERT_TRUE((*writer)->CommitJournaled(row));
   }
   (*writer)->Stop();
   EXPECT_EQ((*writer)->counters().rows_written, static_cast<std::uint64_t>(kRows));
   for (int i = 0; i < kRows; ++i) {
-    EXPECT_TRUE(store_->HasLedgerRow("j" + std::to_string(i)).value_or(false)) << i;
+    EXPECT_TRUE(store_->HasLedgerRow(Id("j", i)).value_or(false)) << i;
   }
   writer->reset();
   EXPECT_TRUE(fs::is_empty(dir / "0"));
@@ -400,7 +407,7 @@ TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
   ASSERT_TRUE(store_->AppendLedger(std::vector<LedgerRow>{Row("c0", "acme", "tx", "llama", kT0, 1)}));
   {
     std::ofstream out(dir / "1" / "ledger-journal-3.tsv");
-    for (int i = 0; i < 5; ++i) out << JournalLine(Row("c" + std::to_string(i), "acme", "tx", "llama", kT0 + i, 1));
+    for (int i = 0; i < 5; ++i) out << JournalLine(Row(Id("c", i), "acme", "tx", "llama", kT0 + i, 1));
     const std::string torn = JournalLine(Row("c9", "acme", "tx", "llama", kT0 + 9, 1));
     out << torn.substr(0, torn.size() / 2);
   }
@@ -474,7 +481,7 @@ TEST_F(StoreTest, LedgerWriterCallsBackAfterRowIsReadable) {
   constexpr int kRows = 50;
   for (int i = 0; i < kRows; ++i) {
     ASSERT_TRUE((*writer)->TryReserve());
-    const std::string id = "w" + std::to_string(i);
+    const std::string id = Id("w", i);
     (*writer)->Commit(Row(id, "acme", "tx", "llama", kT0 + i, 0.01), [&, id](bool durable) {
       // From the writer thread: the commit has returned, so another connection sees the row.
       const bool readable = (*reader)->HasLedgerRow(id).value_or(false);
@@ -504,7 +511,7 @@ TEST_F(StoreTest, LedgerWriterStopFlushesEverything) {
   std::atomic<int> durable{0};
   for (int i = 0; i < 300; ++i) {
     ASSERT_TRUE((*writer)->TryReserve());
-    (*writer)->Commit(Row("s" + std::to_string(i), "acme", "tx", "llama", kT0, 0.01),
+    (*writer)->Commit(Row(Id("s", i), "acme", "tx", "llama", kT0, 0.01),
                       [&](bool ok) { durable += ok; });
   }
   (*writer)->Commit(Row("s0", "acme", "tx", "llama", kT0, 0.01), nullptr);  // a repeat: ignored.
@@ -525,7 +532,7 @@ TEST_F(StoreTest, MultiRowInsertAlsoIgnoresRepeats) {
   SetPostgresLedgerInsert(PostgresLedgerInsert::kMultiRowInsert);
   std::vector<LedgerRow> rows;
   for (int i = 0; i < 2500; ++i)
-    rows.push_back(Row("m" + std::to_string(i % 2200), "acme", "tx", "llama", kT0 + i, 0.5));
+    rows.push_back(Row(Id("m", i % 2200), "acme", "tx", "llama", kT0 + i, 0.5));
   auto inserted = store_->AppendLedger(rows);
   auto again = store_->AppendLedger(std::span(rows).first(10));
   SetPostgresLedgerInsert(PostgresLedgerInsert::kCopy);
@@ -608,7 +615,7 @@ TEST_F(StoreTest, KilledWriterLosesNoDurableRow) {
     if (!writer) _exit(3);
     for (int i = 0;; ++i) {
       while (!(*writer)->TryReserve()) std::this_thread::sleep_for(std::chrono::microseconds(50));
-      const std::string id = "k" + std::to_string(i);
+      const std::string id = Id("k", i);
       (*writer)->Commit(Row(id, "acme", "tx", "llama", kT0, 0.01), [fd = fds[1], id](bool ok) {
         if (!ok) return;
         const std::string line = id + "\n";

@@ -294,8 +294,10 @@ def main():
     # The router fills the fullest admissible endpoint first; with no queue (max_queue = 0) a
     # full engine is skipped, so the streams spread over the engines and all start decoding.
     batch = per_engine + 64
-    # Each gateway admits from its own count: with K of them, each may fill 1/K of an engine.
-    gw_batch = math.ceil(batch / k_gw)
+    # Each gateway admits at most `batch` a stream per engine by its own count (it also sees the
+    # engines' reported load, but only between probes): an engine takes K times that, so that no
+    # stream waits in an engine's queue when K gateways share the engines.
+    engine_batch = batch * k_gw
     kv_tokens = batch * (args.max_tokens + PROMPT_TOKENS_BOUND)
     work = tempfile.mkdtemp(prefix="slow_streams.")
     procs = []
@@ -310,7 +312,7 @@ def main():
             log = open(os.path.join(work, f"engine{k}.log"), "w")
             p = subprocess.Popen(
                 [binary, "engine", "--listen", f"127.0.0.1:{port}", "--speed", str(args.speed),
-                 "--max-batch", str(batch), "--kv-tokens", str(kv_tokens), "--log-level", "warn"],
+                 "--max-batch", str(engine_batch), "--kv-tokens", str(kv_tokens * k_gw), "--log-level", "warn"],
                 stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
             procs.append(p)
             engines.append(p)
@@ -331,7 +333,7 @@ price = 30.0
   [[sites.endpoints]]
   urls = [{urls}]
   gpu = "h200"
-  max_batch = {gw_batch}
+  max_batch = {batch}
   max_queue = 0
   kv_tokens = {kv_tokens}
 [[tenants]]

@@ -139,6 +139,9 @@ int main(int argc, char** argv) {
                   "concurrent connections per listener, answered 503 beyond (0 = as many as "
                   "the descriptor limit allows, two per stream)")
         ->capture_default_str();
+    c->add_flag("--sync-ledger", up.sync_ledger,
+                "flush each request's ledger row to disk (group commit) before its last bytes, so "
+                "it survives a power loss; costs latency at the end of each request");
     c->add_flag("--reuse-port", up.reuse_port,
                 "share the listen ports with other powerplane processes started with this flag "
                 "(SO_REUSEPORT): the kernel spreads new connections over them");

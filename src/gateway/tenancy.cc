@@ -45,6 +45,7 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
                                           std::chrono::milliseconds(2), options.journal_dir);
   if (!writer) return std::unexpected("ledger: " + writer.error());
   t->ledger_ = std::move(*writer);
+  t->wait_for_commit_ = options.wait_for_commit;
   t->store_ = std::move(store);
   if (auto r = t->Reload(); !r) return std::unexpected(r.error());
   Tenancy* self = t.get();
@@ -285,7 +286,7 @@ bool Tenancy::FlushLedger() {
 }
 
 bool Tenancy::RecordNow(store::LedgerRow& row) {
-  return ledger_ && ledger_->CommitJournaled(row);
+  return ledger_ && !wait_for_commit_ && ledger_->CommitJournaled(row);
 }
 
 void Tenancy::Audit(std::string actor, std::string action, std::string detail) {

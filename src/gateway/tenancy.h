@@ -31,6 +31,9 @@ struct TenancyOptions {
   // Where ledger rows are journaled before they reach the store (store/ledger_journal.h); empty:
   // no journal, and each request waits for its row's group commit instead.
   std::filesystem::path journal_dir;
+  // Every request waits for its row's group commit even with a journal (which then only hands
+  // the store what an earlier run left): for a store that flushes each commit to disk.
+  bool wait_for_commit = false;
 };
 
 // The answer to "may this request start?".
@@ -65,7 +68,8 @@ class Tenancy {
   // writer thread). Without a store, calls done(true) at once.
   void Record(store::LedgerRow row, std::function<void(bool)> done);
   // Makes `row` durable before returning, by journaling it (true); false when there is no
-  // journal or it failed, and the row, untouched, must go through Record.
+  // journal, the journal failed or every row waits for its commit (wait_for_commit), and the
+  // row, untouched, must go through Record.
   bool RecordNow(store::LedgerRow& row);
   // Waits until the rows queued so far are in the store (LedgerWriter::Flush); true without one.
   bool FlushLedger();
@@ -98,6 +102,7 @@ class Tenancy {
 
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<store::LedgerWriter> ledger_;
+  bool wait_for_commit_ = false;  // TenancyOptions::wait_for_commit.
   mutable std::mutex directory_mu_;
   std::shared_ptr<const TenantDirectory> directory_;
   std::int64_t version_ = -1;

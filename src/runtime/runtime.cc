@@ -402,7 +402,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
                 t.key_sha256);
   }
   if (!options.state_dir.empty() || !options.store_url.empty()) {
-    auto st = store::Store::Open(options.store_url, options.state_dir);
+    auto st = store::Store::Open(options.store_url, options.state_dir,
+                                 store::StoreOptions{.sync_commits = options.sync_ledger});
     if (!st) return std::unexpected("store: " + st.error());
     // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
     // tenants and keys made through the admin API live beside them).
@@ -424,8 +425,16 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     }
     gateway::TenancyOptions tenancy_options;
     // Ledger rows are journaled beside the state (a local file), so a request's row is durable
-    // without waiting for the store's commit; with only a remote store, it waits for the commit.
+    // without waiting for the store's commit; with only a remote store, or when rows must reach
+    // the disk (--sync-ledger), each request waits for its row's group commit. The journal is
+    // opened either way: rows an earlier run left there go to the store first.
     if (!options.state_dir.empty()) tenancy_options.journal_dir = options.state_dir / "ledger-journal";
+    tenancy_options.wait_for_commit = options.sync_ledger;
+    spdlog::info("ledger: {}", options.sync_ledger
+                                   ? "each row committed and flushed to disk before its request ends"
+                                   : tenancy_options.journal_dir.empty()
+                                         ? "each row committed before its request ends"
+                                         : "each row journaled before its request ends");
     auto tenancy = gateway::Tenancy::WithStore(std::move(*st), tenancy_options);
     if (!tenancy) return std::unexpected(tenancy.error());
     p.tenancy = std::move(*tenancy);

@@ -81,8 +81,10 @@ inline constexpr std::size_t kLedgerColumnCount = 17;
 void AppendLedgerParams(const LedgerRow& row, std::vector<Param>& out);
 LedgerRow LedgerRowFrom(const Row& row);  // columns in kLedgerColumns order.
 
-// `busy_timeout_ms`: how long a statement waits for another connection's write lock.
-std::unique_ptr<Connection> OpenSqlite(const std::string& path, int busy_timeout_ms);
+// `busy_timeout_ms`: how long a statement waits for another connection's write lock;
+// `sync_commits`: synchronous=FULL (each commit flushed to disk) rather than NORMAL.
+std::unique_ptr<Connection> OpenSqlite(const std::string& path, int busy_timeout_ms,
+                                       bool sync_commits);
 std::unique_ptr<Connection> OpenPostgres(const std::string& url);
 
 }  // namespace powerplane::store::internal

@@ -63,7 +63,8 @@ Result<int> SqliteBusyTimeout(std::string_view query) {
 }  // namespace
 
 Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
-                                           const std::filesystem::path& data_dir) {
+                                           const std::filesystem::path& data_dir,
+                                           StoreOptions options) {
   std::unique_ptr<internal::Connection> connection;
   std::string origin;
   try {
@@ -83,7 +84,7 @@ Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
           rest.empty() ? data_dir / "powerplane.db" : std::filesystem::path(rest);
       if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
       origin = "sqlite " + path.string();
-      connection = internal::OpenSqlite(path.string(), busy_timeout_ms);
+      connection = internal::OpenSqlite(path.string(), busy_timeout_ms, options.sync_commits);
     } else {
       return std::unexpected(
           "store URL must be empty, sqlite:[PATH][?busy_timeout_ms=N], postgresql://... or "

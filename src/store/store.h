@@ -27,6 +27,14 @@ using Result = std::expected<T, std::string>;
 inline constexpr std::string_view kBusyPrefix = "store busy: ";
 inline bool IsBusy(std::string_view error) { return error.starts_with(kBusyPrefix); }
 
+struct StoreOptions {
+  // Every commit is flushed to disk before it returns (SQLite: synchronous=FULL), so a committed
+  // row survives a power loss or a kernel crash. By default a commit survives the process being
+  // killed, and SQLite flushes its WAL at checkpoints. PostgreSQL: the server's
+  // synchronous_commit decides either way (on by default: flushed).
+  bool sync_commits = false;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -39,7 +47,8 @@ class Store {
   //  - "postgresql://..." or "postgres://...": a PostgreSQL database (libpq URL).
   // Schema creation is idempotent and safe against concurrent openers.
   static Result<std::unique_ptr<Store>> Open(std::string_view url,
-                                             const std::filesystem::path& data_dir);
+                                             const std::filesystem::path& data_dir,
+                                             StoreOptions options = {});
 
   // A second, independent connection to the same store (the ledger writer's own).
   virtual Result<std::unique_ptr<Store>> Reopen() const = 0;

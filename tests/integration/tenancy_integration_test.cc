@@ -301,6 +301,58 @@ TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
   EXPECT_EQ(api.Call(http::verb::get, "/healthz").status, 200);
 }
 
+// With --sync-ledger a request's row is committed to the store (SQLite synchronous=FULL) before
+// its last bytes, not only journaled: the database holds it when the client has the whole
+// stream, with no flush, and the journal stays empty.
+TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
+  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("pp-sync-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 20.0;
+  o.threads = 1;
+  o.state_dir = dir;
+  o.sync_ledger = true;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  TestClient client("127.0.0.1", (*rt)->port());
+  ASSERT_EQ(client.Call(http::verb::post, "/admin/tenants", json{{"id", "synced"}}.dump(), "admin")
+                .status,
+            200);
+  auto created = client.Call(http::verb::post, "/admin/keys", json{{"tenant", "synced"}}.dump(),
+                             "admin");
+  ASSERT_EQ(created.status, 200) << created.body;
+  const std::string key = json::parse(created.body)["key"];
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "powerplane.db").c_str(), &db), SQLITE_OK);
+  for (int i = 0; i < 3; ++i) {
+    auto r = client.Chat(key, ChatBody(8, true));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string id = r.Header("x-request-id");
+    sqlite3_stmt* stmt = nullptr;
+    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT outcome FROM ledger WHERE request_id = ?", -1, &stmt,
+                                 nullptr),
+              SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW) << "no row for " << id;
+    EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)), "ok");
+    sqlite3_finalize(stmt);
+  }
+  sqlite3_close(db);
+  std::uintmax_t journaled = 0;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "ledger-journal")) {
+    if (f.is_regular_file() && f.path().extension() == ".tsv") journaled += f.file_size();
+  }
+  EXPECT_EQ(journaled, 0u);
+  rt->reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 // An admin write that waits out the store's busy timeout is answered 503 with Retry-After and an
 // OpenAI-shaped error, not 500; once the lock is gone the same call succeeds.
 TEST(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {

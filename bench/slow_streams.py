@@ -283,18 +283,17 @@ def main():
     soft, hard = raise_nofile()
     if soft < n + 64:
         sys.exit(f"RLIMIT_NOFILE is {soft} (hard {hard}): the client needs more than {n}")
-    k = max(1, args.gateways)
-    if hard < 2 * n / k + 64:
-        print(f"warning: hard RLIMIT_NOFILE {hard} < 2N/K+64 = {2 * n // k + 64}: {k} gateway "
+    k_gw = max(1, args.gateways)
+    if hard < 2 * n / k_gw + 64:
+        print(f"warning: hard RLIMIT_NOFILE {hard} < 2N/K+64 = {2 * n // k_gw + 64}: {k_gw} gateway "
               f"process(es) (one client and one upstream socket per stream) cannot hold {n} "
               f"streams here; more --gateways share the load", file=sys.stderr)
 
-    k_gw = max(1, args.gateways)
     per_engine = math.ceil(n / args.engines)
     # The router fills the fullest admissible endpoint first; with no queue (max_queue = 0) a
     # full engine is skipped, so the streams spread over the engines and all start decoding.
     batch = per_engine + 64
-    # Each gateway admits at most `batch` a stream per engine by its own count (it also sees the
+    # Each gateway admits at most `batch` streams per engine by its own count (it also sees the
     # engines' reported load, but only between probes): an engine takes K times that, so that no
     # stream waits in an engine's queue when K gateways share the engines.
     engine_batch = batch * k_gw
@@ -344,21 +343,21 @@ tpot_target_ms = 600000
 """)
         gw_port = free_port()
         gws = []
-        for k in range(k_gw):
+        for i in range(k_gw):
             # More than one: each listens on the same port (SO_REUSEPORT) and the kernel spreads
             # the client's connections over them.
             gw = subprocess.Popen(
                 [binary, "gateway", "--config", fleet, "--listen", f"127.0.0.1:{gw_port}",
                  "--threads", "1", "--no-store", "--log-level", "warn"] +
                 (["--reuse-port"] if k_gw > 1 else []),
-                stdout=open(os.path.join(work, f"gateway{k}.log"), "w"),
+                stdout=open(os.path.join(work, f"gateway{i}.log"), "w"),
                 stderr=subprocess.STDOUT, preexec_fn=preexec)
             procs.append(gw)
             gws.append(gw)
             wait_listening(gw.pid, gw, gw_port)
         gw = gws[0]
         time.sleep(1)
-        idle_each = [proc_status(g.pid) for g in gws]
+        idle_each = [proc_status(g.pid) or {"VmRSS": 0, "VmHWM": 0} for g in gws]
         idle = {key: sum(i[key] for i in idle_each) for key in ("VmRSS", "VmHWM")}
         idle_eng = sum((proc_status(e.pid) or {}).get("VmRSS", 0) for e in engines)
         gw_limit = open(f"/proc/{gw.pid}/limits").read()
@@ -406,10 +405,11 @@ tpot_target_ms = 600000
             print(f"  {count:>6} x {err}")
         ok = alive and report["held"] >= n and report["receiving"] >= n
         if not ok:
-            with open(os.path.join(work, "gateway0.log")) as f:
-                tail = f.readlines()[-10:]
-            if tail:
-                print("gateway log (last lines):\n" + "".join("  " + l for l in tail))
+            for k in range(k_gw):
+                with open(os.path.join(work, f"gateway{k}.log")) as f:
+                    tail = f.readlines()[-10:]
+                if tail:
+                    print(f"gateway {k} log (last lines):\n" + "".join("  " + l for l in tail))
     finally:
         stop(procs)
         if args.keep:

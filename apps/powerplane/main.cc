@@ -140,11 +140,13 @@ int main(int argc, char** argv) {
                   "the descriptor limit allows, two per stream)")
         ->capture_default_str();
     c->add_flag("--sync-ledger", up.sync_ledger,
-                "flush each request's ledger row to disk (group commit) before its last bytes, so "
-                "it survives a power loss; costs latency at the end of each request");
+                "commit each request's ledger row, flushed to disk (group commit), before its last "
+                "bytes, so it survives a power loss; costs latency at the end of each request "
+                "(SQLite synchronous=FULL; PostgreSQL: its synchronous_commit decides)");
     c->add_flag("--reuse-port", up.reuse_port,
-                "share the listen ports with other powerplane processes started with this flag "
-                "(SO_REUSEPORT): the kernel spreads new connections over them");
+                "share the API port with other powerplane processes started with this flag "
+                "(SO_REUSEPORT): the kernel spreads new connections over them (--admin-listen "
+                "stays each process's own)");
     c->add_option("--openadr-vtn", up.openadr_vtn, "OpenADR 3 VTN base URL (http://host:port)");
     c->add_option("--openadr-client-id", up.openadr_client_id, "OAuth2 client id at the VTN");
     c->add_option("--openadr-client-secret", up.openadr_client_secret,
@@ -216,6 +218,10 @@ int main(int argc, char** argv) {
 
   if (sim_cmd->parsed()) return sim::RunSimCommand(sim_opts);
   if (int rc = tenancy_commands.Run(); rc >= 0) return rc;
+  if (no_store && up.sync_ledger) {
+    spdlog::error("--sync-ledger needs a store: drop --no-store");
+    return 2;
+  }
   if (no_store) {
     up.state_dir.clear();
     up.store_url.clear();

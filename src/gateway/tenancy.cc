@@ -278,6 +278,18 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     done(true);
     return;
   }
+  if (wait_for_commit_) {
+    // A row the store did not take after the writer's retries is journaled instead (durable
+    // across a crash of the process, not a power loss): the writer retries it, and a restart
+    // replays it. Without this the row would be lost where the default mode keeps it.
+    done = [this, copy = row, done = std::move(done)](bool durable) mutable {
+      if (!durable && ledger_->TryReserve()) {
+        durable = ledger_->CommitJournaled(copy);
+        if (durable) spdlog::warn("ledger: {} journaled after its commit failed", copy.request_id);
+      }
+      done(durable);
+    };
+  }
   ledger_->Commit(std::move(row), std::move(done));
 }
 

@@ -168,7 +168,7 @@ Reply StoreError(const std::string& error) {
   if (!store::IsBusy(error)) {
     return Error(http::status::internal_server_error, "store: " + error, "store_error");
   }
-  Reply reply = Error(http::status::service_unavailable, error, "store_busy");
+  Reply reply = Error(http::status::service_unavailable, "store: " + error, "store_busy");
   reply.retry_after_s = 1;
   return reply;
 }

@@ -23,9 +23,9 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{120};   // a kept-alive connection with no request.
   std::chrono::seconds write_timeout{60};   // one write to a client.
   std::size_t max_connections = 20000;
-  // SO_REUSEPORT: other processes (each with this set) may listen on the same address, and the
-  // kernel spreads new connections over them (several gateways on one host, a restart without a
-  // closed port).
+  // SO_REUSEPORT: other processes of the same user (each with this set) may listen on the same
+  // address, and the kernel spreads new connections over them (several gateways on one host; a
+  // new process listening before an old one stops).
   bool reuse_port = false;
   // HTTPS: both empty = plain HTTP. Otherwise both are PEM files, read once at construction: the
   // certificate (chain, leaf first) and its private key (unencrypted). Each connection then does

@@ -461,8 +461,12 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   if (!server) return std::unexpected(server.error());
   p.server = std::move(*server);
   if (!options.admin_listen.empty()) {
+    // Never shared (no --reuse-port here): each process answers its own admin address, so its
+    // /metrics can be scraped on its own.
+    UpOptions admin_options = options;
+    admin_options.reuse_port = false;
     auto admin = Listen(options.admin_listen, p.gateway_pool->Executors(),
-                        p.gateway->admin_handler(), options, max_connections);
+                        p.gateway->admin_handler(), admin_options, max_connections);
     if (!admin) return std::unexpected(admin.error());
     p.admin_server = std::move(*admin);
   }

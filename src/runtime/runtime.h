@@ -30,11 +30,14 @@ struct UpOptions {
   int threads = 0;                  // gateway I/O threads; 0 = one per core.
   // Concurrent connections per listener; 0 = as many as RLIMIT_NOFILE allows (two per stream).
   std::size_t max_connections = 0;
-  // Each request's ledger row is flushed to disk (group commit, fsync) before its last bytes, so
-  // it survives a power loss: no local journal, SQLite synchronous=FULL. By default a row is
-  // journaled (durable across a crash of the process) and reaches the store in the next batch.
+  // Each request's ledger row is committed and flushed to disk (group commit; SQLite
+  // synchronous=FULL, PostgreSQL as its synchronous_commit says) before its last bytes, so it
+  // survives a power loss; the journal only replays what an earlier run left, and takes a row
+  // whose commit failed. By default a row is journaled (durable across a crash of the process)
+  // and reaches the store in the next batch. No effect without a store.
   bool sync_ledger = false;
-  // SO_REUSEPORT on the listeners: several gateway processes on one host share their ports.
+  // SO_REUSEPORT on the API listener: several gateway processes on one host share its port (the
+  // --admin-listen listener stays each process's own).
   bool reuse_port = false;
   // OpenADR 3: override the fleet file's [openadr] keys when set.
   std::string openadr_vtn;

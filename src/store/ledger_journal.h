@@ -7,7 +7,8 @@
 //
 // An append is one write(2) to a file opened O_APPEND. Once it returns, the line is in the page
 // cache: the process can die at any point after and the line is there to replay (not proof
-// against a power cut; the database's own commits are not fsynced either, synchronous=NORMAL).
+// against a power cut; by default the database's own commits are not fsynced either,
+// synchronous=NORMAL; the gateway's --sync-ledger waits for fsynced commits instead).
 //
 // The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
 // the database is deleted once the next one is in use, so the journal's size stays bounded by

@@ -57,13 +57,18 @@ class PostgresConnection final : public Connection {
   }
 
   // A dropped connection, a transaction the server rolled back (serialization failure,
-  // deadlock), a lock or statement timeout, or a server shutting down or starting.
+  // deadlock; not "completion unknown", which a retry might apply twice), a lock or statement
+  // timeout, or a server shutting down, crashed or starting (57P01-57P03; not 57P04, a dropped
+  // database). PostgreSQL waits for locks without limit unless lock_timeout is set (in the URL:
+  // ?options=-c%20lock_timeout%3D5000).
   bool IsBusy(const std::exception& e) const noexcept override {
+    if (dynamic_cast<const pqxx::statement_completion_unknown*>(&e) != nullptr) return false;
     if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) return true;
     if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) return true;
     if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
       const std::string& state = sql->sqlstate();
-      return state == "55P03" || state == "57014" || state.starts_with("57P");
+      return state == "55P03" || state == "57014" || state == "57P01" || state == "57P02" ||
+             state == "57P03";
     }
     return false;
   }

@@ -173,9 +173,10 @@ class SqliteConnection final : public Connection {
     Throw(std::move(message), code);
   }
 
-  // SQLITE_BUSY or SQLITE_LOCKED: the wait for another connection's lock ran out.
+  // SQLITE_BUSY: the wait for another connection's lock ran out. (SQLITE_LOCKED, a conflict
+  // within this connection without shared cache, is not cured by waiting: not busy.)
   [[noreturn]] void Throw(std::string message, int code) {
-    if (code == SQLITE_BUSY || code == SQLITE_LOCKED) throw BusyError(message);
+    if (code == SQLITE_BUSY) throw BusyError(message);
     throw SqlError(message);
   }
   [[noreturn]] void Throw(std::string message) { Throw(std::move(message), sqlite3_errcode(db_)); }

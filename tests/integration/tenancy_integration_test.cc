@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <stdlib.h>
 
 #include <chrono>
 #include <filesystem>
@@ -37,6 +38,13 @@ price = 50.0
   model = "llama-3.1-8b"
   max_batch = 64
 )";
+
+// A fresh directory under the system's temporary folder ("" when it cannot be made).
+std::filesystem::path TempDir(const std::string& prefix) {
+  std::string templ = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
+  if (::mkdtemp(templ.data()) == nullptr) return {};
+  return templ;
+}
 
 std::string ChatBody(int max_tokens, bool stream) {
   json b = {{"model", "llama-3.1-8b"},
@@ -307,9 +315,8 @@ TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
 TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
   auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
   ASSERT_TRUE(config) << config.error();
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("pp-sync-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const auto dir = TempDir("pp-sync-");
+  ASSERT_FALSE(dir.empty());
   runtime::UpOptions o;
   o.listen = "127.0.0.1:0";
   o.data_dir = PP_SOURCE_DIR "/data";
@@ -329,6 +336,7 @@ TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
   const std::string key = json::parse(created.body)["key"];
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open((dir / "powerplane.db").c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
   for (int i = 0; i < 3; ++i) {
     auto r = client.Chat(key, ChatBody(8, true));
     ASSERT_EQ(r.status, 200) << r.body;
@@ -353,14 +361,78 @@ TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
   std::filesystem::remove_all(dir, ec);
 }
 
+// With --sync-ledger, a row whose commit fails (the store locked past the busy timeout through
+// every retry) is journaled instead of lost: the client still gets its stream, and the row is
+// in the store once the lock is gone, written by this gateway or replayed by the next start.
+TEST(SyncLedgerTest, ARowWhoseCommitFailsIsJournaledNotLost) {
+  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  const auto dir = TempDir("pp-syncfail-");
+  ASSERT_FALSE(dir.empty());
+  const std::string file = (dir / "powerplane.db").string();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 20.0;
+  o.threads = 1;
+  o.state_dir = dir;
+  o.store_url = "sqlite:" + file + "?busy_timeout_ms=50";
+  o.sync_ledger = true;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  std::string id;
+  {
+    TestClient client("127.0.0.1", (*rt)->port());
+    ASSERT_EQ(client.Call(http::verb::post, "/admin/tenants", json{{"id", "t"}}.dump(), "admin")
+                  .status,
+              200);
+    auto created =
+        client.Call(http::verb::post, "/admin/keys", json{{"tenant", "t"}}.dump(), "admin");
+    ASSERT_EQ(created.status, 200) << created.body;
+    const std::string key = json::parse(created.body)["key"];
+    sqlite3* lock = nullptr;
+    ASSERT_EQ(sqlite3_open(file.c_str(), &lock), SQLITE_OK);
+    sqlite3_busy_timeout(lock, 5000);
+    ASSERT_EQ(sqlite3_exec(lock, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+    auto r = client.Chat(key, ChatBody(8, true));
+    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);
+    sqlite3_close(lock);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto events = testing::SseData(r.body);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.back(), "[DONE]");
+    id = r.Header("x-request-id");
+  }
+  rt->reset();
+  // The next start replays whatever the journal still holds; a row already written is not
+  // written twice.
+  o.store_url.clear();
+  auto again = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(again) << again.error();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM ledger WHERE request_id = ?", -1, &stmt,
+                               nullptr),
+            SQLITE_OK);
+  sqlite3_bind_text(stmt, 1, id.c_str(), -1, SQLITE_TRANSIENT);
+  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1) << id;
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  again->reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 // An admin write that waits out the store's busy timeout is answered 503 with Retry-After and an
 // OpenAI-shaped error, not 500; once the lock is gone the same call succeeds.
 TEST(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
   auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
   ASSERT_TRUE(config) << config.error();
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("pp-busy-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const auto dir = TempDir("pp-busy-");
+  ASSERT_FALSE(dir.empty());
   const std::string file = (dir / "powerplane.db").string();
   runtime::UpOptions o;
   o.listen = "127.0.0.1:0";
@@ -375,6 +447,7 @@ TEST(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
   const std::string tenant = json{{"id", "late"}}.dump();
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  sqlite3_busy_timeout(db, 5000);
   ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
   auto busy = admin.Call(http::verb::post, "/admin/tenants", tenant, "admin");
   sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -23,6 +23,8 @@
 #include "store/ledger_writer.h"
 #include "store/sql_connection.h"
 #ifdef PP_STORE_TEST_POSTGRES
+#include <pqxx/pqxx>
+
 #include "store/postgres_options.h"
 #include "testing/postgres_server.h"
 #endif
@@ -541,6 +543,25 @@ TEST_F(StoreTest, MultiRowInsertAlsoIgnoresRepeats) {
   EXPECT_EQ(store_->Ledger(0, kT0 + 3000).value().front(), rows.front());
 }
 
+// PostgreSQL: a write that waits past lock_timeout for a lock another session holds fails as
+// busy (55P03); once the lock is gone the same store writes again.
+TEST_F(StoreTest, APostgresLockTimeoutIsReportedAsBusy) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("early")));
+  auto quick = Store::Open(url_ + "?options=-c%20lock_timeout%3D100", dir_);
+  ASSERT_TRUE(quick) << quick.error();
+  {
+    pqxx::connection holder(url_);
+    pqxx::work tx(holder);
+    tx.exec("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE");
+    auto refused = (*quick)->PutTenant(Tenant("late"));
+    ASSERT_FALSE(refused);
+    EXPECT_TRUE(IsBusy(refused.error())) << refused.error();
+  }  // the holder's transaction aborts here, releasing the lock.
+  EXPECT_TRUE((*quick)->PutTenant(Tenant("late")));
+  auto missing = Store::Open(url_ + "x", dir_);  // no such database: not busy, not opened.
+  EXPECT_FALSE(missing);
+}
+
 #else
 
 TEST_F(StoreTest, SqliteFileHoldsNoKeyPlaintext) {
@@ -574,9 +595,6 @@ TEST_F(StoreTest, RejectsUnknownUrl) {
 // Another connection holding SQLite's write lock past the busy timeout makes a write fail as busy
 // (a retry may cure it); once the lock is released, the same store writes again.
 TEST_F(StoreTest, AWriteLockHeldPastTheBusyTimeoutIsReportedAsBusy) {
-#ifdef PP_STORE_TEST_POSTGRES
-  GTEST_SKIP() << "the lock is taken with SQLite's own API";
-#endif
   const fs::path file = dir_ / "powerplane.db";
   auto quick = Store::Open("sqlite:" + file.string() + "?busy_timeout_ms=50", dir_);
   ASSERT_TRUE(quick) << quick.error();
@@ -598,7 +616,6 @@ TEST_F(StoreTest, AWriteLockHeldPastTheBusyTimeoutIsReportedAsBusy) {
   EXPECT_TRUE(got->has_value());
 }
 
-#ifndef PP_STORE_TEST_POSTGRES
 // StoreOptions::sync_commits: synchronous=FULL (2) on the connection and on its reconnections
 // (the ledger writer's); NORMAL (1) otherwise.
 TEST_F(StoreTest, SyncCommitsFlushEveryCommitOnEveryConnection) {
@@ -613,7 +630,6 @@ TEST_F(StoreTest, SyncCommitsFlushEveryCommitOnEveryConnection) {
   EXPECT_EQ(synchronous(*normal), 1);
   EXPECT_EQ(synchronous(*normal->Reconnect()), 1);
 }
-#endif
 
 // A child commits rows through the LedgerWriter and reports each durable id on a pipe; it is
 // killed mid-stream. Every id reported durable must be in the reopened store, exactly once.

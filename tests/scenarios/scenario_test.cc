@@ -115,7 +115,9 @@ class Scenario {
         const core::Decision di = core::Router().Route(request_, indexed);
         EXPECT_EQ(di.placed, d.placed) << why;
         EXPECT_EQ(di.why_not, d.why_not) << why;
-        if (d.placed) EXPECT_EQ(di.endpoint_index, d.endpoint_index) << why;
+        if (d.placed) {
+          EXPECT_EQ(di.endpoint_index, d.endpoint_index) << why;
+        }
         if (a.contains("none")) {
           EXPECT_FALSE(d.placed) << why;
           EXPECT_EQ(core::ToString(d.why_not), a["none"]) << why;

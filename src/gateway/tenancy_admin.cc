@@ -35,8 +35,9 @@ std::string QueryParam(std::string_view target, std::string_view name) {
       std::string value;
       for (std::size_t i = 0; i < raw.size(); ++i) {
         const std::string_view escape = raw.substr(i, 3);
-        if (escape == "%2B" || escape == "%3A") {
-          value += escape == "%2B" ? '+' : ':';
+        // Hex digits of an escape may be either case (RFC 3986, 2.1).
+        if (escape == "%2B" || escape == "%2b" || escape == "%3A" || escape == "%3a") {
+          value += escape[1] == '2' ? '+' : ':';
           i += 2;
         } else {
           value += raw[i];

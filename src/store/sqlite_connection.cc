@@ -26,9 +26,15 @@ class SqliteConnection final : public Connection {
       throw SqlError("sqlite: cannot open " + path_ + ": " + message);
     }
     sqlite3_busy_timeout(db_, busy_timeout_ms_);
-    Exec("PRAGMA journal_mode=WAL");
-    Exec(sync_commits_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    Exec("PRAGMA foreign_keys=ON");
+    try {
+      Exec("PRAGMA journal_mode=WAL");
+      Exec(sync_commits_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+      Exec("PRAGMA foreign_keys=ON");
+    } catch (...) {
+      sqlite3_close(db_);  // the destructor does not run for a constructor that throws.
+      db_ = nullptr;
+      throw;
+    }
   }
 
   ~SqliteConnection() override {

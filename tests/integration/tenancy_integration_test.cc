@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -351,6 +352,13 @@ TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
     sqlite3_finalize(stmt);
   }
   sqlite3_close(db);
+  // Time bounds may come percent-escaped, in either case ("%3a" is ":", "%2B" is "+").
+  auto listed = client.Call(http::verb::get,
+                            "/admin/ledger?from=2020-01-01T00%3a00%3a00%2B00%3A00", {}, "admin");
+  EXPECT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(std::count(listed.body.begin(), listed.body.end(), '\n'), 3) << listed.body;
+  EXPECT_EQ(client.Call(http::verb::get, "/admin/ledger?from=2020-01-01T00%3x", {}, "admin").status,
+            400);
   std::uintmax_t journaled = 0;
   for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "ledger-journal")) {
     if (f.is_regular_file() && f.path().extension() == ".tsv") journaled += f.file_size();

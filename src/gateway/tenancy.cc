@@ -285,6 +285,7 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     done = [this, copy = row, done = std::move(done)](bool durable) mutable {
       if (!durable && ledger_->TryReserve()) {
         durable = ledger_->CommitJournaled(copy);
+        if (!durable) ledger_->Release();  // no journal (a remote store alone), or it failed.
         if (durable) spdlog::warn("ledger: {} journaled after its commit failed", copy.request_id);
       }
       done(durable);

@@ -53,11 +53,12 @@ std::filesystem::path Resolve(const std::filesystem::path& data_dir, const std::
 }
 
 // A listener at `address` (HOST:PORT) serving `handler` on `executors`, with the TLS files of
-// `options`; the error names the address. `host`, when given, receives the host part.
+// `options`, sharing its port with other processes when `reuse_port`; the error names the
+// address. `host`, when given, receives the host part.
 std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
     const std::string& address, std::vector<net::asio::any_io_executor> executors,
     net::Handler handler, const UpOptions& options, std::size_t max_connections,
-    std::string* host = nullptr) {
+    bool reuse_port, std::string* host = nullptr) {
   std::string h;
   unsigned short port = 0;
   if (!net::SplitHostPort(address, &h, &port)) {
@@ -67,7 +68,7 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
   try {
     net::ServerOptions so;
     so.max_connections = max_connections;
-    so.reuse_port = options.reuse_port;
+    so.reuse_port = reuse_port;
     so.tls_cert_file = options.tls_cert_file;
     so.tls_key_file = options.tls_key_file;
     return std::make_unique<net::HttpServer>(
@@ -457,16 +458,15 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   const std::string listen = options.listen.empty() ? config.listen : options.listen;
   const std::size_t max_connections = ConnectionBound(options.max_connections);
   auto server = Listen(listen, p.gateway_pool->Executors(), p.gateway->handler(), options,
-                       max_connections, &p.host);
+                       max_connections, options.reuse_port, &p.host);
   if (!server) return std::unexpected(server.error());
   p.server = std::move(*server);
   if (!options.admin_listen.empty()) {
     // Never shared (no --reuse-port here): each process answers its own admin address, so its
     // /metrics can be scraped on its own.
-    UpOptions admin_options = options;
-    admin_options.reuse_port = false;
     auto admin = Listen(options.admin_listen, p.gateway_pool->Executors(),
-                        p.gateway->admin_handler(), admin_options, max_connections);
+                        p.gateway->admin_handler(), options, max_connections,
+                        /*reuse_port=*/false);
     if (!admin) return std::unexpected(admin.error());
     p.admin_server = std::move(*admin);
   }

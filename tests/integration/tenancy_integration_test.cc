@@ -47,6 +47,43 @@ std::filesystem::path TempDir(const std::string& prefix) {
   return templ;
 }
 
+// A gateway on an OS-chosen loopback port, one I/O thread, its emulated engines 20x real time;
+// its store in `state_dir` (none when empty, unless a store URL is set).
+runtime::UpOptions GatewayOptions(const std::filesystem::path& state_dir) {
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.engine_speed = 20.0;
+  o.threads = 1;
+  o.state_dir = state_dir;
+  return o;
+}
+
+// SQLite's write lock on `file`, taken from outside the gateway (BEGIN EXCLUSIVE) and held until
+// Release() or destruction.
+class SqliteWriteLock {
+ public:
+  explicit SqliteWriteLock(const std::string& file) {
+    if (sqlite3_open(file.c_str(), &db_) != SQLITE_OK) return;
+    sqlite3_busy_timeout(db_, 5000);
+    held_ = sqlite3_exec(db_, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~SqliteWriteLock() { Release(); }
+  SqliteWriteLock(const SqliteWriteLock&) = delete;
+  SqliteWriteLock& operator=(const SqliteWriteLock&) = delete;
+  bool held() const { return held_; }
+  void Release() {
+    if (held_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    held_ = false;
+    sqlite3_close(db_);
+    db_ = nullptr;
+  }
+
+ private:
+  sqlite3* db_ = nullptr;
+  bool held_ = false;
+};
+
 std::string ChatBody(int max_tokens, bool stream) {
   json b = {{"model", "llama-3.1-8b"},
             {"max_tokens", max_tokens},
@@ -76,12 +113,7 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
     auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
     ASSERT_TRUE(config) << config.error();
     for (int i = 0; i < 2; ++i) {
-      runtime::UpOptions o;
-      o.listen = "127.0.0.1:0";
-      o.data_dir = PP_SOURCE_DIR "/data";
-      o.engine_speed = 20.0;
-      o.threads = 1;
-      o.state_dir = dir_;
+      runtime::UpOptions o = GatewayOptions(dir_);
       o.store_url = url;
       auto rt = runtime::Runtime::Start(*config, o);
       ASSERT_TRUE(rt) << rt.error();
@@ -253,9 +285,8 @@ TEST_P(TenancyIntegrationTest, AnAdminCallWaitingOnTheStoreDoesNotHoldUpInferenc
   if (GetParam() != Backend::kSqlite) GTEST_SKIP() << "the lock is taken with SQLite's own API";
   PutTenant({{"id", "steady"}});
   auto [id, key] = NewKey("steady");
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir_ / "powerplane.db").c_str(), &db), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  SqliteWriteLock lock((dir_ / "powerplane.db").string());
+  ASSERT_TRUE(lock.held());
   testing::StreamResult admin;
   std::thread admin_call(
       [&] { admin = Admin(0, http::verb::post, "/admin/tenants", json{{"id", "later"}}.dump()); });
@@ -266,8 +297,7 @@ TEST_P(TenancyIntegrationTest, AnAdminCallWaitingOnTheStoreDoesNotHoldUpInferenc
   const double took_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(admin.status, 0) << "the admin call should still be waiting for the lock";
-  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(db);
+  lock.Release();
   admin_call.join();
   EXPECT_EQ(served.status, 200) << served.error << served.body;
   EXPECT_LT(took_s, 2.0);
@@ -290,12 +320,8 @@ namespace {
 TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
   auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
   ASSERT_TRUE(config) << config.error();
-  runtime::UpOptions o;
-  o.listen = "127.0.0.1:0";
+  runtime::UpOptions o = GatewayOptions({});
   o.admin_listen = "127.0.0.1:0";
-  o.data_dir = PP_SOURCE_DIR "/data";
-  o.engine_speed = 20.0;
-  o.threads = 1;
   auto rt = runtime::Runtime::Start(*config, o);
   ASSERT_TRUE(rt) << rt.error();
   ASSERT_NE((*rt)->admin_port(), 0);
@@ -310,167 +336,153 @@ TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
   EXPECT_EQ(api.Call(http::verb::get, "/healthz").status, 200);
 }
 
+// One gateway whose SQLite store lives in a fresh directory, and what its tests share: starting
+// it with their options, a tenant's key, and the ledger as the database file holds it.
+class OneGatewayTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
+    ASSERT_TRUE(config) << config.error();
+    config_ = std::move(*config);
+    dir_ = TempDir("pp-one-");
+    ASSERT_FALSE(dir_.empty());
+  }
+  void TearDown() override {
+    client_.reset();
+    rt_.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  std::string file() const { return (dir_ / "powerplane.db").string(); }
+  runtime::UpOptions Options() const { return GatewayOptions(dir_); }
+  // Starts the gateway (stopping one already running); call under ASSERT_NO_FATAL_FAILURE.
+  void Start(const runtime::UpOptions& o) {
+    client_.reset();
+    rt_.reset();
+    auto rt = runtime::Runtime::Start(config_, o);
+    ASSERT_TRUE(rt) << rt.error();
+    rt_ = std::move(*rt);
+    client_ = std::make_unique<TestClient>("127.0.0.1", rt_->port());
+  }
+  void Stop() {
+    client_.reset();
+    rt_.reset();
+  }
+  testing::StreamResult Admin(http::verb verb, std::string target, std::string body = {}) {
+    return client_->Call(verb, std::move(target), std::move(body), "admin");
+  }
+  // A new tenant `id` and a key for it ("" on failure, which is reported).
+  std::string NewTenantKey(const std::string& id) {
+    auto tenant = Admin(http::verb::post, "/admin/tenants", json{{"id", id}}.dump());
+    EXPECT_EQ(tenant.status, 200) << tenant.body;
+    auto created = Admin(http::verb::post, "/admin/keys", json{{"tenant", id}}.dump());
+    EXPECT_EQ(created.status, 200) << created.body;
+    auto j = json::parse(created.body, nullptr, false);
+    return j.is_object() && j.contains("key") ? j["key"].get<std::string>() : std::string();
+  }
+  // The outcomes of the ledger rows for `request_id` in the database file, read directly (no
+  // flush): at most one, the request id being the key.
+  std::vector<std::string> LedgerOutcomes(const std::string& request_id) const {
+    std::vector<std::string> outcomes;
+    sqlite3* db = nullptr;
+    if (sqlite3_open(file().c_str(), &db) == SQLITE_OK) {
+      sqlite3_busy_timeout(db, 5000);
+      sqlite3_stmt* stmt = nullptr;
+      if (sqlite3_prepare_v2(db, "SELECT outcome FROM ledger WHERE request_id = ?", -1, &stmt,
+                             nullptr) == SQLITE_OK) {
+        sqlite3_bind_text(stmt, 1, request_id.c_str(), -1, SQLITE_TRANSIENT);
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+          outcomes.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)));
+        }
+      }
+      sqlite3_finalize(stmt);
+    }
+    sqlite3_close(db);
+    return outcomes;
+  }
+
+  fleet::FleetConfig config_;
+  std::filesystem::path dir_;
+  std::unique_ptr<runtime::Runtime> rt_;
+  std::unique_ptr<TestClient> client_;
+};
+
+using SyncLedgerTest = OneGatewayTest;
+using AdminStoreBusyTest = OneGatewayTest;
+
 // With --sync-ledger a request's row is committed to the store (SQLite synchronous=FULL) before
 // its last bytes, not only journaled: the database holds it when the client has the whole
 // stream, with no flush, and the journal stays empty.
-TEST(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
-  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
-  ASSERT_TRUE(config) << config.error();
-  const auto dir = TempDir("pp-sync-");
-  ASSERT_FALSE(dir.empty());
-  runtime::UpOptions o;
-  o.listen = "127.0.0.1:0";
-  o.data_dir = PP_SOURCE_DIR "/data";
-  o.engine_speed = 20.0;
-  o.threads = 1;
-  o.state_dir = dir;
+TEST_F(SyncLedgerTest, ARowIsInTheStoreWhenTheClientHasTheStream) {
+  auto o = Options();
   o.sync_ledger = true;
-  auto rt = runtime::Runtime::Start(*config, o);
-  ASSERT_TRUE(rt) << rt.error();
-  TestClient client("127.0.0.1", (*rt)->port());
-  ASSERT_EQ(client.Call(http::verb::post, "/admin/tenants", json{{"id", "synced"}}.dump(), "admin")
-                .status,
-            200);
-  auto created = client.Call(http::verb::post, "/admin/keys", json{{"tenant", "synced"}}.dump(),
-                             "admin");
-  ASSERT_EQ(created.status, 200) << created.body;
-  const std::string key = json::parse(created.body)["key"];
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open((dir / "powerplane.db").c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  const std::string key = NewTenantKey("synced");
+  ASSERT_FALSE(key.empty());
   for (int i = 0; i < 3; ++i) {
-    auto r = client.Chat(key, ChatBody(8, true));
+    auto r = client_->Chat(key, ChatBody(8, true));
     ASSERT_EQ(r.status, 200) << r.body;
     const std::string id = r.Header("x-request-id");
-    sqlite3_stmt* stmt = nullptr;
-    ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT outcome FROM ledger WHERE request_id = ?", -1, &stmt,
-                                 nullptr),
-              SQLITE_OK);
-    sqlite3_bind_text(stmt, 1, id.c_str(), -1, SQLITE_TRANSIENT);
-    ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW) << "no row for " << id;
-    EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0)), "ok");
-    sqlite3_finalize(stmt);
+    EXPECT_EQ(LedgerOutcomes(id), std::vector<std::string>{"ok"}) << "the row for " << id;
   }
-  sqlite3_close(db);
   // Time bounds may come percent-escaped, in either case ("%3a" is ":", "%2B" is "+").
-  auto listed = client.Call(http::verb::get,
-                            "/admin/ledger?from=2020-01-01T00%3a00%3a00%2B00%3A00", {}, "admin");
+  auto listed = Admin(http::verb::get, "/admin/ledger?from=2020-01-01T00%3a00%3a00%2B00%3A00");
   EXPECT_EQ(listed.status, 200) << listed.body;
   EXPECT_EQ(std::count(listed.body.begin(), listed.body.end(), '\n'), 3) << listed.body;
-  EXPECT_EQ(client.Call(http::verb::get, "/admin/ledger?from=2020-01-01T00%3x", {}, "admin").status,
-            400);
+  EXPECT_EQ(Admin(http::verb::get, "/admin/ledger?from=2020-01-01T00%3x").status, 400);
   std::uintmax_t journaled = 0;
-  for (const auto& f : std::filesystem::recursive_directory_iterator(dir / "ledger-journal")) {
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir_ / "ledger-journal")) {
     if (f.is_regular_file() && f.path().extension() == ".tsv") journaled += f.file_size();
   }
   EXPECT_EQ(journaled, 0u);
-  rt->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 // With --sync-ledger, a row whose commit fails (the store locked past the busy timeout through
 // every retry) is journaled instead of lost: the client still gets its stream, and the row is
 // in the store once the lock is gone, written by this gateway or replayed by the next start.
-TEST(SyncLedgerTest, ARowWhoseCommitFailsIsJournaledNotLost) {
-  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
-  ASSERT_TRUE(config) << config.error();
-  const auto dir = TempDir("pp-syncfail-");
-  ASSERT_FALSE(dir.empty());
-  const std::string file = (dir / "powerplane.db").string();
-  runtime::UpOptions o;
-  o.listen = "127.0.0.1:0";
-  o.data_dir = PP_SOURCE_DIR "/data";
-  o.engine_speed = 20.0;
-  o.threads = 1;
-  o.state_dir = dir;
-  o.store_url = "sqlite:" + file + "?busy_timeout_ms=50";
+TEST_F(SyncLedgerTest, ARowWhoseCommitFailsIsJournaledNotLost) {
+  auto o = Options();
+  o.store_url = "sqlite:" + file() + "?busy_timeout_ms=50";
   o.sync_ledger = true;
-  auto rt = runtime::Runtime::Start(*config, o);
-  ASSERT_TRUE(rt) << rt.error();
-  std::string id;
-  {
-    TestClient client("127.0.0.1", (*rt)->port());
-    ASSERT_EQ(client.Call(http::verb::post, "/admin/tenants", json{{"id", "t"}}.dump(), "admin")
-                  .status,
-              200);
-    auto created =
-        client.Call(http::verb::post, "/admin/keys", json{{"tenant", "t"}}.dump(), "admin");
-    ASSERT_EQ(created.status, 200) << created.body;
-    const std::string key = json::parse(created.body)["key"];
-    sqlite3* lock = nullptr;
-    ASSERT_EQ(sqlite3_open(file.c_str(), &lock), SQLITE_OK);
-    sqlite3_busy_timeout(lock, 5000);
-    ASSERT_EQ(sqlite3_exec(lock, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
-    auto r = client.Chat(key, ChatBody(8, true));
-    sqlite3_exec(lock, "ROLLBACK", nullptr, nullptr, nullptr);
-    sqlite3_close(lock);
-    ASSERT_EQ(r.status, 200) << r.body;
-    const auto events = testing::SseData(r.body);
-    ASSERT_FALSE(events.empty());
-    EXPECT_EQ(events.back(), "[DONE]");
-    id = r.Header("x-request-id");
-  }
-  rt->reset();
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  const std::string key = NewTenantKey("t");
+  ASSERT_FALSE(key.empty());
+  SqliteWriteLock lock(file());
+  ASSERT_TRUE(lock.held());
+  auto r = client_->Chat(key, ChatBody(8, true));
+  lock.Release();
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto events = testing::SseData(r.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  const std::string id = r.Header("x-request-id");
+  Stop();
   // The next start replays whatever the journal still holds; a row already written is not
   // written twice.
   o.store_url.clear();
-  auto again = runtime::Runtime::Start(*config, o);
-  ASSERT_TRUE(again) << again.error();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM ledger WHERE request_id = ?", -1, &stmt,
-                               nullptr),
-            SQLITE_OK);
-  sqlite3_bind_text(stmt, 1, id.c_str(), -1, SQLITE_TRANSIENT);
-  ASSERT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-  EXPECT_EQ(sqlite3_column_int(stmt, 0), 1) << id;
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  again->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  EXPECT_EQ(LedgerOutcomes(id).size(), 1u) << id;
 }
 
 // An admin write that waits out the store's busy timeout is answered 503 with Retry-After and an
 // OpenAI-shaped error, not 500; once the lock is gone the same call succeeds.
-TEST(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
-  auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
-  ASSERT_TRUE(config) << config.error();
-  const auto dir = TempDir("pp-busy-");
-  ASSERT_FALSE(dir.empty());
-  const std::string file = (dir / "powerplane.db").string();
-  runtime::UpOptions o;
-  o.listen = "127.0.0.1:0";
-  o.data_dir = PP_SOURCE_DIR "/data";
-  o.engine_speed = 20.0;
-  o.threads = 1;
-  o.state_dir = dir;
-  o.store_url = "sqlite:" + file + "?busy_timeout_ms=100";
-  auto rt = runtime::Runtime::Start(*config, o);
-  ASSERT_TRUE(rt) << rt.error();
-  TestClient admin("127.0.0.1", (*rt)->port());
+TEST_F(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
+  auto o = Options();
+  o.store_url = "sqlite:" + file() + "?busy_timeout_ms=100";
+  ASSERT_NO_FATAL_FAILURE(Start(o));
   const std::string tenant = json{{"id", "late"}}.dump();
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
-  sqlite3_busy_timeout(db, 5000);
-  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
-  auto busy = admin.Call(http::verb::post, "/admin/tenants", tenant, "admin");
-  sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
-  sqlite3_close(db);
+  SqliteWriteLock lock(file());
+  ASSERT_TRUE(lock.held());
+  auto busy = Admin(http::verb::post, "/admin/tenants", tenant);
+  lock.Release();
   EXPECT_EQ(busy.status, 503) << busy.body;
   EXPECT_EQ(busy.Header("retry-after"), "1");
   auto error = json::parse(busy.body, nullptr, false);
   ASSERT_TRUE(error.is_object()) << busy.body;
   EXPECT_EQ(error["error"]["code"], "store_busy");
   EXPECT_EQ(error["error"]["type"], "server_error");
-  auto done = admin.Call(http::verb::post, "/admin/tenants", tenant, "admin");
+  auto done = Admin(http::verb::post, "/admin/tenants", tenant);
   EXPECT_EQ(done.status, 200) << done.body;
-  rt->reset();
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace

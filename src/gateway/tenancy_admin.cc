@@ -166,11 +166,10 @@ Reply Error(http::status status, std::string message, std::string code) {
 
 // A store failure: 503 with Retry-After when a retry may cure it (store::IsBusy), else 500.
 Reply StoreError(const std::string& error) {
-  if (!store::IsBusy(error)) {
-    return Error(http::status::internal_server_error, "store: " + error, "store_error");
-  }
-  Reply reply = Error(http::status::service_unavailable, "store: " + error, "store_busy");
-  reply.retry_after_s = 1;
+  const bool busy = store::IsBusy(error);
+  Reply reply = Error(busy ? http::status::service_unavailable : http::status::internal_server_error,
+                      "store: " + error, busy ? "store_busy" : "store_error");
+  if (busy) reply.retry_after_s = 1;
   return reply;
 }
 

@@ -1,6 +1,6 @@
 // The SQLite backend: one file in WAL mode, synchronous=NORMAL (FULL when every commit must reach
-// the disk), a busy timeout so other
-// connections and processes wait rather than fail, and a cache of prepared statements.
+// the disk), a busy timeout so other connections and processes wait rather than fail, and a cache
+// of prepared statements.
 
 #include <sqlite3.h>
 

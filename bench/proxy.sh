@@ -7,6 +7,14 @@
 # /proc, the nginx master and its worker together; "direct" is the emulator's own).
 # Usage: bench/proxy.sh [build_dir] [connections] [seconds]
 # Needs: wrk, nginx (scripts/setup installs both); a release build (cmake --preset release).
+# On a machine with many cores, the environment can spread the work and pin it (taskset lists):
+#   ENGINES=N       N emulators (default 1); "direct" still measures the first one alone. Not a
+#                   proxy-against-proxy measure: nginx deals streams round-robin, the gateway
+#                   places each where its token is cheapest (fuller batches), and an emulator's
+#                   step time depends on its batch.
+#   ENGINE_CPUS, PROXY_CPUS, WRK_CPUS   the cores of the emulators, of each proxy (the gateways
+#                   and nginx get the same ones), and of wrk.
+#   WRK_THREADS     wrk's threads (default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
@@ -28,11 +36,23 @@ wait_port() {  # wait_port PORT: up to 10 s
 
 # The emulator runs 20x faster than real time so that a 16-token stream takes ~5 ms: the
 # proxies' overhead, not the emulated GPU, is what this measures.
-engine_port=$(free_port)
-"$bin" engine --listen 127.0.0.1:$engine_port --speed 20 --max-batch 1024 --log-level warn \
-  >"$work/engine.log" 2>&1 & pids+=($!)
-engine_pid=$!
-wait_port "$engine_port"
+engines=${ENGINES:-1}
+wrk_threads=${WRK_THREADS:-1}
+# on CPUS: the command prefix that runs a program on the cores CPUS (taskset execs it, so $! is
+# the program's PID); nothing when CPUS is empty.
+on() { if [ -n "$1" ]; then echo "taskset -c $1"; fi; }
+engine_ports=()
+for i in $(seq "$engines"); do
+  port=$(free_port)
+  $(on "${ENGINE_CPUS:-}") "$bin" engine --listen 127.0.0.1:$port --speed 20 --max-batch 1024 \
+    --log-level warn >"$work/engine$i.log" 2>&1 & pids+=($!)
+  [ "$i" = 1 ] && engine_pid=$!
+  wait_port "$port"
+  engine_ports+=("$port")
+done
+engine_port=${engine_ports[0]}
+engine_urls=$(printf '"http://127.0.0.1:%s", ' "${engine_ports[@]}")
+nginx_servers=$(printf 'server 127.0.0.1:%s; ' "${engine_ports[@]}")
 
 gw_port=$(free_port)
 cat >"$work/fleet.toml" <<TOML
@@ -43,7 +63,8 @@ id = "bench"
 jurisdiction = "US"
 price = 30.0
   [[sites.endpoints]]
-  urls = ["http://127.0.0.1:$engine_port"]
+  count = $engines
+  urls = [${engine_urls%, }]
   gpu = "h200"
   max_batch = 1024
   max_queue = 4096
@@ -53,15 +74,16 @@ keys = ["bench-key"]
 ttft_target_ms = 5000
 tpot_target_ms = 1000
 TOML
-"$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port --threads 1 --no-store \
+$(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port \
+  --threads 1 --no-store \
   --log-level warn >"$work/gateway.log" 2>&1 & pids+=($!)
 gw_pid=$!
 wait_port "$gw_port"
 # The same gateway with its tenancy store: every request's ledger row is committed (SQLite WAL)
 # before the response's last bytes leave.
 ledger_port=$(free_port)
-"$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$ledger_port --threads 1 \
-  --data-dir "$work/state" --log-level warn >"$work/gateway-ledger.log" 2>&1 & pids+=($!)
+$(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" \
+  --listen 127.0.0.1:$ledger_port --threads 1 --data-dir "$work/state" --log-level warn >"$work/gateway-ledger.log" 2>&1 & pids+=($!)
 ledger_pid=$!
 wait_port "$ledger_port"
 
@@ -76,7 +98,7 @@ http {
   access_log off;
   client_body_temp_path $work/nginx;
   proxy_temp_path $work/nginx;
-  upstream engine { server 127.0.0.1:$engine_port; keepalive 256; }
+  upstream engine { $nginx_servers keepalive 256; }
   server {
     listen 127.0.0.1:$nginx_port;
     location / {
@@ -89,7 +111,7 @@ http {
   }
 }
 NGINX
-nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+$(on "${PROXY_CPUS:-}") nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 nginx_pid=$!  # the master; its worker is counted as its child.
 wait_port "$nginx_port"
 
@@ -115,7 +137,7 @@ hz=$(getconf CLK_TCK)
 run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) spent per request
   local before after
   before=$(cpu_ticks "$3")
-  out=$(wrk -t 1 -c "$conns" -d "${secs}s" --latency -s "$work/stream.lua" "http://127.0.0.1:$2/v1/chat/completions")
+  out=$($(on "${WRK_CPUS:-}") wrk -t "$wrk_threads" -c "$conns" -d "${secs}s" --latency -s "$work/stream.lua" "http://127.0.0.1:$2/v1/chat/completions")
   after=$(cpu_ticks "$3")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -128,7 +150,8 @@ run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) 
   printf '%-10s %10s req/s   p50 %8s   p99 %8s   per request: %s   %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 
-echo "wrk -t1 -c$conns -d${secs}s, 16-token streams, emulator at speed 20 ($(nproc) cores, $(date -u +%F))"
+echo "wrk -t$wrk_threads -c$conns -d${secs}s, 16-token streams, $engines emulator(s) at speed 20" \
+  "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}"
 run direct "$engine_port" "$engine_pid"
 run gateway "$gw_port" "$gw_pid"
 run gw+ledger "$ledger_port" "$ledger_pid"

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@ void AppendText(std::string* out, std::string_view text) {
       case '\\': *out += "\\\\"; break;
       case '\t': *out += "\\t"; break;
       case '\n': *out += "\\n"; break;
+      case '\0': *out += "\\0"; break;  // a zero byte ends a segment's lines.
       default: *out += c;
     }
   }
@@ -50,6 +52,7 @@ bool ReadText(std::string_view field, std::string* out) {
       case '\\': *out += '\\'; break;
       case 't': *out += '\t'; break;
       case 'n': *out += '\n'; break;
+      case '0': *out += '\0'; break;
       default: return false;
     }
   }
@@ -146,16 +149,19 @@ Result<std::int64_t> ReadSegments(const std::filesystem::path& dir, std::vector<
   if (ec) return std::unexpected("ledger journal: cannot list " + dir.string() + ": " + ec.message());
   std::sort(found.begin(), found.end());
   for (const auto& [n, path] : found) {
-    std::ifstream in(path);
+    std::ifstream in(path, std::ios::binary);
     if (!in) return std::unexpected("ledger journal: cannot read " + path.string());
-    std::string line;
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.resize(std::min(text.size(), text.find('\0')));  // a segment's unused tail is zeros.
     LedgerRow row;
-    while (std::getline(in, line)) {
-      if (ParseJournalLine(line, &row)) {
+    for (std::size_t start = 0; start < text.size();) {
+      const std::size_t end = std::min(text.size(), text.find('\n', start));
+      if (ParseJournalLine(std::string_view(text).substr(start, end - start), &row)) {
         rows->push_back(row);
       } else {
         ++*skipped;
       }
+      start = end + 1;
     }
     paths->push_back(path);
   }
@@ -221,18 +227,17 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
   if (skipped > 0) spdlog::warn("ledger journal: {} lines that are not rows skipped", skipped);
   const std::filesystem::path own_dir = dir / std::to_string(own);
   std::filesystem::create_directories(own_dir, ec);
+  if (ec) {
+    for (int fd : held) ::close(fd);
+    ::close(own_fd);
+    return std::unexpected("ledger journal: cannot create " + own_dir.string() + ": " + ec.message());
+  }
+  // The first segment is opened by the first append: a writer that never journals (every
+  // request waits for its commit) leaves no file.
   std::unique_ptr<LedgerJournal> journal(
       new LedgerJournal(own_dir, std::move(paths), last + 1));
   journal->lock_fd_ = own_fd;
   journal->held_fds_ = std::move(held);
-  {
-    std::lock_guard lock(journal->mu_);
-    if (ec || !journal->OpenSegment(last + 1)) {
-      return std::unexpected("ledger journal: cannot open " +
-                             SegmentPath(own_dir, last + 1).string() + ": " +
-                             (ec ? ec.message() : std::string(std::strerror(errno))));
-    }
-  }
   return journal;
 }
 
@@ -244,10 +249,11 @@ LedgerJournal::LedgerJournal(std::filesystem::path dir,
 LedgerJournal::~LedgerJournal() {
   std::lock_guard lock(mu_);
   for (int fd : held_fds_) ::close(fd);
-  if (fd_ >= 0) ::close(fd_);
+  const bool opened = fd_ >= 0;
+  CloseSegment();
   // Everything appended reached the database: nothing to replay, so no file is left behind.
   const auto it = counts_.find(segment_);
-  if (it == counts_.end() || it->second.written >= it->second.appended) {
+  if (opened && (it == counts_.end() || it->second.written >= it->second.appended)) {
     std::error_code ignored;
     std::filesystem::remove(SegmentPath(dir_, segment_), ignored);
   }
@@ -267,32 +273,60 @@ void LedgerJournal::DropLeftovers() {
 }
 
 bool LedgerJournal::OpenSegment(std::int64_t segment) {
-  const int fd = ::open(SegmentPath(dir_, segment).c_str(),
-                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  const int fd = ::open(SegmentPath(dir_, segment).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+                        0600);
   if (fd < 0) return false;
-  if (fd_ >= 0) ::close(fd_);
+  // The whole segment's blocks now, so that no copy into the mapping can meet a full disk.
+  if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(kSegmentBytes)); err != 0) {
+    ::close(fd);
+    errno = err;
+    return false;
+  }
+  void* map = ::mmap(nullptr, kSegmentBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED) {
+    const int err = errno;
+    ::close(fd);
+    errno = err;
+    return false;
+  }
+  CloseSegment();
   fd_ = fd;
+  map_ = static_cast<char*>(map);
   segment_ = segment;
   segment_bytes_ = 0;
   counts_[segment];
   return true;
 }
 
+void LedgerJournal::CloseSegment() {
+  if (fd_ < 0) return;
+  ::munmap(map_, kSegmentBytes);
+  // A segment left behind (rows not yet in the database) ends at its last line.
+  if (::ftruncate(fd_, static_cast<off_t>(segment_bytes_)) != 0) {
+    spdlog::warn("ledger journal: cannot trim segment {}: {}", segment_, std::strerror(errno));
+  }
+  ::close(fd_);
+  fd_ = -1;
+  map_ = nullptr;
+}
+
 std::int64_t LedgerJournal::Append(const LedgerRow& row) {
   const std::string line = JournalLine(row);
+  if (line.size() > kSegmentBytes) {
+    spdlog::error("ledger journal: the row of {} is larger than a segment", row.request_id);
+    return -1;
+  }
   std::lock_guard lock(mu_);
-  if (segment_bytes_ >= kSegmentBytes && OpenSegment(segment_ + 1)) DropDoneSegments();
-  std::size_t done = 0;
-  while (done < line.size()) {
-    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      spdlog::error("ledger journal: append of {} failed: {}", row.request_id,
+  if (fd_ < 0 || segment_bytes_ + line.size() > kSegmentBytes) {
+    const std::int64_t next = fd_ < 0 ? segment_ : segment_ + 1;
+    if (!OpenSegment(next)) {
+      spdlog::error("ledger journal: cannot open segment {} for {}: {}", next, row.request_id,
                     std::strerror(errno));
       return -1;
     }
-    done += static_cast<std::size_t>(n);
+    DropDoneSegments();
   }
+  std::memcpy(map_ + segment_bytes_, line.data(), line.size());
   segment_bytes_ += line.size();
   ++counts_[segment_].appended;
   return segment_;

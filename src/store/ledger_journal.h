@@ -5,11 +5,16 @@
 // row left in the journal into the database again (request ids are unique there, so a row
 // already written is not written twice), then deletes the journal.
 //
-// An append is one write(2) to a file opened O_APPEND. Once it returns, the line is in the page
-// cache: the process can die at any point after and the line is there to replay (not proof
-// against a power cut; by default the database's own commits are not fsynced either,
-// synchronous=NORMAL; the gateway's --sync-ledger waits for fsynced commits instead).
-//
+// An append is a copy into a shared memory mapping of the journal's file: no system call. Once
+// the copy is done, the line is in the page cache, exactly as after a write(2): the process can
+// die at any point after and the kernel still writes the page back, so the line is there to
+// replay (not proof against a power cut; by default the database's own commits are not fsynced
+// either, synchronous=NORMAL; the gateway's --sync-ledger waits for fsynced commits instead).
+// Segments are allocated whole (posix_fallocate) before they are mapped, so a full disk fails
+// the append that opens a segment, never a copy into one. A segment's unused tail is zeros;
+// reading stops at the first zero byte, and a line cut short by a crash lacks its end mark and
+// is skipped.
+
 // The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
 // the database is deleted once the next one is in use, so the journal's size stays bounded by
 // what the database is behind plus one segment. Writers sharing a directory (gateways on one
@@ -32,7 +37,7 @@
 namespace powerplane::store {
 
 // One row as a journal line: tab-separated fields, the last "$", then '\n'; text escaped
-// (\\, \t, \n), numbers exact (shortest round-trip form).
+// (\\, \t, \n, \0), numbers exact (shortest round-trip form).
 std::string JournalLine(const LedgerRow& row);
 // The row of one line (without its '\n'); false for a line that is not one (a torn or foreign
 // line is skipped, never guessed at).
@@ -51,7 +56,8 @@ class LedgerJournal {
 
   // Deletes the segments read at Open.
   void DropLeftovers();
-  // Appends `row`; the segment it went to, or -1 when the write failed (logged).
+  // Appends `row`; the segment it went to, or -1 when it could not (a segment could not be
+  // allocated: logged).
   std::int64_t Append(const LedgerRow& row);
   // `rows` rows of `segment` are in the database.
   void Written(std::int64_t segment, std::size_t rows);
@@ -59,15 +65,17 @@ class LedgerJournal {
  private:
   LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
                 std::int64_t first_segment);
-  bool OpenSegment(std::int64_t segment);  // under mu_.
+  bool OpenSegment(std::int64_t segment);  // under mu_; false with errno set.
+  void CloseSegment();                     // under mu_.
   void DropDoneSegments();                 // under mu_.
 
   const std::filesystem::path dir_;
   std::vector<std::filesystem::path> leftovers_;
   std::mutex mu_;
-  int fd_ = -1;
+  int fd_ = -1;             // the segment in use, mapped at map_; -1 before the first append.
+  char* map_ = nullptr;
   std::int64_t segment_ = 0;
-  std::uintmax_t segment_bytes_ = 0;
+  std::size_t segment_bytes_ = 0;  // used of the mapping.
   struct Count {
     std::size_t appended = 0;
     std::size_t written = 0;

@@ -358,12 +358,14 @@ TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {
 
 TEST(LedgerJournalTest, LinesRoundTripExactly) {
   LedgerRow r = Row("req-1", "ten\tant\\x", "site\nA", "llama", kT0, 0.1 + 0.2);
+  r.outcome = std::string("o\0k", 3);  // a zero byte would end a segment's lines: escaped.
   r.joules = 1.0 / 3.0;
   r.usd_per_mwh = -12.5;
   r.ttft_ms = 0;
   const std::string line = JournalLine(r);
   ASSERT_EQ(line.back(), '\n');
   EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1);  // text newlines are escaped.
+  EXPECT_EQ(line.find('\0'), std::string::npos);
   LedgerRow back;
   ASSERT_TRUE(ParseJournalLine(std::string_view(line).substr(0, line.size() - 1), &back));
   EXPECT_EQ(back, r);  // doubles too, bit for bit.
@@ -397,8 +399,9 @@ TEST_F(StoreTest, JournaledRowsReachTheStore) {
   EXPECT_TRUE(fs::is_empty(dir / "0"));
 }
 
-// What a crash left in the journal (whole lines, and a torn last one) is written to the store
-// when the next writer starts, once: a row the store already had is not doubled. The dead
+// What a crash left in the journal (whole lines, a torn last one, and the zeros of the segment's
+// unused tail) is written to the store when the next writer starts, once: a row the store
+// already had is not doubled. The dead
 // writer's slot (1 here) is free, so its rows are replayed by a writer that takes slot 0.
 TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
   const fs::path dir = NewTempDir() / "journal";
@@ -409,7 +412,7 @@ TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
     std::ofstream out(dir / "1" / "ledger-journal-3.tsv");
     for (int i = 0; i < 5; ++i) out << JournalLine(Row(Id("c", i), "acme", "tx", "llama", kT0 + i, 1));
     const std::string torn = JournalLine(Row("c9", "acme", "tx", "llama", kT0 + 9, 1));
-    out << torn.substr(0, torn.size() / 2);
+    out << torn.substr(0, torn.size() / 2) << std::string(4096, '\0');
   }
   auto writer = LedgerWriter::Start(*store_, 64, milliseconds(1), dir);
   ASSERT_TRUE(writer) << writer.error();

@@ -147,6 +147,10 @@ int main(int argc, char** argv) {
                 "share the API port with other powerplane processes started with this flag "
                 "(SO_REUSEPORT): the kernel spreads new connections over them (--admin-listen "
                 "stays each process's own)");
+    c->add_option("--limits-file", up.limits_file,
+                  "file of the requests- and tokens-per-minute buckets, shared by every gateway "
+                  "process on this host that names it (default with --reuse-port: "
+                  "DATA_DIR/rate-limits)");
     c->add_option("--openadr-vtn", up.openadr_vtn, "OpenADR 3 VTN base URL (http://host:port)");
     c->add_option("--openadr-client-id", up.openadr_client_id, "OAuth2 client id at the VTN");
     c->add_option("--openadr-client-secret", up.openadr_client_secret,

@@ -132,7 +132,9 @@ std::expected<void, std::string> Tenancy::Reload() {
   auto dir = std::make_shared<TenantDirectory>();
   std::unordered_map<std::string, std::shared_ptr<const Tenant>> by_id;
   for (const auto& r : *tenants) {
-    by_id[r.id] = std::make_shared<const Tenant>(TenantFromRecord(r));
+    Tenant t = TenantFromRecord(r);
+    t.version = *version;
+    by_id[r.id] = std::make_shared<const Tenant>(std::move(t));
   }
   for (const auto& k : *keys) {
     if (k.revoked) continue;
@@ -220,19 +222,35 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
   return limits;
 }
 
+void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
+  shared_buckets_ = std::move(table);
+}
+
+template <typename Use>
+void Tenancy::WithBuckets(const Tenant& tenant, Use&& use) {
+  if (shared_buckets_) {
+    const SharedBuckets::Limits limits{tenant.id, static_cast<double>(tenant.rpm),
+                                       static_cast<double>(tenant.tpm), tenant.version};
+    if (shared_buckets_->With(limits, use)) return;
+  }
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  use(l.rpm, l.tpm);
+}
+
 Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
   if (tenant.rpm <= 0 && tenant.tpm <= 0) return {Admission::Verdict::kOk};
   const double now = NowS();
-  std::lock_guard lock(mu_);
-  Limits& l = LimitsOf(tenant);
-  if (double wait = l.rpm.TryTake(1, now); wait > 0) {
-    return {Admission::Verdict::kRateLimited, RetryAfter(wait)};
-  }
-  if (double wait = l.tpm.TryTake(static_cast<double>(worst_tokens), now); wait > 0) {
-    l.rpm.Refund(1, now);
-    return {Admission::Verdict::kTokenLimited, RetryAfter(wait)};
-  }
-  return {Admission::Verdict::kOk};
+  Admission admission{Admission::Verdict::kOk};
+  WithBuckets(tenant, [&](core::MinuteBucket& rpm, core::MinuteBucket& tpm) {
+    if (double wait = rpm.TryTake(1, now); wait > 0) {
+      admission = {Admission::Verdict::kRateLimited, RetryAfter(wait)};
+    } else if (wait = tpm.TryTake(static_cast<double>(worst_tokens), now); wait > 0) {
+      rpm.Refund(1, now);
+      admission = {Admission::Verdict::kTokenLimited, RetryAfter(wait)};
+    }
+  });
+  return admission;
 }
 
 Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
@@ -250,27 +268,35 @@ Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
 void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd,
                      bool had_slot) {
   if (had_slot && ledger_) ledger_->Release();
-  if (tenant.rpm <= 0 && tenant.tpm <= 0 && tenant.budget_usd <= 0) return;
   const double now = NowS();
-  std::lock_guard lock(mu_);
-  Limits& l = LimitsOf(tenant);
-  l.rpm.Refund(1, now);
-  l.tpm.Refund(static_cast<double>(worst_tokens), now);
-  if (had_slot && tenant.budget_usd > 0) l.budget.Settle(worst_usd, 0);
+  if (tenant.rpm > 0 || tenant.tpm > 0) {
+    WithBuckets(tenant, [&](core::MinuteBucket& rpm, core::MinuteBucket& tpm) {
+      rpm.Refund(1, now);
+      tpm.Refund(static_cast<double>(worst_tokens), now);
+    });
+  }
+  if (had_slot && tenant.budget_usd > 0) {
+    std::lock_guard lock(mu_);
+    LimitsOf(tenant).budget.Settle(worst_usd, 0);
+  }
 }
 
 void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64_t used_tokens,
                      double worst_usd, double charged_usd) {
-  if (tenant.tpm <= 0 && tenant.budget_usd <= 0) return;
   const double now = NowS();
-  std::lock_guard lock(mu_);
-  Limits& l = LimitsOf(tenant);
-  if (used_tokens <= worst_tokens) {
-    l.tpm.Refund(static_cast<double>(worst_tokens - used_tokens), now);
-  } else {
-    l.tpm.Charge(static_cast<double>(used_tokens - worst_tokens), now);
+  if (tenant.tpm > 0) {
+    WithBuckets(tenant, [&](core::MinuteBucket&, core::MinuteBucket& tpm) {
+      if (used_tokens <= worst_tokens) {
+        tpm.Refund(static_cast<double>(worst_tokens - used_tokens), now);
+      } else {
+        tpm.Charge(static_cast<double>(used_tokens - worst_tokens), now);
+      }
+    });
   }
-  if (tenant.budget_usd > 0) l.budget.Settle(worst_usd, charged_usd);
+  if (tenant.budget_usd > 0) {
+    std::lock_guard lock(mu_);
+    LimitsOf(tenant).budget.Settle(worst_usd, charged_usd);
+  }
 }
 
 void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {

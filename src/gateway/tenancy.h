@@ -20,6 +20,7 @@
 
 #include "core/limits.h"
 #include "core/output_length.h"
+#include "gateway/shared_buckets.h"
 #include "gateway/tenants.h"
 #include "store/ledger_writer.h"
 #include "store/store.h"
@@ -51,6 +52,11 @@ class Tenancy {
   static std::expected<std::unique_ptr<Tenancy>, std::string> WithStore(
       std::unique_ptr<store::Store> store, TenancyOptions options = {});
   ~Tenancy();
+
+  // Takes requests- and tokens-per-minute from `table` from now on, shared with the other
+  // processes that open its file (--reuse-port), instead of from this process's own buckets.
+  // Call before serving.
+  void ShareRateLimits(std::unique_ptr<SharedBuckets> table);
 
   Identity Identify(std::string_view api_key) const;
   std::shared_ptr<const TenantDirectory> directory() const;
@@ -99,6 +105,10 @@ class Tenancy {
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
+  // Runs use(rpm, tpm) on the tenant's per-minute buckets: the shared table's, or this
+  // process's own (under mu_).
+  template <typename Use>
+  void WithBuckets(const Tenant& tenant, Use&& use);
 
   std::unique_ptr<store::Store> store_;
   std::unique_ptr<store::LedgerWriter> ledger_;
@@ -108,6 +118,7 @@ class Tenancy {
   std::int64_t version_ = -1;
   std::mutex mu_;
   std::unordered_map<std::string, Limits> limits_;
+  std::unique_ptr<SharedBuckets> shared_buckets_;  // set before serving, or never.
   std::unordered_map<std::string, core::OutputLengthEstimate> output_lengths_;  // under mu_.
   std::chrono::steady_clock::time_point last_resync_{};
   // The audit log's own writer.

@@ -23,6 +23,7 @@ struct Tenant {
   std::int64_t tpm = 0;  // tokens (prompt + completion) per minute; 0 = unlimited.
   double budget_usd = 0;  // per period; 0 = none.
   core::BudgetPeriod budget_period = core::BudgetPeriod::kNone;
+  std::int64_t version = 0;  // the store's version when this was read (0: the fleet file).
 };
 
 // Who called: the tenant and the id of the key used.

@@ -442,6 +442,20 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   } else {
     p.tenancy = std::make_shared<gateway::Tenancy>(std::move(tenants));
   }
+  std::filesystem::path limits_file = options.limits_file;
+  if (limits_file.empty() && options.reuse_port && !options.state_dir.empty()) {
+    limits_file = options.state_dir / "rate-limits";
+  }
+  if (!limits_file.empty()) {
+    std::error_code ignored;
+    if (limits_file.has_parent_path()) std::filesystem::create_directories(limits_file.parent_path(), ignored);
+    auto table = gateway::SharedBuckets::Open(limits_file);
+    if (!table) return std::unexpected(table.error());
+    spdlog::info("rate limits: shared by the processes that use {}", limits_file.string());
+    p.tenancy->ShareRateLimits(std::move(*table));
+  } else if (options.reuse_port) {
+    spdlog::warn("rate limits: this process keeps its own (no --data-dir, no --limits-file)");
+  }
   gateway::GatewayOptions go;
   go.admin_key_sha256 = config.admin_key_sha256;
   go.default_output_tokens = config.default_output_tokens;

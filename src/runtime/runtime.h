@@ -39,6 +39,10 @@ struct UpOptions {
   // SO_REUSEPORT on the API listener: several gateway processes on one host share its port (the
   // --admin-listen listener stays each process's own).
   bool reuse_port = false;
+  // The requests- and tokens-per-minute buckets live in this file, shared by every gateway
+  // process of the host that names it (gateway/shared_buckets.h). Empty: with reuse_port and a
+  // state_dir, <state_dir>/rate-limits; otherwise each process keeps its own.
+  std::filesystem::path limits_file;
   // OpenADR 3: override the fleet file's [openadr] keys when set.
   std::string openadr_vtn;
   std::string openadr_client_id;

@@ -115,6 +115,9 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
     for (int i = 0; i < 2; ++i) {
       runtime::UpOptions o = GatewayOptions(dir_);
       o.store_url = url;
+      // Both take requests and tokens per minute from one table, as processes sharing a port
+      // (--reuse-port) do by default.
+      o.limits_file = dir_ / "rate-limits";
       auto rt = runtime::Runtime::Start(*config, o);
       ASSERT_TRUE(rt) << rt.error();
       gateways_[i] = std::move(*rt);
@@ -207,6 +210,22 @@ TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
   EXPECT_EQ(refused.status, 429) << refused.body;
   EXPECT_FALSE(refused.Header("retry-after").empty());
   EXPECT_EQ(json::parse(refused.body)["error"]["code"], "requests_per_minute");
+}
+
+// Gateways that share a limits file (as --reuse-port processes do) hold a tenant to its limit
+// together: what one admitted, the other cannot admit again.
+TEST_P(TenancyIntegrationTest, GatewaysSharingALimitsFileHoldATenantToOneLimit) {
+  PutTenant({{"id", "shared"}, {"rpm", 3}});
+  auto [id, key] = NewKey("shared");
+  auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
+  ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  EXPECT_EQ(clients_[1]->Chat(key, ChatBody(4, false)).status, 200);
+  EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  for (int gw : {1, 0}) {
+    auto refused = clients_[gw]->Chat(key, ChatBody(4, false));
+    EXPECT_EQ(refused.status, 429) << "gateway " << gw << ": " << refused.body;
+  }
 }
 
 TEST_P(TenancyIntegrationTest, TokensPerMinuteCountTheWorstCaseThenSettle) {

@@ -1,0 +1,92 @@
+#pragma once
+// Requests- and tokens-per-minute buckets shared by the gateway processes of one host (several
+// processes on one port with --reuse-port): a table in a memory-mapped file, one slot per
+// tenant, guarded by a process-shared robust mutex in the file itself. Every process that opens
+// the same file takes from the same buckets, so a tenant's limit holds for the port, not for each
+// process. (Gateways on other hosts keep their own; see docs/architecture.md.)
+//
+// The file is made on first open (flock'd while it is laid out) and made again after a reboot
+// (the kernel's boot id is in its header): the buckets' times are CLOCK_MONOTONIC seconds, which
+// every process of a host shares and a reboot restarts. A process that dies holding the mutex
+// leaves it to the next locker (EOWNERDEAD), which carries on with the table as it is.
+//
+// A bucket whose limit no longer matches the tenant's is made afresh, but only by a process whose
+// view of the tenant is at least as new as the one that made it (Tenant::version): two processes
+// that see a limit change a few hundred milliseconds apart must not refill the bucket back and
+// forth between the two.
+
+#include <cstdint>
+#include <cstring>
+#include <expected>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "core/limits.h"
+
+namespace powerplane::gateway {
+
+class SharedBuckets {
+ public:
+  static constexpr std::size_t kSlots = 4096;
+  static constexpr std::size_t kMaxIdBytes = 96;
+
+  // Opens (or makes) the table in `file`.
+  static std::expected<std::unique_ptr<SharedBuckets>, std::string> Open(
+      const std::filesystem::path& file);
+  ~SharedBuckets();
+  SharedBuckets(const SharedBuckets&) = delete;
+  SharedBuckets& operator=(const SharedBuckets&) = delete;
+
+  // The tenant's limits as one process sees them.
+  struct Limits {
+    std::string_view tenant;
+    double rpm = 0;
+    double tpm = 0;
+    std::int64_t version = 0;  // of the tenant's record; newer views win (see above).
+  };
+
+  // Runs `use(rpm_bucket, tpm_bucket)` on the tenant's shared buckets, under the table's lock.
+  // False (and `use` not run) when the tenant has no slot and none is free, or its id is longer
+  // than kMaxIdBytes: the caller keeps that tenant's buckets itself.
+  template <typename Use>
+  bool With(const Limits& limits, Use&& use) {
+    Slot* slot = Lock(limits);
+    if (slot == nullptr) return false;
+    core::MinuteBucket rpm, tpm;
+    std::memcpy(&rpm, slot->rpm, sizeof rpm);
+    std::memcpy(&tpm, slot->tpm, sizeof tpm);
+    use(rpm, tpm);
+    std::memcpy(slot->rpm, &rpm, sizeof rpm);
+    std::memcpy(slot->tpm, &tpm, sizeof tpm);
+    Unlock();
+    return true;
+  }
+
+  const std::filesystem::path& file() const { return file_; }
+
+ private:
+  static_assert(std::is_trivially_copyable_v<core::MinuteBucket>);
+  // One tenant's buckets, as laid out in the file (the buckets as their bytes).
+  struct Slot {
+    std::uint32_t used;  // 0: free.
+    std::uint32_t id_bytes;
+    char id[kMaxIdBytes];
+    std::int64_t version;
+    alignas(8) unsigned char rpm[sizeof(core::MinuteBucket)];
+    alignas(8) unsigned char tpm[sizeof(core::MinuteBucket)];
+  };
+  struct Header;
+  SharedBuckets(std::filesystem::path file, Header* header, std::size_t bytes);
+  Slot* Lock(const Limits& limits);  // nullptr: no slot (and the lock not held).
+  void Unlock();
+
+  std::filesystem::path file_;
+  Header* header_;
+  std::size_t bytes_;
+
+};
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,131 @@
+#include "gateway/shared_buckets.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+
+namespace powerplane::gateway {
+namespace {
+
+class SharedBucketsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (std::filesystem::temp_directory_path() / "pp-buckets-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
+    dir_ = templ;
+    file_ = dir_ / "rate-limits";
+  }
+  void TearDown() override {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  std::unique_ptr<SharedBuckets> Open() {
+    auto table = SharedBuckets::Open(file_);
+    EXPECT_TRUE(table) << table.error();
+    return table ? std::move(*table) : nullptr;
+  }
+  // Takes one request from `table` at time `now_s`: true when admitted.
+  static bool TakeOne(SharedBuckets& table, const SharedBuckets::Limits& limits, double now_s) {
+    bool admitted = false;
+    EXPECT_TRUE(table.With(limits, [&](core::MinuteBucket& rpm, core::MinuteBucket&) {
+      admitted = rpm.TryTake(1, now_s) == 0;
+    }));
+    return admitted;
+  }
+  std::filesystem::path dir_, file_;
+};
+
+// Two openings of one file are two processes' views of one table (a shared mapping each): what
+// one takes, the other cannot take again, and tenants do not share a bucket.
+TEST_F(SharedBucketsTest, OpeningsOfOneFileTakeFromTheSameBuckets) {
+  auto a = Open(), b = Open();
+  ASSERT_TRUE(a && b);
+  const SharedBuckets::Limits acme{"acme", 3, 0, 1};
+  EXPECT_TRUE(TakeOne(*a, acme, 100.0));
+  EXPECT_TRUE(TakeOne(*b, acme, 100.0));
+  EXPECT_TRUE(TakeOne(*a, acme, 100.0));
+  EXPECT_FALSE(TakeOne(*b, acme, 100.0));
+  EXPECT_FALSE(TakeOne(*a, acme, 100.0));
+  EXPECT_TRUE(TakeOne(*b, {"globex", 1, 0, 1}, 100.0));
+  EXPECT_TRUE(TakeOne(*a, acme, 120.0));  // refilled at 3 a minute: one more after 20 s.
+  // The buckets outlive the openings (a restarted process finds them).
+  a.reset();
+  b.reset();
+  auto c = Open();
+  ASSERT_TRUE(c);
+  EXPECT_FALSE(TakeOne(*c, acme, 120.0));
+}
+
+// A changed limit makes a fresh bucket only for a view at least as new as the bucket's: a process
+// that has not reloaded yet does not refill it back.
+TEST_F(SharedBucketsTest, OnlyANewerViewOfALimitRemakesTheBucket) {
+  auto table = Open();
+  ASSERT_TRUE(table);
+  EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+  EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+  EXPECT_TRUE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));  // raised at version 6: fresh, 2 in it.
+  // A process still at version 5 takes from that bucket as it is: the last one in it, and no
+  // refill for either view after.
+  EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+  EXPECT_FALSE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));
+  EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+}
+
+// A process that dies holding the table's lock does not stop the others (a robust mutex).
+TEST_F(SharedBucketsTest, AProcessThatDiesHoldingTheLockDoesNotStopTheOthers) {
+  auto table = Open();
+  ASSERT_TRUE(table);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto own = SharedBuckets::Open(file_);
+    if (!own) ::_exit(2);
+    (*own)->With({"acme", 5, 0, 1}, [](core::MinuteBucket& rpm, core::MinuteBucket&) {
+      rpm.TryTake(1, 1.0);
+      ::_exit(0);  // dies inside, the lock held.
+    });
+    ::_exit(3);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  int admitted = 0;
+  for (int i = 0; i < 6; ++i) admitted += TakeOne(*table, {"acme", 5, 0, 1}, 1.0);
+  EXPECT_EQ(admitted, 5);  // the child's take died with it, before it was stored.
+}
+
+// After a reboot the monotonic clock starts again: a table from another boot is made afresh.
+TEST_F(SharedBucketsTest, ATableFromAnotherBootIsMadeAfresh) {
+  {
+    auto table = Open();
+    ASSERT_TRUE(table);
+    EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 1}, 50.0));
+  }
+  {
+    std::fstream f(file_, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(16);  // the header's boot id, after the magic and the layout.
+    f.write("another-boot-id", 15);
+  }
+  auto table = Open();
+  ASSERT_TRUE(table);
+  EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 1}, 50.0));
+}
+
+TEST_F(SharedBucketsTest, AFileOfAnotherLayoutIsRefusedAndATooLongIdIsLeftToTheCaller) {
+  { std::ofstream(file_) << "not a table"; }
+  auto refused = SharedBuckets::Open(file_);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().find("11 bytes"), std::string::npos) << refused.error();
+  std::filesystem::remove(file_);
+  auto table = Open();
+  ASSERT_TRUE(table);
+  const std::string long_id(SharedBuckets::kMaxIdBytes + 1, 'x');
+  EXPECT_FALSE(table->With({long_id, 1, 0, 1}, [](auto&, auto&) { FAIL() << "run"; }));
+}
+
+}  // namespace
+}  // namespace powerplane::gateway

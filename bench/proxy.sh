@@ -15,6 +15,7 @@
 #   ENGINE_CPUS, PROXY_CPUS, WRK_CPUS   the cores of the emulators, of each proxy (the gateways
 #                   and nginx get the same ones), and of wrk.
 #   WRK_THREADS     wrk's threads (default 1).
+#   KEEP_LOGS=DIR   at the end, the processes' logs and each gateway's /metrics go to DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
@@ -25,7 +26,21 @@ bin=$build/apps/powerplane/powerplane
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    mkdir -p "$KEEP_LOGS"
+    cp "$work"/*.log "$KEEP_LOGS"/ 2>/dev/null || true
+    cp "$work/nginx/error.log" "$KEEP_LOGS/nginx-error.log" 2>/dev/null || true
+    for name in gw ledger; do
+      port_var=${name}_port
+      [ -n "${!port_var:-}" ] && python3 -c 'import sys, urllib.request
+print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+        "http://127.0.0.1:${!port_var}/metrics" >"$KEEP_LOGS/$name-metrics.txt" 2>&1 || true
+    done
+  fi
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

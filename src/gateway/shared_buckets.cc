@@ -9,6 +9,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <fstream>
@@ -50,43 +51,50 @@ std::uint64_t Hash(std::string_view s) {
 std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
     const std::filesystem::path& file) {
   const std::size_t bytes = sizeof(Header) + kSlots * sizeof(Slot);
+  const std::string boot = BootId();
+  if (boot.empty()) return std::unexpected("rate-limit table: cannot read the kernel's boot id");
   const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return std::unexpected(Errno("cannot open", file));
-  // Laid out by one process at a time: the others wait here (the layout takes microseconds).
-  if (::flock(fd, LOCK_EX) != 0) {
-    auto error = Errno("cannot lock", file);
-    ::close(fd);
-    return std::unexpected(error);
-  }
   auto fail = [&](const std::string& what) {
-    auto error = Errno(what, file);
-    ::close(fd);  // drops the flock too (nothing mapped).
+    auto error = what.starts_with("rate-limit table") ? what : Errno(what, file);
+    ::close(fd);  // drops its flock too (nothing mapped).
     return std::unexpected(error);
   };
+  // Every process that uses the table holds a shared flock on it for its life. Only a process
+  // that gets it exclusively (nobody else uses the table) may lay it out; it then shares it.
+  const bool alone = ::flock(fd, LOCK_EX | LOCK_NB) == 0;
+  if (!alone && ::flock(fd, LOCK_SH) != 0) return fail("cannot lock");
   struct stat st{};
   if (::fstat(fd, &st) != 0) return fail("cannot stat");
   if (st.st_size != 0 && static_cast<std::size_t>(st.st_size) != bytes) {
     // Another layout (another version of powerplane), or not ours: never guessed at.
-    ::close(fd);
-    return std::unexpected("rate-limit table " + file.string() + ": has " +
-                           std::to_string(st.st_size) + " bytes, where this version's has " +
-                           std::to_string(bytes) + " (remove it once no gateway uses it)");
+    return fail("rate-limit table " + file.string() + ": has " + std::to_string(st.st_size) +
+                " bytes, where this version's has " + std::to_string(bytes) +
+                " (remove it once no gateway uses it)");
   }
-  if (st.st_size == 0 && ::ftruncate(fd, static_cast<off_t>(bytes)) != 0) {
-    return fail("cannot size");
+  if (st.st_size == 0 && (!alone || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0)) {
+    return fail(alone ? "cannot size" : "rate-limit table " + file.string() + ": empty");
   }
   void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return fail("cannot map");
   auto* header = static_cast<Header*>(map);
-  const std::string boot = BootId();
   const bool laid_out = std::memcmp(header->magic, kMagic, sizeof kMagic) == 0 &&
                         header->slot_bytes == sizeof(Slot) && header->slots == kSlots;
-  if (!laid_out || std::string_view(header->boot_id) != boot) {
+  const bool this_boot = std::string_view(header->boot_id, strnlen(header->boot_id,
+                                                                   sizeof header->boot_id)) == boot;
+  if (!laid_out || !this_boot) {
+    if (!alone) {
+      // In use by a process that laid it out on another boot or host (a shared folder), or by
+      // another version: never re-laid out under it.
+      ::munmap(map, bytes);
+      return fail("rate-limit table " + file.string() + ": in use with another " +
+                  (laid_out ? "boot id (another host?)" : "layout (another version?)"));
+    }
     // New, or made before a reboot (its times are from another boot; nobody holds its mutex).
     std::memset(map, 0, bytes);
     header->slot_bytes = sizeof(Slot);
     header->slots = kSlots;
-    std::snprintf(header->boot_id, sizeof header->boot_id, "%s", boot.c_str());
+    std::memcpy(header->boot_id, boot.data(), std::min(boot.size(), sizeof header->boot_id));
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -95,16 +103,20 @@ std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
     pthread_mutexattr_destroy(&attr);
     std::memcpy(header->magic, kMagic, sizeof kMagic);  // last: the table is ready.
   }
-  // The mapping keeps the open file (and so its flock) alive after close: unlock first.
-  ::flock(fd, LOCK_UN);
-  ::close(fd);
-  return std::unique_ptr<SharedBuckets>(new SharedBuckets(file, header, bytes));
+  if (alone && ::flock(fd, LOCK_SH) != 0) {  // others may join now.
+    ::munmap(map, bytes);
+    return fail("cannot share the lock");
+  }
+  return std::unique_ptr<SharedBuckets>(new SharedBuckets(file, fd, header, bytes));
 }
 
-SharedBuckets::SharedBuckets(std::filesystem::path file, Header* header, std::size_t bytes)
-    : file_(std::move(file)), header_(header), bytes_(bytes) {}
+SharedBuckets::SharedBuckets(std::filesystem::path file, int fd, Header* header, std::size_t bytes)
+    : file_(std::move(file)), fd_(fd), header_(header), bytes_(bytes) {}
 
-SharedBuckets::~SharedBuckets() { ::munmap(header_, bytes_); }
+SharedBuckets::~SharedBuckets() {
+  ::munmap(header_, bytes_);
+  ::close(fd_);  // its shared flock goes with it.
+}
 
 SharedBuckets::Slot* SharedBuckets::Lock(const Limits& limits) {
   if (limits.tenant.size() > kMaxIdBytes) return nullptr;
@@ -113,32 +125,43 @@ SharedBuckets::Slot* SharedBuckets::Lock(const Limits& limits) {
     spdlog::warn("rate-limit table {}: a process died holding it", file_.string());
     pthread_mutex_consistent(&header_->mu);
   } else if (rc != 0) {
+    spdlog::error("rate-limit table {}: cannot lock: {}; this process keeps its own buckets",
+                  file_.string(), std::strerror(rc));
     return nullptr;
   }
   auto* slots = reinterpret_cast<Slot*>(reinterpret_cast<char*>(header_) + sizeof(Header));
   const std::uint64_t start = Hash(limits.tenant) % kSlots;
   for (std::size_t probe = 0; probe < kSlots; ++probe) {
     Slot& slot = slots[(start + probe) % kSlots];
-    const std::string_view id(slot.id, slot.id_bytes);
+    const std::string_view id(slot.id, std::min<std::size_t>(slot.id_bytes, kMaxIdBytes));
     if (slot.used != 0 && id != limits.tenant) continue;
-    core::MinuteBucket rpm, tpm;
-    std::memcpy(&rpm, slot.rpm, sizeof rpm);
-    std::memcpy(&tpm, slot.tpm, sizeof tpm);
     const bool fresh = slot.used == 0;
-    const bool changed = rpm.per_minute() != limits.rpm || tpm.per_minute() != limits.tpm;
-    if (fresh || (changed && limits.version >= slot.version)) {
+    if (fresh) {
       slot.used = 1;
       slot.id_bytes = static_cast<std::uint32_t>(limits.tenant.size());
       std::memcpy(slot.id, limits.tenant.data(), limits.tenant.size());
+    }
+    // A limit that differs from the bucket's is remade (full) from a strictly newer view, or
+    // for a new slot; each bucket on its own, so a changed rpm leaves the tpm bucket as it is.
+    if (fresh || limits.version > slot.version) {
+      for (auto [bytes, per_minute] : {std::pair{slot.rpm, limits.rpm}, {slot.tpm, limits.tpm}}) {
+        core::MinuteBucket bucket;
+        std::memcpy(&bucket, bytes, sizeof bucket);
+        if (fresh || bucket.per_minute() != per_minute) {
+          const core::MinuteBucket remade(per_minute);
+          std::memcpy(bytes, &remade, sizeof remade);
+        }
+      }
       slot.version = limits.version;
-      const core::MinuteBucket new_rpm(limits.rpm), new_tpm(limits.tpm);
-      std::memcpy(slot.rpm, &new_rpm, sizeof new_rpm);
-      std::memcpy(slot.tpm, &new_tpm, sizeof new_tpm);
     }
     return &slot;
   }
   pthread_mutex_unlock(&header_->mu);
-  return nullptr;  // every slot taken by other tenants.
+  if (!warned_full_.exchange(true)) {
+    spdlog::warn("rate-limit table {}: all {} slots taken; tenants beyond them keep per-process "
+                 "buckets until the next reboot", file_.string(), kSlots);
+  }
+  return nullptr;
 }
 
 void SharedBuckets::Unlock() { pthread_mutex_unlock(&header_->mu); }

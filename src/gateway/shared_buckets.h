@@ -5,16 +5,22 @@
 // the same file takes from the same buckets, so a tenant's limit holds for the port, not for each
 // process. (Gateways on other hosts keep their own; see docs/architecture.md.)
 //
-// The file is made on first open (flock'd while it is laid out) and made again after a reboot
-// (the kernel's boot id is in its header): the buckets' times are CLOCK_MONOTONIC seconds, which
-// every process of a host shares and a reboot restarts. A process that dies holding the mutex
-// leaves it to the next locker (EOWNERDEAD), which carries on with the table as it is.
+// Every process using the table holds a shared flock on its file; the file is laid out only by a
+// process that gets it exclusively (nobody else uses it): when new, and again after a reboot
+// (the kernel's boot id is in its header), because the buckets' times are CLOCK_MONOTONIC
+// seconds, which every process of a host shares and a reboot restarts. A table in use with
+// another boot id (a folder shared between hosts) or another layout is refused, never re-laid
+// out under its users. A process that dies holding the mutex leaves it to the next locker
+// (EOWNERDEAD), which carries on with the table as it is; one that is stopped (SIGSTOP, a
+// debugger) while holding it stalls the others' admissions until it runs again.
 //
 // A bucket whose limit no longer matches the tenant's is made afresh, but only by a process whose
-// view of the tenant is at least as new as the one that made it (Tenant::version): two processes
+// view of the tenant is newer than the one that last made it (Tenant::version): two processes
 // that see a limit change a few hundred milliseconds apart must not refill the bucket back and
-// forth between the two.
+// forth between the two. Slots are not freed before a reboot: past kSlots tenants, the rest keep
+// per-process buckets (logged once).
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <expected>
@@ -55,13 +61,16 @@ class SharedBuckets {
   bool With(const Limits& limits, Use&& use) {
     Slot* slot = Lock(limits);
     if (slot == nullptr) return false;
+    struct Unlocker {
+      SharedBuckets* table;
+      ~Unlocker() { table->Unlock(); }  // also when `use` throws: never left held.
+    } unlocker{this};
     core::MinuteBucket rpm, tpm;
     std::memcpy(&rpm, slot->rpm, sizeof rpm);
     std::memcpy(&tpm, slot->tpm, sizeof tpm);
     use(rpm, tpm);
     std::memcpy(slot->rpm, &rpm, sizeof rpm);
     std::memcpy(slot->tpm, &tpm, sizeof tpm);
-    Unlock();
     return true;
   }
 
@@ -79,14 +88,15 @@ class SharedBuckets {
     alignas(8) unsigned char tpm[sizeof(core::MinuteBucket)];
   };
   struct Header;
-  SharedBuckets(std::filesystem::path file, Header* header, std::size_t bytes);
+  SharedBuckets(std::filesystem::path file, int fd, Header* header, std::size_t bytes);
   Slot* Lock(const Limits& limits);  // nullptr: no slot (and the lock not held).
   void Unlock();
 
   std::filesystem::path file_;
+  int fd_;  // holds a shared flock for this table's life.
   Header* header_;
   std::size_t bytes_;
-
+  std::atomic<bool> warned_full_{false};
 };
 
 }  // namespace powerplane::gateway

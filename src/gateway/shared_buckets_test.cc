@@ -5,6 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
+#include <atomic>
 #include <fstream>
 
 namespace powerplane::gateway {
@@ -72,6 +75,45 @@ TEST_F(SharedBucketsTest, OnlyANewerViewOfALimitRemakesTheBucket) {
   EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
   EXPECT_FALSE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));
   EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+}
+
+// Two processes taking from one bucket at the same time lose no update: the mutex in the file
+// is shared between processes.
+TEST_F(SharedBucketsTest, TwoProcessesTakingAtOnceLoseNoUpdate) {
+  auto table = Open();
+  ASSERT_TRUE(table);
+  constexpr int kEach = 100000;
+  const SharedBuckets::Limits acme{"acme", 3.0 * kEach, 0, 1};
+  // A start line in memory both processes see, so that they take at the same time.
+  void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(page, MAP_FAILED);
+  auto* ready = static_cast<std::atomic<int>*>(page);
+  ready->store(0);
+  auto take_all = [&](SharedBuckets& t) {
+    ready->fetch_add(1);
+    while (ready->load() < 2) {
+    }
+    for (int i = 0; i < kEach; ++i) {
+      t.With(acme, [](core::MinuteBucket& rpm, core::MinuteBucket&) { rpm.TryTake(1, 7.0); });
+    }
+  };
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(60);
+    auto own = SharedBuckets::Open(file_);
+    if (!own) ::_exit(2);
+    take_all(**own);
+    ::_exit(0);
+  }
+  take_all(*table);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ::munmap(page, 4096);
+  double left = -1;
+  table->With(acme, [&](core::MinuteBucket& rpm, core::MinuteBucket&) { left = rpm.level(7.0); });
+  EXPECT_EQ(left, kEach);
 }
 
 // A process that dies holding the table's lock does not stop the others (a robust mutex).

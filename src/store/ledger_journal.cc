@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -186,8 +187,26 @@ constexpr std::string_view kSlotSuffix = ".lock";
 
 }  // namespace
 
+namespace {
+// Whether a write into a mapping of a file in `dir` never needs a block that posix_fallocate did
+// not already give it: filesystems that overwrite in place.
+bool AllocatesInPlace(const std::filesystem::path& dir) {
+  struct statfs fs{};
+  if (::statfs(dir.c_str(), &fs) != 0) return false;
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case 0xEF53:      // ext2, ext3, ext4.
+    case 0x58465342:  // XFS.
+    case 0x01021994:  // tmpfs.
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
 Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem::path& dir,
-                                                           std::vector<LedgerRow>* leftover) {
+                                                           std::vector<LedgerRow>* leftover,
+                                                           std::size_t segment_bytes) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return std::unexpected("ledger journal: cannot create " + dir.string() + ": " + ec.message());
@@ -234,8 +253,8 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
   }
   // The first segment is opened by the first append: a writer that never journals (every
   // request waits for its commit) leaves no file.
-  std::unique_ptr<LedgerJournal> journal(
-      new LedgerJournal(own_dir, std::move(paths), last + 1));
+  std::unique_ptr<LedgerJournal> journal(new LedgerJournal(
+      own_dir, std::move(paths), last + 1, segment_bytes, AllocatesInPlace(own_dir)));
   journal->lock_fd_ = own_fd;
   journal->held_fds_ = std::move(held);
   return journal;
@@ -243,8 +262,12 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
 
 LedgerJournal::LedgerJournal(std::filesystem::path dir,
                              std::vector<std::filesystem::path> leftovers,
-                             std::int64_t first_segment)
-    : dir_(std::move(dir)), leftovers_(std::move(leftovers)), segment_(first_segment) {}
+                             std::int64_t first_segment, std::size_t segment_bytes, bool mapped)
+    : dir_(std::move(dir)),
+      leftovers_(std::move(leftovers)),
+      capacity_(segment_bytes),
+      mapped_(mapped),
+      segment_(first_segment) {}
 
 LedgerJournal::~LedgerJournal() {
   std::lock_guard lock(mu_);
@@ -273,21 +296,26 @@ void LedgerJournal::DropLeftovers() {
 }
 
 bool LedgerJournal::OpenSegment(std::int64_t segment) {
-  const int fd = ::open(SegmentPath(dir_, segment).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
+  const std::filesystem::path path = SegmentPath(dir_, segment);
+  const int fd = ::open(path.c_str(),
+                        (mapped_ ? O_RDWR : O_WRONLY | O_APPEND) | O_CREAT | O_TRUNC | O_CLOEXEC,
                         0600);
   if (fd < 0) return false;
-  // The whole segment's blocks now, so that no copy into the mapping can meet a full disk.
-  if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(kSegmentBytes)); err != 0) {
-    ::close(fd);
-    errno = err;
-    return false;
-  }
-  void* map = ::mmap(nullptr, kSegmentBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (map == MAP_FAILED) {
-    const int err = errno;
-    ::close(fd);
-    errno = err;
-    return false;
+  void* map = nullptr;
+  if (mapped_) {
+    // The whole segment's blocks now, so that no copy into the mapping can meet a full disk.
+    int err = ::posix_fallocate(fd, 0, static_cast<off_t>(capacity_));
+    if (err == 0) {
+      map = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (map == MAP_FAILED) err = errno;
+    }
+    if (err != 0) {
+      ::close(fd);
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);  // nothing in it; it would only hold the disk.
+      errno = err;
+      return false;
+    }
   }
   CloseSegment();
   fd_ = fd;
@@ -300,10 +328,12 @@ bool LedgerJournal::OpenSegment(std::int64_t segment) {
 
 void LedgerJournal::CloseSegment() {
   if (fd_ < 0) return;
-  ::munmap(map_, kSegmentBytes);
-  // A segment left behind (rows not yet in the database) ends at its last line.
-  if (::ftruncate(fd_, static_cast<off_t>(segment_bytes_)) != 0) {
-    spdlog::warn("ledger journal: cannot trim segment {}: {}", segment_, std::strerror(errno));
+  if (mapped_) {
+    ::munmap(map_, capacity_);
+    // A segment left behind (rows not yet in the database) ends at its last line.
+    if (::ftruncate(fd_, static_cast<off_t>(segment_bytes_)) != 0) {
+      spdlog::warn("ledger journal: cannot trim segment {}: {}", segment_, std::strerror(errno));
+    }
   }
   ::close(fd_);
   fd_ = -1;
@@ -312,21 +342,43 @@ void LedgerJournal::CloseSegment() {
 
 std::int64_t LedgerJournal::Append(const LedgerRow& row) {
   const std::string line = JournalLine(row);
-  if (line.size() > kSegmentBytes) {
+  if (line.size() > capacity_) {
     spdlog::error("ledger journal: the row of {} is larger than a segment", row.request_id);
     return -1;
   }
   std::lock_guard lock(mu_);
-  if (fd_ < 0 || segment_bytes_ + line.size() > kSegmentBytes) {
+  if (fd_ < 0 || segment_bytes_ + line.size() > capacity_) {
     const std::int64_t next = fd_ < 0 ? segment_ : segment_ + 1;
     if (!OpenSegment(next)) {
-      spdlog::error("ledger journal: cannot open segment {} for {}: {}", next, row.request_id,
-                    std::strerror(errno));
+      // Once per failing streak, not per request (a full disk fails every one).
+      if (!failing_) {
+        spdlog::error("ledger journal: cannot open segment {}: {}; rows wait for their commit",
+                      next, std::strerror(errno));
+      }
+      failing_ = true;
       return -1;
     }
     DropDoneSegments();
   }
-  std::memcpy(map_ + segment_bytes_, line.data(), line.size());
+  if (mapped_) {
+    std::memcpy(map_ + segment_bytes_, line.data(), line.size());
+  } else {
+    for (std::size_t done = 0; done < line.size();) {
+      const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (!failing_) {
+          spdlog::error("ledger journal: append of {} failed: {}; rows wait for their commit",
+                        row.request_id, std::strerror(errno));
+        }
+        failing_ = true;
+        return -1;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+  }
+  if (failing_) spdlog::info("ledger journal: appending again");
+  failing_ = false;
   segment_bytes_ += line.size();
   ++counts_[segment_].appended;
   return segment_;

@@ -5,15 +5,18 @@
 // row left in the journal into the database again (request ids are unique there, so a row
 // already written is not written twice), then deletes the journal.
 //
-// An append is a copy into a shared memory mapping of the journal's file: no system call. Once
-// the copy is done, the line is in the page cache, exactly as after a write(2): the process can
-// die at any point after and the kernel still writes the page back, so the line is there to
-// replay (not proof against a power cut; by default the database's own commits are not fsynced
-// either, synchronous=NORMAL; the gateway's --sync-ledger waits for fsynced commits instead).
-// Segments are allocated whole (posix_fallocate) before they are mapped, so a full disk fails
-// the append that opens a segment, never a copy into one. A segment's unused tail is zeros;
-// reading stops at the first zero byte, and a line cut short by a crash lacks its end mark and
-// is skipped.
+// On a filesystem that allocates blocks in place (ext2/3/4, XFS, tmpfs), an append is a copy
+// into a shared memory mapping of the segment: no system call. Once the copy is done, the line
+// is in the page cache, exactly as after a write(2): the process can die at any point after and
+// the kernel still writes the page back, so the line is there to replay (not proof against a
+// power cut; by default the database's own commits are not fsynced either, synchronous=NORMAL;
+// the gateway's --sync-ledger waits for fsynced commits instead). Such segments are allocated
+// whole (posix_fallocate) before they are mapped, so a full disk fails the append that opens a
+// segment, never a copy into one. Elsewhere (copy-on-write filesystems such as btrfs or ZFS,
+// network filesystems), where a write into a mapping could still meet a full disk and raise
+// SIGBUS, an append is one write(2) to the segment opened O_APPEND. A segment's unused tail is
+// zeros; reading stops at the first zero byte, and a line cut short by a crash lacks its end
+// mark and is skipped.
 
 // The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
 // the database is deleted once the next one is in use, so the journal's size stays bounded by
@@ -51,7 +54,8 @@ class LedgerJournal {
   // longer running are read into `*leftover` (their segments are deleted, and their slots freed,
   // by DropLeftovers once the database has them).
   static Result<std::unique_ptr<LedgerJournal>> Open(const std::filesystem::path& dir,
-                                                     std::vector<LedgerRow>* leftover);
+                                                     std::vector<LedgerRow>* leftover,
+                                                     std::size_t segment_bytes = kSegmentBytes);
   ~LedgerJournal();
 
   // Deletes the segments read at Open.
@@ -64,7 +68,7 @@ class LedgerJournal {
 
  private:
   LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
-                std::int64_t first_segment);
+                std::int64_t first_segment, std::size_t segment_bytes, bool mapped);
   bool OpenSegment(std::int64_t segment);  // under mu_; false with errno set.
   void CloseSegment();                     // under mu_.
   void DropDoneSegments();                 // under mu_.
@@ -72,10 +76,13 @@ class LedgerJournal {
   const std::filesystem::path dir_;
   std::vector<std::filesystem::path> leftovers_;
   std::mutex mu_;
-  int fd_ = -1;             // the segment in use, mapped at map_; -1 before the first append.
+  const std::size_t capacity_;  // bytes per segment.
+  const bool mapped_;           // appends copy into map_; else write(2) to fd_.
+  int fd_ = -1;                 // the segment in use; -1 before the first append.
   char* map_ = nullptr;
   std::int64_t segment_ = 0;
-  std::size_t segment_bytes_ = 0;  // used of the mapping.
+  std::size_t segment_bytes_ = 0;  // written to the segment in use.
+  bool failing_ = false;           // the last append failed (logged once per streak).
   struct Count {
     std::size_t appended = 0;
     std::size_t written = 0;

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -377,6 +378,71 @@ TEST(LedgerJournalTest, LinesRoundTripExactly) {
   std::string bad = line.substr(0, line.size() - 1);
   bad.insert(bad.find("req-1") + 3, "\\q");
   EXPECT_FALSE(ParseJournalLine(bad, &back));
+}
+
+// Rows appended to the journal (copied into its segment's mapping, on this machine's
+// filesystem) are there for the next run when the process dies without a word: _exit, no
+// destructor, no flush. Small segments, so that the rows span several.
+TEST(LedgerJournalTest, AppendedRowsOutliveTheProcessAcrossSegments) {
+  const fs::path dir = NewTempDir() / "journal";
+  constexpr int kRows = 40;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::vector<LedgerRow> none;
+    auto journal = LedgerJournal::Open(dir, &none, 2048);
+    if (!journal) ::_exit(2);
+    for (int i = 0; i < kRows; ++i) {
+      if ((*journal)->Append(Row(Id("k", i), "acme", "tx", "llama", kT0 + i, 1)) < 0) ::_exit(3);
+    }
+    ::_exit(0);  // the journal object is never destroyed.
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::size_t segments = 0;
+  for (const auto& f : fs::directory_iterator(dir / "0")) segments += f.is_regular_file();
+  EXPECT_GE(segments, 3u);
+  std::vector<LedgerRow> leftover;
+  auto reopened = LedgerJournal::Open(dir, &leftover, 2048);
+  ASSERT_TRUE(reopened) << reopened.error();
+  ASSERT_EQ(leftover.size(), static_cast<std::size_t>(kRows));
+  for (int i = 0; i < kRows; ++i) {
+    EXPECT_EQ(leftover[i], Row(Id("k", i), "acme", "tx", "llama", kT0 + i, 1)) << i;
+  }
+}
+
+// A segment goes once all its rows are in the database and a newer one is in use; the last
+// goes with the journal when everything is written.
+TEST(LedgerJournalTest, SegmentsGoOnceTheirRowsAreWritten) {
+  const fs::path dir = NewTempDir() / "journal";
+  std::vector<LedgerRow> none;
+  auto journal = LedgerJournal::Open(dir, &none, 2048);
+  ASSERT_TRUE(journal) << journal.error();
+  std::map<std::int64_t, std::size_t> per_segment;
+  for (int i = 0; i < 40; ++i) {
+    const std::int64_t segment = (*journal)->Append(Row(Id("w", i), "acme", "tx", "llama", kT0, 1));
+    ASSERT_GE(segment, 0);
+    ++per_segment[segment];
+  }
+  ASSERT_GE(per_segment.size(), 3u);
+  const auto files = [&] {
+    std::size_t n = 0;
+    for (const auto& f : fs::directory_iterator(dir / "0")) n += f.is_regular_file();
+    return n;
+  };
+  EXPECT_EQ(files(), per_segment.size());
+  const auto first = *per_segment.begin();
+  (*journal)->Written(first.first, first.second - 1);
+  EXPECT_EQ(files(), per_segment.size());  // one of its rows is still only here.
+  (*journal)->Written(first.first, 1);
+  EXPECT_EQ(files(), per_segment.size() - 1);
+  for (auto it = std::next(per_segment.begin()); it != per_segment.end(); ++it) {
+    (*journal)->Written(it->first, it->second);
+  }
+  EXPECT_EQ(files(), 1u);  // the segment in use stays while the journal is open.
+  journal->reset();
+  EXPECT_EQ(files(), 0u);
 }
 
 // Rows journaled are in the store once the writer stops, and no journal file is left.

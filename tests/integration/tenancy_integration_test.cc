@@ -110,14 +110,21 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
       ASSERT_TRUE(db) << db.error();
       url = *db;
     }
+    url_ = url;
+    ASSERT_NO_FATAL_FAILURE(StartGateways({}));
+  }
+  // (Re)starts both gateways on the store; they take requests and tokens per minute from one
+  // table in `limits_file` when it is set (as processes sharing a port with --reuse-port do),
+  // else each from its own buckets.
+  void StartGateways(const std::filesystem::path& limits_file) {
+    for (auto& c : clients_) c.reset();
+    for (auto& g : gateways_) g.reset();
     auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
     ASSERT_TRUE(config) << config.error();
     for (int i = 0; i < 2; ++i) {
       runtime::UpOptions o = GatewayOptions(dir_);
-      o.store_url = url;
-      // Both take requests and tokens per minute from one table, as processes sharing a port
-      // (--reuse-port) do by default.
-      o.limits_file = dir_ / "rate-limits";
+      o.store_url = url_;
+      o.limits_file = limits_file;
       auto rt = runtime::Runtime::Start(*config, o);
       ASSERT_TRUE(rt) << rt.error();
       gateways_[i] = std::move(*rt);
@@ -171,6 +178,7 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
   }
 
   std::filesystem::path dir_;
+  std::string url_;  // the PostgreSQL store's; empty: SQLite in dir_.
   std::unique_ptr<testing::PostgresServer> postgres_;
   std::unique_ptr<runtime::Runtime> gateways_[2];
   std::unique_ptr<TestClient> clients_[2];
@@ -215,6 +223,7 @@ TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
 // Gateways that share a limits file (as --reuse-port processes do) hold a tenant to its limit
 // together: what one admitted, the other cannot admit again.
 TEST_P(TenancyIntegrationTest, GatewaysSharingALimitsFileHoldATenantToOneLimit) {
+  ASSERT_NO_FATAL_FAILURE(StartGateways(dir_ / "rate-limits"));
   PutTenant({{"id", "shared"}, {"rpm", 3}});
   auto [id, key] = NewKey("shared");
   auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };

@@ -21,6 +21,7 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       in_flight_tokens_(endpoints_.size(), 0),
       in_flight_batch_(endpoints_.size(), 0),
       slow_streak_(endpoints_.size(), 0),
+      slow_only_(endpoints_.size(), false),
       breaker_open_until_(endpoints_.size()),
       scraped_(endpoints_.size()),
       in_flight_at_scrape_(endpoints_.size(), 0),
@@ -54,6 +55,23 @@ core::Decision Fleet::RouteAndAdmit(const core::Request& request,
   }
   core::FleetView view{sites_, energy_, endpoints_, loads_, &index_};
   core::Decision d = router_.Route(request, view);
+  if (!d.placed && d.why_not == core::NoPlacement::kAllUnhealthy) {
+    // Nothing healthy is left. Endpoints held out only for being slow still answer: slow
+    // service beats none (as Envoy's panic threshold does), so they are tried once more.
+    std::vector<std::uint32_t> slow;
+    for (std::uint32_t e = 0; e < loads_.size(); ++e) {
+      if (slow_only_[e] && !loads_[e].healthy &&
+          std::find(exclude.begin(), exclude.end(), e) == exclude.end()) {
+        slow.push_back(e);
+        loads_[e].healthy = true;
+      }
+    }
+    if (!slow.empty()) {
+      core::Decision again = router_.Route(request, view);
+      for (auto e : slow) loads_[e].healthy = false;
+      if (again.placed) d = again;
+    }
+  }
   for (auto& [e, healthy] : saved) loads_[e].healthy = healthy;
   if (d.placed) {
     ++in_flight_[d.endpoint_index];
@@ -120,13 +138,17 @@ void Fleet::SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority,
 void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
   std::lock_guard lock(mu_);
   loads_[endpoint].healthy = false;
+  slow_only_[endpoint] = false;
   last_error_[endpoint] = std::move(why);
 }
 
 void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
                         std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mu_);
-  if (now >= breaker_open_until_[endpoint]) loads_[endpoint].healthy = true;
+  if (now >= breaker_open_until_[endpoint]) {
+    loads_[endpoint].healthy = true;
+    slow_only_[endpoint] = false;
+  }
   scraped_[endpoint] = scraped;
   in_flight_at_scrape_[endpoint] = in_flight_[endpoint];
   RefreshLoad(endpoint);
@@ -140,6 +162,9 @@ void Fleet::ReportLatency(std::uint32_t endpoint, double ttft_s, double predicte
   if (slow_streak_[endpoint] < kSlowStreak) return;
   slow_streak_[endpoint] = 0;
   breaker_open_until_[endpoint] = now + kBreakerCoolDown;
+  // Held out for slowness alone (a connection failure since would clear this): still used when
+  // nothing healthy is left.
+  if (loads_[endpoint].healthy) slow_only_[endpoint] = true;
   loads_[endpoint].healthy = false;
   char why[128];
   std::snprintf(why, sizeof why, "slow: %d answers in a row, last ttft %.2f s vs %.2f s predicted",

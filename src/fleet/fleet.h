@@ -110,7 +110,9 @@ class Fleet {
   // Passive health by latency: a request's time to first token against the router's prediction.
   // kSlowStreak answers in a row slower than max(4 x predicted, predicted + 2 s) open the breaker:
   // the endpoint is taken out and probes cannot put it back for kBreakerCoolDown; then one good
-  // probe closes it again (half-open: the next slow streak opens it again).
+  // probe closes it again (half-open: the next slow streak opens it again). While it is out for
+  // slowness alone, it is still chosen when no healthy endpoint is left for a request: slow
+  // service beats none.
   static constexpr int kSlowStreak = 5;
   static constexpr std::chrono::seconds kBreakerCoolDown{5};
   void ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
@@ -135,6 +137,7 @@ class Fleet {
   std::vector<std::int64_t> in_flight_tokens_;
   std::vector<int> in_flight_batch_;
   std::vector<int> slow_streak_;
+  std::vector<bool> slow_only_;  // out by the latency breaker alone, not a failure.
   std::vector<std::chrono::steady_clock::time_point> breaker_open_until_;
   std::vector<ScrapedLoad> scraped_;
   std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.

@@ -90,6 +90,30 @@ TEST(FleetTest, ASlowStreakOpensTheBreakerForTheCoolDown) {
   EXPECT_NE(f.Status().endpoints[0].last_error.find("slow"), std::string::npos);
 }
 
+// Slow is not down: when every endpoint is held out by the latency breaker alone, requests still
+// go to them (the cheaper first); one that has failed, or is excluded for this request, is not.
+TEST(FleetTest, SlowEndpointsStillServeWhenNothingHealthyIsLeft) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  for (std::uint32_t e : {0u, 1u}) {
+    for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(e, 10.0, 0.2, t0);
+  }
+  ASSERT_FALSE(f.Healthy(0));
+  ASSERT_FALSE(f.Healthy(1));
+  core::Decision d = f.RouteAndAdmit(Req());
+  ASSERT_TRUE(d.placed);
+  EXPECT_EQ(d.site_index, 0u);
+  EXPECT_FALSE(f.Healthy(0));  // still out: used only for want of anything else.
+  EXPECT_EQ(f.RouteAndAdmit(Req(), {0}).site_index, 1u);
+  f.MarkFailure(1, "connection refused");
+  EXPECT_FALSE(f.RouteAndAdmit(Req(), {0}).placed);
+  EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u);
+  f.MarkFailure(0, "connection refused");
+  EXPECT_EQ(f.RouteAndAdmit(Req()).why_not, core::NoPlacement::kAllUnhealthy);
+}
+
 TEST(FleetTest, ExcludedEndpointsAreSkippedForOneDecision) {
   Fleet f = TwoSiteFleet();
   f.SetMarketPrice(0, 10);

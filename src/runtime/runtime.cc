@@ -453,7 +453,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     if (!table) return std::unexpected(table.error());
     spdlog::info("rate limits: shared by the processes that use {}", limits_file.string());
     p.tenancy->ShareRateLimits(std::move(*table));
-  } else if (options.reuse_port) {
+  } else if (options.reuse_port && p.tenancy->has_store()) {
+    // (Without a store there are no per-minute limits to share: the fleet file sets none.)
     spdlog::warn("rate limits: this process keeps its own (no --data-dir, no --limits-file)");
   }
   gateway::GatewayOptions go;

@@ -437,6 +437,35 @@ class OneGatewayTest : public ::testing::Test {
 
 using SyncLedgerTest = OneGatewayTest;
 using AdminStoreBusyTest = OneGatewayTest;
+using ReusePortTest = OneGatewayTest;
+
+// With --reuse-port and no --limits-file, the per-minute buckets live in <data-dir>/rate-limits,
+// where another process on the port (here, the test opening the file itself) takes from the
+// same bucket the gateway took from.
+TEST_F(ReusePortTest, ByDefaultTheRateLimitsAreInTheDataDirectory) {
+  auto o = Options();
+  o.reuse_port = true;
+  ASSERT_NO_FATAL_FAILURE(Start(o));
+  auto put = Admin(http::verb::post, "/admin/tenants", json{{"id", "pooled"}, {"rpm", 3}}.dump());
+  ASSERT_EQ(put.status, 200) << put.body;
+  auto created = Admin(http::verb::post, "/admin/keys", json{{"tenant", "pooled"}}.dump());
+  ASSERT_EQ(created.status, 200) << created.body;
+  const std::string key = json::parse(created.body)["key"];
+  EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 200);
+  EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 200);
+  auto table = gateway::SharedBuckets::Open(dir_ / "rate-limits");
+  ASSERT_TRUE(table) << table.error();
+  const auto now_s = std::chrono::duration<double>(
+                         std::chrono::steady_clock::now().time_since_epoch()).count();
+  int taken = 0;
+  for (int i = 0; i < 2; ++i) {
+    (*table)->With({"pooled", 3, 0, 0}, [&](core::MinuteBucket& rpm, core::MinuteBucket&) {
+      taken += rpm.TryTake(1, now_s) == 0;
+    });
+  }
+  EXPECT_EQ(taken, 1);  // 3 a minute, 2 of them taken by the gateway.
+  EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 429);
+}
 
 // With --sync-ledger a request's row is committed to the store (SQLite synchronous=FULL) before
 // its last bytes, not only journaled: the database holds it when the client has the whole

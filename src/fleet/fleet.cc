@@ -55,9 +55,11 @@ core::Decision Fleet::RouteAndAdmit(const core::Request& request,
   }
   core::FleetView view{sites_, energy_, endpoints_, loads_, &index_};
   core::Decision d = router_.Route(request, view);
-  if (!d.placed && d.why_not == core::NoPlacement::kAllUnhealthy) {
-    // Nothing healthy is left. Endpoints held out only for being slow still answer: slow
-    // service beats none (as Envoy's panic threshold does), so they are tried once more.
+  if (!d.placed && d.filtered.unhealthy > 0 && d.why_not != core::NoPlacement::kModelNotServed &&
+      d.why_not != core::NoPlacement::kResidency) {
+    // Nothing healthy could take it (none left, or the healthy ones are full). Endpoints held
+    // out only for being slow still answer: slow service beats none (as Envoy's panic threshold
+    // does), so they are tried once more, with everything else as it was.
     std::vector<std::uint32_t> slow;
     for (std::uint32_t e = 0; e < loads_.size(); ++e) {
       if (slow_only_[e] && !loads_[e].healthy &&
@@ -67,9 +69,11 @@ core::Decision Fleet::RouteAndAdmit(const core::Request& request,
       }
     }
     if (!slow.empty()) {
-      core::Decision again = router_.Route(request, view);
+      // Its answer stands, placed or not: full slow endpoints make it "at capacity" (the caller
+      // waits for a slot), not "unhealthy" (an immediate 503).
+      d = router_.Route(request, view);
       for (auto e : slow) loads_[e].healthy = false;
-      if (again.placed) d = again;
+      d.meets_targets = false;  // known to answer far slower than predicted.
     }
   }
   for (auto& [e, healthy] : saved) loads_[e].healthy = healthy;
@@ -148,6 +152,8 @@ void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
   if (now >= breaker_open_until_[endpoint]) {
     loads_[endpoint].healthy = true;
     slow_only_[endpoint] = false;
+  } else {
+    slow_only_[endpoint] = true;  // answering, held out by the breaker alone (a failure since is over).
   }
   scraped_[endpoint] = scraped;
   in_flight_at_scrape_[endpoint] = in_flight_[endpoint];
@@ -159,6 +165,9 @@ void Fleet::ReportLatency(std::uint32_t endpoint, double ttft_s, double predicte
   std::lock_guard lock(mu_);
   const bool slow = ttft_s > std::max(4 * predicted_ttft_s, predicted_ttft_s + 2.0);
   slow_streak_[endpoint] = slow ? slow_streak_[endpoint] + 1 : 0;
+  // An open breaker is not pushed further out by answers from requests it let through for want
+  // of anything else: after the cool-down a good probe closes it, and the next streak reopens it.
+  if (now < breaker_open_until_[endpoint]) slow_streak_[endpoint] = 0;
   if (slow_streak_[endpoint] < kSlowStreak) return;
   slow_streak_[endpoint] = 0;
   breaker_open_until_[endpoint] = now + kBreakerCoolDown;
@@ -211,7 +220,8 @@ FleetStatus Fleet::Status() const {
     if (es.healthy) ++st.healthy_endpoints;
     st.in_flight += es.in_flight;
     st.in_flight_batch += in_flight_batch_[i];
-    if (es.healthy && scraped_[i].watts >= 0) st.gpu_watts += scraped_[i].watts;
+    // A slow endpoint held out by the breaker still draws what it reports (it may be serving).
+    if ((es.healthy || slow_only_[i]) && scraped_[i].watts >= 0) st.gpu_watts += scraped_[i].watts;
     out.endpoints.push_back(std::move(es));
   }
   for (std::size_t s = 0; s < sites_.size(); ++s) {

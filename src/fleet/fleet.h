@@ -111,8 +111,9 @@ class Fleet {
   // kSlowStreak answers in a row slower than max(4 x predicted, predicted + 2 s) open the breaker:
   // the endpoint is taken out and probes cannot put it back for kBreakerCoolDown; then one good
   // probe closes it again (half-open: the next slow streak opens it again). While it is out for
-  // slowness alone, it is still chosen when no healthy endpoint is left for a request: slow
-  // service beats none.
+  // slowness alone, it is still chosen when no healthy endpoint can take a request (none left,
+  // or all full): slow service beats none. Slow answers while it is out do not extend the
+  // cool-down.
   static constexpr int kSlowStreak = 5;
   static constexpr std::chrono::seconds kBreakerCoolDown{5};
   void ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,

@@ -114,6 +114,43 @@ TEST(FleetTest, SlowEndpointsStillServeWhenNothingHealthyIsLeft) {
   EXPECT_EQ(f.RouteAndAdmit(Req()).why_not, core::NoPlacement::kAllUnhealthy);
 }
 
+// The slow endpoint also takes what a full healthy one cannot, and when it is full too the
+// answer is "at capacity" (the caller waits for a slot), not "unhealthy". Answers from requests
+// it took while held out do not hold it out longer; a probe that answers during the cool-down
+// makes it usable again after a failure; its power still counts at its site.
+TEST(FleetTest, ASlowEndpointTakesTheOverflowWithoutBeingHeldOutLonger) {
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(1, 10.0, 0.2, t0);
+  ASSERT_FALSE(f.Healthy(1));
+  const int capacity = 5;  // max_batch 4 + max_queue 1.
+  for (int i = 0; i < capacity; ++i) EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u) << i;
+  core::Decision overflow = f.RouteAndAdmit(Req());
+  ASSERT_TRUE(overflow.placed);
+  EXPECT_EQ(overflow.site_index, 1u);
+  EXPECT_FALSE(overflow.meets_targets);
+  for (int i = 1; i < capacity; ++i) ASSERT_TRUE(f.RouteAndAdmit(Req()).placed);
+  EXPECT_EQ(f.RouteAndAdmit(Req()).why_not, core::NoPlacement::kAllAtCapacity);
+  // Slow answers while it is held out do not push the cool-down further.
+  for (int i = 0; i < Fleet::kSlowStreak; ++i) {
+    f.ReportLatency(1, 10.0, 0.2, t0 + std::chrono::seconds(1));
+  }
+  ScrapedLoad drawing;
+  drawing.watts = 500;
+  f.MarkProbeOk(1, drawing, t0 + std::chrono::seconds(2));
+  EXPECT_EQ(f.Status().sites[1].gpu_watts, 500);  // held out, but serving: its draw counts.
+  f.MarkFailure(1, "probe timed out");
+  f.MarkProbeOk(1, drawing, t0 + std::chrono::seconds(3));  // answering again, still held out.
+  EXPECT_FALSE(f.Healthy(1));
+  f.Finish(0, Req());
+  f.Finish(1, Req());
+  EXPECT_TRUE(f.RouteAndAdmit(Req(), {0}).placed);  // usable as a slow endpoint again.
+  f.MarkProbeOk(1, drawing, t0 + Fleet::kBreakerCoolDown);
+  EXPECT_TRUE(f.Healthy(1));
+}
+
 TEST(FleetTest, ExcludedEndpointsAreSkippedForOneDecision) {
   Fleet f = TwoSiteFleet();
   f.SetMarketPrice(0, 10);

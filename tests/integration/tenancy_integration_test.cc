@@ -464,7 +464,9 @@ TEST_F(ReusePortTest, ByDefaultTheRateLimitsAreInTheDataDirectory) {
     });
   }
   EXPECT_EQ(taken, 1);  // 3 a minute, 2 of them taken by the gateway.
-  EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 429);
+  auto refused = client_->Chat(key, ChatBody(4, false));
+  ASSERT_EQ(refused.status, 429) << refused.body;
+  EXPECT_EQ(json::parse(refused.body)["error"]["code"], "requests_per_minute");
 }
 
 // With --sync-ledger a request's row is committed to the store (SQLite synchronous=FULL) before

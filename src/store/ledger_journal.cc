@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstring>
 #include <fstream>
+#include <utility>
 
 namespace powerplane::store {
 namespace {
@@ -251,6 +252,8 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
     ::close(own_fd);
     return std::unexpected("ledger journal: cannot create " + own_dir.string() + ": " + ec.message());
   }
+  std::filesystem::remove(own_dir / kSpareName, ec);  // a spare left by a crash: never a row.
+  ec.clear();
   // The first segment is opened by the first append: a writer that never journals (every
   // request waits for its commit) leaves no file.
   std::unique_ptr<LedgerJournal> journal(new LedgerJournal(
@@ -274,6 +277,12 @@ LedgerJournal::~LedgerJournal() {
   for (int fd : held_fds_) ::close(fd);
   const bool opened = fd_ >= 0;
   CloseSegment();
+  if (spare_fd_ >= 0) {
+    ::munmap(spare_map_, capacity_);
+    ::close(spare_fd_);
+    std::error_code ignored;
+    std::filesystem::remove(dir_ / kSpareName, ignored);
+  }
   // Everything appended reached the database: nothing to replay, so no file is left behind.
   const auto it = counts_.find(segment_);
   if (opened && (it == counts_.end() || it->second.written >= it->second.appended)) {
@@ -349,7 +358,16 @@ std::int64_t LedgerJournal::Append(const LedgerRow& row) {
   std::lock_guard lock(mu_);
   if (fd_ < 0 || segment_bytes_ + line.size() > capacity_) {
     const std::int64_t next = fd_ < 0 ? segment_ : segment_ + 1;
-    if (!OpenSegment(next)) {
+    if (fd_ >= 0 && spare_fd_ >= 0 &&
+        ::rename((dir_ / kSpareName).c_str(), SegmentPath(dir_, next).c_str()) == 0) {
+      // The spare PrepareNext made ready: a rename, no allocation on the request's thread.
+      CloseSegment();
+      fd_ = std::exchange(spare_fd_, -1);
+      map_ = std::exchange(spare_map_, nullptr);
+      segment_ = next;
+      segment_bytes_ = 0;
+      counts_[segment_];
+    } else if (!OpenSegment(next)) {
       // Once per failing streak, not per request (a full disk fails every one).
       if (!failing_) {
         spdlog::error("ledger journal: cannot open segment {}: {}; rows wait for their commit",
@@ -382,6 +400,36 @@ std::int64_t LedgerJournal::Append(const LedgerRow& row) {
   segment_bytes_ += line.size();
   ++counts_[segment_].appended;
   return segment_;
+}
+
+void LedgerJournal::PrepareNext() {
+  {
+    std::lock_guard lock(mu_);
+    if (!mapped_ || preparing_ || spare_fd_ >= 0 || fd_ < 0 || segment_bytes_ < capacity_ / 2) {
+      return;
+    }
+    preparing_ = true;
+  }
+  // Outside the lock: appends go on meanwhile, and none touches the spare until it is set.
+  const std::filesystem::path path = dir_ / kSpareName;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  char* map = nullptr;
+  if (fd >= 0) {
+    if (::posix_fallocate(fd, 0, static_cast<off_t>(capacity_)) == 0) {
+      void* m = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (m != MAP_FAILED) map = static_cast<char*>(m);
+    }
+    if (map == nullptr) {
+      ::close(fd);
+      fd = -1;
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);  // the append that needs one opens its own.
+    }
+  }
+  std::lock_guard lock(mu_);
+  preparing_ = false;
+  spare_fd_ = fd;
+  spare_map_ = map;
 }
 
 void LedgerJournal::Written(std::int64_t segment, std::size_t rows) {

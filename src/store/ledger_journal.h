@@ -65,6 +65,11 @@ class LedgerJournal {
   std::int64_t Append(const LedgerRow& row);
   // `rows` rows of `segment` are in the database.
   void Written(std::int64_t segment, std::size_t rows);
+  // Allocates and maps the next segment ahead of need, off the request path (the ledger writer
+  // calls it after each batch), so that the append that fills a segment only renames the spare
+  // into place. Does nothing before the segment in use is half full, or without mapping.
+  void PrepareNext();
+  static constexpr const char* kSpareName = "next.spare";
 
  private:
   LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
@@ -83,6 +88,9 @@ class LedgerJournal {
   std::int64_t segment_ = 0;
   std::size_t segment_bytes_ = 0;  // written to the segment in use.
   bool failing_ = false;           // the last append failed (logged once per streak).
+  int spare_fd_ = -1;              // <dir>/next.spare, allocated and mapped at spare_map_.
+  char* spare_map_ = nullptr;
+  bool preparing_ = false;         // PrepareNext is making the spare (outside mu_).
   struct Count {
     std::size_t appended = 0;
     std::size_t written = 0;

@@ -160,6 +160,8 @@ void LedgerWriter::Run() {
     if (!queue_.empty()) oldest_queued_ = std::chrono::steady_clock::now();
     lock.unlock();
     WriteBatch(batch);
+    // The journal's next segment is allocated here, not by the request that fills this one.
+    if (journal_) journal_->PrepareNext();
     lock.lock();
   }
 }

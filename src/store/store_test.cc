@@ -428,7 +428,7 @@ TEST(LedgerJournalTest, SegmentsGoOnceTheirRowsAreWritten) {
   ASSERT_GE(per_segment.size(), 3u);
   const auto files = [&] {
     std::size_t n = 0;
-    for (const auto& f : fs::directory_iterator(dir / "0")) n += f.is_regular_file();
+    for (const auto& f : fs::directory_iterator(dir / "0")) n += f.path().extension() == ".tsv";
     return n;
   };
   EXPECT_EQ(files(), per_segment.size());
@@ -443,6 +443,43 @@ TEST(LedgerJournalTest, SegmentsGoOnceTheirRowsAreWritten) {
   EXPECT_EQ(files(), 1u);  // the segment in use stays while the journal is open.
   journal->reset();
   EXPECT_EQ(files(), 0u);
+}
+
+// The next segment made ready ahead (by the writer, off the request path) is what the append
+// that fills a segment moves to; rows read back the same across it, and no spare is left.
+TEST(LedgerJournalTest, AFullSegmentMovesToTheSpareMadeAhead) {
+  const fs::path dir = NewTempDir() / "journal";
+  std::vector<LedgerRow> none;
+  auto journal = LedgerJournal::Open(dir, &none, 2048);
+  ASSERT_TRUE(journal) << journal.error();
+  const fs::path spare = dir / "0" / LedgerJournal::kSpareName;
+  int rows = 0;
+  const auto append = [&] {
+    const int k = rows++;
+    return (*journal)->Append(Row(Id("p", k), "acme", "tx", "llama", kT0 + k, 1));
+  };
+  (*journal)->PrepareNext();  // nothing appended yet: nothing to prepare.
+  EXPECT_FALSE(fs::exists(spare));
+  // Rows until the segment is half full and the spare is made.
+  std::int64_t first = -1;
+  while (!fs::exists(spare) && rows < 40) {
+    first = append();
+    (*journal)->PrepareNext();
+  }
+  ASSERT_TRUE(fs::exists(spare)) << "no spare after " << rows << " rows";
+  EXPECT_EQ(fs::file_size(spare), 2048u);
+  // Rows until one goes to the next segment.
+  std::int64_t segment = first;
+  while (segment == first && rows < 40) segment = append();
+  ASSERT_EQ(segment, first + 1);
+  EXPECT_FALSE(fs::exists(spare));  // renamed into place.
+  journal->reset();  // nothing written to the database: the segments stay for the next run.
+  std::vector<LedgerRow> leftover;
+  auto reopened = LedgerJournal::Open(dir, &leftover, 2048);
+  ASSERT_TRUE(reopened) << reopened.error();
+  ASSERT_EQ(leftover.size(), static_cast<std::size_t>(rows));
+  for (int k = 0; k < rows; ++k) EXPECT_EQ(leftover[k].request_id, Id("p", k)) << k;
+  EXPECT_FALSE(fs::exists(spare));
 }
 
 // Rows journaled are in the store once the writer stops, and no journal file is left.

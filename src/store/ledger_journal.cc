@@ -186,9 +186,6 @@ constexpr int kMaxSlots = 256;
 constexpr std::string_view kSlotPrefix = "slot-";
 constexpr std::string_view kSlotSuffix = ".lock";
 
-}  // namespace
-
-namespace {
 // Whether a write into a mapping of a file in `dir` never needs a block that posix_fallocate did
 // not already give it: filesystems that overwrite in place.
 bool AllocatesInPlace(const std::filesystem::path& dir) {
@@ -203,7 +200,29 @@ bool AllocatesInPlace(const std::filesystem::path& dir) {
       return false;
   }
 }
+
 }  // namespace
+
+LedgerJournal::Mapping LedgerJournal::MapWhole(const std::filesystem::path& path,
+                                               std::size_t bytes) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return {};
+  // The whole file's blocks now, so that no copy into the mapping can meet a full disk.
+  int err = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes));
+  void* map = MAP_FAILED;
+  if (err == 0) {
+    map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) err = errno;
+  }
+  if (err != 0) {
+    ::close(fd);
+    std::error_code ignored;
+    std::filesystem::remove(path, ignored);  // nothing in it; it would only hold the disk.
+    errno = err;
+    return {};
+  }
+  return {fd, static_cast<char*>(map)};
+}
 
 Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem::path& dir,
                                                            std::vector<LedgerRow>* leftover,
@@ -277,9 +296,9 @@ LedgerJournal::~LedgerJournal() {
   for (int fd : held_fds_) ::close(fd);
   const bool opened = fd_ >= 0;
   CloseSegment();
-  if (spare_fd_ >= 0) {
-    ::munmap(spare_map_, capacity_);
-    ::close(spare_fd_);
+  if (spare_.fd >= 0) {
+    ::munmap(spare_.map, capacity_);
+    ::close(spare_.fd);
     std::error_code ignored;
     std::filesystem::remove(dir_ / kSpareName, ignored);
   }
@@ -306,29 +325,14 @@ void LedgerJournal::DropLeftovers() {
 
 bool LedgerJournal::OpenSegment(std::int64_t segment) {
   const std::filesystem::path path = SegmentPath(dir_, segment);
-  const int fd = ::open(path.c_str(),
-                        (mapped_ ? O_RDWR : O_WRONLY | O_APPEND) | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0600);
-  if (fd < 0) return false;
-  void* map = nullptr;
-  if (mapped_) {
-    // The whole segment's blocks now, so that no copy into the mapping can meet a full disk.
-    int err = ::posix_fallocate(fd, 0, static_cast<off_t>(capacity_));
-    if (err == 0) {
-      map = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (map == MAP_FAILED) err = errno;
-    }
-    if (err != 0) {
-      ::close(fd);
-      std::error_code ignored;
-      std::filesystem::remove(path, ignored);  // nothing in it; it would only hold the disk.
-      errno = err;
-      return false;
-    }
-  }
+  Mapping opened = mapped_ ? MapWhole(path, capacity_)
+                           : Mapping{::open(path.c_str(),
+                                            O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC,
+                                            0600)};
+  if (opened.fd < 0) return false;
   CloseSegment();
-  fd_ = fd;
-  map_ = static_cast<char*>(map);
+  fd_ = opened.fd;
+  map_ = opened.map;
   segment_ = segment;
   segment_bytes_ = 0;
   counts_[segment];
@@ -358,12 +362,12 @@ std::int64_t LedgerJournal::Append(const LedgerRow& row) {
   std::lock_guard lock(mu_);
   if (fd_ < 0 || segment_bytes_ + line.size() > capacity_) {
     const std::int64_t next = fd_ < 0 ? segment_ : segment_ + 1;
-    if (fd_ >= 0 && spare_fd_ >= 0 &&
+    if (fd_ >= 0 && spare_.fd >= 0 &&
         ::rename((dir_ / kSpareName).c_str(), SegmentPath(dir_, next).c_str()) == 0) {
       // The spare PrepareNext made ready: a rename, no allocation on the request's thread.
       CloseSegment();
-      fd_ = std::exchange(spare_fd_, -1);
-      map_ = std::exchange(spare_map_, nullptr);
+      fd_ = std::exchange(spare_.fd, -1);
+      map_ = std::exchange(spare_.map, nullptr);
       segment_ = next;
       segment_bytes_ = 0;
       counts_[segment_];
@@ -405,31 +409,17 @@ std::int64_t LedgerJournal::Append(const LedgerRow& row) {
 void LedgerJournal::PrepareNext() {
   {
     std::lock_guard lock(mu_);
-    if (!mapped_ || preparing_ || spare_fd_ >= 0 || fd_ < 0 || segment_bytes_ < capacity_ / 2) {
+    if (!mapped_ || preparing_ || spare_.fd >= 0 || fd_ < 0 || segment_bytes_ < capacity_ / 2) {
       return;
     }
     preparing_ = true;
   }
-  // Outside the lock: appends go on meanwhile, and none touches the spare until it is set.
-  const std::filesystem::path path = dir_ / kSpareName;
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  char* map = nullptr;
-  if (fd >= 0) {
-    if (::posix_fallocate(fd, 0, static_cast<off_t>(capacity_)) == 0) {
-      void* m = ::mmap(nullptr, capacity_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-      if (m != MAP_FAILED) map = static_cast<char*>(m);
-    }
-    if (map == nullptr) {
-      ::close(fd);
-      fd = -1;
-      std::error_code ignored;
-      std::filesystem::remove(path, ignored);  // the append that needs one opens its own.
-    }
-  }
+  // Outside the lock: appends go on meanwhile, and none touches the spare until it is set. When
+  // this fails, the append that needs a segment opens its own.
+  const Mapping spare = MapWhole(dir_ / kSpareName, capacity_);
   std::lock_guard lock(mu_);
   preparing_ = false;
-  spare_fd_ = fd;
-  spare_map_ = map;
+  spare_ = spare;
 }
 
 void LedgerJournal::Written(std::int64_t segment, std::size_t rows) {

@@ -17,7 +17,7 @@
 // SIGBUS, an append is one write(2) to the segment opened O_APPEND. A segment's unused tail is
 // zeros; reading stops at the first zero byte, and a line cut short by a crash lacks its end
 // mark and is skipped.
-
+//
 // The journal is written in segments (ledger-journal-<n>.tsv); a segment whose rows all reached
 // the database is deleted once the next one is in use, so the journal's size stays bounded by
 // what the database is behind plus one segment. Writers sharing a directory (gateways on one
@@ -74,6 +74,14 @@ class LedgerJournal {
  private:
   LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
                 std::int64_t first_segment, std::size_t segment_bytes, bool mapped);
+  // A file's descriptor and, when mapped, its mapping; fd -1 when it could not be made.
+  struct Mapping {
+    int fd = -1;
+    char* map = nullptr;
+  };
+  // Creates `path` (emptied), allocates `bytes` of it whole and maps them shared; fd -1 with
+  // errno set, and no file left, on failure.
+  static Mapping MapWhole(const std::filesystem::path& path, std::size_t bytes);
   bool OpenSegment(std::int64_t segment);  // under mu_; false with errno set.
   void CloseSegment();                     // under mu_.
   void DropDoneSegments();                 // under mu_.
@@ -88,8 +96,7 @@ class LedgerJournal {
   std::int64_t segment_ = 0;
   std::size_t segment_bytes_ = 0;  // written to the segment in use.
   bool failing_ = false;           // the last append failed (logged once per streak).
-  int spare_fd_ = -1;              // <dir>/next.spare, allocated and mapped at spare_map_.
-  char* spare_map_ = nullptr;
+  Mapping spare_;                  // <dir>/next.spare, allocated and mapped (PrepareNext).
   bool preparing_ = false;         // PrepareNext is making the spare (outside mu_).
   struct Count {
     std::size_t appended = 0;

@@ -53,10 +53,13 @@ std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
   const std::size_t bytes = sizeof(Header) + kSlots * sizeof(Slot);
   const std::string boot = BootId();
   if (boot.empty()) return std::unexpected("rate-limit table: cannot read the kernel's boot id");
+  std::error_code ignored;  // a folder that cannot be made fails the open below, which says so.
+  if (file.has_parent_path()) std::filesystem::create_directories(file.parent_path(), ignored);
   const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return std::unexpected(Errno("cannot open", file));
-  auto fail = [&](const std::string& what) {
-    auto error = what.starts_with("rate-limit table") ? what : Errno(what, file);
+  // "rate-limit table FILE: what", with the system's reason when `system` (errno read first).
+  auto fail = [&](const std::string& what, bool system = true) {
+    auto error = system ? Errno(what, file) : "rate-limit table " + file.string() + ": " + what;
     ::close(fd);  // drops its flock too (nothing mapped).
     return std::unexpected(error);
   };
@@ -68,12 +71,12 @@ std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
   if (::fstat(fd, &st) != 0) return fail("cannot stat");
   if (st.st_size != 0 && static_cast<std::size_t>(st.st_size) != bytes) {
     // Another layout (another version of powerplane), or not ours: never guessed at.
-    return fail("rate-limit table " + file.string() + ": has " + std::to_string(st.st_size) +
-                " bytes, where this version's has " + std::to_string(bytes) +
-                " (remove it once no gateway uses it)");
+    return fail("has " + std::to_string(st.st_size) + " bytes, where this version's has " +
+                    std::to_string(bytes) + " (remove it once no gateway uses it)",
+                false);
   }
   if (st.st_size == 0 && (!alone || ::ftruncate(fd, static_cast<off_t>(bytes)) != 0)) {
-    return fail(alone ? "cannot size" : "rate-limit table " + file.string() + ": empty");
+    return alone ? fail("cannot size") : fail("empty", false);
   }
   void* map = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (map == MAP_FAILED) return fail("cannot map");
@@ -87,8 +90,9 @@ std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
       // In use by a process that laid it out on another boot or host (a shared folder), or by
       // another version: never re-laid out under it.
       ::munmap(map, bytes);
-      return fail("rate-limit table " + file.string() + ": in use with another " +
-                  (laid_out ? "boot id (another host?)" : "layout (another version?)"));
+      return fail(std::string("in use with another ") +
+                      (laid_out ? "boot id (another host?)" : "layout (another version?)"),
+                  false);
     }
     // New, or made before a reboot (its times are from another boot; nobody holds its mutex).
     std::memset(map, 0, bytes);

@@ -39,7 +39,7 @@ class SharedBuckets {
   static constexpr std::size_t kSlots = 4096;
   static constexpr std::size_t kMaxIdBytes = 96;
 
-  // Opens (or makes) the table in `file`.
+  // Opens (or makes) the table in `file` (its folder too).
   static std::expected<std::unique_ptr<SharedBuckets>, std::string> Open(
       const std::filesystem::path& file);
   ~SharedBuckets();

@@ -268,8 +268,8 @@ Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
 void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd,
                      bool had_slot) {
   if (had_slot && ledger_) ledger_->Release();
-  const double now = NowS();
   if (tenant.rpm > 0 || tenant.tpm > 0) {
+    const double now = NowS();
     WithBuckets(tenant, [&](core::MinuteBucket& rpm, core::MinuteBucket& tpm) {
       rpm.Refund(1, now);
       tpm.Refund(static_cast<double>(worst_tokens), now);
@@ -283,8 +283,8 @@ void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double wor
 
 void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64_t used_tokens,
                      double worst_usd, double charged_usd) {
-  const double now = NowS();
-  if (tenant.tpm > 0) {
+  if (tenant.tpm > 0) {  // (every request settles: no clock read without a bucket to refill.)
+    const double now = NowS();
     WithBuckets(tenant, [&](core::MinuteBucket&, core::MinuteBucket& tpm) {
       if (used_tokens <= worst_tokens) {
         tpm.Refund(static_cast<double>(worst_tokens - used_tokens), now);

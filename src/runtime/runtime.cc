@@ -447,8 +447,6 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     limits_file = options.state_dir / "rate-limits";
   }
   if (!limits_file.empty()) {
-    std::error_code ignored;
-    if (limits_file.has_parent_path()) std::filesystem::create_directories(limits_file.parent_path(), ignored);
     auto table = gateway::SharedBuckets::Open(limits_file);
     if (!table) return std::unexpected(table.error());
     spdlog::info("rate limits: shared by the processes that use {}", limits_file.string());

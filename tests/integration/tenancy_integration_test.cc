@@ -101,16 +101,14 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
            ("pp-tenancy-" + std::to_string(::getpid()) + "-" +
             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
     std::filesystem::create_directories(dir_);
-    std::string url;
     if (GetParam() == Backend::kPostgres) {
       auto pg = testing::PostgresServer::Start();
       ASSERT_TRUE(pg) << pg.error();
       postgres_ = std::move(*pg);
       auto db = postgres_->CreateDatabase("tenancy");
       ASSERT_TRUE(db) << db.error();
-      url = *db;
+      url_ = *db;
     }
-    url_ = url;
     ASSERT_NO_FATAL_FAILURE(StartGateways({}));
   }
   // (Re)starts both gateways on the store; they take requests and tokens per minute from one
@@ -400,10 +398,13 @@ class OneGatewayTest : public ::testing::Test {
     return client_->Call(verb, std::move(target), std::move(body), "admin");
   }
   // A new tenant `id` and a key for it ("" on failure, which is reported).
-  std::string NewTenantKey(const std::string& id) {
-    auto tenant = Admin(http::verb::post, "/admin/tenants", json{{"id", id}}.dump());
+  std::string NewTenantKey(const std::string& id) { return NewTenantKeyFor(json{{"id", id}}); }
+  // The same for a tenant record with limits ({"id", "rpm", ...}).
+  std::string NewTenantKeyFor(const json& tenant_record) {
+    auto tenant = Admin(http::verb::post, "/admin/tenants", tenant_record.dump());
     EXPECT_EQ(tenant.status, 200) << tenant.body;
-    auto created = Admin(http::verb::post, "/admin/keys", json{{"tenant", id}}.dump());
+    auto created = Admin(http::verb::post, "/admin/keys",
+                         json{{"tenant", tenant_record["id"]}}.dump());
     EXPECT_EQ(created.status, 200) << created.body;
     auto j = json::parse(created.body, nullptr, false);
     return j.is_object() && j.contains("key") ? j["key"].get<std::string>() : std::string();
@@ -446,11 +447,8 @@ TEST_F(ReusePortTest, ByDefaultTheRateLimitsAreInTheDataDirectory) {
   auto o = Options();
   o.reuse_port = true;
   ASSERT_NO_FATAL_FAILURE(Start(o));
-  auto put = Admin(http::verb::post, "/admin/tenants", json{{"id", "pooled"}, {"rpm", 3}}.dump());
-  ASSERT_EQ(put.status, 200) << put.body;
-  auto created = Admin(http::verb::post, "/admin/keys", json{{"tenant", "pooled"}}.dump());
-  ASSERT_EQ(created.status, 200) << created.body;
-  const std::string key = json::parse(created.body)["key"];
+  const std::string key = NewTenantKeyFor(json{{"id", "pooled"}, {"rpm", 3}});
+  ASSERT_FALSE(key.empty());
   EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 200);
   EXPECT_EQ(client_->Chat(key, ChatBody(4, false)).status, 200);
   auto table = gateway::SharedBuckets::Open(dir_ / "rate-limits");

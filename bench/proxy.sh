@@ -15,6 +15,11 @@
 #   ENGINE_CPUS, PROXY_CPUS, WRK_CPUS   the cores of the emulators, of each proxy (the gateways
 #                   and nginx get the same ones), and of wrk.
 #   WRK_THREADS     wrk's threads (default 1).
+#   PROXY_CPU_QUOTA=F  each proxy (each gateway, nginx's master and worker) in a CPU cgroup of
+#                   its own that may use F of one core (CFS quota F x 10 ms per 10 ms; root and
+#                   cgroup v1 or v2). On a machine too small to saturate a proxy with the
+#                   emulator and wrk beside it, this makes the proxy the bottleneck, each with the
+#                   same CPU: throughput is then what a proxy does with that CPU.
 #   KEEP_LOGS=DIR   at the end, the processes' logs and each gateway's /metrics go to DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +44,12 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
     done
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for g in "${cgroups[@]}"; do  # a cgroup can go once its processes have.
+    for _ in $(seq 50); do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
+  done
   rm -rf "$work"
 }
+cgroups=()
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -57,6 +66,25 @@ wrk_threads=${WRK_THREADS:-1}
 # the program's PID); nothing when CPUS is empty.
 on() { if [ -n "$1" ]; then echo "taskset -c $1"; fi; }
 engine_ports=()
+# limit_cpu NAME PID...: moves the processes (all their threads) into a new CPU cgroup that may
+# use PROXY_CPU_QUOTA of one core; nothing when it is unset.
+limit_cpu() {
+  local name=$1; shift
+  [ -n "${PROXY_CPU_QUOTA:-}" ] || return 0
+  local period=10000 quota dir
+  quota=$(awk -v f="$PROXY_CPU_QUOTA" -v p="$period" 'BEGIN { printf "%d", f * p }')
+  if [ -f /sys/fs/cgroup/cgroup.controllers ]; then  # cgroup v2
+    echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+    dir=/sys/fs/cgroup/pp-bench-$$-$name
+    mkdir "$dir" && echo "$quota $period" >"$dir/cpu.max"
+  else  # cgroup v1
+    dir=/sys/fs/cgroup/cpu/pp-bench-$$-$name
+    mkdir "$dir" && echo "$period" >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us"
+  fi || { echo "PROXY_CPU_QUOTA: cannot make CPU cgroup $dir (needs root)" >&2; exit 1; }
+  cgroups+=("$dir")
+  local p
+  for p in "$@"; do echo "$p" >"$dir/cgroup.procs"; done
+}
 for i in $(seq "$engines"); do
   port=$(free_port)
   $(on "${ENGINE_CPUS:-}") "$bin" engine --listen 127.0.0.1:$port --speed 20 --max-batch 1024 \
@@ -93,6 +121,7 @@ $(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" --listen 127.
   --threads 1 --no-store \
   --log-level warn >"$work/gateway.log" 2>&1 & pids+=($!)
 gw_pid=$!
+limit_cpu gateway "$gw_pid"
 wait_port "$gw_port"
 # The same gateway with its tenancy store: every request's ledger row is committed (SQLite WAL)
 # before the response's last bytes leave.
@@ -100,6 +129,7 @@ ledger_port=$(free_port)
 $(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" \
   --listen 127.0.0.1:$ledger_port --threads 1 --data-dir "$work/state" --log-level warn >"$work/gateway-ledger.log" 2>&1 & pids+=($!)
 ledger_pid=$!
+limit_cpu ledger "$ledger_pid"
 wait_port "$ledger_port"
 
 nginx_port=$(free_port)
@@ -129,6 +159,7 @@ NGINX
 $(on "${PROXY_CPUS:-}") nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
 nginx_pid=$!  # the master; its worker is counted as its child.
 wait_port "$nginx_port"
+limit_cpu nginx "$nginx_pid" $(cat /proc/"$nginx_pid"/task/*/children)
 
 cat >"$work/stream.lua" <<'LUA'
 wrk.method = "POST"
@@ -166,7 +197,7 @@ run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) 
 }
 
 echo "wrk -t$wrk_threads -c$conns -d${secs}s, 16-token streams, $engines emulator(s) at speed 20" \
-  "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}"
+  "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}${PROXY_CPU_QUOTA:+, each proxy limited to $PROXY_CPU_QUOTA of a core}"
 run direct "$engine_port" "$engine_pid"
 run gateway "$gw_port" "$gw_pid"
 run gw+ledger "$ledger_port" "$ledger_pid"

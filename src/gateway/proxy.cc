@@ -19,7 +19,6 @@
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
-#include "net/read_drained.h"
 #include "net/write_now.h"
 #include "store/records.h"
 
@@ -352,7 +351,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
           break;
         }
         conn->buffer.commit(n);
-        net::MarkDrained(conn->stream.socket(), n, kReadBytes);
       }
       if (head_bytes > 0) {
         conn->buffer.consume(static_cast<std::size_t>(head_bytes));
@@ -405,7 +403,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       }
       if (ec) co_return false;
       conn->buffer.commit(n);
-      net::MarkDrained(conn->stream.socket(), n, kReadBytes);
     }
     feed_buffered(&decoded);
     co_return !decoder.failed();
@@ -544,7 +541,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       }
       deadline->Disarm();
       conn->buffer.commit(n);
-      net::MarkDrained(conn->stream.socket(), n, kReadBytes);
     }
     // Decoded straight into the splitter's buffer: no copy in between.
     feed_buffered(splitter.AppendTarget());

@@ -1,5 +1,4 @@
 #include "net/http_server.h"
-#include "net/read_drained.h"
 #include "net/write_now.h"
 
 #include "net/http_client.h"
@@ -484,8 +483,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       // http::async_read: no composed operations, no post when the body is already buffered.
       beast::error_code ec_h = ReadRequest(parser, buffer);
       while (ec_h == http::error::need_more) {
-        const std::size_t asked = beast::read_size(buffer, kReadBytes);
-        auto [ec_r, n] = co_await Io(stream).async_read_some(buffer.prepare(asked), kUseTuple);
+        auto [ec_r, n] = co_await Io(stream).async_read_some(
+            buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);
         if (ec_r == asio::error::eof || ec_r == asio::ssl::error::stream_truncated) {
           // A clean end between requests, or a request cut short (Beast says the same).
           ec_h = parser.got_some() ? http::error::partial_message : http::error::end_of_stream;
@@ -496,7 +495,6 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
           break;
         }
         buffer.commit(n);
-        if constexpr (!kIsTls<Stream>) MarkDrained(stream.socket(), n, asked);
         if (!timing_request) {
           arm(options.header_timeout);  // the first bytes of a request on a kept-alive connection.
           timing_request = true;

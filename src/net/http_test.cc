@@ -9,14 +9,12 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 
-#include <array>
 #include <atomic>
 #include <thread>
 
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "net/io_pool.h"
-#include "net/read_drained.h"
 
 namespace powerplane::net {
 namespace {
@@ -288,52 +286,6 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
   EXPECT_TRUE(spared);
   EXPECT_TRUE(cut);
   EXPECT_LT(cut_after_s, 1.0);
-}
-
-// A short read marks the socket drained: the next read waits for epoll instead of trying the
-// socket first, and still gets what arrives later. A full read leaves the socket as it was.
-TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
-  asio::io_context io;
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(io), server(io);
-  client.connect(acceptor.local_endpoint());
-  acceptor.accept(server);
-  std::string got;
-  bool first_after_full = false, first_after_short = true, first_after_event = false;
-  auto run = [&]() -> asio::awaitable<void> {
-    std::array<char, 16> buffer;
-    server.write_some(asio::buffer("0123456789abcdefXYZ", 19));
-    // 16 of 19 bytes: the buffer was filled, so more may wait in the socket.
-    auto [ec1, n1] = co_await client.async_read_some(asio::buffer(buffer),
-                                                     asio::as_tuple(asio::use_awaitable));
-    if (ec1) co_return;
-    MarkDrained(client, n1, buffer.size());
-    first_after_full = TriesReadFirst(client);
-    got.append(buffer.data(), n1);
-    auto [ec2, n2] = co_await client.async_read_some(asio::buffer(buffer),
-                                                     asio::as_tuple(asio::use_awaitable));
-    if (ec2) co_return;
-    MarkDrained(client, n2, buffer.size());
-    first_after_short = TriesReadFirst(client);
-    got.append(buffer.data(), n2);
-    // Bytes sent after the socket was emptied raise an epoll event, and the read gets them.
-    asio::steady_timer later(io);
-    later.expires_after(std::chrono::milliseconds(20));
-    later.async_wait([&](const boost::system::error_code&) {
-      server.write_some(asio::buffer("late", 4));
-    });
-    auto [ec3, n3] = co_await client.async_read_some(asio::buffer(buffer),
-                                                     asio::as_tuple(asio::use_awaitable));
-    if (ec3) co_return;
-    first_after_event = TriesReadFirst(client);
-    got.append(buffer.data(), n3);
-  };
-  asio::co_spawn(io, run(), asio::detached);
-  io.run_for(std::chrono::seconds(5));
-  EXPECT_EQ(got, "0123456789abcdefXYZlate");
-  EXPECT_TRUE(first_after_full);
-  EXPECT_FALSE(first_after_short);
-  EXPECT_TRUE(first_after_event);
 }
 
 TEST(HttpHelpers, ErrorBodyAndHostPort) {

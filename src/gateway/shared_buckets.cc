@@ -111,7 +111,10 @@ std::expected<std::unique_ptr<SharedBuckets>, std::string> SharedBuckets::Open(
     ::munmap(map, bytes);
     return fail("cannot share the lock");
   }
-  return std::unique_ptr<SharedBuckets>(new SharedBuckets(file, fd, header, bytes));
+  auto table = std::unique_ptr<SharedBuckets>(new SharedBuckets(file, fd, header, bytes));
+  table->domain_ = "table:" + boot + ":" + std::to_string(st.st_dev) + ":" +
+                   std::to_string(st.st_ino);
+  return table;
 }
 
 SharedBuckets::SharedBuckets(std::filesystem::path file, int fd, Header* header, std::size_t bytes)

@@ -75,6 +75,9 @@ class SharedBuckets {
   }
 
   const std::filesystem::path& file() const { return file_; }
+  // The same for every process that opened this table on this host since it booted: its boot
+  // id and the file's device and inode (core/fleet_usage.h's domain).
+  const std::string& domain() const { return domain_; }
 
  private:
   static_assert(std::is_trivially_copyable_v<core::MinuteBucket>);
@@ -93,6 +96,7 @@ class SharedBuckets {
   void Unlock();
 
   std::filesystem::path file_;
+  std::string domain_;
   int fd_;  // holds a shared flock for this table's life.
   Header* header_;
   std::size_t bytes_;

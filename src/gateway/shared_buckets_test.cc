@@ -62,6 +62,18 @@ TEST_F(SharedBucketsTest, OpeningsOfOneFileTakeFromTheSameBuckets) {
   EXPECT_FALSE(TakeOne(*c, acme, 120.0));
 }
 
+// The openings of one table are one domain for limits shared through the store: they do not
+// charge each other for what they took (core/fleet_usage.h); another table is another domain.
+TEST_F(SharedBucketsTest, OpeningsOfOneFileAreOneDomain) {
+  auto a = Open(), b = Open();
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->domain(), b->domain());
+  EXPECT_FALSE(a->domain().empty());
+  auto other = SharedBuckets::Open(dir_ / "other-limits");
+  ASSERT_TRUE(other) << other.error();
+  EXPECT_NE((*other)->domain(), a->domain());
+}
+
 // A changed limit makes a fresh bucket only for a view at least as new as the bucket's: a process
 // that has not reloaded yet does not refill it back.
 TEST_F(SharedBucketsTest, OnlyANewerViewOfALimitRemakesTheBucket) {

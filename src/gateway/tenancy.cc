@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 
 namespace powerplane::gateway {
 
@@ -13,6 +15,20 @@ std::int64_t UnixMsNow() {
 }
 
 namespace {
+// This process's name among the gateways of a store: 16 random hex digits.
+std::string NewMemberId() {
+  std::random_device device;
+  std::mt19937_64 rng((static_cast<std::uint64_t>(device()) << 32) ^ device());
+  constexpr char kHex[] = "0123456789abcdef";
+  std::uint64_t bits = rng();
+  std::string id(16, '0');
+  for (char& c : id) {
+    c = kHex[bits & 15];
+    bits >>= 4;
+  }
+  return id;
+}
+
 double NowS() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -48,6 +64,8 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   t->wait_for_commit_ = options.wait_for_commit;
   t->store_ = std::move(store);
   if (auto r = t->Reload(); !r) return std::unexpected(r.error());
+  const std::string member = NewMemberId();
+  t->fleet_usage_ = std::make_unique<core::FleetUsage>(member, member);
   Tenancy* self = t.get();
   t->audit_thread_ = std::thread([self] {
     std::unique_lock lock(self->audit_mu_);
@@ -184,6 +202,7 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_resync_ < resync_every) return;
   last_resync_ = now;
+  ShareUsage();
   std::vector<std::pair<std::string, std::int64_t>> budgeted;
   {
     std::lock_guard lock(mu_);
@@ -224,6 +243,73 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
   shared_buckets_ = std::move(table);
+  std::lock_guard lock(usage_mu_);
+  if (fleet_usage_) {
+    // The processes sharing this table count each other already: one domain.
+    fleet_usage_ = std::make_unique<core::FleetUsage>(fleet_usage_->member(),
+                                                      shared_buckets_->domain());
+  }
+}
+
+void Tenancy::NoteTaken(const Tenant& tenant, double requests, double tokens) {
+  if (!fleet_usage_) return;  // no store: no other gateway to tell.
+  std::lock_guard lock(usage_mu_);
+  fleet_usage_->Took(tenant.id, requests, tokens);
+}
+
+void Tenancy::ShareUsage() {
+  // Rows of members silent this long are removed; rows updated this far back are read again
+  // (other gateways' clocks and commits may lag ours).
+  constexpr std::int64_t kForgetMs = 10 * 60 * 1000, kLookBackMs = 10 * 1000;
+  const std::int64_t now_ms = UnixMsNow();
+  std::vector<store::RateUsageRow> mine;
+  {
+    std::lock_guard lock(usage_mu_);
+    for (auto& u : fleet_usage_->ToPublish()) {
+      mine.push_back({std::move(u.member), std::move(u.domain), std::move(u.tenant),
+                      u.totals.requests, u.totals.tokens, now_ms});
+    }
+  }
+  auto put = store_->PutRateUsage(mine, now_ms - kForgetMs);
+  auto read = put ? store_->RateUsage(usage_baseline_read_ ? now_ms - kLookBackMs : 0)
+                  : std::expected<std::vector<store::RateUsageRow>, std::string>(
+                        std::unexpected(put.error()));
+  if (!read) {
+    if (!usage_warned_) spdlog::warn("tenancy: rate limits not shared: {}", read.error());
+    usage_warned_ = true;
+    return;
+  }
+  usage_warned_ = false;
+  usage_baseline_read_ = true;
+  std::vector<core::MemberUsage> rows;
+  rows.reserve(read->size());
+  for (auto& r : *read) {
+    rows.push_back({std::move(r.member), std::move(r.domain), std::move(r.tenant),
+                    {r.requests, r.tokens}});
+  }
+  std::unordered_map<std::string, core::UsageTotals> charges;
+  {
+    std::lock_guard lock(usage_mu_);
+    charges = fleet_usage_->Absorb(rows);
+  }
+  const auto dir = directory();
+  const double now = NowS();
+  for (const auto& [tenant_id, taken] : charges) {
+    auto tenant = dir->Find(tenant_id);
+    if (!tenant || (tenant->rpm <= 0 && tenant->tpm <= 0)) continue;
+    // At most one minute's worth at once (a member back after a long partition brings all it
+    // took meanwhile).
+    const auto apply = [now](core::MinuteBucket& bucket, double n) {
+      if (bucket.unlimited()) return;
+      n = std::min(n, bucket.per_minute());
+      if (n > 0) bucket.Charge(n, now);
+      if (n < 0) bucket.Refund(-n, now);
+    };
+    WithBuckets(*tenant, [&](core::MinuteBucket& rpm, core::MinuteBucket& tpm) {
+      apply(rpm, taken.requests);
+      apply(tpm, taken.tokens);
+    });
+  }
 }
 
 template <typename Use>
@@ -250,6 +336,9 @@ Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
       admission = {Admission::Verdict::kTokenLimited, RetryAfter(wait)};
     }
   });
+  if (admission.verdict == Admission::Verdict::kOk) {
+    NoteTaken(tenant, 1, static_cast<double>(worst_tokens));
+  }
   return admission;
 }
 
@@ -274,6 +363,7 @@ void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double wor
       rpm.Refund(1, now);
       tpm.Refund(static_cast<double>(worst_tokens), now);
     });
+    NoteTaken(tenant, -1, -static_cast<double>(worst_tokens));
   }
   if (had_slot && tenant.budget_usd > 0) {
     std::lock_guard lock(mu_);
@@ -292,6 +382,7 @@ void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64
         tpm.Charge(static_cast<double>(used_tokens - worst_tokens), now);
       }
     });
+    NoteTaken(tenant, 0, static_cast<double>(used_tokens - worst_tokens));
   }
   if (tenant.budget_usd > 0) {
     std::lock_guard lock(mu_);

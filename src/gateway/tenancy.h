@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/fleet_usage.h"
 #include "core/limits.h"
 #include "core/output_length.h"
 #include "gateway/shared_buckets.h"
@@ -86,7 +87,8 @@ class Tenancy {
   void Audit(std::string actor, std::string action, std::string detail);
 
   // Reloads tenants and keys when the store's version moved, and every `resync_every` re-reads
-  // each budgeted tenant's settled spend (other gateways' included). Call every ~250 ms.
+  // each budgeted tenant's settled spend (other gateways' included) and shares per-minute usage
+  // with the other gateways of the store (ShareUsage). Call every ~250 ms.
   void Poll(std::chrono::milliseconds resync_every = std::chrono::milliseconds(1000));
   // Reloads now (after a local change).
   std::expected<void, std::string> Reload();
@@ -105,6 +107,10 @@ class Tenancy {
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
+  // Publishes what this process took from tenants' per-minute limits to the store, reads what
+  // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).
+  void ShareUsage();
+  void NoteTaken(const Tenant& tenant, double requests, double tokens);
   // Runs use(rpm, tpm) on the tenant's per-minute buckets: the shared table's, or this
   // process's own (under mu_).
   template <typename Use>
@@ -119,6 +125,11 @@ class Tenancy {
   std::mutex mu_;
   std::unordered_map<std::string, Limits> limits_;
   std::unique_ptr<SharedBuckets> shared_buckets_;  // set before serving, or never.
+  // With a store: what this process and the other gateways took from per-minute limits.
+  std::mutex usage_mu_;
+  std::unique_ptr<core::FleetUsage> fleet_usage_;  // under usage_mu_; set before serving.
+  bool usage_baseline_read_ = false;               // the poller's own.
+  bool usage_warned_ = false;                      // the poller's own.
   std::unordered_map<std::string, core::OutputLengthEstimate> output_lengths_;  // under mu_.
   std::chrono::steady_clock::time_point last_resync_{};
   // The audit log's own writer.

@@ -84,6 +84,20 @@ struct UsageRow {
   double charged_usd = 0;
 };
 
+// One gateway process's running totals of what it took from a tenant's per-minute limits
+// (requests, tokens; net of what it gave back), published so that gateways sharing the store
+// hold the tenant to one limit. `member` is the process; `domain` the processes that already
+// share their buckets (one rate-limit table on one host), which do not count each other again.
+// A row with an empty tenant is the member's heartbeat.
+struct RateUsageRow {
+  std::string member;
+  std::string domain;
+  std::string tenant;
+  double requests = 0;
+  double tokens = 0;
+  std::int64_t updated_unix_ms = 0;
+};
+
 struct AuditRow {
   std::int64_t unix_ms = 0;
   std::string actor;

@@ -118,6 +118,11 @@ void SqlStore::CreateSchema() {
           ", unix_ms BIGINT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, "
           "detail TEXT NOT NULL)",
       "CREATE INDEX IF NOT EXISTS audit_time ON audit (unix_ms)",
+      "CREATE TABLE IF NOT EXISTS rate_usage ("
+      "member TEXT NOT NULL, tenant TEXT NOT NULL, domain TEXT NOT NULL, "
+      "requests DOUBLE PRECISION NOT NULL, tokens DOUBLE PRECISION NOT NULL, "
+      "updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (member, tenant))",
+      "CREATE INDEX IF NOT EXISTS rate_usage_updated ON rate_usage (updated_unix_ms)",
   };
   for (const auto& sql : statements) c.Query(sql);
 }
@@ -381,6 +386,41 @@ Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_
         "SELECT COALESCE(SUM(charged_usd), 0) FROM ledger WHERE tenant = $1 AND end_unix_ms >= $2",
         Params(std::string(tenant), since_ms));
     return rows.front().Double(0);
+  });
+}
+
+Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows,
+                                    std::int64_t forget_before_ms) {
+  auto done = Guard([&] {
+    Transaction([&] {
+      for (const auto& r : rows) {
+        connection_->Query(
+            "INSERT INTO rate_usage (member, tenant, domain, requests, tokens, updated_unix_ms) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (member, tenant) DO UPDATE SET "
+            "domain = excluded.domain, requests = excluded.requests, tokens = excluded.tokens, "
+            "updated_unix_ms = excluded.updated_unix_ms",
+            Params(r.member, r.tenant, r.domain, r.requests, r.tokens, r.updated_unix_ms));
+      }
+      connection_->Query("DELETE FROM rate_usage WHERE updated_unix_ms < $1",
+                         Params(forget_before_ms));
+    });
+    return true;
+  });
+  if (!done) return std::unexpected(done.error());
+  return {};
+}
+
+Result<std::vector<RateUsageRow>> SqlStore::RateUsage(std::int64_t since_ms) {
+  return Guard([&] {
+    std::vector<RateUsageRow> out;
+    for (const auto& row : connection_->Query(
+             "SELECT member, domain, tenant, requests, tokens, updated_unix_ms FROM rate_usage "
+             "WHERE updated_unix_ms >= $1",
+             Params(since_ms))) {
+      out.push_back({row.Text(0), row.Text(1), row.Text(2), row.Double(3), row.Double(4),
+                     row.Int(5)});
+    }
+    return out;
   });
 }
 

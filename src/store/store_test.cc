@@ -344,6 +344,37 @@ TEST_F(StoreTest, AuditKeepsOrder) {
   EXPECT_EQ((*rows)[1].detail, "key_1 'quoted', \"text\"");
 }
 
+TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWhenOld) {
+  const RateUsageRow a{"m1", "d1", "acme", 3, 120, kT0};
+  const RateUsageRow beat{"m1", "d1", "", 0, 0, kT0};
+  ASSERT_TRUE(store_->PutRateUsage(std::vector{a, beat}, 0));
+  // A second member, and m1's newer totals for acme replacing the old.
+  ASSERT_TRUE(store_->PutRateUsage(std::vector{RateUsageRow{"m2", "d2", "acme", 1, 10, kT0 + 10}}, 0));
+  ASSERT_TRUE(store_->PutRateUsage(std::vector{RateUsageRow{"m1", "d1", "acme", 5, 200, kT0 + 20}}, 0));
+  auto all = store_->RateUsage(0);
+  ASSERT_TRUE(all) << all.error();
+  ASSERT_EQ(all->size(), 3u);
+  bool saw_m1 = false;
+  for (const auto& r : *all) {
+    if (r.member == "m1" && r.tenant == "acme") {
+      saw_m1 = true;
+      EXPECT_EQ(r.requests, 5);
+      EXPECT_EQ(r.tokens, 200);
+      EXPECT_EQ(r.domain, "d1");
+      EXPECT_EQ(r.updated_unix_ms, kT0 + 20);
+    }
+  }
+  EXPECT_TRUE(saw_m1);
+  // Only what changed since a time is read; rows older than the forget time are removed.
+  auto recent = store_->RateUsage(kT0 + 10);
+  ASSERT_TRUE(recent) << recent.error();
+  EXPECT_EQ(recent->size(), 2u);
+  ASSERT_TRUE(store_->PutRateUsage({}, kT0 + 10));
+  auto left = store_->RateUsage(0);
+  ASSERT_TRUE(left) << left.error();
+  EXPECT_EQ(left->size(), 2u);  // m1's heartbeat (kT0) is gone.
+}
+
 TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {
   std::vector<std::thread> threads;
   std::atomic<int> opened{0};

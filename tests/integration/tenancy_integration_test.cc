@@ -235,6 +235,22 @@ TEST_P(TenancyIntegrationTest, GatewaysSharingALimitsFileHoldATenantToOneLimit) 
   }
 }
 
+// Gateways that share a store but no rate-limit table (as on two hosts) still hold a tenant to
+// one limit: each publishes what it took and charges its own buckets with what the others took,
+// once a second.
+TEST_P(TenancyIntegrationTest, GatewaysSharingAStoreHoldATenantToOneLimitWithinSeconds) {
+  PutTenant({{"id", "fleetwide"}, {"rpm", 4}});
+  auto [id, key] = NewKey("fleetwide");
+  auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
+  ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
+  // Gateway 0 publishes within a second, gateway 1 reads within the next.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  EXPECT_EQ(clients_[1]->Chat(key, ChatBody(4, false)).status, 200);
+  auto refused = clients_[1]->Chat(key, ChatBody(4, false));
+  EXPECT_EQ(refused.status, 429) << "gateway 1 did not count gateway 0's requests: " << refused.body;
+}
+
 TEST_P(TenancyIntegrationTest, TokensPerMinuteCountTheWorstCaseThenSettle) {
   PutTenant({{"id", "tokens"}, {"tpm", 300}});
   auto [id, key] = NewKey("tokens");

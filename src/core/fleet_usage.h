@@ -25,33 +25,51 @@ struct UsageTotals {
 };
 
 // One member's published totals for one tenant; an empty tenant is the member's heartbeat.
+// `started_ms`: when the member started (its clock); `updated_ms`: when the row was written (the
+// store's clock; ignored when publishing).
 struct MemberUsage {
   std::string member;
   std::string domain;
   std::string tenant;
   UsageTotals totals;
+  std::int64_t started_ms = 0;
+  std::int64_t updated_ms = 0;
 };
 
+// Two halves with their own state: Took, ToPublish, Published and PublishAllAgain (this member's
+// totals; the caller serialises them with the request path), and Absorb (what the others took;
+// one caller, the poller, needs no lock against the first half).
 class FleetUsage {
  public:
   // A member absent from this many Absorb calls in a row is forgotten (with what it took).
   static constexpr int kForgetAfterLooks = 600;
+  // A member of this domain counts as live while its heartbeat is at most this much older than
+  // the newest row read.
+  static constexpr std::int64_t kMateLiveMs = 3000;
 
-  FleetUsage(std::string member, std::string domain)
-      : member_(std::move(member)), domain_(std::move(domain)) {}
+  FleetUsage(std::string member, std::string domain, std::int64_t started_ms)
+      : member_(std::move(member)), domain_(std::move(domain)), started_ms_(started_ms) {}
 
   const std::string& member() const { return member_; }
   const std::string& domain() const { return domain_; }
+  // The processes sharing this member's buckets (set before any Absorb).
+  void set_domain(std::string domain) { domain_ = std::move(domain); }
 
   // This member took `requests` and `tokens` from `tenant` (negative: gave back).
   void Took(const std::string& tenant, double requests, double tokens);
-  // This member's totals changed since the last call, to publish, and its heartbeat (tenant "").
-  std::vector<MemberUsage> ToPublish();
+  // This member's totals that changed since they were last published, and its heartbeat
+  // (tenant ""). Published records them once the store has them; PublishAllAgain makes the next
+  // ToPublish give every total (after a failed write, so nothing the store missed stays unsaid).
+  std::vector<MemberUsage> ToPublish() const;
+  void Published(const std::vector<MemberUsage>& rows);
+  void PublishAllAgain() { published_.clear(); }
 
   // The rows read from the store (every member's, this one's included). Returns, per tenant,
-  // what the other domains took since the last call, as this member's share. The first call
-  // only records where everyone stands: what was taken before this member started is not its
-  // to charge.
+  // what the other domains took since the last call, as this member's share (its domain's live
+  // members split it). The first call only records where everyone stands, and so does the first
+  // sight of a member that started before this one (a gateway back from a partition): what was
+  // taken before this member looked is not its to charge. A member that started later is
+  // counted from zero.
   std::unordered_map<std::string, UsageTotals> Absorb(std::span<const MemberUsage> rows);
 
  private:
@@ -60,6 +78,7 @@ class FleetUsage {
     int looks_absent = 0;
   };
   std::string member_, domain_;
+  std::int64_t started_ms_;
   std::unordered_map<std::string, UsageTotals> mine_;
   std::unordered_map<std::string, UsageTotals> published_;
   std::unordered_map<std::string, Seen> others_;  // by member, other domains only.

@@ -7,51 +7,77 @@
 namespace powerplane::core {
 namespace {
 
+// This member started at t=100 (its clock); rows are written at t=1000 (the store's).
+constexpr std::int64_t kStarted = 100, kNow = 1000;
+
 MemberUsage Row(std::string member, std::string domain, std::string tenant, double requests,
-                double tokens = 0) {
-  return {std::move(member), std::move(domain), std::move(tenant), {requests, tokens}};
+                double tokens = 0, std::int64_t started = 0, std::int64_t updated = kNow) {
+  return {std::move(member), std::move(domain), std::move(tenant), {requests, tokens}, started,
+          updated};
 }
-MemberUsage Heartbeat(std::string member, std::string domain) {
-  return {std::move(member), std::move(domain), "", {}};
+MemberUsage Heartbeat(std::string member, std::string domain, std::int64_t started = 0,
+                      std::int64_t updated = kNow) {
+  return Row(std::move(member), std::move(domain), "", 0, 0, started, updated);
 }
 
-TEST(FleetUsageTest, PublishesOnlyWhatChangedAndAlwaysAHeartbeat) {
-  FleetUsage me("m1", "d1");
+TEST(FleetUsageTest, PublishesWhatChangedUntilTheStoreHasItAndAlwaysAHeartbeat) {
+  FleetUsage me("m1", "d1", kStarted);
   me.Took("acme", 1, 40);
   me.Took("beta", 2, 0);
   auto first = me.ToPublish();
   ASSERT_EQ(first.size(), 3u);
   EXPECT_TRUE(first[0].tenant.empty());
+  EXPECT_EQ(first[0].started_ms, kStarted);
+  EXPECT_EQ(me.ToPublish().size(), 3u);  // not written yet: offered again.
+  me.Published(first);
   me.Took("acme", 0, -15);  // a reservation given back.
   auto second = me.ToPublish();
   ASSERT_EQ(second.size(), 2u);
   EXPECT_EQ(second[1].tenant, "acme");
   EXPECT_EQ(second[1].totals.requests, 1);
   EXPECT_EQ(second[1].totals.tokens, 25);
+  me.Published(second);
   EXPECT_EQ(me.ToPublish().size(), 1u);  // nothing new: the heartbeat alone.
+  me.PublishAllAgain();                  // after a failed write.
+  EXPECT_EQ(me.ToPublish().size(), 3u);
 }
 
 TEST(FleetUsageTest, ChargesWhatOthersTookSinceTheLastLookNotBeforeTheFirst) {
-  FleetUsage me("m1", "d1");
-  // At the first look, m2 had taken 10 requests: before this member started, not its to charge.
+  FleetUsage me("m1", "d1", kStarted);
+  // At the first look, m2 had taken 10 requests: before this member looked, not its to charge.
   std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 10, 100)};
   EXPECT_TRUE(me.Absorb(rows).empty());
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 13, 130)};
   auto charge = me.Absorb(rows);
   EXPECT_EQ(charge["acme"].requests, 3);
   EXPECT_EQ(charge["acme"].tokens, 30);
-  // A row not read again (not updated) charges nothing; one that gave back refunds.
+  // The same totals read again charge nothing; tokens given back are refunded.
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 13, 110)};
   charge = me.Absorb(rows);
   EXPECT_EQ(charge["acme"].requests, 0);
   EXPECT_EQ(charge["acme"].tokens, -20);
-  // A member that appears later counts from zero: everything it took came after the first look.
-  rows = {Heartbeat("m3", "d3"), Row("m3", "d3", "acme", 2)};
+  // A tenant m2 began to serve since the first look counts from zero.
+  rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "beta", 2)};
+  EXPECT_EQ(me.Absorb(rows)["beta"].requests, 2);
+}
+
+TEST(FleetUsageTest, AMemberFirstSeenLaterCountsFromZeroOnlyIfItStartedLater) {
+  FleetUsage me("m1", "d1", kStarted);
+  me.Absorb({});
+  // m3 started after this member: everything it took is new.
+  std::vector<MemberUsage> rows{Heartbeat("m3", "d3", kStarted + 5),
+                                Row("m3", "d3", "acme", 2, 0, kStarted + 5)};
   EXPECT_EQ(me.Absorb(rows)["acme"].requests, 2);
+  // m4 started before (say it was cut off from the store): its totals so far are a starting
+  // point, and only what it takes from now on is charged.
+  rows = {Heartbeat("m4", "d4", kStarted - 50), Row("m4", "d4", "acme", 500, 0, kStarted - 50)};
+  EXPECT_TRUE(me.Absorb(rows).empty());
+  rows.back().totals.requests = 504;
+  EXPECT_EQ(me.Absorb(rows)["acme"].requests, 4);
 }
 
 TEST(FleetUsageTest, OwnRowsAndTheDomainsMatesAreNotCharged) {
-  FleetUsage me("m1", "host-a");
+  FleetUsage me("m1", "host-a", kStarted);
   std::vector<MemberUsage> rows{Heartbeat("m1", "host-a"), Heartbeat("m2", "host-a")};
   me.Absorb(rows);
   rows = {Heartbeat("m1", "host-a"), Row("m1", "host-a", "acme", 5),
@@ -62,7 +88,7 @@ TEST(FleetUsageTest, OwnRowsAndTheDomainsMatesAreNotCharged) {
 TEST(FleetUsageTest, ADomainsLiveMembersShareWhatAnotherDomainTook) {
   // m1 and m2 share one table on host a: each charges half of what host b took, so the table is
   // charged once.
-  FleetUsage m1("m1", "host-a"), m2("m2", "host-a");
+  FleetUsage m1("m1", "host-a", kStarted), m2("m2", "host-a", kStarted);
   std::vector<MemberUsage> rows{Heartbeat("m1", "host-a"), Heartbeat("m2", "host-a"),
                                 Heartbeat("b1", "host-b"), Row("b1", "host-b", "acme", 0)};
   m1.Absorb(rows);
@@ -71,20 +97,24 @@ TEST(FleetUsageTest, ADomainsLiveMembersShareWhatAnotherDomainTook) {
   const auto c1 = m1.Absorb(rows), c2 = m2.Absorb(rows);
   EXPECT_EQ(c1.at("acme").requests + c2.at("acme").requests, 8);
   EXPECT_EQ(c1.at("acme").tokens, 40);
-  // m2's heartbeat gone: m1 alone takes all of the next.
-  rows = {Heartbeat("m1", "host-a"), Heartbeat("b1", "host-b"), Row("b1", "host-b", "acme", 10)};
+  // m2's heartbeat is older than kMateLiveMs (it stopped): m1 alone takes all of the next.
+  rows = {Heartbeat("m1", "host-a"), Heartbeat("m2", "host-a", 0, kNow - 5000),
+          Heartbeat("b1", "host-b"), Row("b1", "host-b", "acme", 10)};
   EXPECT_EQ(m1.Absorb(rows).at("acme").requests, 2);
 }
 
 TEST(FleetUsageTest, AMemberLongAbsentIsForgotten) {
-  FleetUsage me("m1", "d1");
+  FleetUsage me("m1", "d1", kStarted);
   std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 4)};
   me.Absorb(rows);
   for (int i = 0; i < FleetUsage::kForgetAfterLooks; ++i) me.Absorb({});
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 5)};
   EXPECT_EQ(me.Absorb(rows).at("acme").requests, 1);  // still known: 4 -> 5.
   for (int i = 0; i <= FleetUsage::kForgetAfterLooks; ++i) me.Absorb({});
-  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 5);  // forgotten: counted from zero.
+  // Forgotten; back with the same start: a starting point again, then counted on.
+  EXPECT_TRUE(me.Absorb(rows).empty());
+  rows.back().totals.requests = 7;
+  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 2);
 }
 
 }  // namespace

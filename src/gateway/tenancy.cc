@@ -65,7 +65,7 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   t->store_ = std::move(store);
   if (auto r = t->Reload(); !r) return std::unexpected(r.error());
   const std::string member = NewMemberId();
-  t->fleet_usage_ = std::make_unique<core::FleetUsage>(member, member);
+  t->fleet_usage_ = std::make_unique<core::FleetUsage>(member, member, UnixMsNow());
   Tenancy* self = t.get();
   t->audit_thread_ = std::thread([self] {
     std::unique_lock lock(self->audit_mu_);
@@ -243,38 +243,50 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
   shared_buckets_ = std::move(table);
+  // The processes sharing this table count each other already: one domain.
   std::lock_guard lock(usage_mu_);
-  if (fleet_usage_) {
-    // The processes sharing this table count each other already: one domain.
-    fleet_usage_ = std::make_unique<core::FleetUsage>(fleet_usage_->member(),
-                                                      shared_buckets_->domain());
-  }
+  if (fleet_usage_) fleet_usage_->set_domain(shared_buckets_->domain());
 }
 
 void Tenancy::NoteTaken(const Tenant& tenant, double requests, double tokens) {
-  if (!fleet_usage_) return;  // no store: no other gateway to tell.
+  if (!store_) return;  // no store: no other gateway to tell.
   std::lock_guard lock(usage_mu_);
   fleet_usage_->Took(tenant.id, requests, tokens);
 }
 
 void Tenancy::ShareUsage() {
-  // Rows of members silent this long are removed; rows updated this far back are read again
-  // (other gateways' clocks and commits may lag ours).
-  constexpr std::int64_t kForgetMs = 10 * 60 * 1000, kLookBackMs = 10 * 1000;
-  const std::int64_t now_ms = UnixMsNow();
-  std::vector<store::RateUsageRow> mine;
+  // By the store's clock: rows written this far back are read again (other gateways' commits
+  // may lag), and members whose heartbeat is this old are removed with their rows.
+  constexpr std::int64_t kLookBackMs = 10 * 1000, kSilentMs = 10 * 60 * 1000;
+  std::vector<core::MemberUsage> mine;
   {
     std::lock_guard lock(usage_mu_);
-    for (auto& u : fleet_usage_->ToPublish()) {
-      mine.push_back({std::move(u.member), std::move(u.domain), std::move(u.tenant),
-                      u.totals.requests, u.totals.tokens, now_ms});
+    mine = fleet_usage_->ToPublish();
+  }
+  std::vector<store::RateUsageRow> out;
+  out.reserve(mine.size());
+  for (const auto& u : mine) {
+    out.push_back({u.member, u.domain, u.tenant, u.totals.requests, u.totals.tokens,
+                   u.started_ms, 0});
+  }
+  auto put = store_->PutRateUsage(out);
+  {
+    std::lock_guard lock(usage_mu_);
+    // Once written, or all again next time (the store may have lost this member meanwhile).
+    if (put) {
+      fleet_usage_->Published(mine);
+    } else {
+      fleet_usage_->PublishAllAgain();
     }
   }
-  auto put = store_->PutRateUsage(mine, now_ms - kForgetMs);
-  auto read = put ? store_->RateUsage(usage_baseline_read_ ? now_ms - kLookBackMs : 0)
+  if (put && ++usage_looks_ % 60 == 1) {
+    if (auto r = store_->ForgetSilentMembers(kSilentMs); !r) put = std::unexpected(r.error());
+  }
+  auto read = put ? store_->RateUsage(usage_baseline_read_ ? kLookBackMs : -1)
                   : std::expected<std::vector<store::RateUsageRow>, std::string>(
                         std::unexpected(put.error()));
   if (!read) {
+    // Meanwhile this gateway holds tenants to its own buckets alone.
     if (!usage_warned_) spdlog::warn("tenancy: rate limits not shared: {}", read.error());
     usage_warned_ = true;
     return;
@@ -285,23 +297,17 @@ void Tenancy::ShareUsage() {
   rows.reserve(read->size());
   for (auto& r : *read) {
     rows.push_back({std::move(r.member), std::move(r.domain), std::move(r.tenant),
-                    {r.requests, r.tokens}});
+                    {r.requests, r.tokens}, r.started_unix_ms, r.updated_unix_ms});
   }
-  std::unordered_map<std::string, core::UsageTotals> charges;
-  {
-    std::lock_guard lock(usage_mu_);
-    charges = fleet_usage_->Absorb(rows);
-  }
+  // Absorb's state is the poller's own: no lock against the request path.
+  const auto charges = fleet_usage_->Absorb(rows);
   const auto dir = directory();
   const double now = NowS();
   for (const auto& [tenant_id, taken] : charges) {
     auto tenant = dir->Find(tenant_id);
     if (!tenant || (tenant->rpm <= 0 && tenant->tpm <= 0)) continue;
-    // At most one minute's worth at once (a member back after a long partition brings all it
-    // took meanwhile).
     const auto apply = [now](core::MinuteBucket& bucket, double n) {
       if (bucket.unlimited()) return;
-      n = std::min(n, bucket.per_minute());
       if (n > 0) bucket.Charge(n, now);
       if (n < 0) bucket.Refund(-n, now);
     };

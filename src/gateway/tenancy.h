@@ -126,10 +126,13 @@ class Tenancy {
   std::unordered_map<std::string, Limits> limits_;
   std::unique_ptr<SharedBuckets> shared_buckets_;  // set before serving, or never.
   // With a store: what this process and the other gateways took from per-minute limits.
+  // fleet_usage_ is made with the store and never replaced; its publishing half is used under
+  // usage_mu_, its reading half (Absorb) by the poller alone.
   std::mutex usage_mu_;
-  std::unique_ptr<core::FleetUsage> fleet_usage_;  // under usage_mu_; set before serving.
-  bool usage_baseline_read_ = false;               // the poller's own.
-  bool usage_warned_ = false;                      // the poller's own.
+  std::unique_ptr<core::FleetUsage> fleet_usage_;
+  bool usage_baseline_read_ = false;  // the poller's own, as are the two below.
+  bool usage_warned_ = false;
+  std::int64_t usage_looks_ = 0;
   std::unordered_map<std::string, core::OutputLengthEstimate> output_lengths_;  // under mu_.
   std::chrono::steady_clock::time_point last_resync_{};
   // The audit log's own writer.

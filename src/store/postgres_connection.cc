@@ -120,6 +120,9 @@ class PostgresConnection final : public Connection {
   std::string_view EndDayExpression() const override {
     return "to_char(to_timestamp(end_unix_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
   }
+  std::string_view NowMsExpression() const override {
+    return "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+  }
 
  private:
   std::size_t InsertLedgerRows(std::span<const LedgerRow> rows) {

@@ -88,13 +88,16 @@ struct UsageRow {
 // (requests, tokens; net of what it gave back), published so that gateways sharing the store
 // hold the tenant to one limit. `member` is the process; `domain` the processes that already
 // share their buckets (one rate-limit table on one host), which do not count each other again.
-// A row with an empty tenant is the member's heartbeat.
+// A row with an empty tenant is the member's heartbeat. `started_unix_ms`: when the member
+// started (its own clock); `updated_unix_ms`: when the row was written, by the store's clock
+// (set by the store, read back).
 struct RateUsageRow {
   std::string member;
   std::string domain;
   std::string tenant;
   double requests = 0;
   double tokens = 0;
+  std::int64_t started_unix_ms = 0;
   std::int64_t updated_unix_ms = 0;
 };
 

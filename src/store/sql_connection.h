@@ -70,6 +70,8 @@ class Connection {
   virtual std::string_view AuditIdColumn() const = 0;
   // SQL for the UTC day "YYYY-MM-DD" of the ledger's end_unix_ms.
   virtual std::string_view EndDayExpression() const = 0;
+  // SQL for the database's clock now, in unix milliseconds (one clock for every gateway).
+  virtual std::string_view NowMsExpression() const = 0;
 };
 
 // The ledger's columns in insert order, and the row's values in that order.

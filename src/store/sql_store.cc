@@ -121,7 +121,8 @@ void SqlStore::CreateSchema() {
       "CREATE TABLE IF NOT EXISTS rate_usage ("
       "member TEXT NOT NULL, tenant TEXT NOT NULL, domain TEXT NOT NULL, "
       "requests DOUBLE PRECISION NOT NULL, tokens DOUBLE PRECISION NOT NULL, "
-      "updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (member, tenant))",
+      "started_unix_ms BIGINT NOT NULL, updated_unix_ms BIGINT NOT NULL, "
+      "PRIMARY KEY (member, tenant))",
       "CREATE INDEX IF NOT EXISTS rate_usage_updated ON rate_usage (updated_unix_ms)",
   };
   for (const auto& sql : statements) c.Query(sql);
@@ -389,20 +390,21 @@ Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_
   });
 }
 
-Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows,
-                                    std::int64_t forget_before_ms) {
+Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows) {
   auto done = Guard([&] {
+    const std::string sql =
+        "INSERT INTO rate_usage (member, tenant, domain, requests, tokens, started_unix_ms, "
+        "updated_unix_ms) VALUES ($1, $2, $3, $4, $5, $6, " +
+        std::string(connection_->NowMsExpression()) +
+        ") ON CONFLICT (member, tenant) DO UPDATE SET domain = excluded.domain, "
+        "requests = excluded.requests, tokens = excluded.tokens, "
+        "started_unix_ms = excluded.started_unix_ms, updated_unix_ms = excluded.updated_unix_ms";
+    // One member's own rows only: no two writers touch the same rows.
     Transaction([&] {
       for (const auto& r : rows) {
-        connection_->Query(
-            "INSERT INTO rate_usage (member, tenant, domain, requests, tokens, updated_unix_ms) "
-            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (member, tenant) DO UPDATE SET "
-            "domain = excluded.domain, requests = excluded.requests, tokens = excluded.tokens, "
-            "updated_unix_ms = excluded.updated_unix_ms",
-            Params(r.member, r.tenant, r.domain, r.requests, r.tokens, r.updated_unix_ms));
+        connection_->Query(sql, Params(r.member, r.tenant, r.domain, r.requests, r.tokens,
+                                       r.started_unix_ms));
       }
-      connection_->Query("DELETE FROM rate_usage WHERE updated_unix_ms < $1",
-                         Params(forget_before_ms));
     });
     return true;
   });
@@ -410,18 +412,35 @@ Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows,
   return {};
 }
 
-Result<std::vector<RateUsageRow>> SqlStore::RateUsage(std::int64_t since_ms) {
+Result<std::vector<RateUsageRow>> SqlStore::RateUsage(std::int64_t look_back_ms) {
   return Guard([&] {
+    std::string sql =
+        "SELECT member, domain, tenant, requests, tokens, started_unix_ms, updated_unix_ms "
+        "FROM rate_usage";
+    std::vector<Param> params;
+    if (look_back_ms >= 0) {
+      sql += " WHERE updated_unix_ms >= " + std::string(connection_->NowMsExpression()) + " - $1";
+      params = Params(look_back_ms);
+    }
     std::vector<RateUsageRow> out;
-    for (const auto& row : connection_->Query(
-             "SELECT member, domain, tenant, requests, tokens, updated_unix_ms FROM rate_usage "
-             "WHERE updated_unix_ms >= $1",
-             Params(since_ms))) {
+    for (const auto& row : connection_->Query(sql, params)) {
       out.push_back({row.Text(0), row.Text(1), row.Text(2), row.Double(3), row.Double(4),
-                     row.Int(5)});
+                     row.Int(5), row.Int(6)});
     }
     return out;
   });
+}
+
+Result<void> SqlStore::ForgetSilentMembers(std::int64_t silent_ms) {
+  auto done = Guard([&] {
+    connection_->Query(
+        "DELETE FROM rate_usage WHERE member IN (SELECT member FROM rate_usage WHERE tenant = '' "
+        "AND updated_unix_ms < " + std::string(connection_->NowMsExpression()) + " - $1)",
+        Params(silent_ms));
+    return true;
+  });
+  if (!done) return std::unexpected(done.error());
+  return {};
 }
 
 Result<void> SqlStore::AppendAudit(const AuditRow& row) {

@@ -32,9 +32,9 @@ class SqlStore final : public Store {
   Result<std::vector<UsageRow>> Usage(std::string_view tenant, std::int64_t from_ms,
                                       std::int64_t to_ms, UsageGroup group) override;
   Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms) override;
-  Result<void> PutRateUsage(std::span<const RateUsageRow> rows,
-                            std::int64_t forget_before_ms) override;
-  Result<std::vector<RateUsageRow>> RateUsage(std::int64_t since_ms) override;
+  Result<void> PutRateUsage(std::span<const RateUsageRow> rows) override;
+  Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) override;
+  Result<void> ForgetSilentMembers(std::int64_t silent_ms) override;
   Result<void> AppendAudit(const AuditRow& row) override;
   Result<std::vector<AuditRow>> Audit(std::int64_t from_ms, std::int64_t to_ms) override;
 

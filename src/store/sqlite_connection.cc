@@ -115,6 +115,9 @@ class SqliteConnection final : public Connection {
   std::string_view EndDayExpression() const override {
     return "strftime('%Y-%m-%d', end_unix_ms / 1000, 'unixepoch')";
   }
+  std::string_view NowMsExpression() const override {
+    return "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+  }
 
  private:
   void Exec(const char* sql) {

@@ -88,13 +88,14 @@ class Store {
   // The sum of charged_usd of a tenant's rows with end_unix_ms >= since_ms.
   virtual Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms) = 0;
 
-  // Rate-limit totals shared between gateways (RateUsageRow). PutRateUsage writes `rows` (by
-  // member and tenant, replacing what was there) and removes rows last updated before
-  // `forget_before_ms` (members gone); RateUsage returns the rows updated at or after
-  // `since_ms`.
-  virtual Result<void> PutRateUsage(std::span<const RateUsageRow> rows,
-                                    std::int64_t forget_before_ms) = 0;
-  virtual Result<std::vector<RateUsageRow>> RateUsage(std::int64_t since_ms) = 0;
+  // Rate-limit totals shared between gateways (RateUsageRow), timed by the store's clock (not the
+  // gateways', which may disagree). PutRateUsage writes `rows` (by member and tenant, replacing
+  // what was there); RateUsage returns the rows written within the last `look_back_ms` (every
+  // row when negative); ForgetSilentMembers removes every row of the members whose heartbeat is
+  // older than `silent_ms`.
+  virtual Result<void> PutRateUsage(std::span<const RateUsageRow> rows) = 0;
+  virtual Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) = 0;
+  virtual Result<void> ForgetSilentMembers(std::int64_t silent_ms) = 0;
 
   // The audit log: appended, never changed. Audit returns from_ms <= unix_ms < to_ms in order.
   virtual Result<void> AppendAudit(const AuditRow& row) = 0;

@@ -344,35 +344,46 @@ TEST_F(StoreTest, AuditKeepsOrder) {
   EXPECT_EQ((*rows)[1].detail, "key_1 'quoted', \"text\"");
 }
 
-TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWhenOld) {
-  const RateUsageRow a{"m1", "d1", "acme", 3, 120, kT0};
-  const RateUsageRow beat{"m1", "d1", "", 0, 0, kT0};
-  ASSERT_TRUE(store_->PutRateUsage(std::vector{a, beat}, 0));
-  // A second member, and m1's newer totals for acme replacing the old.
-  ASSERT_TRUE(store_->PutRateUsage(std::vector{RateUsageRow{"m2", "d2", "acme", 1, 10, kT0 + 10}}, 0));
-  ASSERT_TRUE(store_->PutRateUsage(std::vector{RateUsageRow{"m1", "d1", "acme", 5, 200, kT0 + 20}}, 0));
-  auto all = store_->RateUsage(0);
+TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWithItsMember) {
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  const std::vector<RateUsageRow> m1{{"m1", "d1", "", 0, 0, kT0}, {"m1", "d1", "acme", 3, 120, kT0}};
+  const std::vector<RateUsageRow> m2{{"m2", "d2", "", 0, 0, kT0 + 1},
+                                     {"m2", "d2", "acme", 1, 10, kT0 + 1}};
+  ASSERT_TRUE(store_->PutRateUsage(m1));
+  ASSERT_TRUE(store_->PutRateUsage(m2));
+  // m1's newer totals replace the old; m3 has a row and no heartbeat.
+  ASSERT_TRUE(store_->PutRateUsage(std::vector<RateUsageRow>{{"m1", "d1", "acme", 5, 200, kT0}}));
+  ASSERT_TRUE(store_->PutRateUsage(std::vector<RateUsageRow>{{"m3", "d3", "acme", 9, 0, kT0}}));
+  auto all = store_->RateUsage(-1);
   ASSERT_TRUE(all) << all.error();
-  ASSERT_EQ(all->size(), 3u);
-  bool saw_m1 = false;
+  ASSERT_EQ(all->size(), 5u);
+  int m1_acme = 0;
   for (const auto& r : *all) {
+    // Stamped by the store's clock (here the same machine's).
+    EXPECT_NEAR(static_cast<double>(r.updated_unix_ms), static_cast<double>(now_ms), 60'000.0);
     if (r.member == "m1" && r.tenant == "acme") {
-      saw_m1 = true;
+      ++m1_acme;
       EXPECT_EQ(r.requests, 5);
       EXPECT_EQ(r.tokens, 200);
       EXPECT_EQ(r.domain, "d1");
-      EXPECT_EQ(r.updated_unix_ms, kT0 + 20);
+      EXPECT_EQ(r.started_unix_ms, kT0);
     }
   }
-  EXPECT_TRUE(saw_m1);
-  // Only what changed since a time is read; rows older than the forget time are removed.
-  auto recent = store_->RateUsage(kT0 + 10);
+  EXPECT_EQ(m1_acme, 1);
+  auto recent = store_->RateUsage(60'000);
   ASSERT_TRUE(recent) << recent.error();
-  EXPECT_EQ(recent->size(), 2u);
-  ASSERT_TRUE(store_->PutRateUsage({}, kT0 + 10));
-  auto left = store_->RateUsage(0);
+  EXPECT_EQ(recent->size(), 5u);
+  // Nobody has been silent for a minute; with a heartbeat "older than a minute from now", every
+  // member that has one goes with all its rows.
+  ASSERT_TRUE(store_->ForgetSilentMembers(60'000));
+  EXPECT_EQ(store_->RateUsage(-1)->size(), 5u);
+  ASSERT_TRUE(store_->ForgetSilentMembers(-60'000));
+  auto left = store_->RateUsage(-1);
   ASSERT_TRUE(left) << left.error();
-  EXPECT_EQ(left->size(), 2u);  // m1's heartbeat (kT0) is gone.
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_EQ(left->front().member, "m3");
 }
 
 TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {

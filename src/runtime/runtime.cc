@@ -273,7 +273,21 @@ struct Runtime::Parts {
 };
 
 Runtime::Runtime() : parts_(std::make_unique<Parts>()) {}
-Runtime::~Runtime() { Stop(); }
+Runtime::~Runtime() {
+  Stop();
+  // A request cut off by the stop (an engine that never answered) is a coroutine frame that the
+  // gateway's pool destroys with its io_contexts; the frame's destructors give back what it
+  // holds at the fleet and the tenancy, through the gateway. So the pool goes before those,
+  // after what holds I/O objects on it (servers, prober, timers, the VEN).
+  Parts& p = *parts_;
+  p.ven.reset();
+  p.prober.reset();
+  p.flex_timer.reset();
+  p.price_timer.reset();
+  p.admin_server.reset();
+  p.server.reset();
+  p.gateway_pool.reset();
+}
 
 std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     const fleet::FleetConfig& config, const UpOptions& options) {

@@ -3,6 +3,11 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -286,6 +291,56 @@ TEST_F(GatewayIntegrationTest, MetricsAndFleetState) {
   EXPECT_EQ(f["sites"][1]["usd_per_mwh"], 80.0);
   EXPECT_EQ(f["sites"][2]["jurisdiction"], "EU");
   EXPECT_EQ(f["sites"][0]["endpoints"].size(), 1u);
+}
+
+// A request still waiting on its engine when the gateway stops is a coroutine frame that the
+// stopped pool destroys; its destructor gives the endpoint's slot back to the fleet, so the pool
+// must go before the fleet (under ASan this was a use after free; in release, a crash at times).
+TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet) {
+  // An engine that takes connections (the kernel completes them) and never answers.
+  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(silent, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(silent, 16), 0);
+  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string fleet = R"(
+[gateway]
+admin_key = "admin"
+[[sites]]
+id = "mute"
+jurisdiction = "US"
+price = 20.0
+  [[sites.endpoints]]
+  urls = ["http://127.0.0.1:)" + std::to_string(ntohs(addr.sin_port)) + R"("]
+  gpu = "h200"
+  model = "llama-3.1-8b"
+[[tenants]]
+id = "anyone"
+keys = ["key-any"]
+)";
+  auto config = fleet::ParseFleetConfig(fleet, "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.threads = 1;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_TRUE(rt) << rt.error();
+  std::unique_ptr<runtime::Runtime> runtime = std::move(*rt);
+  TestClient client("127.0.0.1", runtime->port());
+  std::thread waiting([&] { client.Chat("key-any", ChatBody(8, true)); });
+  // Until the request holds a slot at the endpoint.
+  for (int i = 0; i < 200 && runtime->fleet().Status().endpoints.front().in_flight == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(runtime->fleet().Status().endpoints.front().in_flight, 1);
+  runtime.reset();  // stops the pools (2 s for the request to end, which it does not), then frees.
+  waiting.join();
+  ::close(silent);
 }
 
 }  // namespace

@@ -46,18 +46,17 @@ std::unordered_map<std::string, UsageTotals> FleetUsage::Absorb(
     }
   }
   const double share = 1.0 / static_cast<double>(mates.size());
-  std::unordered_set<std::string> fresh;  // members not known before this call.
+  // After a long gap (this member's reads failed), everyone starts afresh.
+  const bool after_gap = baseline_taken_ && newest_ms - last_newest_ms_ > kFreshAfterMs;
+  std::unordered_set<std::string> fresh;  // members first seen now, or back after a while.
   for (const auto& m : present) {
-    if (!others_.contains(m)) fresh.insert(m);
+    auto it = others_.find(m);
+    if (it == others_.end() || it->second.looks_absent > kFreshAfterLooks) fresh.insert(m);
   }
   std::unordered_map<std::string, UsageTotals> charge;
   for (const auto& r : rows) {
     if (r.member == member_ || r.domain == domain_ || r.tenant.empty()) continue;
-    // Where a total is first seen, it is a starting point: at the first look, and for a member
-    // first seen now that started before this one. Otherwise it counts from zero (a tenant the
-    // member began to serve since, or a member that started since).
-    const bool starting_point =
-        !baseline_taken_ || (fresh.contains(r.member) && r.started_ms < started_ms_);
+    const bool starting_point = !baseline_taken_ || after_gap || fresh.contains(r.member);
     UsageTotals& last = others_[r.member].tenants[r.tenant];
     if (!starting_point) {
       UsageTotals& c = charge[r.tenant];
@@ -75,6 +74,7 @@ std::unordered_map<std::string, UsageTotals> FleetUsage::Absorb(
     }
   }
   baseline_taken_ = true;
+  if (newest_ms > 0) last_newest_ms_ = newest_ms;
   std::erase_if(charge, [](const auto& kv) {
     return kv.second.requests == 0 && kv.second.tokens == 0;
   });

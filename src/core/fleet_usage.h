@@ -25,8 +25,8 @@ struct UsageTotals {
 };
 
 // One member's published totals for one tenant; an empty tenant is the member's heartbeat.
-// `started_ms`: when the member started (its clock); `updated_ms`: when the row was written (the
-// store's clock; ignored when publishing).
+// `started_ms`: when the member started (its clock; for whoever reads the table); `updated_ms`:
+// when the row was written (the store's clock; ignored when publishing).
 struct MemberUsage {
   std::string member;
   std::string domain;
@@ -43,6 +43,10 @@ class FleetUsage {
  public:
   // A member absent from this many Absorb calls in a row is forgotten (with what it took).
   static constexpr int kForgetAfterLooks = 600;
+  // A member back after this many absent calls, or every member after this long (store clock)
+  // without a call, starts afresh: what piled up meanwhile is not charged at once.
+  static constexpr int kFreshAfterLooks = 60;
+  static constexpr std::int64_t kFreshAfterMs = 60'000;
   // A member of this domain counts as live while its heartbeat is at most this much older than
   // the newest row read.
   static constexpr std::int64_t kMateLiveMs = 3000;
@@ -66,10 +70,11 @@ class FleetUsage {
 
   // The rows read from the store (every member's, this one's included). Returns, per tenant,
   // what the other domains took since the last call, as this member's share (its domain's live
-  // members split it). The first call only records where everyone stands, and so does the first
-  // sight of a member that started before this one (a gateway back from a partition): what was
-  // taken before this member looked is not its to charge. A member that started later is
-  // counted from zero.
+  // members split it). Where a member's totals are first seen they are a starting point, not a
+  // charge: at the first call, for a member seen for the first time (a gateway that started
+  // since, or is back from a partition: what it took before it was seen, at most its first
+  // second for a new one, is not charged), and after a gap (kFreshAfterLooks,
+  // kFreshAfterMs). A tenant a known member began to serve since counts from zero.
   std::unordered_map<std::string, UsageTotals> Absorb(std::span<const MemberUsage> rows);
 
  private:
@@ -79,6 +84,7 @@ class FleetUsage {
   };
   std::string member_, domain_;
   std::int64_t started_ms_;
+  std::int64_t last_newest_ms_ = 0;  // the newest row of the last call.
   std::unordered_map<std::string, UsageTotals> mine_;
   std::unordered_map<std::string, UsageTotals> published_;
   std::unordered_map<std::string, Seen> others_;  // by member, other domains only.

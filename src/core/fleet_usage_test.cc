@@ -61,19 +61,39 @@ TEST(FleetUsageTest, ChargesWhatOthersTookSinceTheLastLookNotBeforeTheFirst) {
   EXPECT_EQ(me.Absorb(rows)["beta"].requests, 2);
 }
 
-TEST(FleetUsageTest, AMemberFirstSeenLaterCountsFromZeroOnlyIfItStartedLater) {
+TEST(FleetUsageTest, AMemberFirstSeenLaterIsAStartingPoint) {
   FleetUsage me("m1", "d1", kStarted);
   me.Absorb({});
-  // m3 started after this member: everything it took is new.
+  // Whether m3 started since or is back from a partition, what it took before it was seen is
+  // not charged (were it charged, a gateway back after a while would bring everything at once).
   std::vector<MemberUsage> rows{Heartbeat("m3", "d3", kStarted + 5),
-                                Row("m3", "d3", "acme", 2, 0, kStarted + 5)};
-  EXPECT_EQ(me.Absorb(rows)["acme"].requests, 2);
-  // m4 started before (say it was cut off from the store): its totals so far are a starting
-  // point, and only what it takes from now on is charged.
-  rows = {Heartbeat("m4", "d4", kStarted - 50), Row("m4", "d4", "acme", 500, 0, kStarted - 50)};
+                                Row("m3", "d3", "acme", 500, 0, kStarted + 5)};
   EXPECT_TRUE(me.Absorb(rows).empty());
   rows.back().totals.requests = 504;
   EXPECT_EQ(me.Absorb(rows)["acme"].requests, 4);
+}
+
+TEST(FleetUsageTest, AMemberBackAfterAMinuteAwayStartsAfresh) {
+  FleetUsage me("m1", "d1", kStarted);
+  std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 4)};
+  me.Absorb(rows);
+  for (int i = 0; i <= FleetUsage::kFreshAfterLooks; ++i) me.Absorb({});
+  rows.back().totals.requests = 400;  // what it took while cut off: not charged at once.
+  EXPECT_TRUE(me.Absorb(rows).empty());
+  rows.back().totals.requests = 401;
+  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 1);
+}
+
+TEST(FleetUsageTest, AfterAMinuteWithoutALookEveryoneStartsAfresh) {
+  FleetUsage me("m1", "d1", kStarted);
+  std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 4)};
+  me.Absorb(rows);
+  // This member's reads failed for over a minute (the store's clock moved on by 61 s).
+  rows = {Heartbeat("m2", "d2", 0, kNow + 61'000),
+          Row("m2", "d2", "acme", 90, 0, 0, kNow + 61'000)};
+  EXPECT_TRUE(me.Absorb(rows).empty());
+  rows.back().totals.requests = 93;
+  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 3);
 }
 
 TEST(FleetUsageTest, OwnRowsAndTheDomainsMatesAreNotCharged) {
@@ -107,11 +127,11 @@ TEST(FleetUsageTest, AMemberLongAbsentIsForgotten) {
   FleetUsage me("m1", "d1", kStarted);
   std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 4)};
   me.Absorb(rows);
-  for (int i = 0; i < FleetUsage::kForgetAfterLooks; ++i) me.Absorb({});
+  for (int i = 0; i < FleetUsage::kFreshAfterLooks; ++i) me.Absorb({});
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 5)};
-  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 1);  // still known: 4 -> 5.
+  EXPECT_EQ(me.Absorb(rows).at("acme").requests, 1);  // away briefly: still counted, 4 -> 5.
   for (int i = 0; i <= FleetUsage::kForgetAfterLooks; ++i) me.Absorb({});
-  // Forgotten; back with the same start: a starting point again, then counted on.
+  // Forgotten; back: a starting point again, then counted on.
   EXPECT_TRUE(me.Absorb(rows).empty());
   rows.back().totals.requests = 7;
   EXPECT_EQ(me.Absorb(rows).at("acme").requests, 2);

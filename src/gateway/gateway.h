@@ -69,6 +69,9 @@ class Gateway {
   net::Handler handler();
   // For a separate admin listener: /admin/, /metrics and /healthz only.
   net::Handler admin_handler();
+  // Waits for admin work in progress to finish. Its completions go to the I/O threads' pool, so
+  // this runs before that pool is destroyed (runtime.cc).
+  void JoinAdminThread() { admin_pool_.join(); }
 
  private:
   net::asio::awaitable<void> HandleInference(ApiKind kind, net::Request& request,

@@ -286,6 +286,7 @@ Runtime::~Runtime() {
   p.price_timer.reset();
   p.admin_server.reset();
   p.server.reset();
+  if (p.gateway) p.gateway->JoinAdminThread();
   p.gateway_pool.reset();
 }
 

@@ -375,6 +375,10 @@ TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWithItsMember
   auto recent = store_->RateUsage(60'000);
   ASSERT_TRUE(recent) << recent.error();
   EXPECT_EQ(recent->size(), 5u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto none = store_->RateUsage(10);  // nothing written in the last 10 ms.
+  ASSERT_TRUE(none) << none.error();
+  EXPECT_TRUE(none->empty());
   // Nobody has been silent for a minute; with a heartbeat "older than a minute from now", every
   // member that has one goes with all its rows.
   ASSERT_TRUE(store_->ForgetSilentMembers(60'000));

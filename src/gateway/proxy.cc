@@ -309,9 +309,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   ResponseHead head;
   std::string failure;
   // The engine's socket is used directly, under one deadline for the whole exchange, rather than
-  // through tcp_stream, which arms and cancels a timer around every read and write. Declared
-  // after `conn`, so it goes first.
-  std::optional<net::SocketDeadline> deadline;
+  // through tcp_stream, which arms and cancels a timer around every read and write. The
+  // deadline is the connection's own (kept while it is pooled): null while there is none.
+  net::SocketDeadline* deadline = nullptr;
   const auto failure_of = [&](const beast::error_code& ec) {
     return deadline->expired() ? beast::error_code(beast::error::timeout).message() : ec.message();
   };
@@ -322,7 +322,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       break;
     }
     conn = std::move(*c);
-    deadline.emplace(conn->stream.socket(), kDeadlineGranularity);
+    deadline = &conn->Deadline(kDeadlineGranularity);
     // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
     beast::error_code wec;
     const std::size_t sent = net::SendNow(conn->stream.socket(), up_request, wec);
@@ -362,7 +362,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       failure = failure_of(wec);
     }
     const bool was_reused = conn->reused;
-    deadline.reset();
+    deadline = nullptr;
     conn.reset();
     if (!was_reused) break;
   }
@@ -415,7 +415,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   };
   auto release_if_reusable = [&] {
     if (reusable && decoder.done()) {
-      deadline.reset();  // a pooled connection is no longer this request's to close.
+      deadline = nullptr;  // disarmed by Release: a pooled connection is no request's to close.
       net::Release(std::move(conn));
     }
   };

@@ -110,6 +110,7 @@ asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>>
 void Release(std::unique_ptr<UpstreamConnection> connection) {
   if (!connection || !connection->stream.socket().is_open()) return;
   connection->stream.expires_never();
+  if (connection->deadline) connection->deadline->Disarm();
   auto& idle = tls_pool[Key{connection->host, connection->port}];
   if (idle.size() < kMaxIdlePerHost) idle.push_back(std::move(connection));
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <expected>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <boost/beast/core/flat_buffer.hpp>
@@ -14,17 +15,6 @@
 #include "net/http.h"
 
 namespace powerplane::net {
-
-// One connection to host:port, taken from this thread's pool or newly opened.
-struct UpstreamConnection {
-  UpstreamConnection(asio::any_io_executor ex, std::string to_host, unsigned short to_port)
-      : stream(ex), host(std::move(to_host)), port(to_port) {}
-  boost::beast::tcp_stream stream;
-  boost::beast::flat_buffer buffer;
-  std::string host;
-  unsigned short port;
-  bool reused = false;  // it came from the pool (it may have been closed by the server since).
-};
 
 // A timeout for operations on a plain socket: one timer for a whole exchange, instead of
 // beast::tcp_stream's timer armed and cancelled around every read and write (which costs more
@@ -49,6 +39,24 @@ class SocketDeadline {
   struct State;
   static void Wait(const std::shared_ptr<State>& state, std::chrono::steady_clock::time_point now);
   std::shared_ptr<State> state_;
+};
+
+// One connection to host:port, taken from this thread's pool or newly opened.
+struct UpstreamConnection {
+  UpstreamConnection(asio::any_io_executor ex, std::string to_host, unsigned short to_port)
+      : stream(ex), host(std::move(to_host)), port(to_port) {}
+  // The deadline of this connection's exchanges, made at its first and kept (disarmed) while it
+  // is pooled, so that a request on a kept-alive connection makes no timer of its own.
+  SocketDeadline& Deadline(std::chrono::steady_clock::duration granularity) {
+    if (!deadline) deadline.emplace(stream.socket(), granularity);
+    return *deadline;
+  }
+  boost::beast::tcp_stream stream;
+  boost::beast::flat_buffer buffer;
+  std::string host;
+  unsigned short port;
+  bool reused = false;  // it came from the pool (it may have been closed by the server since).
+  std::optional<SocketDeadline> deadline;  // after `stream`: goes first.
 };
 
 // Takes an idle pooled connection to host:port, or connects (within `timeout`).

@@ -288,6 +288,36 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
   EXPECT_LT(cut_after_s, 1.0);
 }
 
+// A connection keeps its deadline while pooled; Release lifts it, so an idle pooled connection
+// is not closed when the last request's deadline passes.
+TEST(UpstreamPoolTest, APooledConnectionsDeadlineIsLiftedWhileItWaits) {
+  using std::chrono::milliseconds;
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const unsigned short port = acceptor.local_endpoint().port();
+  tcp::socket server(io);
+  bool first = false, reused_open = false;
+  auto run = [&]() -> asio::awaitable<void> {
+    auto c = co_await Connect("127.0.0.1", port, milliseconds(1000));
+    if (!c) co_return;
+    acceptor.accept(server);
+    first = !(*c)->reused;
+    (*c)->Deadline(milliseconds(20)).Arm(milliseconds(50));
+    Release(std::move(*c));
+    asio::steady_timer idle(io);
+    idle.expires_after(milliseconds(200));  // well past the 50 ms deadline.
+    co_await idle.async_wait(asio::use_awaitable);
+    auto again = co_await Connect("127.0.0.1", port, milliseconds(1000));
+    reused_open = again && (*again)->reused && (*again)->stream.socket().is_open() &&
+                  !(*again)->Deadline(milliseconds(20)).expired();
+    DropPooled("127.0.0.1", port);
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  io.run_for(std::chrono::seconds(2));
+  EXPECT_TRUE(first);
+  EXPECT_TRUE(reused_open);
+}
+
 TEST(HttpHelpers, ErrorBodyAndHostPort) {
   EXPECT_EQ(ErrorBody("bad key", "invalid_request_error", "invalid_api_key"),
             R"({"error":{"code":"invalid_api_key","message":"bad key","param":null,"type":"invalid_request_error"}})");

@@ -179,6 +179,10 @@ std::expected<void, std::string> Tenancy::Reload() {
       limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
     }
     if (limits.budget.budget_usd() != t.budget_usd || limits.budget.period() != t.budget_period) {
+      // A budget that was none, or a new period kind, has spend of its own to read.
+      if (limits.budget.unlimited() || limits.budget.period() != t.budget_period) {
+        limits.spend_loaded = false;
+      }
       core::BudgetBook book(t.budget_usd, t.budget_period);
       book.TryReserve(limits.budget.reserved_usd(), UnixMsNow());
       book.Resync(limits.budget.settled_usd());
@@ -220,6 +224,7 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
     auto it = limits_.find(id);
     if (it != limits_.end() && it->second.budget.period_start_ms() == since) {
       it->second.budget.Resync(*charged);
+      it->second.spend_loaded = true;
     }
   }
 }
@@ -230,15 +235,26 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
   Limits l{core::MinuteBucket(static_cast<double>(tenant.rpm)),
            core::MinuteBucket(static_cast<double>(tenant.tpm)),
            core::BudgetBook(tenant.budget_usd, tenant.budget_period)};
-  auto& limits = limits_.emplace(tenant.id, l).first->second;
-  if (store_ && !limits.budget.unlimited()) {
-    // The period's spend so far, from the ledger (every gateway's rows).
-    limits.budget.Roll(UnixMsNow());
-    if (auto charged = store_->ChargedUsd(tenant.id, limits.budget.period_start_ms())) {
-      limits.budget.Resync(*charged);
-    }
+  l.spend_loaded = !store_ || l.budget.unlimited();
+  return limits_.emplace(tenant.id, l).first->second;
+}
+
+void Tenancy::LoadSpend(const Tenant& tenant) {
+  if (!store_) return;
+  {
+    std::lock_guard lock(mu_);
+    if (LimitsOf(tenant).spend_loaded) return;
   }
-  return limits;
+  // The period's spend so far, from the ledger (every gateway's rows). One try: a store out of
+  // reach leaves it to the resync every second (Poll), not to every request.
+  const std::int64_t since = core::PeriodStartMs(tenant.budget_period, UnixMsNow());
+  auto charged = store_->ChargedUsd(tenant.id, since);
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  if (l.spend_loaded) return;  // another thread's read came first.
+  l.spend_loaded = true;
+  l.budget.Roll(UnixMsNow());
+  if (charged && l.budget.period_start_ms() == since) l.budget.Resync(*charged);
 }
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
@@ -351,6 +367,7 @@ Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
 Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
   if (ledger_ && !ledger_->TryReserve()) return {Admission::Verdict::kLedgerFull, 1};
   if (tenant.budget_usd <= 0) return {Admission::Verdict::kOk};
+  LoadSpend(tenant);
   std::lock_guard lock(mu_);
   Limits& l = LimitsOf(tenant);
   if (!l.budget.TryReserve(worst_usd, UnixMsNow())) {

@@ -104,9 +104,14 @@ class Tenancy {
   struct Limits {
     core::MinuteBucket rpm, tpm;
     core::BudgetBook budget;
+    // The period's spend was read from the store (or there is nothing to read): LoadSpend.
+    bool spend_loaded = false;
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
+  // Reads a budgeted tenant's spend in its period from the store once, with mu_ not held, so
+  // that a tenant's first request holds up no other tenant's on the other I/O threads.
+  void LoadSpend(const Tenant& tenant);
   // Publishes what this process took from tenants' per-minute limits to the store, reads what
   // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).
   void ShareUsage();

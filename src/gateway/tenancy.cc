@@ -4,7 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
+
+#include "store/keys.h"
 
 namespace powerplane::gateway {
 
@@ -15,20 +16,6 @@ std::int64_t UnixMsNow() {
 }
 
 namespace {
-// This process's name among the gateways of a store: 16 random hex digits.
-std::string NewMemberId() {
-  std::random_device device;
-  std::mt19937_64 rng((static_cast<std::uint64_t>(device()) << 32) ^ device());
-  constexpr char kHex[] = "0123456789abcdef";
-  std::uint64_t bits = rng();
-  std::string id(16, '0');
-  for (char& c : id) {
-    c = kHex[bits & 15];
-    bits >>= 4;
-  }
-  return id;
-}
-
 double NowS() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -64,8 +51,10 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   t->wait_for_commit_ = options.wait_for_commit;
   t->store_ = std::move(store);
   if (auto r = t->Reload(); !r) return std::unexpected(r.error());
-  const std::string member = NewMemberId();
-  t->fleet_usage_ = std::make_unique<core::FleetUsage>(member, member, UnixMsNow());
+  // This process's name among the gateways of the store.
+  auto member = store::RandomHex(8);
+  if (!member) return std::unexpected("tenancy: " + member.error());
+  t->fleet_usage_ = std::make_unique<core::FleetUsage>(*member, *member, UnixMsNow());
   Tenancy* self = t.get();
   t->audit_thread_ = std::thread([self] {
     std::unique_lock lock(self->audit_mu_);
@@ -240,11 +229,6 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
 }
 
 void Tenancy::LoadSpend(const Tenant& tenant) {
-  if (!store_) return;
-  {
-    std::lock_guard lock(mu_);
-    if (LimitsOf(tenant).spend_loaded) return;
-  }
   // The period's spend so far, from the ledger (every gateway's rows). One try: a store out of
   // reach leaves it to the resync every second (Poll), not to every request.
   const std::int64_t since = core::PeriodStartMs(tenant.budget_period, UnixMsNow());
@@ -295,18 +279,17 @@ void Tenancy::ShareUsage() {
       fleet_usage_->PublishAllAgain();
     }
   }
-  if (put && ++usage_looks_ % 60 == 1) {
-    if (auto r = store_->ForgetSilentMembers(kSilentMs); !r) put = std::unexpected(r.error());
-  }
-  auto read = put ? store_->RateUsage(usage_baseline_read_ ? kLookBackMs : -1)
-                  : std::expected<std::vector<store::RateUsageRow>, std::string>(
-                        std::unexpected(put.error()));
-  if (!read) {
-    // Meanwhile this gateway holds tenants to its own buckets alone.
-    if (!usage_warned_) spdlog::warn("tenancy: rate limits not shared: {}", read.error());
+  // Meanwhile this gateway holds tenants to its own buckets alone.
+  const auto unshared = [this](const std::string& error) {
+    if (!usage_warned_) spdlog::warn("tenancy: rate limits not shared: {}", error);
     usage_warned_ = true;
-    return;
+  };
+  if (!put) return unshared(put.error());
+  if (++usage_looks_ % 60 == 1) {
+    if (auto r = store_->ForgetSilentMembers(kSilentMs); !r) return unshared(r.error());
   }
+  auto read = store_->RateUsage(usage_baseline_read_ ? kLookBackMs : -1);
+  if (!read) return unshared(read.error());
   usage_warned_ = false;
   usage_baseline_read_ = true;
   std::vector<core::MemberUsage> rows;
@@ -367,8 +350,12 @@ Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
 Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
   if (ledger_ && !ledger_->TryReserve()) return {Admission::Verdict::kLedgerFull, 1};
   if (tenant.budget_usd <= 0) return {Admission::Verdict::kOk};
-  LoadSpend(tenant);
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  if (!LimitsOf(tenant).spend_loaded) {  // the first request for the tenant here.
+    lock.unlock();
+    LoadSpend(tenant);
+    lock.lock();
+  }
   Limits& l = LimitsOf(tenant);
   if (!l.budget.TryReserve(worst_usd, UnixMsNow())) {
     if (ledger_) ledger_->Release();

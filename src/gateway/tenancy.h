@@ -109,8 +109,8 @@ class Tenancy {
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
-  // Reads a budgeted tenant's spend in its period from the store once, with mu_ not held, so
-  // that a tenant's first request holds up no other tenant's on the other I/O threads.
+  // Reads a budgeted tenant's spend in its period from the store, with mu_ not held (call it
+  // so), so that a tenant's first request holds up no other tenant's on the other I/O threads.
   void LoadSpend(const Tenant& tenant);
   // Publishes what this process took from tenants' per-minute limits to the store, reads what
   // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).

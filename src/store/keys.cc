@@ -4,6 +4,7 @@
 #include <openssl/rand.h>
 
 #include <array>
+#include <vector>
 
 namespace powerplane::store {
 namespace {
@@ -11,6 +12,16 @@ namespace {
 constexpr std::string_view kHex = "0123456789abcdef";
 constexpr std::string_view kBase62 =
     "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+std::string ToHex(const unsigned char* bytes, std::size_t n) {
+  std::string hex;
+  hex.reserve(2 * n);
+  for (std::size_t i = 0; i < n; ++i) {
+    hex += kHex[bytes[i] >> 4];
+    hex += kHex[bytes[i] & 0xf];
+  }
+  return hex;
+}
 
 }  // namespace
 
@@ -20,13 +31,7 @@ std::string Sha256Hex(std::string_view data) {
   if (EVP_Digest(data.data(), data.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1) {
     return {};
   }
-  std::string hex;
-  hex.reserve(2 * length);
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 0xf];
-  }
-  return hex;
+  return ToHex(digest.data(), length);
 }
 
 bool IsSha256Hex(std::string_view text) {
@@ -49,17 +54,18 @@ std::expected<std::string, std::string> NewKeyText() {
   return key;
 }
 
-std::expected<std::string, std::string> NewKeyId() {
-  std::array<unsigned char, 6> bytes{};
-  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
+std::expected<std::string, std::string> RandomHex(std::size_t bytes) {
+  std::vector<unsigned char> random(bytes);
+  if (RAND_bytes(random.data(), static_cast<int>(random.size())) != 1) {
     return std::unexpected("RAND_bytes failed");
   }
-  std::string id = "key_";
-  for (unsigned char b : bytes) {
-    id += kHex[b >> 4];
-    id += kHex[b & 0xf];
-  }
-  return id;
+  return ToHex(random.data(), random.size());
+}
+
+std::expected<std::string, std::string> NewKeyId() {
+  auto hex = RandomHex(6);
+  if (!hex) return hex;
+  return "key_" + *hex;
 }
 
 }  // namespace powerplane::store

@@ -1,6 +1,7 @@
 #pragma once
 // API key text, key ids and hashes. Randomness from OpenSSL's RAND_bytes.
 
+#include <cstddef>
 #include <expected>
 #include <string>
 #include <string_view>
@@ -15,5 +16,7 @@ bool IsSha256Hex(std::string_view text);
 std::expected<std::string, std::string> NewKeyText();
 // "key_" + 12 random lower-case hex digits.
 std::expected<std::string, std::string> NewKeyId();
+// 2 x `bytes` random lower-case hex digits.
+std::expected<std::string, std::string> RandomHex(std::size_t bytes);
 
 }  // namespace powerplane::store

@@ -3,11 +3,6 @@
 
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -86,19 +81,26 @@ std::string ChatBody(int max_tokens, bool stream, bool include_usage = false) {
   return b.dump();
 }
 
+// The gateway of `fleet` on a loopback port, with the repository's data; null (and a failure
+// recorded) when it does not start.
+std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int threads) {
+  auto config = fleet::ParseFleetConfig(fleet, "test fleet");
+  EXPECT_TRUE(config) << config.error();
+  if (!config) return nullptr;
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:0";
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.threads = threads;
+  auto rt = runtime::Runtime::Start(*config, o);
+  EXPECT_TRUE(rt) << rt.error();
+  return rt ? std::move(*rt) : nullptr;
+}
+
 class GatewayIntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    auto config = fleet::ParseFleetConfig(kFleet, "test fleet");
-    ASSERT_TRUE(config) << config.error();
-    runtime::UpOptions o;
-    o.listen = "127.0.0.1:0";
-    o.data_dir = PP_SOURCE_DIR "/data";
-    o.engine_speed = 1.0;
-    o.threads = 2;
-    auto rt = runtime::Runtime::Start(*config, o);
-    ASSERT_TRUE(rt) << rt.error();
-    runtime_ = rt->release();
+    runtime_ = StartRuntime(kFleet, 2).release();  // engines at real time (speed 1).
+    ASSERT_NE(runtime_, nullptr);
     client_ = new TestClient("127.0.0.1", runtime_->port());
   }
   static void TearDownTestSuite() {
@@ -298,15 +300,8 @@ TEST_F(GatewayIntegrationTest, MetricsAndFleetState) {
 // must go before the fleet (under ASan this was a use after free; in release, a crash at times).
 TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet) {
   // An engine that takes connections (the kernel completes them) and never answers.
-  const int silent = ::socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(silent, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(::bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(::listen(silent, 16), 0);
-  ASSERT_EQ(::getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  net::asio::io_context io;
+  net::tcp::acceptor silent(io, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0));
   const std::string fleet = R"(
 [gateway]
 admin_key = "admin"
@@ -315,22 +310,15 @@ id = "mute"
 jurisdiction = "US"
 price = 20.0
   [[sites.endpoints]]
-  urls = ["http://127.0.0.1:)" + std::to_string(ntohs(addr.sin_port)) + R"("]
+  urls = ["http://127.0.0.1:)" + std::to_string(silent.local_endpoint().port()) + R"("]
   gpu = "h200"
   model = "llama-3.1-8b"
 [[tenants]]
 id = "anyone"
 keys = ["key-any"]
 )";
-  auto config = fleet::ParseFleetConfig(fleet, "test fleet");
-  ASSERT_TRUE(config) << config.error();
-  runtime::UpOptions o;
-  o.listen = "127.0.0.1:0";
-  o.data_dir = PP_SOURCE_DIR "/data";
-  o.threads = 1;
-  auto rt = runtime::Runtime::Start(*config, o);
-  ASSERT_TRUE(rt) << rt.error();
-  std::unique_ptr<runtime::Runtime> runtime = std::move(*rt);
+  auto runtime = StartRuntime(fleet, 1);
+  ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   std::thread waiting([&] { client.Chat("key-any", ChatBody(8, true)); });
   // Until the request holds a slot at the endpoint.
@@ -340,7 +328,6 @@ keys = ["key-any"]
   EXPECT_EQ(runtime->fleet().Status().endpoints.front().in_flight, 1);
   runtime.reset();  // stops the pools (2 s for the request to end, which it does not), then frees.
   waiting.join();
-  ::close(silent);
 }
 
 }  // namespace

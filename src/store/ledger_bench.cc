@@ -1,11 +1,14 @@
 // Ledger write throughput: rows/s through LedgerWriter (one producer, callbacks counted) on
 // SQLite and on a throwaway PostgreSQL server, and the time of one 1,000-row AppendLedger batch
-// on PostgreSQL by multi-row INSERT and by COPY. Usage: ledger_bench [rows] (default 50000).
+// on PostgreSQL by multi-row INSERT and by COPY, and one tenant's period spend read from the
+// daily totals beside the same sum over its ledger rows. Usage: ledger_bench [rows] (default 50000).
 
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -80,6 +83,35 @@ bool BatchTime(store::Store& s, const char* name, std::int64_t first_id, int bat
   return true;
 }
 
+// A budget resync's read: one tenant's spend for its period, from the daily totals
+// (ChargedUsd), beside the same sum over the tenant's ledger rows (what ChargedUsd read before
+// the totals: Usage sums the same rows through the same index).
+bool SpendReadTime(store::Store& s, const char* name, int reps) {
+  const std::int64_t since = 1'750'000'000'000 - 1'750'000'000'000 % (24 * 3600 * 1000);
+  double totals_ms = 0, ledger_ms = 0, a = 0, b = 0;
+  for (int r = 0; r < reps; ++r) {
+    auto start = Clock::now();
+    auto charged = s.ChargedUsd("tenant-0", since);
+    totals_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    start = Clock::now();
+    auto summed = s.Usage("tenant-0", since, INT64_MAX, store::UsageGroup::kTenant);
+    ledger_ms += std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+    if (!charged || !summed || summed->size() != 1) {
+      return std::fprintf(stderr, "%s: spend read failed\n", name), false;
+    }
+    a = *charged;
+    b = summed->front().charged_usd;
+  }
+  std::printf("%-10s one tenant's period spend (%lld rows): daily totals %.3f ms, ledger rows "
+              "%.3f ms (%.0fx), mean of %d; %.6f vs %.6f USD\n",
+              name, static_cast<long long>(s.Usage("tenant-0", since, INT64_MAX,
+                                                   store::UsageGroup::kTenant)
+                                               ->front()
+                                               .requests),
+              totals_ms / reps, ledger_ms / reps, ledger_ms / totals_ms, reps, a, b);
+  return std::abs(a - b) < 1e-6 * std::max(1.0, b);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -93,6 +125,7 @@ int main(int argc, char** argv) {
     if (!sqlite) return std::fprintf(stderr, "%s\n", sqlite.error().c_str()), 1;
     ok &= WriterThroughput(**sqlite, "sqlite", rows);
     ok &= BatchTime(**sqlite, "sqlite AppendLedger", rows, batches);
+    ok &= SpendReadTime(**sqlite, "sqlite", 20);
   }
   std::filesystem::remove_all(templ);
 
@@ -107,5 +140,6 @@ int main(int argc, char** argv) {
   ok &= BatchTime(**pg, "postgresql multi-row INSERT", rows, batches);
   store::SetPostgresLedgerInsert(store::PostgresLedgerInsert::kCopy);
   ok &= BatchTime(**pg, "postgresql COPY + INSERT", rows + 1000 * batches, batches);
+  ok &= SpendReadTime(**pg, "postgresql", 20);
   return ok ? 0 : 1;
 }

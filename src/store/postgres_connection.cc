@@ -126,6 +126,19 @@ class PostgresConnection final : public Connection {
   }
 
  private:
+  // `insert` (an INSERT INTO ledger ... ON CONFLICT DO NOTHING) in one statement that also adds
+  // the new rows' charges to spend_daily, summed in the server, and answers how many were new.
+  static std::string WithDailySpend(const std::string& insert) {
+    return "WITH new_rows AS (" + insert +
+           " RETURNING tenant, end_unix_ms, charged_usd), added AS ("
+           "INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, end_unix_ms / " +
+           std::to_string(kDayMs) +
+           ", SUM(charged_usd) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2 "
+           "ON CONFLICT (tenant, day) DO UPDATE "
+           "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd) "
+           "SELECT COUNT(*) FROM new_rows";
+  }
+
   std::size_t InsertLedgerRows(std::span<const LedgerRow> rows) {
     std::size_t inserted = 0;
     std::vector<Param> params;
@@ -145,7 +158,8 @@ class PostgresConnection final : public Connection {
       std::vector<std::string> text;
       text.reserve(params.size());
       for (const auto& p : params) text.push_back(ToText(p));
-      inserted += tx_->exec_params(sql, pqxx::prepare::make_dynamic_params(text)).affected_rows();
+      inserted += tx_->exec_params1(WithDailySpend(sql), pqxx::prepare::make_dynamic_params(text))[0]
+                      .as<std::size_t>();
     }
     return inserted;
   }
@@ -175,9 +189,10 @@ class PostgresConnection final : public Connection {
       stream.complete();
     }
     return tx_
-        ->exec0("INSERT INTO ledger (" + std::string(kLedgerColumns) + ") SELECT " +
-                std::string(kLedgerColumns) + " FROM ledger_in ON CONFLICT (request_id) DO NOTHING")
-        .affected_rows();
+        ->exec1(WithDailySpend("INSERT INTO ledger (" + std::string(kLedgerColumns) +
+                               ") SELECT " + std::string(kLedgerColumns) +
+                               " FROM ledger_in ON CONFLICT (request_id) DO NOTHING"))[0]
+        .as<std::size_t>();
   }
 
   std::string url_;

@@ -60,8 +60,10 @@ class Connection {
   virtual void Commit() = 0;
   virtual void Rollback() noexcept = 0;
 
-  // Inside a transaction: inserts rows, ignoring request ids already present; returns how many
-  // were new. Backends batch as suits them.
+  // Inside a transaction: inserts rows, ignoring request ids already present (or repeated in
+  // `rows`), and adds each new row's charged_usd to its tenant's day in spend_daily (upserts in
+  // (tenant, day) order, so concurrent writers cannot deadlock); returns how many rows were new.
+  // Backends batch as suits them.
   virtual std::size_t InsertLedger(std::span<const LedgerRow> rows) = 0;
 
   // Inside a transaction: serialises schema creation against other openers.
@@ -80,6 +82,8 @@ inline constexpr std::string_view kLedgerColumns =
     "completion_tokens, start_unix_ms, end_unix_ms, ttft_ms, joules, usd_per_mwh, "
     "energy_cost_usd, charged_usd, outcome";
 inline constexpr std::size_t kLedgerColumnCount = 17;
+// spend_daily's day of a ledger row: end_unix_ms / kDayMs (UTC days since the epoch).
+inline constexpr std::int64_t kDayMs = 24 * 3600 * 1000;
 void AppendLedgerParams(const LedgerRow& row, std::vector<Param>& out);
 LedgerRow LedgerRowFrom(const Row& row);  // columns in kLedgerColumns order.
 

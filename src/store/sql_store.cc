@@ -124,9 +124,24 @@ void SqlStore::CreateSchema() {
       "started_unix_ms BIGINT NOT NULL, updated_unix_ms BIGINT NOT NULL, "
       "PRIMARY KEY (member, tenant))",
       "CREATE INDEX IF NOT EXISTS rate_usage_updated ON rate_usage (updated_unix_ms)",
+      // Each tenant's charges per UTC day (day = end_unix_ms / kDayMs), kept in the
+      // transaction that inserts the ledger rows: a budget period's spend is a sum over at
+      // most 31 of these, not over the period's ledger rows.
+      "CREATE TABLE IF NOT EXISTS spend_daily (tenant TEXT NOT NULL, day BIGINT NOT NULL, "
+      "charged_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, day))",
   };
   for (const auto& sql : statements) c.Query(sql);
+  // Schema 1 had no daily totals: they are summed once from the ledger.
+  const auto schema = c.Query("SELECT value FROM pp_meta WHERE name = 'schema'");
+  if (schema.empty() || schema.front().Int(0) < 2) {
+    c.Query("DELETE FROM spend_daily");
+    c.Query("INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, end_unix_ms / " +
+            std::to_string(kDayMs) + ", SUM(charged_usd) FROM ledger GROUP BY tenant, end_unix_ms / " +
+            std::to_string(kDayMs));
+    c.Query("UPDATE pp_meta SET value = 2 WHERE name = 'schema'");
+  }
 }
+
 
 void SqlStore::BumpVersion() {
   connection_->Query("UPDATE pp_meta SET value = value + 1 WHERE name = 'version'");
@@ -382,10 +397,16 @@ Result<std::vector<UsageRow>> SqlStore::Usage(std::string_view tenant, std::int6
 }
 
 Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_ms) {
+  // Whole days from the daily totals; the part of a day before the first whole one (none when
+  // since_ms starts a UTC day, as budget periods do) from the ledger rows.
+  const std::int64_t first_day = since_ms <= 0 ? 0 : (since_ms + kDayMs - 1) / kDayMs;
   return Guard([&] {
     auto rows = connection_->Query(
-        "SELECT COALESCE(SUM(charged_usd), 0) FROM ledger WHERE tenant = $1 AND end_unix_ms >= $2",
-        Params(std::string(tenant), since_ms));
+        "SELECT (SELECT COALESCE(SUM(charged_usd), 0) FROM spend_daily "
+        "WHERE tenant = $1 AND day >= $2) + "
+        "(SELECT COALESCE(SUM(charged_usd), 0) FROM ledger "
+        "WHERE tenant = $1 AND end_unix_ms >= $3 AND end_unix_ms < $4)",
+        Params(std::string(tenant), first_day, since_ms, first_day * kDayMs));
     return rows.front().Double(0);
   });
 }

@@ -4,8 +4,10 @@
 
 #include <sqlite3.h>
 
+#include <map>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "store/sql_connection.h"
 
@@ -99,13 +101,24 @@ class SqliteConnection final : public Connection {
     sqlite3_stmt* stmt = Prepare(sql);
     std::vector<Param> params;
     std::size_t inserted = 0;
+    std::map<std::pair<std::string_view, std::int64_t>, double> spend;  // (tenant, day) order.
     for (const auto& row : rows) {
       params.clear();
       AppendLedgerParams(row, params);
       Bind(stmt, params);
       if (sqlite3_step(stmt) != SQLITE_DONE) Fail(stmt, "insert");
-      inserted += static_cast<std::size_t>(sqlite3_changes(db_));
+      if (sqlite3_changes(db_) > 0) {
+        ++inserted;
+        spend[{row.tenant, row.end_unix_ms / kDayMs}] += row.charged_usd;
+      }
       sqlite3_reset(stmt);
+    }
+    for (const auto& [key, usd] : spend) {
+      Query(
+          "INSERT INTO spend_daily (tenant, day, charged_usd) VALUES ($1, $2, $3) "
+          "ON CONFLICT (tenant, day) DO UPDATE "
+          "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd",
+          std::vector<Param>{std::string(key.first), key.second, usd});
     }
     return inserted;
   }

@@ -22,11 +22,11 @@
 
 #include "store/keys.h"
 #include "store/ledger_writer.h"
+#include "store/postgres_options.h"
 #include "store/sql_connection.h"
 #ifdef PP_STORE_TEST_POSTGRES
 #include <pqxx/pqxx>
 
-#include "store/postgres_options.h"
 #include "testing/postgres_server.h"
 #endif
 
@@ -121,6 +121,22 @@ class StoreTest : public ::testing::Test {
     auto store = Store::Open(url_, dir_);
     EXPECT_TRUE(store) << store.error();
     return store ? std::move(*store) : nullptr;
+  }
+  // Runs `sql` on the store's database outside the Store (as an older version would have).
+  void RawSql(const std::string& sql) {
+#ifdef PP_STORE_TEST_POSTGRES
+    pqxx::connection c(url_);
+    pqxx::nontransaction tx(c);
+    tx.exec(sql);
+#else
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "powerplane.db").c_str(), &db), SQLITE_OK);
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+#endif
   }
   std::int64_t Version() {
     auto v = store_->Version();
@@ -326,6 +342,79 @@ TEST_F(StoreTest, UsageGroupsAndSums) {
   EXPECT_DOUBLE_EQ(store_->ChargedUsd("nobody", 0).value(), 0.0);
   EXPECT_EQ(ParseUsageGroup("day"), UsageGroup::kDay);
   EXPECT_FALSE(ParseUsageGroup("hour"));
+}
+
+// The first occurrence of each request id wins, as in the ledger.
+double ChargedSince(const std::vector<LedgerRow>& rows, std::string_view tenant,
+                    std::int64_t since_ms) {
+  std::set<std::string> seen;
+  double sum = 0;
+  for (const auto& r : rows) {
+    if (!seen.insert(r.request_id).second) continue;
+    if (r.tenant == tenant && r.end_unix_ms >= since_ms) sum += r.charged_usd;
+  }
+  return sum;
+}
+
+// A tenant's spend since a time comes from the daily totals kept in the ledger's transaction
+// (whole UTC days) and the ledger rows (the part of a day before them). Both ledger insert
+// paths keep the totals, and a repeated request id adds nothing.
+TEST_F(StoreTest, ChargedUsdAgreesWithTheLedgerAcrossDaysAndRepeats) {
+  const std::int64_t day0 = kT0 - kT0 % kDay;
+  std::vector<LedgerRow> rows;
+  for (int i = 0; i < 90; ++i) {  // three days, a row every 48 minutes.
+    rows.push_back(Row(Id("c", i), i % 3 ? "acme" : "beta", "tx", "llama",
+                       day0 + i * (kDay / 30) + 7, 0.01 * (i + 1)));
+  }
+  std::vector<LedgerRow> second(rows.begin() + 45, rows.end());
+  for (int i = 0; i < 10; ++i) {
+    LedgerRow again = rows[static_cast<std::size_t>(i)];
+    again.charged_usd = 100;  // a repeat: ignored, whatever it says.
+    second.push_back(again);
+  }
+  ASSERT_EQ(store_->AppendLedger(std::span(rows).first(45)).value_or(0), 45u);
+  SetPostgresLedgerInsert(PostgresLedgerInsert::kMultiRowInsert);
+  auto inserted = store_->AppendLedger(second);
+  SetPostgresLedgerInsert(PostgresLedgerInsert::kCopy);
+  ASSERT_TRUE(inserted) << inserted.error();
+  EXPECT_EQ(*inserted, 45u);
+  rows.insert(rows.end(), second.begin() + 45, second.end());
+  for (const std::int64_t since : {std::int64_t{0}, day0, day0 + kDay / 2, day0 + kDay,
+                                   day0 + 2 * kDay + 1, day0 + 3 * kDay}) {
+    for (const char* tenant : {"acme", "beta", "nobody"}) {
+      auto charged = store_->ChargedUsd(tenant, since);
+      ASSERT_TRUE(charged) << charged.error();
+      EXPECT_NEAR(*charged, ChargedSince(rows, tenant, since), 1e-9)
+          << tenant << " since " << since;
+    }
+  }
+  EXPECT_GT(ChargedSince(rows, "acme", day0 + kDay / 2), 0.0);
+}
+
+// A store written before the daily totals existed (schema 1) gets them from its ledger when a
+// gateway of this version opens it; later rows add to them.
+TEST_F(StoreTest, AStoreFromBeforeDailyTotalsGetsThemFromItsLedger) {
+  const std::int64_t day0 = kT0 - kT0 % kDay;
+  std::vector<LedgerRow> rows;
+  for (int i = 0; i < 12; ++i) {
+    rows.push_back(Row(Id("o", i), "acme", "tx", "llama", day0 + i * (kDay / 4), 0.5 + i));
+  }
+  ASSERT_TRUE(store_->AppendLedger(rows));
+  store_.reset();
+  RawSql("DROP TABLE spend_daily");
+  RawSql("UPDATE pp_meta SET value = 1 WHERE name = 'schema'");
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_NEAR(store_->ChargedUsd("acme", day0 + kDay).value_or(-1),
+              ChargedSince(rows, "acme", day0 + kDay), 1e-9);
+  rows.push_back(Row("late", "acme", "tx", "llama", day0 + 2 * kDay + 5, 7.0));
+  ASSERT_TRUE(store_->AppendLedger(std::span(rows).last(1)));
+  EXPECT_NEAR(store_->ChargedUsd("acme", day0 + 2 * kDay).value_or(-1),
+              ChargedSince(rows, "acme", day0 + 2 * kDay), 1e-9);
+  store_.reset();  // a second opening does not sum the ledger again.
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_NEAR(store_->ChargedUsd("acme", 0).value_or(-1), ChargedSince(rows, "acme", 0), 1e-9);
 }
 
 TEST_F(StoreTest, AuditKeepsOrder) {

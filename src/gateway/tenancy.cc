@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "store/keys.h"
 
@@ -189,31 +190,45 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
     std::lock_guard lock(directory_mu_);
     known = version_;
   }
+  bool reloaded = false;
   if (version && *version != known) {
-    if (auto r = Reload(); !r) spdlog::warn("tenancy: reload failed: {}", r.error());
+    auto r = Reload();
+    if (!r) spdlog::warn("tenancy: reload failed: {}", r.error());
+    reloaded = r.has_value();
   }
   const auto now = std::chrono::steady_clock::now();
-  if (now - last_resync_ < resync_every) return;
-  last_resync_ = now;
-  ShareUsage();
-  std::vector<std::pair<std::string, std::int64_t>> budgeted;
-  {
-    std::lock_guard lock(mu_);
-    for (auto& [id, limits] : limits_) {
-      if (!limits.budget.unlimited()) {
-        limits.budget.Roll(UnixMsNow());
-        budgeted.emplace_back(id, limits.budget.period_start_ms());
-      }
-    }
+  if (now - last_resync_ >= resync_every) {
+    last_resync_ = now;
+    ShareUsage();
+    ResyncSpend();
+  } else if (reloaded) {
+    ResyncSpend();  // a new or changed tenant's spend, before its first request.
   }
-  for (const auto& [id, since] : budgeted) {
-    auto charged = store_->ChargedUsd(id, since);
+}
+
+void Tenancy::ResyncSpend() {
+  // Every budgeted tenant with a key, whether or not it has asked for anything here yet: its
+  // first request then finds its spend read, and waits for no store query. One query per
+  // period start (and 500 tenants), over the store's daily totals.
+  const std::int64_t now_ms = UnixMsNow();
+  std::map<std::int64_t, std::vector<std::shared_ptr<const Tenant>>> by_start;
+  for (auto& t : directory()->Tenants()) {
+    if (t->budget_usd > 0) by_start[core::PeriodStartMs(t->budget_period, now_ms)].push_back(t);
+  }
+  std::vector<std::string> ids;
+  for (const auto& [since, tenants] : by_start) {
+    ids.clear();
+    for (const auto& t : tenants) ids.push_back(t->id);
+    auto charged = store_->ChargedUsd(ids, since);
     if (!charged) continue;
     std::lock_guard lock(mu_);
-    auto it = limits_.find(id);
-    if (it != limits_.end() && it->second.budget.period_start_ms() == since) {
-      it->second.budget.Resync(*charged);
-      it->second.spend_loaded = true;
+    for (std::size_t i = 0; i < tenants.size(); ++i) {
+      Limits& l = LimitsOf(*tenants[i]);
+      l.budget.Roll(UnixMsNow());
+      if (l.budget.period_start_ms() == since) {
+        l.budget.Resync((*charged)[i]);
+        l.spend_loaded = true;
+      }
     }
   }
 }

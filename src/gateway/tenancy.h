@@ -86,9 +86,10 @@ class Tenancy {
   // Appends to the audit log off the caller's thread (a no-op without a store).
   void Audit(std::string actor, std::string action, std::string detail);
 
-  // Reloads tenants and keys when the store's version moved, and every `resync_every` re-reads
-  // each budgeted tenant's settled spend (other gateways' included) and shares per-minute usage
-  // with the other gateways of the store (ShareUsage). Call every ~250 ms.
+  // Reloads tenants and keys when the store's version moved, and every `resync_every` (and
+  // after a reload) re-reads each budgeted tenant's settled spend (other gateways' included,
+  // before the tenant's first request here); every `resync_every` it also shares per-minute
+  // usage with the other gateways of the store (ShareUsage). Call every ~250 ms.
   void Poll(std::chrono::milliseconds resync_every = std::chrono::milliseconds(1000));
   // Reloads now (after a local change).
   std::expected<void, std::string> Reload();
@@ -111,7 +112,10 @@ class Tenancy {
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
   // Reads a budgeted tenant's spend in its period from the store, with mu_ not held (call it
   // so), so that a tenant's first request holds up no other tenant's on the other I/O threads.
+  // Only for a tenant the poller has not resynced yet (made less than a poll ago).
   void LoadSpend(const Tenant& tenant);
+  // Re-reads every budgeted tenant's settled spend in its period (other gateways' included).
+  void ResyncSpend();
   // Publishes what this process took from tenants' per-minute limits to the store, reads what
   // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).
   void ShareUsage();

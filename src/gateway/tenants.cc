@@ -32,6 +32,13 @@ std::shared_ptr<const Tenant> TenantDirectory::Find(std::string_view tenant_id) 
   return it == by_id_.end() ? nullptr : it->second;
 }
 
+std::vector<std::shared_ptr<const Tenant>> TenantDirectory::Tenants() const {
+  std::vector<std::shared_ptr<const Tenant>> out;
+  out.reserve(by_id_.size());
+  for (const auto& [id, tenant] : by_id_) out.push_back(tenant);
+  return out;
+}
+
 std::string_view BearerToken(std::string_view authorization) {
   constexpr std::string_view kPrefix = "Bearer ";
   if (authorization.size() <= kPrefix.size()) return {};

@@ -43,6 +43,8 @@ class TenantDirectory {
   Identity Authenticate(std::string_view api_key) const;
   // By tenant id, or null.
   std::shared_ptr<const Tenant> Find(std::string_view tenant_id) const;
+  // Every tenant with a key, in no particular order.
+  std::vector<std::shared_ptr<const Tenant>> Tenants() const;
   std::size_t size() const { return by_hash_.size(); }
 
  private:

@@ -4,7 +4,9 @@
 #include "store/sql_store.h"
 
 #include <chrono>
+#include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include "store/keys.h"
 
@@ -396,18 +398,41 @@ Result<std::vector<UsageRow>> SqlStore::Usage(std::string_view tenant, std::int6
   });
 }
 
-Result<double> SqlStore::ChargedUsd(std::string_view tenant, std::int64_t since_ms) {
+Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> tenants,
+                                                 std::int64_t since_ms) {
   // Whole days from the daily totals; the part of a day before the first whole one (none when
   // since_ms starts a UTC day, as budget periods do) from the ledger rows.
+  constexpr std::size_t kTenantsPerQuery = 500;
   const std::int64_t first_day = since_ms <= 0 ? 0 : (since_ms + kDayMs - 1) / kDayMs;
   return Guard([&] {
-    auto rows = connection_->Query(
-        "SELECT (SELECT COALESCE(SUM(charged_usd), 0) FROM spend_daily "
-        "WHERE tenant = $1 AND day >= $2) + "
-        "(SELECT COALESCE(SUM(charged_usd), 0) FROM ledger "
-        "WHERE tenant = $1 AND end_unix_ms >= $3 AND end_unix_ms < $4)",
-        Params(std::string(tenant), first_day, since_ms, first_day * kDayMs));
-    return rows.front().Double(0);
+    std::unordered_map<std::string, double> sums;
+    for (std::size_t start = 0; start < tenants.size(); start += kTenantsPerQuery) {
+      const std::size_t n = std::min(kTenantsPerQuery, tenants.size() - start);
+      auto params = Params(first_day, since_ms, first_day * kDayMs);
+      std::string in = "IN (";
+      for (std::size_t i = 0; i < n; ++i) {
+        in += i ? ", $" : "$";
+        in += std::to_string(params.size() + 1);
+        params.emplace_back(tenants[start + i]);
+      }
+      in += ')';
+      for (const auto& r : connection_->Query(
+               "SELECT tenant, SUM(charged_usd) FROM ("
+               "SELECT tenant, charged_usd FROM spend_daily WHERE day >= $1 AND tenant " + in +
+                   " UNION ALL SELECT tenant, charged_usd FROM ledger "
+                   "WHERE end_unix_ms >= $2 AND end_unix_ms < $3 AND tenant " + in +
+                   ") AS spent GROUP BY tenant",
+               params)) {
+        sums[r.Text(0)] = r.Double(1);
+      }
+    }
+    std::vector<double> out;
+    out.reserve(tenants.size());
+    for (const auto& t : tenants) {
+      auto it = sums.find(t);
+      out.push_back(it == sums.end() ? 0.0 : it->second);
+    }
+    return out;
   });
 }
 

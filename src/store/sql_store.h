@@ -31,7 +31,9 @@ class SqlStore final : public Store {
   Result<bool> HasLedgerRow(std::string_view request_id) override;
   Result<std::vector<UsageRow>> Usage(std::string_view tenant, std::int64_t from_ms,
                                       std::int64_t to_ms, UsageGroup group) override;
-  Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms) override;
+  using Store::ChargedUsd;
+  Result<std::vector<double>> ChargedUsd(std::span<const std::string> tenants,
+                                         std::int64_t since_ms) override;
   Result<void> PutRateUsage(std::span<const RateUsageRow> rows) override;
   Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) override;
   Result<void> ForgetSilentMembers(std::int64_t silent_ms) override;

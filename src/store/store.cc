@@ -10,6 +10,13 @@
 
 namespace powerplane::store {
 
+Result<double> Store::ChargedUsd(std::string_view tenant, std::int64_t since_ms) {
+  const std::string one[] = {std::string(tenant)};
+  auto sums = ChargedUsd(std::span<const std::string>(one), since_ms);
+  if (!sums) return std::unexpected(sums.error());
+  return sums->front();
+}
+
 std::optional<UsageGroup> ParseUsageGroup(std::string_view name) {
   if (name == "site") return UsageGroup::kSite;
   if (name == "model") return UsageGroup::kModel;

@@ -85,8 +85,14 @@ class Store {
   // Sums over from_ms <= end_unix_ms < to_ms, for one tenant (or all when empty), by group.
   virtual Result<std::vector<UsageRow>> Usage(std::string_view tenant, std::int64_t from_ms,
                                               std::int64_t to_ms, UsageGroup group) = 0;
-  // The sum of charged_usd of a tenant's rows with end_unix_ms >= since_ms.
-  virtual Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms) = 0;
+  // For each of `tenants`, in their order, the sum of charged_usd of its rows with
+  // end_unix_ms >= since_ms (0 for a tenant without rows). Whole UTC days come from the daily
+  // totals (at most 31 rows a tenant for a month), so a budget resync of many tenants is a few
+  // small queries (500 tenants each), however busy they are.
+  virtual Result<std::vector<double>> ChargedUsd(std::span<const std::string> tenants,
+                                                 std::int64_t since_ms) = 0;
+  // The same for one tenant.
+  Result<double> ChargedUsd(std::string_view tenant, std::int64_t since_ms);
 
   // Rate-limit totals shared between gateways (RateUsageRow), timed by the store's clock (not the
   // gateways', which may disagree). PutRateUsage writes `rows` (by member and tenant, replacing

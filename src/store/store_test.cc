@@ -391,6 +391,25 @@ TEST_F(StoreTest, ChargedUsdAgreesWithTheLedgerAcrossDaysAndRepeats) {
   EXPECT_GT(ChargedSince(rows, "acme", day0 + kDay / 2), 0.0);
 }
 
+// A resync reads many tenants' spend at once (in queries of 500), each in the order asked.
+TEST_F(StoreTest, ChargedUsdReadsManyTenantsAtOnce) {
+  std::vector<LedgerRow> rows;
+  std::vector<std::string> tenants = {"unknown"};
+  for (int i = 0; i < 1200; ++i) {
+    tenants.push_back(Id("t", 1199 - i));
+    rows.push_back(Row(Id("r", i), Id("t", i), "tx", "llama", kT0 + i, 0.001 * (i + 1)));
+    rows.push_back(Row(Id("s", i), Id("t", i), "tx", "llama", kT0 - kDay, 1.0));  // before.
+  }
+  ASSERT_TRUE(store_->AppendLedger(rows));
+  auto sums = store_->ChargedUsd(tenants, kT0 - kT0 % kDay);
+  ASSERT_TRUE(sums) << sums.error();
+  ASSERT_EQ(sums->size(), tenants.size());
+  EXPECT_EQ((*sums)[0], 0.0);
+  for (std::size_t k = 1; k < tenants.size(); ++k) {
+    EXPECT_NEAR((*sums)[k], 0.001 * static_cast<double>(1200 - k + 1), 1e-12) << tenants[k];
+  }
+}
+
 // A store written before the daily totals existed (schema 1) gets them from its ledger when a
 // gateway of this version opens it; later rows add to them.
 TEST_F(StoreTest, AStoreFromBeforeDailyTotalsGetsThemFromItsLedger) {

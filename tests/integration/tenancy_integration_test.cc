@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 #include <thread>
 
 #include "gateway/tenancy.h"
@@ -291,12 +293,36 @@ TEST_P(TenancyIntegrationTest, ABudgetStopsSpendAndTheLedgerAgreesWithIt) {
   auto u = json::parse(usage.body)["data"];
   ASSERT_EQ(u.size(), 1u) << usage.body;
   EXPECT_NEAR(u[0]["charged_usd"].get<double>(), ledger_sum, 1e-12);
-  // The other gateway reads the spend from the store at its first request for the tenant (after
-  // that, its resync every second keeps it current): refused at once, once it knows the key.
+  // The other gateway has not served the tenant, but its poller reads every budgeted tenant's
+  // spend from the store every second (the rows above are in it): once it knows the key and a
+  // second has passed, its first request for the tenant is refused.
   auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
   ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   auto refused_there = clients_[1]->Chat(key, ChatBody(32, false));
   EXPECT_EQ(refused_there.status, 429) << refused_there.body;
+}
+
+// The poller reads every budgeted tenant's spend (after each reload, and every second), so a
+// tenant's first request at a gateway waits for no store query: it is served while another
+// session holds the daily totals locked.
+TEST_P(TenancyIntegrationTest, ABudgetedTenantsFirstRequestWaitsForNoStoreQuery) {
+  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "the lock is PostgreSQL's LOCK TABLE";
+  PutTenant({{"id", "prepaid"}, {"budget_usd", 1.0}, {"budget_period", "month"}});
+  auto [id, key] = NewKey("prepaid");
+  auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
+  ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a resync at the latest.
+  pqxx::connection holder(url_);
+  pqxx::work locked(holder);
+  locked.exec("LOCK TABLE spend_daily IN ACCESS EXCLUSIVE MODE");
+  auto first = std::async(std::launch::async,
+                          [&, key = key] { return clients_[1]->Chat(key, ChatBody(8, true)); });
+  const bool answered = first.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+  locked.abort();  // whatever happened, the request (if it waits) and the writers go on.
+  const auto r = first.get();
+  EXPECT_TRUE(answered) << "the first request waited for the store";
+  EXPECT_EQ(r.status, 200) << r.error << r.body;
 }
 
 TEST_P(TenancyIntegrationTest, AStreamThatBreaksEndsWithAnErrorAndTheLedgerSaysWhatWasDelivered) {

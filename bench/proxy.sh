@@ -169,14 +169,17 @@ wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,' ..
            '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
 LUA
 
-# CPU time of a process and its children (nginx's worker) in clock ticks: "user system".
+# CPU time of a process and its children (nginx's worker): "user system" in clock ticks (from
+# /proc/PID/stat, 10 ms steps) and "total" in ns (the sum of its threads' /proc/.../schedstat),
+# which is what the per-request figure uses: ticks are too coarse for an 8-second run.
 cpu_ticks() {
-  local u=0 s=0 p
+  local u=0 s=0 ns=0 p t
   for p in "$1" $(cat /proc/"$1"/task/*/children 2>/dev/null); do
     read -r pu ps < <(awk '{print $14, $15}' /proc/"$p"/stat)
     u=$((u + pu)); s=$((s + ps))
+    for t in /proc/"$p"/task/*/schedstat; do ns=$((ns + $(cut -d' ' -f1 "$t"))); done
   done
-  echo "$u $s"
+  echo "$u $s $ns"
 }
 hz=$(getconf CLK_TCK)
 
@@ -192,7 +195,8 @@ run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) 
   errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
   cpu=$(awk -v b="$before" -v a="$after" -v n="$reqs" -v hz="$hz" 'BEGIN {
     split(b, x, " "); split(a, y, " ");
-    printf "user %5.1f us  sys %5.1f us", (y[1]-x[1])*1e6/hz/n, (y[2]-x[2])*1e6/hz/n }')
+    printf "cpu %5.1f us (user %5.1f, sys %5.1f)", (y[3]-x[3])/1e3/n, (y[1]-x[1])*1e6/hz/n,
+           (y[2]-x[2])*1e6/hz/n }')
   printf '%-10s %10s req/s   p50 %8s   p99 %8s   per request: %s   %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$errs"
 }
 

@@ -48,6 +48,7 @@ class BodyDecoder {
   }
   bool done() const { return done_; }
   bool failed() const { return failed_; }
+  bool until_close() const { return mode_ == Mode::kUntilClose; }  // the end is the FIN.
 
  private:
   BodyDecoder(Mode mode, std::uint64_t length) : mode_(mode), remaining_(length) {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <tuple>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -19,6 +20,7 @@
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
+#include "net/read_drained.h"
 #include "net/write_now.h"
 #include "store/records.h"
 
@@ -345,7 +347,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
             std::string_view(static_cast<const char*>(data.data()), data.size()), &head);
         if (head_bytes != 0) break;
         auto [read_ec, n] = co_await conn->stream.socket().async_read_some(
-            conn->buffer.prepare(kReadBytes), kUseTuple);
+            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
         if (read_ec) {
           rec = read_ec;
           break;
@@ -393,9 +395,17 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   // malformed.
   auto pump = [&]() -> asio::awaitable<bool> {
     if (conn->buffer.size() == 0) {
-      auto [ec, n] =
-          co_await conn->stream.socket().async_read_some(conn->buffer.prepare(kReadBytes),
-                                                        kUseTuple);
+      // A body that ends at the engine's FIN is read as Asio reads; a framed one waits for
+      // epoll after a short read (net/read_drained.h).
+      beast::error_code ec;
+      std::size_t n = 0;
+      if (decoder.until_close()) {
+        std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
+            conn->buffer.prepare(kReadBytes), kUseTuple);
+      } else {
+        std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
+            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
+      }
       if (ec == asio::error::eof) {
         decoder.OnClose();
         reusable = false;
@@ -518,6 +528,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   StreamInspector inspector;
   std::int64_t content_events = 0;
   bool done_seen = false, broken = false, client_gone = false;
+  const bool until_close = decoder.until_close();
   while (!decoder.done()) {
     // Bytes that came with the header first, then one socket read per turn, read here rather
     // than through pump(): a coroutine call per read costs a frame.
@@ -525,9 +536,15 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       // Each read may take the idle timeout; the time spent writing to the client does not
       // count against the engine.
       deadline->Arm(options_.upstream_header_timeout);
-      auto [ec, n] =
-          co_await conn->stream.socket().async_read_some(conn->buffer.prepare(kReadBytes),
-                                                        kUseTuple);
+      beast::error_code ec;
+      std::size_t n = 0;
+      if (until_close) {
+        std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
+            conn->buffer.prepare(kReadBytes), kUseTuple);
+      } else {  // after a short read, wait for epoll (net/read_drained.h).
+        std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
+            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
+      }
       if (ec == asio::error::eof) {
         decoder.OnClose();
         reusable = false;

@@ -1,4 +1,5 @@
 #include "net/http_client.h"
+#include "net/read_drained.h"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -51,6 +52,9 @@ void SocketDeadline::Wait(const std::shared_ptr<State>& state,
     if (s->deadline == State::TimePoint::max()) return;  // disarmed: the next Arm waits again.
     const auto t = std::chrono::steady_clock::now();
     if (t < s->deadline) {
+      // A read that waits for epoll may wait for an end that epoll will not report again (one
+      // that came with the bytes a DrainingBuffer read took): have it reported now.
+      WakeIfUnseen(s->socket);
       Wait(s, t);
       return;
     }

@@ -22,8 +22,10 @@ namespace powerplane::net {
 // operation) while the timer is already waiting; Disarm() lifts it. When an armed deadline
 // passes, the socket is closed: its pending operations end with operation_aborted, and
 // expired() turns true. The timer sleeps at most `granularity` at a time, so a deadline is
-// enforced within `granularity` of it (at most one wake-up per granularity while armed). Not
-// thread-safe: use it on the socket's executor. The socket must outlive it.
+// enforced within `granularity` of it (at most one wake-up per granularity while armed). At each
+// wake while armed it also has the reactor see an end of stream that epoll will not report again
+// (read_drained.h: DrainingBuffer reads rely on it). Not thread-safe: use it on the socket's
+// executor. The socket must outlive it.
 class SocketDeadline {
  public:
   SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity);

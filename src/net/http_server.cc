@@ -1,4 +1,5 @@
 #include "net/http_server.h"
+#include "net/read_drained.h"
 #include "net/write_now.h"
 
 #include "net/http_client.h"
@@ -14,6 +15,7 @@
 #include <charconv>
 #include <cstdio>
 #include <map>
+#include <tuple>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -483,8 +485,15 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       // http::async_read: no composed operations, no post when the body is already buffered.
       beast::error_code ec_h = ReadRequest(parser, buffer);
       while (ec_h == http::error::need_more) {
-        auto [ec_r, n] = co_await Io(stream).async_read_some(
-            buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);
+        beast::error_code ec_r;
+        std::size_t n = 0;
+        if constexpr (kIsTls<Stream>) {
+          std::tie(ec_r, n) = co_await stream.async_read_some(
+              buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);
+        } else {  // after a short read, wait for epoll (read_drained.h; the deadline is armed).
+          std::tie(ec_r, n) = co_await tcp_layer.socket().async_read_some(
+              DrainingBuffer(buffer.prepare(beast::read_size(buffer, kReadBytes))), kUseTuple);
+        }
         if (ec_r == asio::error::eof || ec_r == asio::ssl::error::stream_truncated) {
           // A clean end between requests, or a request cut short (Beast says the same).
           ec_h = parser.got_some() ? http::error::partial_message : http::error::end_of_stream;

@@ -9,12 +9,14 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 
+#include <array>
 #include <atomic>
 #include <thread>
 
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "net/io_pool.h"
+#include "net/read_drained.h"
 
 namespace powerplane::net {
 namespace {
@@ -286,6 +288,99 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
   EXPECT_TRUE(spared);
   EXPECT_TRUE(cut);
   EXPECT_LT(cut_after_s, 1.0);
+}
+
+// A short read into a DrainingBuffer leaves the socket waiting for epoll (no read that finds
+// nothing); a full one does not; bytes that come later are still read.
+TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(io), server(io);
+  client.connect(acceptor.local_endpoint());
+  acceptor.accept(server);
+  std::string got;
+  bool first_after_full = false, first_after_short = true, first_after_event = false;
+  auto run = [&]() -> asio::awaitable<void> {
+    std::array<char, 16> buffer;
+    server.write_some(asio::buffer("0123456789abcdefXYZ", 19));
+    // The reactor sees the socket's edge while nothing reads it (else that edge, seen after
+    // the reads below took the bytes, would rightly have the reactor try again).
+    asio::steady_timer pause(io);
+    pause.expires_after(std::chrono::milliseconds(50));
+    co_await pause.async_wait(asio::use_awaitable);
+    auto read = [&]() {
+      return client.async_read_some(DrainingBuffer(asio::buffer(buffer)),
+                                    asio::as_tuple(asio::use_awaitable));
+    };
+    auto [ec1, n1] = co_await read();  // 16 of 19: the buffer was filled.
+    if (ec1) co_return;
+    first_after_full = TriesReadFirst(client);
+    got.append(buffer.data(), n1);
+    auto [ec2, n2] = co_await read();  // 3: the socket is empty.
+    if (ec2) co_return;
+    first_after_short = TriesReadFirst(client);
+    got.append(buffer.data(), n2);
+    asio::steady_timer later(io);
+    later.expires_after(std::chrono::milliseconds(20));
+    later.async_wait([&](const boost::system::error_code&) {
+      server.write_some(asio::buffer("late", 4));
+    });
+    auto [ec3, n3] = co_await read();
+    if (ec3) co_return;
+    first_after_event = TriesReadFirst(client);
+    got.append(buffer.data(), n3);
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  io.run_for(std::chrono::seconds(5));
+  EXPECT_EQ(got, "0123456789abcdefXYZlate");
+  EXPECT_TRUE(first_after_full);
+  EXPECT_FALSE(first_after_short);
+  EXPECT_FALSE(first_after_event);  // "late" was a short read too.
+}
+
+// A FIN that came with the last bytes is not reported by epoll again once a DrainingBuffer read
+// took the bytes; an armed SocketDeadline has it seen at its next wake, long before it expires.
+TEST(ReadDrained, AnEndThatCameWithTheLastBytesIsSeenAtTheDeadlinesWake) {
+  using std::chrono::milliseconds;
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(io), server(io);
+  client.connect(acceptor.local_endpoint());
+  acceptor.accept(server);
+  std::string got;
+  bool drained = false, ended = false, expired = true;
+  double ended_after_s = -1;
+  auto run = [&]() -> asio::awaitable<void> {
+    std::array<char, 16> buffer;
+    server.write_some(asio::buffer("abc", 3));
+    server.shutdown(tcp::socket::shutdown_send);
+    // The reactor sees the socket's one edge while nothing reads it.
+    asio::steady_timer pause(io);
+    pause.expires_after(milliseconds(50));
+    co_await pause.async_wait(asio::use_awaitable);
+    auto [ec1, n1] = co_await client.async_read_some(DrainingBuffer(asio::buffer(buffer)),
+                                                     asio::as_tuple(asio::use_awaitable));
+    if (ec1) co_return;
+    got.append(buffer.data(), n1);
+    drained = !TriesReadFirst(client);
+    SocketDeadline deadline(client, milliseconds(50));
+    deadline.Arm(std::chrono::seconds(5));
+    const auto start = std::chrono::steady_clock::now();
+    auto [ec2, n2] = co_await client.async_read_some(DrainingBuffer(asio::buffer(buffer)),
+                                                     asio::as_tuple(asio::use_awaitable));
+    ended = ec2 == asio::error::eof;
+    expired = deadline.expired();
+    ended_after_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  io.run_for(std::chrono::seconds(10));
+  EXPECT_EQ(got, "abc");
+  EXPECT_TRUE(drained);
+  EXPECT_TRUE(ended);
+  EXPECT_FALSE(expired);
+  EXPECT_GE(ended_after_s, 0.0);
+  EXPECT_LT(ended_after_s, 1.0);
 }
 
 // A connection keeps its deadline while pooled; Release lifts it, so an idle pooled connection

@@ -382,6 +382,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
                         : head.content_length ? BodyDecoder::Length(*head.content_length)
                                               : BodyDecoder::UntilClose();
   bool reusable = head.keep_alive && (head.chunked || head.content_length);
+  // The head's read may have left the socket waiting for epoll (DrainingBuffer); a body that
+  // ends at the FIN is read the plain way, trying first, or a FIN that came with the head would
+  // wait for the deadline's next wake.
+  if (decoder.until_close()) net::ReadFirstAgain(conn->stream.socket());
   std::string decoded;
   // Decodes what the connection's buffer holds (bytes that came with the header, or the last
   // read) into `decoded`. The buffer lives with the pooled connection: no per-request 16 KiB.

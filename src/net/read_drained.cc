@@ -1,7 +1,7 @@
 #include "net/read_drained.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include <cstdint>
 
@@ -38,11 +38,16 @@ bool TriesReadFirst(boost::asio::ip::tcp::socket& socket) {
   return state == nullptr || (state->*TrySpeculative())[Reactor::read_op];
 }
 
+void ReadFirstAgain(boost::asio::ip::tcp::socket& socket) {
+  if (State* state = Peek::Of(socket)) (state->*TrySpeculative())[Reactor::read_op] = true;
+}
+
 bool WakeIfUnseen(boost::asio::ip::tcp::socket& socket) {
   State* state = Peek::Of(socket);
   if (state == nullptr || TriesReadFirst(socket)) return false;
-  char byte;
-  if (::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) < 0) return false;
+  // poll, not a MSG_PEEK recv, which would take a pending error (a reset) off the socket.
+  pollfd p{.fd = socket.native_handle(), .events = POLLIN | POLLRDHUP, .revents = 0};
+  if (::poll(&p, 1, 0) != 1 || p.revents == 0) return false;
   // EPOLL_CTL_MOD on an edge-triggered registration reports what is ready now.
   auto& reactor = boost::asio::use_service<Reactor>(
       boost::asio::query(socket.get_executor(), boost::asio::execution::context));
@@ -53,6 +58,7 @@ bool WakeIfUnseen(boost::asio::ip::tcp::socket& socket) {
 }
 #else
 bool TriesReadFirst(boost::asio::ip::tcp::socket&) { return true; }
+void ReadFirstAgain(boost::asio::ip::tcp::socket&) {}
 bool WakeIfUnseen(boost::asio::ip::tcp::socket&) { return false; }
 #endif
 

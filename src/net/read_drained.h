@@ -20,7 +20,8 @@
 // reactor waits for epoll and the socket holds an unread end (or bytes), `WakeIfUnseen` re-arms
 // the socket's epoll registration, and epoll reports it at once. A FIN that came with the last
 // bytes is so seen within the deadline's granularity; use DrainingBuffer only where the socket
-// has such a deadline armed while it reads, and not where the end of the body is the FIN.
+// has such a deadline armed while it reads, and not where the end of the body is the FIN (call
+// ReadFirstAgain before reading such a body with a plain buffer).
 //
 // The reactor's state is private to Asio; Boost is pinned (CMakeLists.txt: 1.81 EXACT). With
 // another Boost or reactor, DrainingBuffer is a plain buffer and WakeIfUnseen does nothing.
@@ -90,9 +91,13 @@ namespace powerplane::net {
 // DrainingBuffer is a plain buffer).
 bool TriesReadFirst(boost::asio::ip::tcp::socket& socket);
 
-// When the reactor waits for epoll to read `socket` but the socket holds an end or bytes that
-// epoll will not report again, re-arms its registration so that epoll reports them now. True
-// when it did (never where DrainingBuffer is a plain buffer).
+// Makes the next read on `socket` try the socket first again (Asio's default): before reading a
+// body whose end is the FIN with a plain buffer, after a DrainingBuffer read of its head.
+void ReadFirstAgain(boost::asio::ip::tcp::socket& socket);
+
+// When the reactor waits for epoll to read `socket` but the socket holds an end, an error or
+// bytes that epoll will not report again, re-arms its registration so that epoll reports them
+// now. True when it did (never where DrainingBuffer is a plain buffer).
 bool WakeIfUnseen(boost::asio::ip::tcp::socket& socket);
 
 }  // namespace powerplane::net

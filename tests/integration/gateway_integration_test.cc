@@ -3,7 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <atomic>
+#include <boost/asio/write.hpp>
+#include <cctype>
+#include <chrono>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <thread>
 
 #include "fleet/fleet.h"
@@ -328,6 +334,98 @@ keys = ["key-any"]
   EXPECT_EQ(runtime->fleet().Status().endpoints.front().in_flight, 1);
   runtime.reset();  // stops the pools (2 s for the request to end, which it does not), then frees.
   waiting.join();
+}
+
+// An engine that answers every request with a whole chat completion whose end is its close (no
+// Content-Length, no chunks: HTTP/1.0 style), head, body and FIN sent together.
+class ClosingEngine {
+ public:
+  ClosingEngine()
+      : acceptor_(io_, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0)),
+        thread_([this] { Serve(); }) {}
+  ~ClosingEngine() {
+    stopping_ = true;
+    net::tcp::socket wake(io_);  // ends the blocking accept.
+    boost::system::error_code ec;
+    wake.connect(acceptor_.local_endpoint(), ec);
+    thread_.join();
+  }
+  unsigned short port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  void Serve() {
+    const std::string body =
+        R"({"id":"c1","object":"chat.completion","created":1,"model":"llama-3.1-8b",)"
+        R"("choices":[{"index":0,"message":{"role":"assistant","content":"hi"},)"
+        R"("finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,)"
+        R"("total_tokens":6}})";
+    const std::string answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body;
+    for (;;) {
+      net::tcp::socket s(io_);
+      boost::system::error_code ec;
+      acceptor_.accept(s, ec);
+      if (ec || stopping_) return;
+      // The request: its header, then as many body bytes as it says.
+      std::string request;
+      std::array<char, 4096> buf;
+      std::size_t header_end = std::string::npos, length = 0;
+      while (!ec) {
+        request.append(buf.data(), s.read_some(net::asio::buffer(buf), ec));
+        if (header_end == std::string::npos &&
+            (header_end = request.find("\r\n\r\n")) != std::string::npos) {
+          std::string head = request.substr(0, header_end);
+          for (auto& c : head) c = static_cast<char>(std::tolower(c));
+          if (auto at = head.find("content-length:"); at != std::string::npos) {
+            length = std::stoul(head.substr(at + 15));
+          }
+        }
+        if (header_end != std::string::npos && request.size() >= header_end + 4 + length) break;
+      }
+      if (ec) continue;
+      net::asio::write(s, net::asio::buffer(answer), ec);
+      s.close(ec);
+    }
+  }
+
+  net::asio::io_context io_;
+  net::tcp::acceptor acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+// A body that ends at the engine's close is relayed as soon as it ends: the read of the answer's
+// head (which waits for epoll after a short read) must not leave the body's read waiting for an
+// event that the close, sent with the head, will not raise again.
+TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
+  ClosingEngine engine;
+  const std::string fleet = R"(
+[gateway]
+admin_key = "admin"
+[[sites]]
+id = "old"
+jurisdiction = "US"
+price = 20.0
+  [[sites.endpoints]]
+  urls = ["http://127.0.0.1:)" + std::to_string(engine.port()) + R"("]
+  gpu = "h200"
+  model = "llama-3.1-8b"
+[[tenants]]
+id = "anyone"
+keys = ["key-any"]
+)";
+  auto runtime = StartRuntime(fleet, 1);
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const auto r = client.Chat("key-any", ChatBody(8, false));
+    const double took_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_EQ(r.status, 200) << r.error << r.body;
+    EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "hi") << r.body;
+    EXPECT_LT(took_s, 0.6) << "request " << i;
+  }
 }
 
 }  // namespace

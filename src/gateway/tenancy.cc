@@ -154,6 +154,9 @@ std::expected<void, std::string> Tenancy::Reload() {
     directory_ = std::move(dir);
     version_ = *version;
   }
+  // A reload after a change made here (the admin API's) moves version_ itself, so the poller
+  // sees no change: have it read the spend of new or changed budgets at its next turn.
+  resync_soon_ = true;
   // Limits follow the records: a changed rpm, tpm or budget takes effect now.
   std::lock_guard lock(mu_);
   for (auto& [id, limits] : limits_) {
@@ -190,18 +193,16 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
     std::lock_guard lock(directory_mu_);
     known = version_;
   }
-  bool reloaded = false;
   if (version && *version != known) {
-    auto r = Reload();
-    if (!r) spdlog::warn("tenancy: reload failed: {}", r.error());
-    reloaded = r.has_value();
+    if (auto r = Reload(); !r) spdlog::warn("tenancy: reload failed: {}", r.error());
   }
+  const bool soon = resync_soon_.exchange(false);  // after any reload, here or the admin API's.
   const auto now = std::chrono::steady_clock::now();
   if (now - last_resync_ >= resync_every) {
     last_resync_ = now;
     ShareUsage();
     ResyncSpend();
-  } else if (reloaded) {
+  } else if (soon) {
     ResyncSpend();  // a new or changed tenant's spend, before its first request.
   }
 }

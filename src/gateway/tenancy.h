@@ -4,6 +4,7 @@
 // tokens-per-minute buckets and budget book, the ledger (one durable row per request, written
 // in group commits off the hot path) and the audit log. Thread-safe.
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <expected>
@@ -139,6 +140,7 @@ class Tenancy {
   // usage_mu_, its reading half (Absorb) by the poller alone.
   std::mutex usage_mu_;
   std::unique_ptr<core::FleetUsage> fleet_usage_;
+  std::atomic<bool> resync_soon_{false};  // set by Reload: Poll resyncs spend at its next turn.
   bool usage_baseline_read_ = false;  // the poller's own, as are the two below.
   bool usage_warned_ = false;
   std::int64_t usage_looks_ = 0;

@@ -2,6 +2,7 @@
 // are parsed on read. Ledger batches go in as multi-row INSERT ... ON CONFLICT DO NOTHING
 // statements, or through COPY into a temporary table (see PostgresLedgerInsert).
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <optional>
@@ -126,20 +127,34 @@ class PostgresConnection final : public Connection {
   }
 
  private:
-  // `insert` (an INSERT INTO ledger ... ON CONFLICT DO NOTHING) in one statement that also adds
-  // the new rows' charges to spend_daily, summed in the server, and answers how many were new.
-  static std::string WithDailySpend(const std::string& insert) {
-    return "WITH new_rows AS (" + insert +
-           " RETURNING tenant, end_unix_ms, charged_usd), added AS ("
-           "INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, end_unix_ms / " +
-           std::to_string(kDayMs) +
-           ", SUM(charged_usd) FROM new_rows GROUP BY 1, 2 ORDER BY 1, 2 "
-           "ON CONFLICT (tenant, day) DO UPDATE "
-           "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd) "
-           "SELECT COUNT(*) FROM new_rows";
+  void KeepSpendDaily() override {
+    // One statement-level trigger: the statement's new rows (a transition table, which holds
+    // only the rows ON CONFLICT DO NOTHING inserted) summed per tenant and day, upserted in
+    // order. InsertLedgerRows sorts a batch the same way across its statements, so writers
+    // take these row locks in one order and cannot deadlock.
+    tx_->exec0(
+        "CREATE OR REPLACE FUNCTION pp_ledger_spend_daily() RETURNS trigger LANGUAGE plpgsql AS "
+        "$fn$ BEGIN INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, "
+        "end_unix_ms / " + std::to_string(kDayMs) + ", SUM(charged_usd) FROM pp_new_ledger_rows "
+        "GROUP BY 1, 2 ORDER BY 1, 2 ON CONFLICT (tenant, day) DO UPDATE "
+        "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd; RETURN NULL; END $fn$");
+    tx_->exec0("DROP TRIGGER IF EXISTS ledger_spend_daily ON ledger");
+    tx_->exec0(
+        "CREATE TRIGGER ledger_spend_daily AFTER INSERT ON ledger "
+        "REFERENCING NEW TABLE AS pp_new_ledger_rows FOR EACH STATEMENT "
+        "EXECUTE FUNCTION pp_ledger_spend_daily()");
   }
 
   std::size_t InsertLedgerRows(std::span<const LedgerRow> rows) {
+    // In (tenant, day) order across the statements: the trigger's row locks on spend_daily are
+    // then taken in one order by every writer.
+    std::vector<const LedgerRow*> sorted;
+    sorted.reserve(rows.size());
+    for (const auto& r : rows) sorted.push_back(&r);
+    std::stable_sort(sorted.begin(), sorted.end(), [](const LedgerRow* a, const LedgerRow* b) {
+      return std::pair(std::string_view(a->tenant), a->end_unix_ms / kDayMs) <
+             std::pair(std::string_view(b->tenant), b->end_unix_ms / kDayMs);
+    });
     std::size_t inserted = 0;
     std::vector<Param> params;
     for (std::size_t start = 0; start < rows.size(); start += kRowsPerInsert) {
@@ -152,14 +167,13 @@ class PostgresConnection final : public Connection {
           sql += (c ? ",$" : "$") + std::to_string(r * kLedgerColumnCount + c + 1);
         }
         sql += ')';
-        AppendLedgerParams(rows[start + r], params);
+        AppendLedgerParams(*sorted[start + r], params);
       }
       sql += " ON CONFLICT (request_id) DO NOTHING";
       std::vector<std::string> text;
       text.reserve(params.size());
       for (const auto& p : params) text.push_back(ToText(p));
-      inserted += tx_->exec_params1(WithDailySpend(sql), pqxx::prepare::make_dynamic_params(text))[0]
-                      .as<std::size_t>();
+      inserted += tx_->exec_params(sql, pqxx::prepare::make_dynamic_params(text)).affected_rows();
     }
     return inserted;
   }
@@ -189,10 +203,9 @@ class PostgresConnection final : public Connection {
       stream.complete();
     }
     return tx_
-        ->exec1(WithDailySpend("INSERT INTO ledger (" + std::string(kLedgerColumns) +
-                               ") SELECT " + std::string(kLedgerColumns) +
-                               " FROM ledger_in ON CONFLICT (request_id) DO NOTHING"))[0]
-        .as<std::size_t>();
+        ->exec0("INSERT INTO ledger (" + std::string(kLedgerColumns) + ") SELECT " +
+                std::string(kLedgerColumns) + " FROM ledger_in ON CONFLICT (request_id) DO NOTHING")
+        .affected_rows();
   }
 
   std::string url_;

@@ -61,10 +61,17 @@ class Connection {
   virtual void Rollback() noexcept = 0;
 
   // Inside a transaction: inserts rows, ignoring request ids already present (or repeated in
-  // `rows`), and adds each new row's charged_usd to its tenant's day in spend_daily (upserts in
-  // (tenant, day) order, so concurrent writers cannot deadlock); returns how many rows were new.
-  // Backends batch as suits them.
+  // `rows`); returns how many were new. Each new row's charged_usd is added to its tenant's day
+  // in spend_daily (day = end_unix_ms / kDayMs) in the same transaction: by InsertLedger itself
+  // on SQLite, by a trigger on PostgreSQL (KeepSpendDaily). Backends batch as suits them.
   virtual std::size_t InsertLedger(std::span<const LedgerRow> rows) = 0;
+
+  // Inside a transaction (schema creation): sets up what keeps spend_daily. PostgreSQL: a
+  // statement-level trigger on the ledger, so that every writer keeps the totals, a gateway of
+  // an older version included (several hosts sharing a server may run different versions for a
+  // while); its upserts go in (tenant, day) order. SQLite: nothing beyond InsertLedger (a row
+  // trigger would halve the writer's rate; processes sharing a file run one version).
+  virtual void KeepSpendDaily() = 0;
 
   // Inside a transaction: serialises schema creation against other openers.
   virtual void LockSchema() = 0;

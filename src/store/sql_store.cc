@@ -127,20 +127,23 @@ void SqlStore::CreateSchema() {
       "PRIMARY KEY (member, tenant))",
       "CREATE INDEX IF NOT EXISTS rate_usage_updated ON rate_usage (updated_unix_ms)",
       // Each tenant's charges per UTC day (day = end_unix_ms / kDayMs), kept in the
-      // transaction that inserts the ledger rows: a budget period's spend is a sum over at
-      // most 31 of these, not over the period's ledger rows.
+      // transaction that inserts the ledger rows (Connection::KeepSpendDaily): a month's
+      // budget is a sum over at most 31 of these, not over the month's ledger rows.
       "CREATE TABLE IF NOT EXISTS spend_daily (tenant TEXT NOT NULL, day BIGINT NOT NULL, "
       "charged_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, day))",
   };
   for (const auto& sql : statements) c.Query(sql);
-  // Schema 1 had no daily totals: they are summed once from the ledger.
+  // Schema 1 had no daily totals, schema 2 kept them on PostgreSQL from the application rather
+  // than a trigger: the backend's way of keeping them is set up and they are summed once from
+  // the ledger.
   const auto schema = c.Query("SELECT value FROM pp_meta WHERE name = 'schema'");
-  if (schema.empty() || schema.front().Int(0) < 2) {
+  if (schema.empty() || schema.front().Int(0) < 3) {
+    c.KeepSpendDaily();
     c.Query("DELETE FROM spend_daily");
     c.Query("INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, end_unix_ms / " +
             std::to_string(kDayMs) + ", SUM(charged_usd) FROM ledger GROUP BY tenant, end_unix_ms / " +
             std::to_string(kDayMs));
-    c.Query("UPDATE pp_meta SET value = 2 WHERE name = 'schema'");
+    c.Query("UPDATE pp_meta SET value = 3 WHERE name = 'schema'");
   }
 }
 

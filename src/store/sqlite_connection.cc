@@ -100,8 +100,10 @@ class SqliteConnection final : public Connection {
     }();
     sqlite3_stmt* stmt = Prepare(sql);
     std::vector<Param> params;
+    // Each new row's charge is added to spend_daily here, summed per (tenant, day) over the
+    // batch: a trigger would upsert once per row (measured: half the writer's rows per second).
     std::size_t inserted = 0;
-    std::map<std::pair<std::string_view, std::int64_t>, double> spend;  // (tenant, day) order.
+    std::map<std::pair<std::string_view, std::int64_t>, double> spend;
     for (const auto& row : rows) {
       params.clear();
       AppendLedgerParams(row, params);
@@ -114,13 +116,17 @@ class SqliteConnection final : public Connection {
       sqlite3_reset(stmt);
     }
     for (const auto& [key, usd] : spend) {
-      Query(
-          "INSERT INTO spend_daily (tenant, day, charged_usd) VALUES ($1, $2, $3) "
-          "ON CONFLICT (tenant, day) DO UPDATE "
-          "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd",
-          std::vector<Param>{std::string(key.first), key.second, usd});
+      Query("INSERT INTO spend_daily (tenant, day, charged_usd) VALUES ($1, $2, $3) "
+            "ON CONFLICT (tenant, day) DO UPDATE "
+            "SET charged_usd = spend_daily.charged_usd + excluded.charged_usd",
+            std::vector<Param>{std::string(key.first), key.second, usd});
     }
     return inserted;
+  }
+
+  void KeepSpendDaily() override {
+    // InsertLedger keeps the totals; an earlier build's trigger, if any, would count twice.
+    Query("DROP TRIGGER IF EXISTS ledger_spend_daily", {});
   }
 
   void LockSchema() override {}  // BEGIN IMMEDIATE already excludes other writers.

@@ -21,6 +21,11 @@
 #                   emulator and wrk beside it, this makes the proxy the bottleneck, each with the
 #                   same CPU: throughput is then what a proxy does with that CPU.
 #   KEEP_LOGS=DIR   at the end, the processes' logs and each gateway's /metrics go to DIR.
+#   ROUNDS=N        N rounds of gateway against nginx (no ledger rows), each with the proxies
+#                   started afresh and the order alternated, then each round's ratios and their
+#                   medians. One process of the same binary can run a few % faster or slower than
+#                   the next for its whole life (docs/benchmarks.md, session 9), so a comparison
+#                   needs several processes, not several rows of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
@@ -97,7 +102,6 @@ engine_port=${engine_ports[0]}
 engine_urls=$(printf '"http://127.0.0.1:%s", ' "${engine_ports[@]}")
 nginx_servers=$(printf 'server 127.0.0.1:%s; ' "${engine_ports[@]}")
 
-gw_port=$(free_port)
 cat >"$work/fleet.toml" <<TOML
 [gateway]
 admin_key = "bench-admin"
@@ -117,24 +121,33 @@ keys = ["bench-key"]
 ttft_target_ms = 5000
 tpot_target_ms = 1000
 TOML
-$(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port \
-  --threads 1 --no-store \
-  --log-level warn >"$work/gateway.log" 2>&1 & pids+=($!)
-gw_pid=$!
-limit_cpu gateway "$gw_pid"
-wait_port "$gw_port"
-# The same gateway with its tenancy store: every request's ledger row is committed (SQLite WAL)
-# before the response's last bytes leave.
-ledger_port=$(free_port)
-$(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" \
-  --listen 127.0.0.1:$ledger_port --threads 1 --data-dir "$work/state" --log-level warn >"$work/gateway-ledger.log" 2>&1 & pids+=($!)
-ledger_pid=$!
-limit_cpu ledger "$ledger_pid"
-wait_port "$ledger_port"
+# start_proxies ROUND: the gateway, the ledger gateway and nginx, each on a fresh port (and in a
+# CPU cgroup of its own when PROXY_CPU_QUOTA is set); stop_proxies ends them.
+start_proxies() {
+  local round=$1
+  gw_port=$(free_port)
+  $(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gw_port \
+    --threads 1 --no-store \
+    --log-level warn >>"$work/gateway.log" 2>&1 & pids+=($!)
+  gw_pid=$!
+  limit_cpu "gateway$round" "$gw_pid"
+  wait_port "$gw_port"
+  # The same gateway with its tenancy store: every request's ledger row is committed (SQLite
+  # WAL) before the response's last bytes leave. Not in ROUNDS mode, which leaves it out.
+  ledger_pid=
+  if [ "$rounds" -le 1 ]; then
+    ledger_port=$(free_port)
+    $(on "${PROXY_CPUS:-}") "$bin" gateway --config "$work/fleet.toml" \
+      --listen 127.0.0.1:$ledger_port --threads 1 --data-dir "$work/state$round" --log-level warn \
+      >>"$work/gateway-ledger.log" 2>&1 & pids+=($!)
+    ledger_pid=$!
+    limit_cpu "ledger$round" "$ledger_pid"
+    wait_port "$ledger_port"
+  fi
 
-nginx_port=$(free_port)
-mkdir -p "$work/nginx"
-cat >"$work/nginx.conf" <<NGINX
+  nginx_port=$(free_port)
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx.conf" <<NGINX
 worker_processes 1;
 pid $work/nginx.pid;
 error_log $work/nginx/error.log warn;
@@ -156,10 +169,20 @@ http {
   }
 }
 NGINX
-$(on "${PROXY_CPUS:-}") nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
-nginx_pid=$!  # the master; its worker is counted as its child.
-wait_port "$nginx_port"
-limit_cpu nginx "$nginx_pid" $(cat /proc/"$nginx_pid"/task/*/children)
+  $(on "${PROXY_CPUS:-}") nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+  nginx_pid=$!  # the master; its worker is counted as its child.
+  wait_port "$nginx_port"
+  limit_cpu "nginx$round" "$nginx_pid" $(cat /proc/"$nginx_pid"/task/*/children)
+}
+stop_proxies() {
+  local p
+  for p in "$gw_pid" $ledger_pid "$nginx_pid"; do kill "$p" 2>/dev/null || true; done
+  for p in "$gw_pid" $ledger_pid "$nginx_pid"; do
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+}
+rounds=${ROUNDS:-1}
+start_proxies 1
 
 cat >"$work/stream.lua" <<'LUA'
 wrk.method = "POST"
@@ -198,14 +221,43 @@ run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) 
     printf "cpu %5.1f us (user %5.1f, sys %5.1f)", (y[3]-x[3])/1e3/n, (y[1]-x[1])*1e6/hz/n,
            (y[2]-x[2])*1e6/hz/n }')
   printf '%-10s %10s req/s   p50 %8s   p99 %8s   per request: %s   %s\n' "$1" "$rps" "$p50" "$p99" "$cpu" "$errs"
+  last_rps=$rps
+  last_p99_ms=$(echo "$p99" | awk '/us$/ {printf "%f", $1 / 1000; next} /ms$/ {printf "%f", $1 + 0; next}
+    /s$/ {printf "%f", $1 * 1000; next} {print $1}')
 }
 
 echo "wrk -t$wrk_threads -c$conns -d${secs}s, 16-token streams, $engines emulator(s) at speed 20" \
   "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}${PROXY_CPU_QUOTA:+, each proxy limited to $PROXY_CPU_QUOTA of a core}"
 run direct "$engine_port" "$engine_pid"
-run gateway "$gw_port" "$gw_pid"
-run gw+ledger "$ledger_port" "$ledger_pid"
-run nginx "$nginx_port" "$nginx_pid"
-run gateway "$gw_port" "$gw_pid"
-run gw+ledger "$ledger_port" "$ledger_pid"
-run nginx "$nginx_port" "$nginx_pid"
+if [ "$rounds" -le 1 ]; then
+  run gateway "$gw_port" "$gw_pid"
+  run gw+ledger "$ledger_port" "$ledger_pid"
+  run nginx "$nginx_port" "$nginx_pid"
+  run gateway "$gw_port" "$gw_pid"
+  run gw+ledger "$ledger_port" "$ledger_pid"
+  run nginx "$nginx_port" "$nginx_pid"
+  exit 0
+fi
+ratios=()
+for r in $(seq "$rounds"); do
+  if [ "$r" -gt 1 ]; then stop_proxies; start_proxies "$r"; fi
+  echo "round $r (fresh proxies)"
+  if [ $((r % 2)) = 1 ]; then
+    run gateway "$gw_port" "$gw_pid"; g_rps=$last_rps; g_p99=$last_p99_ms
+    run nginx "$nginx_port" "$nginx_pid"; n_rps=$last_rps; n_p99=$last_p99_ms
+  else
+    run nginx "$nginx_port" "$nginx_pid"; n_rps=$last_rps; n_p99=$last_p99_ms
+    run gateway "$gw_port" "$gw_pid"; g_rps=$last_rps; g_p99=$last_p99_ms
+  fi
+  ratios+=("$(awk -v a="$g_rps" -v b="$n_rps" -v c="$g_p99" -v d="$n_p99" \
+    'BEGIN { printf "%.3f %.3f", a / b, c / d }')")
+done
+echo "gateway / nginx per round (throughput, p99):"
+printf '  %s\n' "${ratios[@]}"
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+t_median=$(printf '%s\n' "${ratios[@]}" | cut -d' ' -f1 | median)
+p_median=$(printf '%s\n' "${ratios[@]}" | cut -d' ' -f2 | median)
+t_wins=$(printf '%s\n' "${ratios[@]}" | awk '$1 >= 1' | wc -l)
+p_wins=$(printf '%s\n' "${ratios[@]}" | awk '$2 <= 1' | wc -l)
+echo "median: throughput ${t_median}x, p99 ${p_median}x; throughput >= nginx in $t_wins of" \
+  "$rounds rounds, p99 <= nginx in $p_wins of $rounds"

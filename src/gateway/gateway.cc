@@ -345,9 +345,11 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::Request& request,
       }
       fleet_.SetPriceOverride(*site, price);
       spdlog::info("admin: price of {} overridden to {} USD/MWh", site_id, price);
+      tenancy_->Audit("admin", "site.price.set", PriceJson(site_id, price));
     } else if (request.method() == http::verb::delete_) {
       fleet_.SetPriceOverride(*site, std::nullopt);
       spdlog::info("admin: price override of {} cleared", site_id);
+      tenancy_->Audit("admin", "site.price.clear", site_id);
     } else {
       co_await Fail(responder, id, http::status::method_not_allowed, "use POST or DELETE",
                     "invalid_request_error", "method_not_allowed");

@@ -118,6 +118,7 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::Request& request,
       }
       grid.SetHashprice(j["usd_per_ph_day"].get<double>());
       spdlog::info("admin: hashprice set to {} USD/PH/day", grid.hashprice());
+      tenancy_->Audit("admin", "hashprice.set", HashpriceJson(grid.hashprice()));
     }
     auto res =
         net::MakeResponse(http::status::ok, HashpriceJson(grid.hashprice()), "application/json");
@@ -139,7 +140,9 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::Request& request,
     event->id = grid.AddEvent(*event);
     spdlog::info("admin: grid event {} at {}: {} kW for {} s (ramp {} s)", event->id,
                  event->site, event->target_kw, event->duration_s, event->ramp_s);
-    auto res = net::MakeResponse(http::status::created, EventsJson({*event}), "application/json");
+    std::string created = EventsJson({*event});
+    tenancy_->Audit("admin", "grid_event.add", created);
+    auto res = net::MakeResponse(http::status::created, std::move(created), "application/json");
     co_await responder.Send(std::move(res));
     co_return true;
   }
@@ -151,6 +154,7 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::Request& request,
       co_return true;
     }
     spdlog::info("admin: grid event {} deleted", event_id);
+    tenancy_->Audit("admin", "grid_event.delete", event_id);
     auto res = net::MakeResponse(http::status::ok, DeletedJson(event_id), "application/json");
     co_await responder.Send(std::move(res));
     co_return true;

@@ -206,6 +206,35 @@ TEST_P(TenancyIntegrationTest, AKeyMadeAtOneGatewayWorksAtTheOtherAndItsRevocati
   EXPECT_NE(audit.body.find("key.revoke"), std::string::npos) << audit.body;
 }
 
+// Every admin change is in the audit log, not only the tenancy ones: price overrides, the
+// hashprice and grid events too.
+TEST_P(TenancyIntegrationTest, GridAndPriceAdminChangesAreAudited) {
+  ASSERT_EQ(Admin(0, http::verb::post, "/admin/sites/tx/price", R"({"usd_per_mwh": 42.5})").status,
+            200);
+  ASSERT_EQ(Admin(0, http::verb::delete_, "/admin/sites/tx/price").status, 200);
+  ASSERT_EQ(Admin(0, http::verb::post, "/admin/hashprice", R"({"usd_per_ph_day": 51})").status,
+            200);
+  auto event = Admin(0, http::verb::post, "/admin/grid-events",
+                     R"({"id": "shed-1", "site": "tx", "target_kw": 5, "duration_s": 60})");
+  ASSERT_EQ(event.status, 201) << event.body;
+  ASSERT_EQ(Admin(0, http::verb::delete_, "/admin/grid-events/shed-1").status, 200);
+  const std::vector<std::string> wanted = {"site.price.set", "site.price.clear", "hashprice.set",
+                                           "grid_event.add", "grid_event.delete"};
+  // The audit rows are written off the request's thread: within a few seconds.
+  std::string body;
+  for (int i = 0; i < 50; ++i) {
+    body = Admin(1, http::verb::get, "/admin/audit").body;
+    if (std::all_of(wanted.begin(), wanted.end(),
+                    [&](const std::string& w) { return body.find(w) != std::string::npos; })) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (const auto& w : wanted) EXPECT_NE(body.find(w), std::string::npos) << w << ": " << body;
+  EXPECT_NE(body.find("42.5"), std::string::npos) << body;
+  EXPECT_NE(body.find("shed-1"), std::string::npos) << body;
+}
+
 TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
   PutTenant({{"id", "small"}, {"rpm", 2}});
   auto [id, key] = NewKey("small");

@@ -252,14 +252,22 @@ TEST_F(HttpTest, HandlerExceptionBecomes500) {
   EXPECT_NE(r->body().find("server_error"), std::string::npos);
 }
 
+// The two ends of one loopback TCP connection on `io`.
+struct Loopback {
+  explicit Loopback(asio::io_context& io) : client(io), server(io) {
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    client.connect(acceptor.local_endpoint());
+    acceptor.accept(server);
+  }
+  tcp::socket client, server;
+};
+
 // A disarmed deadline lets a read wait past it; an armed one closes the socket and ends the read.
 TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
   using std::chrono::milliseconds;
   asio::io_context io;
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(io), server(io);
-  client.connect(acceptor.local_endpoint());
-  acceptor.accept(server);
+  Loopback link(io);
+  tcp::socket &client = link.client, &server = link.server;
   bool spared = false, cut = false;
   double cut_after_s = 0;
   auto run = [&]() -> asio::awaitable<void> {
@@ -294,10 +302,8 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
 // nothing); a full one does not; bytes that come later are still read.
 TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
   asio::io_context io;
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(io), server(io);
-  client.connect(acceptor.local_endpoint());
-  acceptor.accept(server);
+  Loopback link(io);
+  tcp::socket &client = link.client, &server = link.server;
   std::string got;
   bool first_after_full = false, first_after_short = true, first_after_event = false;
   auto run = [&]() -> asio::awaitable<void> {
@@ -343,10 +349,8 @@ TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
 TEST(ReadDrained, AnEndThatCameWithTheLastBytesIsSeenAtTheDeadlinesWake) {
   using std::chrono::milliseconds;
   asio::io_context io;
-  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  tcp::socket client(io), server(io);
-  client.connect(acceptor.local_endpoint());
-  acceptor.accept(server);
+  Loopback link(io);
+  tcp::socket &client = link.client, &server = link.server;
   std::string got;
   bool drained = false, ended = false, expired = true;
   double ended_after_s = -1;

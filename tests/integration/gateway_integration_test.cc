@@ -102,6 +102,27 @@ std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int thr
   return rt ? std::move(*rt) : nullptr;
 }
 
+// A fleet of one site whose one endpoint is the engine at 127.0.0.1:`port` (one the test
+// runs), and the tenant "anyone" with the key "key-any".
+std::string OneEngineFleet(unsigned short port) {
+  return R"(
+[gateway]
+admin_key = "admin"
+[[sites]]
+id = "one"
+jurisdiction = "US"
+price = 20.0
+  [[sites.endpoints]]
+  urls = ["http://127.0.0.1:)" +
+         std::to_string(port) + R"("]
+  gpu = "h200"
+  model = "llama-3.1-8b"
+[[tenants]]
+id = "anyone"
+keys = ["key-any"]
+)";
+}
+
 class GatewayIntegrationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -308,22 +329,7 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
   // An engine that takes connections (the kernel completes them) and never answers.
   net::asio::io_context io;
   net::tcp::acceptor silent(io, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0));
-  const std::string fleet = R"(
-[gateway]
-admin_key = "admin"
-[[sites]]
-id = "mute"
-jurisdiction = "US"
-price = 20.0
-  [[sites.endpoints]]
-  urls = ["http://127.0.0.1:)" + std::to_string(silent.local_endpoint().port()) + R"("]
-  gpu = "h200"
-  model = "llama-3.1-8b"
-[[tenants]]
-id = "anyone"
-keys = ["key-any"]
-)";
-  auto runtime = StartRuntime(fleet, 1);
+  auto runtime = StartRuntime(OneEngineFleet(silent.local_endpoint().port()), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   std::thread waiting([&] { client.Chat("key-any", ChatBody(8, true)); });
@@ -399,22 +405,7 @@ class ClosingEngine {
 // event that the close, sent with the head, will not raise again.
 TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
   ClosingEngine engine;
-  const std::string fleet = R"(
-[gateway]
-admin_key = "admin"
-[[sites]]
-id = "old"
-jurisdiction = "US"
-price = 20.0
-  [[sites.endpoints]]
-  urls = ["http://127.0.0.1:)" + std::to_string(engine.port()) + R"("]
-  gpu = "h200"
-  model = "llama-3.1-8b"
-[[tenants]]
-id = "anyone"
-keys = ["key-any"]
-)";
-  auto runtime = StartRuntime(fleet, 1);
+  auto runtime = StartRuntime(OneEngineFleet(engine.port()), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   for (int i = 0; i < 3; ++i) {

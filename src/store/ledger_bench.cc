@@ -1,7 +1,8 @@
 // Ledger write throughput: rows/s through LedgerWriter (one producer, callbacks counted) on
 // SQLite and on a throwaway PostgreSQL server, and the time of one 1,000-row AppendLedger batch
 // on PostgreSQL by multi-row INSERT and by COPY, and one tenant's period spend read from the
-// daily totals beside the same sum over its ledger rows. Usage: ledger_bench [rows] (default 50000).
+// daily totals beside the same sum over its ledger rows.
+// Usage: ledger_bench [rows] (default 50000).
 
 #include <unistd.h>
 

@@ -3,8 +3,8 @@
 
 #include "store/sql_store.h"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <unordered_map>
 
@@ -140,13 +140,12 @@ void SqlStore::CreateSchema() {
   if (schema.empty() || schema.front().Int(0) < 3) {
     c.KeepSpendDaily();
     c.Query("DELETE FROM spend_daily");
-    c.Query("INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, end_unix_ms / " +
-            std::to_string(kDayMs) + ", SUM(charged_usd) FROM ledger GROUP BY tenant, end_unix_ms / " +
-            std::to_string(kDayMs));
+    const std::string day = "end_unix_ms / " + std::to_string(kDayMs);
+    c.Query("INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, " + day +
+            ", SUM(charged_usd) FROM ledger GROUP BY tenant, " + day);
     c.Query("UPDATE pp_meta SET value = 3 WHERE name = 'schema'");
   }
 }
-
 
 void SqlStore::BumpVersion() {
   connection_->Query("UPDATE pp_meta SET value = value + 1 WHERE name = 'version'");

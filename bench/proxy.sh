@@ -49,6 +49,10 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
     done
   fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Each has up to 10 s to end: an instrumented build (scripts/build-pgo) writes its profile then.
+  for p in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   for g in "${cgroups[@]}"; do  # a cgroup can go once its processes have.
     for _ in $(seq 50); do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
   done

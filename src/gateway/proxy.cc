@@ -318,12 +318,16 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     return deadline->expired() ? beast::error_code(beast::error::timeout).message() : ec.message();
   };
   for (int fresh = 0; fresh < 2; ++fresh) {
-    auto c = co_await net::Connect(addr.host, addr.port, options_.connect_timeout, fresh == 0);
-    if (!c) {
-      failure = c.error();
-      break;
+    // A pooled connection is taken without a coroutine call; only a new one is awaited.
+    if (fresh == 0) conn = net::TakePooled(addr.host, addr.port);
+    if (!conn) {
+      auto c = co_await net::Connect(addr.host, addr.port, options_.connect_timeout, false);
+      if (!c) {
+        failure = c.error();
+        break;
+      }
+      conn = std::move(*c);
     }
-    conn = std::move(*c);
     deadline = &conn->Deadline(kDeadlineGranularity);
     // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
     beast::error_code wec;
@@ -439,15 +443,17 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   auto since_start = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
   };
-  // The end of a request that reached an engine: meters it, settles the tenant's reservations
-  // and makes its ledger row durable before the client's last byte is sent.
-  auto finish = [&](std::string_view outcome) -> asio::awaitable<void> {
+  // The end of a request that reached an engine: settle() meters it and settles the tenant's
+  // reservations; then, where there is a ledger, record() makes its row durable before the
+  // client's last byte is sent. Without a store the end costs no coroutine call.
+  double gpu_joules = 0, cost = 0, charged = 0, elapsed_s = 0;
+  auto settle = [&](std::string_view outcome) {
     if (!usage.reported && usage.prompt_tokens == 0) usage.prompt_tokens = call.routed.prompt_tokens;
     const core::GpuModel& gpu = *endpoint.gpu;
-    const double gpu_joules = GpuJoules(d, gpu, usage.prompt_tokens, usage.completion_tokens);
-    const double cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
-    const double charged = ChargeUsd(d, gpu, usage.prompt_tokens, usage.completion_tokens);
-    const double elapsed_s = since_start();
+    gpu_joules = GpuJoules(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
+    charged = ChargeUsd(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    elapsed_s = since_start();
     tenancy_->Settle(*call.tenant, call.worst_tokens,
                      usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
     if (outcome == "ok") {
@@ -460,7 +466,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
                             elapsed_s, gpu_joules * d.score.pue, cost);
       metrics_.RecordOk(d.site_index);
     }
-    if (!tenancy_->has_store()) co_return;  // no ledger: no row to build.
+    return tenancy_->has_store();
+  };
+  auto record = [&](std::string_view outcome) -> asio::awaitable<void> {
     store::LedgerRow row;
     row.request_id = call.request_id;
     row.tenant = call.tenant->id;
@@ -482,6 +490,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (!co_await RecordDurably(*tenancy_, std::move(row))) {
       spdlog::error("{}: ledger row not durable", call.request_id);
     }
+  };
+  auto finish = [&](std::string_view outcome) -> asio::awaitable<void> {
+    if (settle(outcome)) co_await record(outcome);
   };
 
   if (status != 200) {
@@ -521,7 +532,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   }
 
   std::string fields = StreamHeaderFields(call.request_id, site.id, endpoint.id);
-  if (!co_await responder.StartStream(std::move(fields))) {
+  if (!responder.BeginStream(std::move(fields))) {
     co_await finish("client_cancelled");
     co_return true;
   }
@@ -594,7 +605,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     }
     if (decoder.done()) break;  // the last bytes go out with the end of the stream.
     if (!out.empty()) {
-      if (!co_await responder.WriteChunk(out)) {
+      // Written at once where the socket takes it (no coroutine call); only a rest waits.
+      if (!responder.WriteChunkNow(out)) co_await responder.FinishWrite();
+      if (responder.ClientGone()) {
         client_gone = true;
         break;
       }
@@ -613,8 +626,14 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   }
   if (!usage.reported) usage.completion_tokens = content_events;
   // The ledger records what was delivered, durably, before the stream's last bytes go out.
-  co_await finish(client_gone ? "client_cancelled" : broken && !done_seen ? "stream_broken" : "ok");
-  if (!client_gone) co_await responder.EndStream(out);
+  std::string_view outcome = "ok";
+  if (client_gone) {
+    outcome = "client_cancelled";
+  } else if (broken && !done_seen) {
+    outcome = "stream_broken";
+  }
+  if (settle(outcome)) co_await record(outcome);
+  if (!client_gone && !responder.EndStreamNow(out)) co_await responder.FinishWrite();
   // A finished upstream response on a kept-alive connection goes back to the pool; a client
   // that left closes the upstream connection, which cancels the work at the engine.
   if (!broken && !client_gone) release_if_reusable();

@@ -75,16 +75,19 @@ void SocketDeadline::Disarm() { state_->deadline = State::TimePoint::max(); }
 
 bool SocketDeadline::expired() const { return state_->expired; }
 
+std::unique_ptr<UpstreamConnection> TakePooled(const std::string& host, unsigned short port) {
+  auto it = tls_pool.find(Key{host, port});
+  if (it == tls_pool.end() || it->second.empty()) return nullptr;
+  auto c = std::move(it->second.back());
+  it->second.pop_back();
+  c->reused = true;
+  return c;
+}
+
 asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
     std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse) {
   if (allow_reuse) {
-    auto it = tls_pool.find(Key{host, port});
-    if (it != tls_pool.end() && !it->second.empty()) {
-      auto c = std::move(it->second.back());
-      it->second.pop_back();
-      c->reused = true;
-      co_return c;
-    }
+    if (auto c = TakePooled(host, port)) co_return c;
   }
   auto ex = co_await asio::this_coro::executor;
   auto c = std::make_unique<UpstreamConnection>(ex, host, port);

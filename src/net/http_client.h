@@ -61,6 +61,9 @@ struct UpstreamConnection {
   std::optional<SocketDeadline> deadline;  // after `stream`: goes first.
 };
 
+// Takes an idle pooled connection to host:port from this thread's pool: null when there is none.
+std::unique_ptr<UpstreamConnection> TakePooled(const std::string& host, unsigned short port);
+
 // Takes an idle pooled connection to host:port, or connects (within `timeout`).
 asio::awaitable<std::expected<std::unique_ptr<UpstreamConnection>, std::string>> Connect(
     std::string host, unsigned short port, std::chrono::milliseconds timeout, bool allow_reuse = true);

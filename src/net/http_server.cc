@@ -194,7 +194,7 @@ class StreamResponder final : public Responder {
     co_return !gone_;
   }
 
-  asio::awaitable<bool> StartStream(std::string fields) override {
+  bool BeginStream(std::string fields) override {
     // As Beast frames a chunked 200 with keep_alive(keep_alive_): HTTP/1.1 says "close" when
     // the connection ends after it; HTTP/1.0 streams never keep the connection.
     keep_alive_ = keep_alive_ && version_ >= 11;
@@ -206,35 +206,56 @@ class StreamResponder final : public Responder {
     pending_header_ += "Transfer-Encoding: chunked\r\n";
     if (version_ >= 11 && !keep_alive_) pending_header_ += "Connection: close\r\n";
     pending_header_ += "\r\n";
-    co_return !gone_;
+    return !gone_;
   }
 
   // A chunk is framed here ("<hex size>\r\n", the data, "\r\n") and goes out in one gathered
   // write with the pending header, if any: no serializer, no intermediate coroutine.
   asio::awaitable<bool> WriteChunk(std::string_view data) override {
-    if (gone_ || data.empty()) co_return !gone_;
-    ChunkSize size(data.size());
-    const Chunk buffers{
-        asio::buffer(pending_header_), size.buffer(), asio::buffer(data.data(), data.size()),
-        asio::buffer(kCrlf.data(), kCrlf.size())};
-    if (std::size_t sent; !SendAtOnce(buffers, &sent)) co_await SendRest(buffers, sent);
-    pending_header_.clear();
+    if (!WriteChunkNow(data)) co_await FinishWrite();
     co_return !gone_;
   }
 
   asio::awaitable<bool> EndStream(std::string_view last_data) override {
-    if (gone_) co_return false;
-    ChunkSize size(last_data.size());
+    if (!EndStreamNow(last_data)) co_await FinishWrite();
+    co_return !gone_;
+  }
+
+  bool WriteChunkNow(std::string_view data) override {
+    if (gone_ || data.empty()) return true;
+    unfinished_.size = ChunkSize(data.size());
+    unfinished_.buffers = {asio::buffer(pending_header_), unfinished_.size.buffer(),
+                           asio::buffer(data.data(), data.size()),
+                           asio::buffer(kCrlf.data(), kCrlf.size())};
+    return SendOrKeep();
+  }
+
+  bool EndStreamNow(std::string_view last_data) override {
+    if (gone_) return true;
+    streaming_ = false;
+    unfinished_.size = ChunkSize(last_data.size());
     // The last data chunk's CRLF and the zero-length last chunk share one buffer.
-    const Chunk buffers{
+    unfinished_.buffers = {
         asio::buffer(pending_header_),
-        last_data.empty() ? asio::const_buffer() : size.buffer(),
+        last_data.empty() ? asio::const_buffer() : unfinished_.size.buffer(),
         asio::buffer(last_data.data(), last_data.size()),
         last_data.empty() ? asio::buffer(kLastChunk.data() + 2, kLastChunk.size() - 2)
                           : asio::buffer(kLastChunk.data(), kLastChunk.size())};
-    if (std::size_t sent; !SendAtOnce(buffers, &sent)) co_await SendRest(buffers, sent);
+    return SendOrKeep();
+  }
+
+  // The rest of the kept buffers, waiting for the client under the write timeout.
+  asio::awaitable<bool> FinishWrite() override {
+    if (!gone_ && unfinished_.sent < asio::buffer_size(unfinished_.buffers)) {
+      beast::buffers_suffix<Chunk> rest(unfinished_.buffers);
+      rest.consume(unfinished_.sent);
+      ArmWriteTimeout();
+      auto [ec, n] = co_await asio::async_write(Io(stream_), rest, kUseTuple);
+      if (deadline_) deadline_->Disarm();
+      if (ec) gone_ = true;
+    }
+    unfinished_.sent = 0;
     pending_header_.clear();
-    streaming_ = false;
     co_return !gone_;
   }
 
@@ -250,29 +271,23 @@ class StreamResponder final : public Responder {
  private:
   using Chunk = std::array<asio::const_buffer, 4>;
 
-  // Sends `buffers` whole, or marks the client gone. On a plain connection, what the socket
-  // takes at once goes out without an asynchronous operation (net/write_now.h): true when that
-  // was all of it (or the client is gone), false when the rest, from `*sent`, must wait.
-  bool SendAtOnce(const Chunk& buffers, std::size_t* sent) {
-    *sent = 0;
+  // Sends the framed buffers in unfinished_ whole, or marks the client gone. On a plain
+  // connection, what the socket takes at once goes out without an asynchronous operation
+  // (net/write_now.h): true when that was all of it (or the client is gone), false when the
+  // rest, from unfinished_.sent, waits for FinishWrite(). Over TLS everything waits.
+  bool SendOrKeep() {
+    unfinished_.sent = 0;
     if constexpr (kIsTls<Stream>) {
       return false;
     } else {
       beast::error_code ec;
-      *sent = SendNow(stream_.socket(), buffers, ec);
+      unfinished_.sent = SendNow(stream_.socket(), unfinished_.buffers, ec);
       if (ec) gone_ = true;
-      return gone_ || *sent == asio::buffer_size(buffers);
+      if (!gone_ && unfinished_.sent < asio::buffer_size(unfinished_.buffers)) return false;
+      unfinished_.sent = 0;
+      pending_header_.clear();
+      return true;
     }
-  }
-
-  // The rest of `buffers` after `sent` bytes, waiting for the client under the write timeout.
-  asio::awaitable<void> SendRest(const Chunk& buffers, std::size_t sent) {
-    beast::buffers_suffix<Chunk> rest(buffers);
-    rest.consume(sent);
-    ArmWriteTimeout();
-    auto [ec, n] = co_await asio::async_write(Io(stream_), rest, kUseTuple);
-    if (deadline_) deadline_->Disarm();
-    if (ec) gone_ = true;
   }
 
   // A plain connection arms its deadline for each write (no timer operation while its timer
@@ -305,6 +320,13 @@ class StreamResponder final : public Responder {
   bool streaming_ = false;
   std::chrono::steady_clock::time_point armed_{};
   std::string pending_header_;  // a stream's header, sent with its first chunk.
+  // The framed write in progress: its size line, its buffers (the data is the caller's) and
+  // how much of them has gone out.
+  struct {
+    ChunkSize size{0};
+    Chunk buffers;
+    std::size_t sent = 0;
+  } unfinished_;
 };
 
 }  // namespace

@@ -34,9 +34,14 @@ struct ServerOptions {
   std::string tls_key_file;
 };
 
-// The response side of one request. A handler either calls Send once, or StartStream, then
-// WriteChunk any number of times, then EndStream. Not thread-safe: use it from the handler's
-// coroutine only.
+// The response side of one request. A handler either calls Send once, or StartStream (or
+// BeginStream), then WriteChunk any number of times, then EndStream. Not thread-safe: use it
+// from the handler's coroutine only.
+//
+// The relay's hot path writes without a coroutine call per chunk: WriteChunkNow and
+// EndStreamNow send what the socket takes at once and return true when that was all of it (or
+// the client is gone: ClientGone()). When they return false the rest is kept, and the caller
+// co_awaits FinishWrite() before it changes or frees the data it passed.
 class Responder {
  public:
   virtual ~Responder() = default;
@@ -45,12 +50,18 @@ class Responder {
   // Sends the status and headers of a chunked response (no body yet).
   virtual asio::awaitable<bool> StartStream(http::response<http::empty_body> header) = 0;
   // The same for a 200 whose header fields are given as text, each "Name: value\r\n" (the
-  // relay's hot path: no field objects). Transfer-Encoding and Connection are added here.
-  virtual asio::awaitable<bool> StartStream(std::string fields) = 0;
+  // relay's hot path: no field objects, no coroutine). Transfer-Encoding and Connection are
+  // added here. Returns false when the client is gone.
+  virtual bool BeginStream(std::string fields) = 0;
   // The header of a stream goes out with its first chunk (one write, not two).
   virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;
   // Ends the stream; `last_data`, when given, goes out in the same write as the end.
   virtual asio::awaitable<bool> EndStream(std::string_view last_data = {}) = 0;
+  // WriteChunk and EndStream without a coroutine (above).
+  virtual bool WriteChunkNow(std::string_view data) = 0;
+  virtual bool EndStreamNow(std::string_view last_data = {}) = 0;
+  // Sends what WriteChunkNow or EndStreamNow kept. Returns false when the client is gone.
+  virtual asio::awaitable<bool> FinishWrite() = 0;
   // True once a write has failed (the client disconnected or timed out).
   virtual bool ClientGone() const = 0;
   // The peer's address, for logs.

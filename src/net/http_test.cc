@@ -43,6 +43,19 @@ asio::awaitable<void> Echo(Request& req, Responder& r) {
     big_chunks_before_gone = -1;
     co_return;
   }
+  if (req.target() == "/big-now") {  // the relay's calls: no coroutine per chunk.
+    if (!r.BeginStream("Content-Type: text/event-stream\r\n")) co_return;
+    // Each chunk is a fresh string, freed after its write: what FinishWrite sends must be the
+    // caller's data, still there, and nothing the responder kept a copy of.
+    for (int i = 0; i + 1 < kBigChunks; ++i) {
+      const std::string chunk = BigChunk(i);
+      if (!r.WriteChunkNow(chunk)) co_await r.FinishWrite();
+      if (r.ClientGone()) co_return;
+    }
+    const std::string last = BigChunk(kBigChunks - 1);  // goes out with the end.
+    if (!r.EndStreamNow(last)) co_await r.FinishWrite();
+    co_return;
+  }
   if (req.target() == "/stream") {
     http::response<http::empty_body> h{http::status::ok, 11};
     h.set(http::field::content_type, "text/event-stream");
@@ -139,6 +152,23 @@ TEST_F(HttpTest, StreamsMoreThanTheSocketTakesAtOnce) {
     ASSERT_EQ(r->body().compare(i * kBigChunkBytes, kBigChunkBytes, BigChunk(i)), 0) << i;
   }
   EXPECT_EQ(big_chunks_before_gone.load(), -1);
+}
+
+// The same through BeginStream, WriteChunkNow, EndStreamNow and FinishWrite, as the relay
+// writes: what the socket did not take at once goes out after, and the header once, first.
+TEST_F(HttpTest, StreamsMoreThanTheSocketTakesAtOnceWithoutACoroutinePerChunk) {
+  auto r = Call(http::verb::get, "/big-now", "");
+  ASSERT_TRUE(r) << r.error();
+  EXPECT_EQ(r->at(http::field::content_type), "text/event-stream");
+  EXPECT_EQ(r->at(http::field::transfer_encoding), "chunked");
+  ASSERT_EQ(r->body().size(), kBigChunks * kBigChunkBytes);
+  for (int i = 0; i < kBigChunks; ++i) {
+    ASSERT_EQ(r->body().compare(i * kBigChunkBytes, kBigChunkBytes, BigChunk(i)), 0) << i;
+  }
+  // The connection is still good for the next request.
+  auto again = Call(http::verb::post, "/x", "more");
+  ASSERT_TRUE(again) << again.error();
+  EXPECT_EQ(again->body(), "you said more");
 }
 
 // A client that asks for a stream and never reads it is given up within the write timeout (1 s

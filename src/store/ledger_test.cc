@@ -52,7 +52,8 @@ TEST(LedgerJournalTest, LinesRoundTripExactly) {
 // filesystem) are there for the next run when the process dies without a word: _exit, no
 // destructor, no flush. Small segments, so that the rows span several.
 TEST(LedgerJournalTest, AppendedRowsOutliveTheProcessAcrossSegments) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   constexpr int kRows = 40;
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
@@ -83,7 +84,8 @@ TEST(LedgerJournalTest, AppendedRowsOutliveTheProcessAcrossSegments) {
 // A segment goes once all its rows are in the database and a newer one is in use; the last
 // goes with the journal when everything is written.
 TEST(LedgerJournalTest, SegmentsGoOnceTheirRowsAreWritten) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   std::vector<LedgerRow> none;
   auto journal = LedgerJournal::Open(dir, &none, 2048);
   ASSERT_TRUE(journal) << journal.error();
@@ -116,7 +118,8 @@ TEST(LedgerJournalTest, SegmentsGoOnceTheirRowsAreWritten) {
 // The next segment made ready ahead (by the writer, off the request path) is what the append
 // that fills a segment moves to; rows read back the same across it, and no spare is left.
 TEST(LedgerJournalTest, AFullSegmentMovesToTheSpareMadeAhead) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   std::vector<LedgerRow> none;
   auto journal = LedgerJournal::Open(dir, &none, 2048);
   ASSERT_TRUE(journal) << journal.error();
@@ -152,7 +155,8 @@ TEST(LedgerJournalTest, AFullSegmentMovesToTheSpareMadeAhead) {
 
 // Rows journaled are in the store once the writer stops, and no journal file is left.
 TEST_F(StoreTest, JournaledRowsReachTheStore) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   auto writer = LedgerWriter::Start(*store_, 64, milliseconds(1), dir);
   ASSERT_TRUE(writer) << writer.error();
   constexpr int kRows = 40;
@@ -175,7 +179,8 @@ TEST_F(StoreTest, JournaledRowsReachTheStore) {
 // already had is not doubled. The dead
 // writer's slot (1 here) is free, so its rows are replayed by a writer that takes slot 0.
 TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   fs::create_directories(dir / "1");
   { std::ofstream lock(dir / "slot-1.lock"); }
   ASSERT_TRUE(store_->AppendLedger(std::vector<LedgerRow>{Row("c0", "acme", "tx", "llama", kT0, 1)}));
@@ -203,7 +208,8 @@ TEST_F(StoreTest, JournalLeftByACrashIsReplayedOnce) {
 // Two writers sharing a directory (gateways on one SQLite file) journal in slots of their own:
 // neither replays nor deletes the other's rows while it runs.
 TEST_F(StoreTest, WritersSharingAJournalKeepToTheirOwnSlots) {
-  const fs::path dir = NewTempDir() / "journal";
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
   auto a = LedgerWriter::Start(*store_, 64, milliseconds(1), dir);
   ASSERT_TRUE(a) << a.error();
   ASSERT_TRUE((*a)->TryReserve());

@@ -35,6 +35,22 @@ inline fs::path NewTempDir() {
   return templ;
 }
 
+// A fresh temporary directory, removed with everything in it when the test ends.
+class TempDir {
+ public:
+  TempDir() : path_(NewTempDir()) {}
+  ~TempDir() {
+    std::error_code ignored;
+    if (!path_.empty()) fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
 #ifdef PP_STORE_TEST_POSTGRES
 // One server for the whole binary (an inline function: one instance across its files).
 inline testing::PostgresServer& SharedServer() {

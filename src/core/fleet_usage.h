@@ -76,6 +76,9 @@ class FleetUsage {
   // second for a new one, is not charged), and after a gap (kFreshAfterLooks,
   // kFreshAfterMs). A tenant a known member began to serve since counts from zero.
   std::unordered_map<std::string, UsageTotals> Absorb(std::span<const MemberUsage> rows);
+  // The members of other domains whose use this member counts (known from an Absorb call and
+  // not yet forgotten).
+  std::size_t peers() const { return others_.size(); }
 
  private:
   struct Seen {

@@ -46,7 +46,9 @@ TEST(FleetUsageTest, ChargesWhatOthersTookSinceTheLastLookNotBeforeTheFirst) {
   FleetUsage me("m1", "d1", kStarted);
   // At the first look, m2 had taken 10 requests: before this member looked, not its to charge.
   std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 10, 100)};
+  EXPECT_EQ(me.peers(), 0u);
   EXPECT_TRUE(me.Absorb(rows).empty());
+  EXPECT_EQ(me.peers(), 1u);  // m2, known from now on.
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 13, 130)};
   auto charge = me.Absorb(rows);
   EXPECT_EQ(charge["acme"].requests, 3);

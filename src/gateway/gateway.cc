@@ -133,6 +133,7 @@ net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder
     co_return;
   }
   if (path == "/metrics") {
+    if (tenancy_) metrics_.SetRateLimitPeers(tenancy_->rate_limit_peers());
     co_await responder.Send(net::MakeResponse(http::status::ok, metrics_.Serialize(),
                                               "text/plain; version=0.0.4"));
     co_return;

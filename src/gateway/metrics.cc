@@ -89,6 +89,12 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet, const fleet::GridState
                         .Name("powerplane_site_seconds_above_target_total")
                         .Help("Seconds a site spent above an active grid event's target")
                         .Register(*registry_)) {
+  rate_limit_peers_ = &prometheus::BuildGauge()
+                           .Name("powerplane_rate_limit_peers")
+                           .Help("Other gateways sharing the store whose use of tenants' "
+                                 "per-minute limits this one counts")
+                           .Register(*registry_)
+                           .Add({});
   placed_ = &decisions_.Add({{"outcome", "placed"}});
   placed_missing_ = &decisions_.Add({{"outcome", "placed_missing_targets"}});
   for (std::uint32_t s = 0; s < fleet.site_count(); ++s) {

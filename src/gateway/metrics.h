@@ -27,6 +27,8 @@ class GatewayMetrics {
   void RecordServed(std::uint32_t site, std::int64_t prompt_tokens, std::int64_t completion_tokens,
                     double ttft_s, double duration_s, double joules, double energy_cost_usd);
   void RecordDecision(std::string_view outcome);
+  // Other gateways sharing the store whose use of tenants' limits this one counts.
+  void SetRateLimitPeers(std::size_t peers) { rate_limit_peers_->Set(static_cast<double>(peers)); }
   void RecordPlaced(bool meets_targets) {
     (meets_targets ? placed_ : placed_missing_)->Increment();
   }
@@ -59,6 +61,7 @@ class GatewayMetrics {
   prometheus::Family<prometheus::Counter>& events_received_;
   prometheus::Family<prometheus::Counter>& flex_actions_;
   prometheus::Family<prometheus::Counter>& above_target_;
+  prometheus::Gauge* rate_limit_peers_;
   prometheus::Counter* placed_;
   prometheus::Counter* placed_missing_;
   std::vector<prometheus::Counter*> ok_by_site_;  // status 200, the hot path.

@@ -316,6 +316,7 @@ void Tenancy::ShareUsage() {
   }
   // Absorb's state is the poller's own: no lock against the request path.
   const auto charges = fleet_usage_->Absorb(rows);
+  rate_limit_peers_.store(fleet_usage_->peers(), std::memory_order_relaxed);
   const auto dir = directory();
   const double now = NowS();
   for (const auto& [tenant_id, taken] : charges) {

@@ -82,6 +82,9 @@ class Tenancy {
   // Waits until the rows queued so far are in the store (LedgerWriter::Flush); true without one.
   bool FlushLedger();
   bool has_store() const { return store_ != nullptr; }
+  // Other gateway processes (other rate-limit domains) sharing the store whose use of tenants'
+  // per-minute limits this one counts, as of its last look (/metrics).
+  std::size_t rate_limit_peers() const { return rate_limit_peers_.load(std::memory_order_relaxed); }
   store::Store* store() const { return store_.get(); }
 
   // Appends to the audit log off the caller's thread (a no-op without a store).
@@ -141,6 +144,7 @@ class Tenancy {
   std::mutex usage_mu_;
   std::unique_ptr<core::FleetUsage> fleet_usage_;
   std::atomic<bool> resync_soon_{false};  // set by Reload: Poll resyncs spend at its next turn.
+  std::atomic<std::size_t> rate_limit_peers_{0};
   bool usage_baseline_read_ = false;  // the poller's own, as are the two below.
   bool usage_warned_ = false;
   std::int64_t usage_looks_ = 0;

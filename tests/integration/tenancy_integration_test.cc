@@ -163,6 +163,20 @@ class TenancyIntegrationTest : public ::testing::TestWithParam<Backend> {
     }
     return -1;
   }
+  // Polls gateway `gw`'s /metrics until it counts `peers` other gateways' use of tenants'
+  // limits (it has read their rows at least once), for at most `limit`. False when it never did.
+  bool WaitForRateLimitPeers(int gw, int peers, std::chrono::milliseconds limit) {
+    const std::string want = "powerplane_rate_limit_peers " + std::to_string(peers);
+    const auto start = std::chrono::steady_clock::now();
+    while (std::chrono::steady_clock::now() - start < limit) {
+      if (clients_[gw]->Call(http::verb::get, "/metrics", {}, "").body.find(want + "\n") !=
+          std::string::npos) {
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  }
   std::vector<json> LedgerRows(int gw, const std::string& tenant) {
     auto r = Admin(gw, http::verb::get, "/admin/ledger?tenant=" + tenant);
     EXPECT_EQ(r.status, 200) << r.body;
@@ -274,6 +288,9 @@ TEST_P(TenancyIntegrationTest, GatewaysSharingAStoreHoldATenantToOneLimitWithinS
   auto [id, key] = NewKey("fleetwide");
   auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
   ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  // Gateway 1 must know gateway 0 before gateway 0 serves the tenant: what a gateway had taken
+  // before another first saw it is that one's starting point, not a charge (core/fleet_usage.h).
+  ASSERT_TRUE(WaitForRateLimitPeers(1, 1, std::chrono::seconds(10)));
   for (int i = 0; i < 3; ++i) EXPECT_EQ(clients_[0]->Chat(key, ChatBody(4, false)).status, 200);
   // Gateway 0 publishes within a second, gateway 1 reads within the next.
   std::this_thread::sleep_for(std::chrono::seconds(3));

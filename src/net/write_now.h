@@ -24,8 +24,7 @@
 
 namespace powerplane::net {
 
-// Sends what `socket` takes of `buffers` now. Returns the bytes sent; `ec` is set on an error
-// other than would_block (then the caller's socket is broken).
+// Buffers that come to at most this many bytes are joined into one before they are sent.
 constexpr std::size_t kJoinBytes = 4096;
 
 namespace detail {
@@ -50,6 +49,8 @@ inline std::size_t SendPieces(int fd, iovec* pieces, std::size_t count,
 }
 }  // namespace detail
 
+// Sends what `socket` takes of `buffers` now. Returns the bytes sent; `ec` is set on an error
+// other than would_block (then the caller's socket is broken).
 template <typename Socket, typename Buffers>
 std::size_t SendNow(Socket& socket, const Buffers& buffers, boost::beast::error_code& ec) {
   ec = {};

@@ -2,6 +2,7 @@
 // Tenants' limits, pure: requests and tokens per minute (token buckets) and USD budgets per
 // period (reservation at admission, settlement at completion). Time comes in as an argument.
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -54,8 +55,11 @@ class BudgetBook {
   bool TryReserve(double usd, std::int64_t now_ms);
   // A request ended: its reservation is released and `charged_usd` settled.
   void Settle(double reserved_usd, double charged_usd);
-  // Replaces what is settled with the store's sum for this period (other gateways included).
-  void Resync(double settled_usd) { settled_usd_ = settled_usd; }
+  // Takes the store's sum for this period (other gateways included) where it is more than what
+  // is settled here. Never less: requests settled here may not be in the store yet (the ledger
+  // writer commits in batches, later under load), and forgetting them would admit past the
+  // budget.
+  void Resync(double settled_usd) { settled_usd_ = std::max(settled_usd_, settled_usd); }
   std::int64_t period_start_ms() const { return period_start_ms_; }
   double settled_usd() const { return settled_usd_; }
   double reserved_usd() const { return reserved_usd_; }

@@ -59,6 +59,21 @@ TEST(BudgetBookTest, ReservationsAndSettlementStayUnderTheBudget) {
   EXPECT_NEAR(book.reserved_usd(), 0.9, 1e-12);
 }
 
+// A resync from the store adds what other gateways spent, but a store that has not yet got this
+// gateway's last rows does not make it forget them.
+TEST(BudgetBookTest, AResyncNeverForgetsWhatWasSettledHere) {
+  BudgetBook book(1.0, BudgetPeriod::kDay);
+  const std::int64_t t = 1724088600000;
+  ASSERT_TRUE(book.TryReserve(0.5, t));
+  book.Settle(0.5, 0.5);
+  book.Resync(0.3);  // the store is behind: the last 0.2 settled here is not in it yet.
+  EXPECT_NEAR(book.settled_usd(), 0.5, 1e-12);
+  EXPECT_FALSE(book.TryReserve(0.6, t));  // 0.5 + 0.6 would exceed 1.0.
+  book.Resync(0.8);  // other gateways spent too.
+  EXPECT_NEAR(book.settled_usd(), 0.8, 1e-12);
+  EXPECT_FALSE(book.TryReserve(0.3, t));
+}
+
 }  // namespace
 }  // namespace powerplane::core
 

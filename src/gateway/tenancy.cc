@@ -178,7 +178,8 @@ std::expected<void, std::string> Tenancy::Reload() {
       }
       core::BudgetBook book(t.budget_usd, t.budget_period);
       book.TryReserve(limits.budget.reserved_usd(), UnixMsNow());
-      book.Resync(limits.budget.settled_usd());
+      // The same period: what is settled carries over. A new one's spend is read afresh.
+      if (limits.spend_loaded) book.Resync(limits.budget.settled_usd());
       limits.budget = book;
     }
   }

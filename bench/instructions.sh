@@ -12,52 +12,23 @@
 # Needs: valgrind, wrk (scripts/setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 [ $# -ge 1 ] || { echo "usage: bench/instructions.sh BINARY..." >&2; exit 2; }
 secs=${SECONDS_MEASURED:-6}
 work=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  done
+  end_processes "${pids[@]}"
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {  # wait_port PORT: up to 30 s (a gateway under valgrind starts slowly)
-  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "port $1 did not open" >&2; exit 1
-}
 
 engine_port=$(free_port)
 "$1" engine --listen 127.0.0.1:$engine_port --speed 20 --max-batch 1024 --log-level warn \
   >"$work/engine.log" 2>&1 & pids+=($!)
 wait_port "$engine_port"
-cat >"$work/fleet.toml" <<TOML
-[[sites]]
-id = "bench"
-jurisdiction = "US"
-price = 30.0
-  [[sites.endpoints]]
-  count = 1
-  urls = ["http://127.0.0.1:$engine_port"]
-  gpu = "h200"
-  max_batch = 1024
-  max_queue = 4096
-[[tenants]]
-id = "bench"
-keys = ["bench-key"]
-ttft_target_ms = 5000
-tpot_target_ms = 1000
-TOML
-cat >"$work/stream.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-key"
-wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,' ..
-           '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
-LUA
+write_fleet "$work/fleet.toml" "http://127.0.0.1:$engine_port"
+write_stream_lua "$work/stream.lua"
 
 for bin in "$@"; do
   port=$(free_port)
@@ -65,7 +36,7 @@ for bin in "$@"; do
     "$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$port --threads 1 --no-store \
     --data-dir "$work/state" --log-level warn >"$work/gateway.log" 2>&1 & pids+=($!)
   gw=$!
-  wait_port "$port"
+  wait_port "$port" 300  # a gateway under valgrind starts slowly.
   url=http://127.0.0.1:$port/v1/chat/completions
   wrk -t1 -c16 -d3s -s "$work/stream.lua" "$url" >/dev/null
   callgrind_control -i on "$gw" >/dev/null 2>&1

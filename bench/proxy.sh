@@ -28,6 +28,7 @@
 #                   needs several processes, not several rows of one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 build=${1:-build/release}
 conns=${2:-64}
 secs=${3:-10}
@@ -48,11 +49,7 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
         "http://127.0.0.1:${!port_var}/metrics" >"$KEEP_LOGS/$name-metrics.txt" 2>&1 || true
     done
   fi
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  # Each has up to 10 s to end: an instrumented build (scripts/build-pgo) writes its profile then.
-  for p in "${pids[@]}"; do
-    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  done
+  end_processes "${pids[@]}"
   for g in "${cgroups[@]}"; do  # a cgroup can go once its processes have.
     for _ in $(seq 50); do rmdir "$g" 2>/dev/null && break; sleep 0.1; done
   done
@@ -61,11 +58,6 @@ print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
 cgroups=()
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {  # wait_port PORT: up to 10 s
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
-  echo "port $1 did not open" >&2; exit 1
-}
 
 # The emulator runs 20x faster than real time so that a 16-token stream takes ~5 ms: the
 # proxies' overhead, not the emulated GPU, is what this measures.
@@ -103,28 +95,10 @@ for i in $(seq "$engines"); do
   engine_ports+=("$port")
 done
 engine_port=${engine_ports[0]}
-engine_urls=$(printf '"http://127.0.0.1:%s", ' "${engine_ports[@]}")
+engine_urls=("${engine_ports[@]/#/http://127.0.0.1:}")
 nginx_servers=$(printf 'server 127.0.0.1:%s; ' "${engine_ports[@]}")
 
-cat >"$work/fleet.toml" <<TOML
-[gateway]
-admin_key = "bench-admin"
-[[sites]]
-id = "bench"
-jurisdiction = "US"
-price = 30.0
-  [[sites.endpoints]]
-  count = $engines
-  urls = [${engine_urls%, }]
-  gpu = "h200"
-  max_batch = 1024
-  max_queue = 4096
-[[tenants]]
-id = "bench"
-keys = ["bench-key"]
-ttft_target_ms = 5000
-tpot_target_ms = 1000
-TOML
+write_fleet "$work/fleet.toml" "${engine_urls[@]}"
 # start_proxies ROUND: the gateway, the ledger gateway and nginx, each on a fresh port (and in a
 # CPU cgroup of its own when PROXY_CPU_QUOTA is set); stop_proxies ends them.
 start_proxies() {
@@ -188,13 +162,7 @@ stop_proxies() {
 rounds=${ROUNDS:-1}
 start_proxies 1
 
-cat >"$work/stream.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench-key"
-wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,' ..
-           '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
-LUA
+write_stream_lua "$work/stream.lua"
 
 # CPU time of a process and its children (nginx's worker): "user system" in clock ticks (from
 # /proc/PID/stat, 10 ms steps) and "total" in ns (the sum of its threads' /proc/.../schedstat),

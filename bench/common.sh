@@ -1,0 +1,63 @@
+# Shared by bench/proxy.sh and bench/instructions.sh (sourced, not run): ports, the processes a
+# script started, and the benchmark's fleet and wrk script.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT [TENTHS]: until something listens on PORT, for at most TENTHS x 0.1 s (default
+# 100: 10 s); exits the script when nothing does.
+wait_port() {
+  for _ in $(seq "${2:-100}"); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+# end_processes PID...: asks each to end, then gives each up to 10 s to (an instrumented build,
+# scripts/build-pgo, writes its profile then).
+end_processes() {
+  local p
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
+}
+
+# write_fleet FILE URL...: one site, one endpoint group of the given engine URLs (H200, room for
+# 1,024 streams each), and the tenant "bench" with key "bench-key".
+write_fleet() {
+  local file=$1; shift
+  local urls
+  urls=$(printf '"%s", ' "$@")
+  cat >"$file" <<TOML
+[gateway]
+admin_key = "bench-admin"
+[[sites]]
+id = "bench"
+jurisdiction = "US"
+price = 30.0
+  [[sites.endpoints]]
+  count = $#
+  urls = [${urls%, }]
+  gpu = "h200"
+  max_batch = 1024
+  max_queue = 4096
+[[tenants]]
+id = "bench"
+keys = ["bench-key"]
+ttft_target_ms = 5000
+tpot_target_ms = 1000
+TOML
+}
+
+# write_stream_lua FILE: wrk POSTs a streaming chat completion of 16 tokens as tenant "bench".
+write_stream_lua() {
+  cat >"$1" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer bench-key"
+wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,' ..
+           '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
+LUA
+}

@@ -52,12 +52,18 @@ TOML
 }
 
 # write_stream_lua FILE: wrk POSTs a streaming chat completion of 16 tokens as tenant "bench".
+# With STREAM_USAGE=1 the request asks for usage (stream_options.include_usage), so the engine
+# does the same work behind either proxy: the gateway asks for usage on every stream to meter
+# it, and a client that does not want it has the engine's usage chunk and "usage": null fields
+# removed by the gateway.
 write_stream_lua() {
-  cat >"$1" <<'LUA'
+  local options=""
+  [ "${STREAM_USAGE:-0}" = 1 ] && options='"stream_options":{"include_usage":true},'
+  cat >"$1" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-key"
-wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,' ..
+wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,$options' ..
            '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
 LUA
 }

@@ -110,15 +110,20 @@ net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder
                                            bool admin_listener) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
-  if (path == "/v1/chat/completions" || path == "/v1/completions") {
-    if (request.method() != http::verb::post) {
-      co_await Fail(responder, NewRequestId(), http::status::method_not_allowed,
-                    "use POST for " + std::string(path), "invalid_request_error",
-                    "method_not_allowed");
-      co_return;
-    }
-    co_await HandleInference(path == "/v1/completions" ? ApiKind::kCompletion : ApiKind::kChat,
-                             request, responder);
+  if (request.method() == http::verb::post &&
+      (path == "/v1/chat/completions" || path == "/v1/completions")) {
+    return HandleInference(path == "/v1/completions" ? ApiKind::kCompletion : ApiKind::kChat,
+                           request, responder);
+  }
+  return HandleOther(path, request, responder, admin_listener);
+}
+
+net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Request& request,
+                                                net::Responder& responder, bool admin_listener) {
+  if (path == "/v1/chat/completions" || path == "/v1/completions") {  // not a POST.
+    co_await Fail(responder, NewRequestId(), http::status::method_not_allowed,
+                  "use POST for " + std::string(path), "invalid_request_error",
+                  "method_not_allowed");
     co_return;
   }
   if (path == "/v1/models") {

@@ -63,7 +63,8 @@ class Gateway {
   Gateway(fleet::Fleet& fleet, std::shared_ptr<Tenancy> tenancy, GatewayOptions options);
   Tenancy& tenancy() { return *tenancy_; }
 
-  // The net::Handler for every request. Never throws.
+  // The net::Handler for every request. Never throws. Not a coroutine itself: an inference
+  // request's coroutine is handed back as it is, so the hot path has one frame fewer.
   net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder,
                                     bool admin_listener = false);
   net::Handler handler();
@@ -76,6 +77,9 @@ class Gateway {
  private:
   net::asio::awaitable<void> HandleInference(ApiKind kind, net::Request& request,
                                              net::Responder& responder);
+  // Every path but inference's (Handle's coroutine for those).
+  net::asio::awaitable<void> HandleOther(std::string_view path, net::Request& request,
+                                         net::Responder& responder, bool admin_listener);
   net::asio::awaitable<void> HandleAdmin(net::Request& request, net::Responder& responder);
   net::asio::awaitable<void> HandleAdminListener(net::Request& request, net::Responder& responder);
   // Places the call and relays the engine's answer (proxy.cc).

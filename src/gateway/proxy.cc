@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
+#include <optional>
 #include <tuple>
 
 #include <boost/asio/as_tuple.hpp>
@@ -204,7 +205,8 @@ asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
 asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
   std::vector<std::uint32_t> excluded;
   const auto capacity_deadline = call.start + options_.capacity_wait;
-  asio::steady_timer timer(co_await asio::this_coro::executor);
+  // Made only when every endpoint is full (a request that is placed at once needs no timer).
+  std::optional<asio::steady_timer> timer;
   int attempts = 0;
   core::NoPlacement last_why = core::NoPlacement::kNone;
   const Tenant& tenant = *call.tenant;
@@ -220,8 +222,9 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
       if (d.why_not == core::NoPlacement::kAllAtCapacity &&
           std::chrono::steady_clock::now() < capacity_deadline) {
         // Every allowed endpoint is full: wait for a slot rather than leave the jurisdictions.
-        timer.expires_after(std::chrono::milliseconds(20));
-        co_await timer.async_wait(kUseTuple);
+        if (!timer) timer.emplace(co_await asio::this_coro::executor);
+        timer->expires_after(std::chrono::milliseconds(20));
+        co_await timer->async_wait(kUseTuple);
         continue;
       }
       break;

@@ -227,6 +227,9 @@ TEST_F(GatewayIntegrationTest, ErrorsAreOpenAiShaped) {
   }
   EXPECT_EQ(client_->Call(http::verb::get, "/admin/fleet").status, 401);
   EXPECT_EQ(client_->Call(http::verb::get, "/nope", "", "key-any").status, 404);
+  const auto get = client_->Call(http::verb::get, "/v1/chat/completions", "", "key-any");
+  EXPECT_EQ(get.status, 405);
+  EXPECT_EQ(json::parse(get.body, nullptr, false)["error"]["code"], "method_not_allowed") << get.body;
 }
 
 TEST_F(GatewayIntegrationTest, TrafficFollowsThePriceAndMovesAfterAnOverride) {

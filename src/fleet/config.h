@@ -3,6 +3,7 @@
 // endpoints (declared in bulk with `count`), and tenants with their keys and rules. The same
 // format describes a 14-GPU demo and a 10,000-GPU fleet. See examples/demo.toml.
 
+#include <array>
 #include <expected>
 #include <optional>
 #include <string>
@@ -110,7 +111,12 @@ std::expected<FleetConfig, std::string> LoadFleetConfig(const std::string& path)
 // The demo fleet (examples/demo.toml, compiled in).
 std::string_view DemoConfigToml();
 
-// Lower-case hex SHA-256 of `text`.
+using Sha256Digest = std::array<unsigned char, 32>;
+// The SHA-256 of `text`; false when OpenSSL failed.
+bool Sha256(std::string_view text, Sha256Digest* digest);
+// Lower-case hex SHA-256 of `text` (empty when OpenSSL failed).
 std::string Sha256Hex(std::string_view text);
+// A digest from its 64 hex digits (either case); false when `hex` is not that.
+bool ParseSha256Hex(std::string_view hex, Sha256Digest* digest);
 
 }  // namespace powerplane::fleet

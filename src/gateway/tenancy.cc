@@ -97,36 +97,8 @@ std::shared_ptr<const TenantDirectory> Tenancy::directory() const {
 }
 
 Identity Tenancy::Identify(std::string_view api_key) const {
-  // Hashing a key costs more than the rest of admission, and a tenant sends the same key again
-  // and again: each thread remembers the keys it has seen accepted by the current directory.
-  // A reload (a revocation, a new key) replaces the directory, which empties the memory; keys
-  // that fail are never remembered, so random keys cannot grow it.
-  struct KeyHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view key) const {
-      return std::hash<std::string_view>{}(key);
-    }
-  };
-  struct Remembered {
-    std::shared_ptr<const TenantDirectory> directory;
-    std::unordered_map<std::string, Identity, KeyHash, std::equal_to<>> accepted;
-  };
-  constexpr std::size_t kMaxRemembered = 4096;
-  thread_local Remembered remembered;
-  auto current = directory();
-  if (remembered.directory != current) {
-    remembered.accepted.clear();
-    remembered.directory = current;
-  }
-  if (auto it = remembered.accepted.find(api_key); it != remembered.accepted.end()) {
-    return it->second;
-  }
-  Identity identity = current->Authenticate(api_key);
-  if (identity) {
-    if (remembered.accepted.size() >= kMaxRemembered) remembered.accepted.clear();
-    remembered.accepted.emplace(std::string(api_key), identity);
-  }
-  return identity;
+  // Hashed on every request (about 80 ns): no accepted key is kept in memory as it was sent.
+  return directory()->Authenticate(api_key);
 }
 
 std::expected<void, std::string> Tenancy::Reload() {

@@ -8,21 +8,25 @@ void TenantDirectory::Add(Tenant tenant, const std::vector<std::string>& key_sha
   auto shared = std::make_shared<const Tenant>(std::move(tenant));
   by_id_[shared->id] = shared;
   for (std::size_t i = 0; i < key_sha256.size(); ++i) {
-    by_hash_[key_sha256[i]] = {shared, "cfg_" + shared->id + "_" + std::to_string(i)};
+    fleet::Sha256Digest digest;
+    if (!fleet::ParseSha256Hex(key_sha256[i], &digest)) continue;
+    by_hash_[digest] = {shared, "cfg_" + shared->id + "_" + std::to_string(i)};
   }
 }
 
-void TenantDirectory::AddKey(std::shared_ptr<const Tenant> tenant, std::string key_sha256,
+void TenantDirectory::AddKey(std::shared_ptr<const Tenant> tenant, std::string_view key_sha256,
                              std::string key_id) {
   by_id_[tenant->id] = tenant;
-  by_hash_[std::move(key_sha256)] = {std::move(tenant), std::move(key_id)};
+  fleet::Sha256Digest digest;
+  if (!fleet::ParseSha256Hex(key_sha256, &digest)) return;
+  by_hash_[digest] = {std::move(tenant), std::move(key_id)};
 }
 
 Identity TenantDirectory::Authenticate(std::string_view api_key) const {
   if (api_key.empty()) return {};
-  const std::string hash = fleet::Sha256Hex(api_key);
-  if (hash.empty()) return {};  // hashing failed: refuse rather than guess.
-  auto it = by_hash_.find(hash);
+  fleet::Sha256Digest digest;
+  if (!fleet::Sha256(api_key, &digest)) return {};  // hashing failed: refuse rather than guess.
+  auto it = by_hash_.find(digest);
   if (it == by_hash_.end()) return {};
   return {it->second.tenant, it->second.key_id};
 }

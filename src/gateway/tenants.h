@@ -1,7 +1,8 @@
 #pragma once
 // Tenants and their API keys. Keys are held only as SHA-256 hashes; a presented key is hashed
-// and looked up. Immutable after construction; safe to share across threads.
+// and looked up, and is not kept. Immutable after construction; safe to share across threads.
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -10,6 +11,7 @@
 
 #include "core/limits.h"
 #include "core/types.h"
+#include "fleet/config.h"
 
 namespace powerplane::gateway {
 
@@ -35,10 +37,11 @@ struct Identity {
 
 class TenantDirectory {
  public:
-  // Registers `tenant` under each hex SHA-256 key hash (key ids "cfg_<tenant>_<n>").
+  // Registers `tenant` under each hex SHA-256 key hash (key ids "cfg_<tenant>_<n>"). A hash that
+  // is not 64 hex digits could match no key and is left out.
   void Add(Tenant tenant, const std::vector<std::string>& key_sha256);
-  // Registers one key of an already registered tenant.
-  void AddKey(std::shared_ptr<const Tenant> tenant, std::string key_sha256, std::string key_id);
+  // Registers one key of an already registered tenant (left out as Add does).
+  void AddKey(std::shared_ptr<const Tenant> tenant, std::string_view key_sha256, std::string key_id);
   // The tenant whose key this is, or an empty identity.
   Identity Authenticate(std::string_view api_key) const;
   // By tenant id, or null.
@@ -52,7 +55,15 @@ class TenantDirectory {
     std::shared_ptr<const Tenant> tenant;
     std::string key_id;
   };
-  std::unordered_map<std::string, Entry> by_hash_;
+  // A digest's first 8 bytes are as good a hash as any.
+  struct DigestHash {
+    std::size_t operator()(const fleet::Sha256Digest& d) const {
+      std::size_t h;
+      std::memcpy(&h, d.data(), sizeof h);
+      return h;
+    }
+  };
+  std::unordered_map<fleet::Sha256Digest, Entry, DigestHash> by_hash_;
   std::unordered_map<std::string, std::shared_ptr<const Tenant>> by_id_;
 };
 

@@ -354,7 +354,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
             std::string_view(static_cast<const char*>(data.data()), data.size()), &head);
         if (head_bytes != 0) break;
         auto [read_ec, n] = co_await conn->stream.socket().async_read_some(
-            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
+            net::DrainingBuffer(conn->stream.socket(), conn->buffer.prepare(kReadBytes)),
+            kUseTuple);
         if (read_ec) {
           rec = read_ec;
           break;
@@ -415,7 +416,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
             conn->buffer.prepare(kReadBytes), kUseTuple);
       } else {
         std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
-            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
+            net::DrainingBuffer(conn->stream.socket(), conn->buffer.prepare(kReadBytes)),
+            kUseTuple);
       }
       if (ec == asio::error::eof) {
         decoder.OnClose();
@@ -561,7 +563,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
             conn->buffer.prepare(kReadBytes), kUseTuple);
       } else {  // after a short read, wait for epoll (net/read_drained.h).
         std::tie(ec, n) = co_await conn->stream.socket().async_read_some(
-            net::DrainingBuffer(conn->buffer.prepare(kReadBytes)), kUseTuple);
+            net::DrainingBuffer(conn->stream.socket(), conn->buffer.prepare(kReadBytes)),
+            kUseTuple);
       }
       if (ec == asio::error::eof) {
         decoder.OnClose();

@@ -513,8 +513,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
           std::tie(ec_r, n) = co_await stream.async_read_some(
               buffer.prepare(beast::read_size(buffer, kReadBytes)), kUseTuple);
         } else {  // after a short read, wait for epoll (read_drained.h; the deadline is armed).
-          std::tie(ec_r, n) = co_await tcp_layer.socket().async_read_some(
-              DrainingBuffer(buffer.prepare(beast::read_size(buffer, kReadBytes))), kUseTuple);
+          const DrainingBuffer into(tcp_layer.socket(),
+                                    buffer.prepare(beast::read_size(buffer, kReadBytes)));
+          std::tie(ec_r, n) = co_await tcp_layer.socket().async_read_some(into, kUseTuple);
         }
         if (ec_r == asio::error::eof || ec_r == asio::ssl::error::stream_truncated) {
           // A clean end between requests, or a request cut short (Beast says the same).

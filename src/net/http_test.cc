@@ -329,8 +329,12 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
 }
 
 // A short read into a DrainingBuffer leaves the socket waiting for epoll (no read that finds
-// nothing); a full one does not; bytes that come later are still read.
-TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
+// nothing); a full one does not; bytes that come later are still read. The same with the end's
+// report asked for (the socket's own DrainingBuffer) and without.
+class ReadDrained : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
+  const bool with_socket = GetParam();
   asio::io_context io;
   Loopback link(io);
   tcp::socket &client = link.client, &server = link.server;
@@ -338,6 +342,9 @@ TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
   bool first_after_full = false, first_after_short = true, first_after_event = false;
   auto run = [&]() -> asio::awaitable<void> {
     std::array<char, 16> buffer;
+    // The socket's registration asks for the end's report while nothing is there to report
+    // (a re-registration reports what is ready, and so would have the reactor try first once).
+    if (with_socket) (void)DrainingBuffer(client, asio::buffer(buffer));
     server.write_some(asio::buffer("0123456789abcdefXYZ", 19));
     // The reactor sees the socket's edge while nothing reads it (else that edge, seen after
     // the reads below took the bytes, would rightly have the reactor try again).
@@ -345,8 +352,9 @@ TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
     pause.expires_after(std::chrono::milliseconds(50));
     co_await pause.async_wait(asio::use_awaitable);
     auto read = [&]() {
-      return client.async_read_some(DrainingBuffer(asio::buffer(buffer)),
-                                    asio::as_tuple(asio::use_awaitable));
+      const DrainingBuffer into = with_socket ? DrainingBuffer(client, asio::buffer(buffer))
+                                              : DrainingBuffer(asio::buffer(buffer));
+      return client.async_read_some(into, asio::as_tuple(asio::use_awaitable));
     };
     auto [ec1, n1] = co_await read();  // 16 of 19: the buffer was filled.
     if (ec1) co_return;
@@ -373,10 +381,57 @@ TEST(ReadDrained, AShortReadWaitsForEpollAndMissesNothing) {
   EXPECT_FALSE(first_after_short);
   EXPECT_FALSE(first_after_event);  // "late" was a short read too.
 }
+INSTANTIATE_TEST_SUITE_P(EndReport, ReadDrained, ::testing::Bool());
+
+// A FIN that came with the last bytes, read into the socket's own DrainingBuffer: epoll reported
+// the end with the bytes (EPOLLRDHUP), so the short read leaves the next read trying the socket
+// first, and the end is seen at once, with no deadline to wake it.
+TEST(ReadDrainedEnd, AnEndThatCameWithTheLastBytesIsSeenAtOnce) {
+  asio::io_context io;
+  Loopback link(io);
+  tcp::socket &client = link.client, &server = link.server;
+  std::string got;
+  bool tries_first = false, ended = false;
+  double ended_after_s = -1;
+  auto run = [&]() -> asio::awaitable<void> {
+    std::array<char, 16> buffer;
+    // The first read waits for epoll: the registration asks for the end's report before any
+    // edge is seen.
+    auto [ec0, n0] = co_await client.async_read_some(DrainingBuffer(client, asio::buffer(buffer)),
+                                                     asio::as_tuple(asio::use_awaitable));
+    if (ec0) co_return;
+    got.append(buffer.data(), n0);
+    server.write_some(asio::buffer("abc", 3));
+    server.shutdown(tcp::socket::shutdown_send);
+    // The reactor sees the socket's one edge (bytes and end) while nothing reads it.
+    asio::steady_timer pause(io);
+    pause.expires_after(std::chrono::milliseconds(50));
+    co_await pause.async_wait(asio::use_awaitable);
+    auto [ec1, n1] = co_await client.async_read_some(DrainingBuffer(client, asio::buffer(buffer)),
+                                                     asio::as_tuple(asio::use_awaitable));
+    if (ec1) co_return;
+    got.append(buffer.data(), n1);
+    tries_first = TriesReadFirst(client);
+    const auto start = std::chrono::steady_clock::now();
+    auto [ec2, n2] = co_await client.async_read_some(DrainingBuffer(client, asio::buffer(buffer)),
+                                                     asio::as_tuple(asio::use_awaitable));
+    ended = ec2 == asio::error::eof;
+    ended_after_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  asio::post(io, [&] { server.write_some(asio::buffer("x", 1)); });
+  io.run_for(std::chrono::seconds(3));
+  EXPECT_EQ(got, "xabc");
+  EXPECT_TRUE(tries_first);
+  EXPECT_TRUE(ended);
+  EXPECT_GE(ended_after_s, 0.0);
+  EXPECT_LT(ended_after_s, 0.5);
+}
 
 // A FIN that came with the last bytes is not reported by epoll again once a DrainingBuffer read
 // took the bytes; an armed SocketDeadline has it seen at its next wake, long before it expires.
-TEST(ReadDrained, AnEndThatCameWithTheLastBytesIsSeenAtTheDeadlinesWake) {
+TEST(ReadDrainedEnd, WithoutTheEndsReportAnEndThatCameWithTheLastBytesIsSeenAtTheDeadlinesWake) {
   using std::chrono::milliseconds;
   asio::io_context io;
   Loopback link(io);

@@ -13,15 +13,19 @@
 // arrives later raises a new edge-triggered event, which makes the reactor read (and try first
 // again), so no data is missed.
 //
-// One thing can be missed: a FIN that arrived together with the last bytes. The short read takes
-// the bytes, and epoll (edge-triggered, without EPOLLRDHUP, which Asio neither asks for nor
-// passes on) will not report the FIN again. nginx learns of it from EPOLLRDHUP. Here a
-// SocketDeadline that is armed looks at its socket at each of its wakes (http_client.h): when the
-// reactor waits for epoll and the socket holds an unread end (or bytes), `WakeIfUnseen` re-arms
-// the socket's epoll registration, and epoll reports it at once. A FIN that came with the last
-// bytes is so seen within the deadline's granularity; use DrainingBuffer only where the socket
-// has such a deadline armed while it reads, and not where the end of the body is the FIN (call
-// ReadFirstAgain before reading such a body with a plain buffer).
+// One thing could be missed: a FIN (or a reset) that arrived together with the last bytes. The
+// short read takes the bytes, and epoll (edge-triggered) will not report the end again. nginx
+// learns of it from EPOLLRDHUP, and so does this: a DrainingBuffer made for a socket adds
+// EPOLLRDHUP to the socket's epoll registration (once), and its read reports the socket
+// exhausted only when the events epoll last reported for the socket (Asio keeps them with the
+// socket's reactor state) hold no end: no EPOLLRDHUP, EPOLLHUP or EPOLLERR. After a short read
+// that came with an end, the next read tries the socket first and finds the end at once. A
+// stale mask (from a socket that had the same reactor state before) costs at most one read that
+// finds nothing. As a second net, a SocketDeadline that is armed looks at its socket at each of
+// its wakes (http_client.h): when the reactor waits for epoll and the socket holds an unread end
+// (or bytes), `WakeIfUnseen` re-arms the socket's epoll registration, and epoll reports it at
+// once. Use DrainingBuffer only where the end of the body is not the FIN (call ReadFirstAgain
+// before reading such a body with a plain buffer).
 //
 // The reactor's state is private to Asio; Boost is pinned (CMakeLists.txt: 1.81 EXACT). With
 // another Boost or reactor, DrainingBuffer is a plain buffer and WakeIfUnseen does nothing.
@@ -35,9 +39,15 @@
 namespace powerplane::net {
 
 // A buffer whose read, when it returns fewer bytes than the buffer holds, leaves the socket
-// waiting for epoll before its next read.
+// waiting for epoll before its next read, unless epoll had reported the socket's end.
 struct DrainingBuffer : boost::asio::mutable_buffer {
+  // For a read of `socket`, whose epoll registration is made to report the peer's end (once).
+  // On the thread that runs the socket's io_context.
+  DrainingBuffer(boost::asio::ip::tcp::socket& socket, boost::asio::mutable_buffer b);
+  // Without the end's report (tests of the second net): a short read always waits for epoll.
   explicit DrainingBuffer(boost::asio::mutable_buffer b) : boost::asio::mutable_buffer(b) {}
+  // The events epoll last reported for the socket (Asio's own record); null: not looked at.
+  const unsigned int* reported = nullptr;
 };
 
 }  // namespace powerplane::net
@@ -45,7 +55,14 @@ struct DrainingBuffer : boost::asio::mutable_buffer {
 #if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && \
     !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
 #define POWERPLANE_READ_DRAINED 1
+#include <sys/epoll.h>
+
 #include <boost/asio/detail/reactive_socket_recv_op.hpp>
+
+namespace powerplane::net {
+// The epoll events that say the peer's end (or an error) is on the socket.
+inline constexpr unsigned int kEndEvents = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
+}  // namespace powerplane::net
 
 namespace boost::asio::detail {
 
@@ -71,7 +88,13 @@ class reactive_socket_recv_op_base<powerplane::net::DrainingBuffer> : public rea
                                         o->flags_, stream, o->ec_, o->bytes_transferred_)) {
       return not_done;  // EAGAIN: wait for epoll.
     }
-    return stream && o->bytes_transferred_ < o->buffer_.size() ? done_and_exhausted : done;
+    if (!stream || o->bytes_transferred_ == o->buffer_.size()) return done;
+    // A short read emptied the socket, but an end that epoll reported with the bytes will not
+    // be reported again: then the next read tries the socket first.
+    const unsigned int* reported = o->buffer_.reported;
+    const bool end_reported =
+        reported != nullptr && (*reported & powerplane::net::kEndEvents) != 0;
+    return end_reported ? done : done_and_exhausted;
   }
 
  private:

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -349,8 +350,11 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
 // Content-Length, no chunks: HTTP/1.0 style), head, body and FIN sent together.
 class ClosingEngine {
  public:
-  ClosingEngine()
-      : acceptor_(io_, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0)),
+  // Answers every request with `answer` (by default a whole JSON completion whose end is the
+  // close) in one write, then closes.
+  explicit ClosingEngine(std::string answer = DefaultAnswer())
+      : answer_(std::move(answer)),
+        acceptor_(io_, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0)),
         thread_([this] { Serve(); }) {}
   ~ClosingEngine() {
     stopping_ = true;
@@ -362,14 +366,17 @@ class ClosingEngine {
   unsigned short port() const { return acceptor_.local_endpoint().port(); }
 
  private:
-  void Serve() {
+  static std::string DefaultAnswer() {
     const std::string body =
         R"({"id":"c1","object":"chat.completion","created":1,"model":"llama-3.1-8b",)"
         R"("choices":[{"index":0,"message":{"role":"assistant","content":"hi"},)"
         R"("finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,)"
         R"("total_tokens":6}})";
-    const std::string answer =
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + body;
+    return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" +
+           body;
+  }
+
+  void Serve() {
     for (;;) {
       net::tcp::socket s(io_);
       boost::system::error_code ec;
@@ -392,11 +399,15 @@ class ClosingEngine {
         if (header_end != std::string::npos && request.size() >= header_end + 4 + length) break;
       }
       if (ec) continue;
+      // The prober's GET /metrics gets a whole answer, whatever requests are answered with.
+      const std::string& answer = request.starts_with("GET ") ? kWhole : answer_;
       net::asio::write(s, net::asio::buffer(answer), ec);
       s.close(ec);
     }
   }
 
+  const std::string kWhole = DefaultAnswer();
+  const std::string answer_;
   net::asio::io_context io_;
   net::tcp::acceptor acceptor_;
   std::atomic<bool> stopping_{false};
@@ -420,6 +431,43 @@ TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
     EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "hi") << r.body;
     EXPECT_LT(took_s, 0.6) << "request " << i;
   }
+}
+
+// A stream whose engine dies after two tokens, its last bytes and its FIN in one go (the chunked
+// body never ends): the client gets the two tokens, then the OpenAI error event and [DONE] at
+// once. The end came with bytes that a read took, and epoll reports an edge once; the gateway
+// knows of the end from the edge's EPOLLRDHUP (net/read_drained.h), not from a deadline's wake a
+// second later.
+TEST(GatewayUpstreamTest, AStreamWhoseEngineDiesWithItsLastBytesEndsWithAnErrorAtOnce) {
+  auto chunk = [](const std::string& data) {
+    std::ostringstream size;
+    size << std::hex << data.size();
+    return size.str() + "\r\n" + data + "\r\n";
+  };
+  auto token = [](const std::string& text) {
+    return R"(data: {"id":"c1","object":"chat.completion.chunk","created":1,)"
+           R"("model":"llama-3.1-8b","choices":[{"index":0,"delta":{"content":")" +
+           text + R"("},"finish_reason":null}]})" + "\n\n";
+  };
+  ClosingEngine engine(
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
+      chunk(token("one")) + chunk(token(" two")));
+  auto runtime = StartRuntime(OneEngineFleet(engine.port()), 1);
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  // One request: a stream that broke takes its endpoint out (by design).
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = client.Chat("key-any", ChatBody(8, true));
+  const double took_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_EQ(events.size(), 4u) << r.body;
+  EXPECT_NE(events[0].find("one"), std::string::npos) << r.body;
+  EXPECT_NE(events[1].find("two"), std::string::npos) << r.body;
+  EXPECT_EQ(json::parse(events[2])["error"]["code"], "upstream_stream_broken") << r.body;
+  EXPECT_EQ(events[3], "[DONE]");
+  EXPECT_LT(took_s, 0.6);
 }
 
 }  // namespace

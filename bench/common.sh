@@ -55,14 +55,31 @@ TOML
 # With STREAM_USAGE=1 the request asks for usage (stream_options.include_usage), so the engine
 # does the same work behind either proxy: the gateway asks for usage on every stream to meter
 # it, and a client that does not want it has the engine's usage chunk and "usage": null fields
-# removed by the gateway.
+# removed by the gateway. With SDK_HEADERS=1 it also sends the header fields the official
+# `openai` npm client (6.49) sends (17 fields, a 500-byte head, as captured from it).
 write_stream_lua() {
-  local options=""
+  local options="" sdk=""
   [ "${STREAM_USAGE:-0}" = 1 ] && options='"stream_options":{"include_usage":true},'
+  if [ "${SDK_HEADERS:-0}" = 1 ]; then
+    sdk='wrk.headers["Connection"] = "keep-alive"
+wrk.headers["Accept"] = "application/json"
+wrk.headers["User-Agent"] = "OpenAI/JS 6.49.0"
+wrk.headers["X-Stainless-Retry-Count"] = "0"
+wrk.headers["X-Stainless-Lang"] = "js"
+wrk.headers["X-Stainless-Package-Version"] = "6.49.0"
+wrk.headers["X-Stainless-OS"] = "Linux"
+wrk.headers["X-Stainless-Arch"] = "x64"
+wrk.headers["X-Stainless-Runtime"] = "node"
+wrk.headers["X-Stainless-Runtime-Version"] = "v20.20.2"
+wrk.headers["Accept-Language"] = "*"
+wrk.headers["Sec-Fetch-Mode"] = "cors"
+wrk.headers["Accept-Encoding"] = "gzip, deflate"'
+  fi
   cat >"$1" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-key"
+$sdk
 wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,$options' ..
            '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
 LUA

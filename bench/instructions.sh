@@ -9,6 +9,7 @@
 # Each gateway (--threads 1 --no-store) runs under callgrind with instrumentation off for 3 s of
 # warm-up, then on for SECONDS (default 6) of wrk -c16 16-token streams; the figure is all the
 # process's instructions in that window over the requests wrk completed in it.
+# STREAM_USAGE=1 and SDK_HEADERS=1 shape the requests as in bench/proxy.sh.
 # Needs: valgrind, wrk (scripts/setup).
 set -euo pipefail
 cd "$(dirname "$0")/.."

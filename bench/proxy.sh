@@ -20,6 +20,10 @@
 #                   cgroup v1 or v2). On a machine too small to saturate a proxy with the
 #                   emulator and wrk beside it, this makes the proxy the bottleneck, each with the
 #                   same CPU: throughput is then what a proxy does with that CPU.
+#   STREAM_USAGE=1  the streams ask for usage (stream_options.include_usage): the emulator then
+#                   does the same work behind either proxy (the gateway always asks for usage).
+#   SDK_HEADERS=1   the requests carry the 17 header fields the official `openai` npm client
+#                   sends (a 500-byte head), not wrk's three.
 #   KEEP_LOGS=DIR   at the end, the processes' logs and each gateway's /metrics go to DIR.
 #   ROUNDS=N        N rounds of gateway against nginx (no ledger rows), each with the proxies
 #                   started afresh and the order alternated, then each round's ratios and their

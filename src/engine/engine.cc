@@ -80,7 +80,7 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
     std::weak_ptr<State> weak = shared_from_this();
     server = std::make_unique<net::HttpServer>(
         std::vector<asio::any_io_executor>{executor}, server_endpoint,
-        [weak](net::Request& req, net::Responder& res) -> asio::awaitable<void> {
+        [weak](net::ServerRequest& req, net::Responder& res) -> asio::awaitable<void> {
           auto self = weak.lock();
           if (!self) {
             co_await res.Send(net::ErrorResponse(http::status::service_unavailable,
@@ -173,7 +173,7 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
     for (auto& [id, p] : pending) p->wake.cancel();
   }
 
-  asio::awaitable<void> Handle(net::Request& req, net::Responder& res) {
+  asio::awaitable<void> Handle(net::ServerRequest& req, net::Responder& res) {
     auto self = shared_from_this();
     std::string_view target = req.target();
     target = target.substr(0, target.find('?'));
@@ -232,7 +232,7 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
                                 options.max_model_len - g.prompt_tokens));
   }
 
-  asio::awaitable<void> Generate(ApiKind kind, net::Request& req, net::Responder& res) {
+  asio::awaitable<void> Generate(ApiKind kind, net::ServerRequest& req, net::Responder& res) {
     auto self = shared_from_this();  // outlives `erase` below.
     const unsigned version = req.version();
     auto parsed = ParseGenerationRequest(kind, req.body());
@@ -271,9 +271,8 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
     loop_timer.cancel();  // the loop replans with the new request.
 
     const std::string_view finish_reason = g.max_tokens > 0 ? "length" : "stop";
-    auto header_id = req.find("x-request-id");
-    const std::string request_id = header_id != req.end()
-                                       ? std::string(header_id->value())
+    const std::string request_id = req.has("x-request-id")
+                                       ? std::string(req["x-request-id"])
                                        : "req-" + Hex(MixHash(options.seed ^ id));
     ResponseWriter writer(kind, (kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-") + Hex(
                                     MixHash(id * 31 + options.seed)),

@@ -75,14 +75,14 @@ Gateway::Gateway(fleet::Fleet& fleet, std::shared_ptr<Tenancy> tenancy, GatewayO
       metrics_(fleet, options_.grid) {}
 
 net::Handler Gateway::handler() {
-  return [this](net::Request& req, net::Responder& r) { return Handle(req, r); };
+  return [this](net::ServerRequest& req, net::Responder& r) { return Handle(req, r); };
 }
 
 net::Handler Gateway::admin_handler() {
-  return [this](net::Request& req, net::Responder& r) { return HandleAdminListener(req, r); };
+  return [this](net::ServerRequest& req, net::Responder& r) { return HandleAdminListener(req, r); };
 }
 
-net::asio::awaitable<void> Gateway::HandleAdminListener(net::Request& request,
+net::asio::awaitable<void> Gateway::HandleAdminListener(net::ServerRequest& request,
                                                         net::Responder& responder) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
@@ -106,7 +106,7 @@ net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::s
   co_await responder.Send(std::move(res));
 }
 
-net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder& responder,
+net::asio::awaitable<void> Gateway::Handle(net::ServerRequest& request, net::Responder& responder,
                                            bool admin_listener) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));
@@ -118,7 +118,7 @@ net::asio::awaitable<void> Gateway::Handle(net::Request& request, net::Responder
   return HandleOther(path, request, responder, admin_listener);
 }
 
-net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Request& request,
+net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::ServerRequest& request,
                                                 net::Responder& responder, bool admin_listener) {
   if (path == "/v1/chat/completions" || path == "/v1/completions") {  // not a POST.
     co_await Fail(responder, NewRequestId(), http::status::method_not_allowed,
@@ -163,7 +163,7 @@ net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Requ
                 "Unknown path " + std::string(path), "invalid_request_error", "not_found");
 }
 
-net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::Request& request,
+net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::ServerRequest& request,
                                                     net::Responder& responder) {
   Call call;
   call.start = std::chrono::steady_clock::now();
@@ -298,7 +298,7 @@ std::string Gateway::FleetJson() const {
   return out.dump();
 }
 
-net::asio::awaitable<void> Gateway::HandleAdmin(net::Request& request,
+net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
                                                 net::Responder& responder) {
   const std::string id = NewRequestId();
   if (options_.admin_key_sha256.empty()) {

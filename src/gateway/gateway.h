@@ -65,7 +65,7 @@ class Gateway {
 
   // The net::Handler for every request. Never throws. Not a coroutine itself: an inference
   // request's coroutine is handed back as it is, so the hot path has one frame fewer.
-  net::asio::awaitable<void> Handle(net::Request& request, net::Responder& responder,
+  net::asio::awaitable<void> Handle(net::ServerRequest& request, net::Responder& responder,
                                     bool admin_listener = false);
   net::Handler handler();
   // For a separate admin listener: /admin/, /metrics and /healthz only.
@@ -75,13 +75,13 @@ class Gateway {
   void JoinAdminThread() { admin_pool_.join(); }
 
  private:
-  net::asio::awaitable<void> HandleInference(ApiKind kind, net::Request& request,
+  net::asio::awaitable<void> HandleInference(ApiKind kind, net::ServerRequest& request,
                                              net::Responder& responder);
   // Every path but inference's (Handle's coroutine for those).
-  net::asio::awaitable<void> HandleOther(std::string_view path, net::Request& request,
+  net::asio::awaitable<void> HandleOther(std::string_view path, net::ServerRequest& request,
                                          net::Responder& responder, bool admin_listener);
-  net::asio::awaitable<void> HandleAdmin(net::Request& request, net::Responder& responder);
-  net::asio::awaitable<void> HandleAdminListener(net::Request& request, net::Responder& responder);
+  net::asio::awaitable<void> HandleAdmin(net::ServerRequest& request, net::Responder& responder);
+  net::asio::awaitable<void> HandleAdminListener(net::ServerRequest& request, net::Responder& responder);
   // Places the call and relays the engine's answer (proxy.cc).
   net::asio::awaitable<void> Proxy(Call& call, net::Responder& responder);
   // Relays one attempt at the chosen endpoint. Returns false when nothing reached the client
@@ -96,10 +96,10 @@ class Gateway {
   std::string FleetJson() const;
   // /admin/tenants, /admin/keys, /admin/usage, /admin/ledger, /admin/audit (tenancy_admin.cc).
   // Returns false when the path is not one of them.
-  net::asio::awaitable<bool> HandleTenancyAdmin(net::Request& request, net::Responder& responder);
+  net::asio::awaitable<bool> HandleTenancyAdmin(net::ServerRequest& request, net::Responder& responder);
   // /admin/grid-events and /admin/hashprice (grid_admin.cc). Returns false when the path is not
   // one of them.
-  net::asio::awaitable<bool> HandleGridAdmin(net::Request& request, net::Responder& responder);
+  net::asio::awaitable<bool> HandleGridAdmin(net::ServerRequest& request, net::Responder& responder);
 
   fleet::Fleet& fleet_;
   std::shared_ptr<Tenancy> tenancy_;

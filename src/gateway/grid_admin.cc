@@ -92,7 +92,7 @@ std::string DeletedJson(const std::string& id) { return json{{"deleted", id}}.du
 
 }  // namespace
 
-net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::Request& request,
+net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
                                                     net::Responder& responder) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));

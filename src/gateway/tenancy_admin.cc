@@ -174,7 +174,7 @@ Reply StoreError(const std::string& error) {
 }
 
 // Everything below runs outside coroutines (see gateway.cc on g++ 12 and JSON literals).
-Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
+Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& st,
                    std::string_view path) {
   const std::string_view target = request.target();
   const auto method = request.method();
@@ -307,7 +307,7 @@ Reply TenancyAdmin(net::Request& request, Tenancy& tenancy, store::Store& st,
 
 }  // namespace
 
-net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::Request& request,
+net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::ServerRequest& request,
                                                        net::Responder& responder) {
   const std::string_view target = request.target();
   const std::string_view path = target.substr(0, target.find('?'));

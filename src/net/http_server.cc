@@ -1,5 +1,6 @@
 #include "net/http_server.h"
 #include "net/read_drained.h"
+#include "net/server_request.h"
 #include "net/write_now.h"
 
 #include "net/http_client.h"
@@ -47,6 +48,53 @@ constexpr std::size_t kReadBytes = 64 * 1024;
 constexpr std::chrono::seconds kTlsShutdownTimeout{1};
 
 using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+// Beast's request parser, with what it reads kept in a ServerRequest instead of a message of
+// basic_fields (server_request.h). Beast checks every byte, the limits and the body's framing
+// (Content-Length or chunked) as its own request_parser does.
+class RequestParser : public http::basic_parser<true> {
+ public:
+  explicit RequestParser(ServerRequest& request) : request_(request) {}
+
+ private:
+  void on_request_impl(http::verb method, beast::string_view method_string,
+                       beast::string_view target, int version, beast::error_code& ec) override {
+    request_.SetStartLine(method, method_string, target, static_cast<unsigned>(version));
+    ec = {};
+  }
+  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
+    ec = {};  // never called for a request.
+  }
+  void on_field_impl(http::field id, beast::string_view name, beast::string_view value,
+                     beast::error_code& ec) override {
+    request_.AddField(id, name, value);
+    ec = {};
+  }
+  void on_header_impl(beast::error_code& ec) override { ec = {}; }
+  void on_body_init_impl(const boost::optional<std::uint64_t>& length,
+                         beast::error_code& ec) override {
+    // Within the body limit: Beast refused a longer Content-Length already.
+    if (length) request_.body().reserve(static_cast<std::size_t>(*length));
+    ec = {};
+  }
+  std::size_t on_body_impl(beast::string_view data, beast::error_code& ec) override {
+    request_.body().append(data);
+    ec = {};
+    return data.size();
+  }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code& ec) override {
+    ec = {};
+  }
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view data,
+                                 beast::error_code& ec) override {
+    request_.body().append(data);
+    ec = {};
+    return data.size();
+  }
+  void on_finish_impl(beast::error_code& ec) override { ec = {}; }
+
+  ServerRequest& request_;
+};
+
 // Sessions are templates over the stream, so the plain path stays a bare tcp_stream.
 template <typename Stream>
 constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
@@ -492,7 +540,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
-      http::request_parser<http::string_body> parser;
+      // Beast's parser reads the request; RequestParser keeps what it reads in a ServerRequest.
+      ServerRequest request;
+      RequestParser parser(request);
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       // A Content-Length over the limit fails as soon as the header is parsed, before the body
       // is read; a chunked body fails when it grows past the limit.
@@ -559,7 +609,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         }
         break;
       }
-      Request request = parser.release();
+      request.set_keep_alive(parser.keep_alive());
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,
                                         request.keep_alive(), request.version());
       if (plain) {
@@ -604,8 +654,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
 
   // Feeds what `buffer` holds to `parser`: success when the request is complete, need_more
   // when more bytes must be read, else the parser's error (limits included).
-  static beast::error_code ReadRequest(http::request_parser<http::string_body>& parser,
-                                       beast::flat_buffer& buffer) {
+  static beast::error_code ReadRequest(RequestParser& parser, beast::flat_buffer& buffer) {
     beast::error_code ec;
     while (buffer.size() > 0 && !parser.is_done()) {
       const std::size_t used = parser.put(buffer.data(), ec);

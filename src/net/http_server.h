@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "net/http.h"
+#include "net/server_request.h"
 
 namespace powerplane::net {
 
@@ -70,7 +71,7 @@ class Responder {
 
 // Called for each request. It must answer through the Responder and must not throw (an escaped
 // exception is logged and answered with a 500 when nothing was sent yet).
-using Handler = std::function<asio::awaitable<void>(Request&, Responder&)>;
+using Handler = std::function<asio::awaitable<void>(ServerRequest&, Responder&)>;
 
 class HttpServer {
  public:

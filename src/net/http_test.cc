@@ -29,7 +29,7 @@ std::string BigChunk(int i) { return std::string(kBigChunkBytes, static_cast<cha
 // How many big chunks the last /big stream got out before its client was found gone (-1: all).
 std::atomic<int> big_chunks_before_gone{-2};
 
-asio::awaitable<void> Echo(Request& req, Responder& r) {
+asio::awaitable<void> Echo(ServerRequest& req, Responder& r) {
   if (req.target() == "/big") {
     http::response<http::empty_body> h{http::status::ok, 11};
     co_await r.StartStream(std::move(h));
@@ -65,6 +65,18 @@ asio::awaitable<void> Echo(Request& req, Responder& r) {
     co_return;
   }
   if (req.target() == "/throw") throw std::runtime_error("boom");
+  if (req.target().starts_with("/parts")) {  // what the handler sees of the request.
+    std::string seen = std::string(req.method_string()) + " " + std::string(req.target()) + " " +
+                       std::to_string(req.version()) + (req.keep_alive() ? " keep" : " close") +
+                       " type=" + std::string(req[http::field::content_type]) +
+                       " custom=" + std::string(req["X-CUSTOM"]) +
+                       " has-missing=" + (req.has("x-missing") ? "1" : "0") +
+                       " fields=" + std::to_string(req.field_count()) + " body=" + req.body();
+    auto res = MakeResponse(http::status::ok, std::move(seen), "text/plain", req.version());
+    res.keep_alive(req.keep_alive());
+    co_await r.Send(std::move(res));
+    co_return;
+  }
   co_await r.Send(MakeResponse(http::status::ok, "you said " + req.body(), "text/plain"));
 }
 
@@ -111,6 +123,41 @@ class HttpTest : public ::testing::Test {
   IoPool pool_{1};
   std::unique_ptr<HttpServer> server_;
 };
+
+// What a handler sees of a request, as Beast's parser read it into a ServerRequest: the start
+// line, fields by their enum or by name in any case (the first of two with one name), a chunked
+// body joined, and whether the connection stays open.
+TEST_F(HttpTest, AHandlerSeesTheRequestAsSent) {
+  asio::io_context io;
+  auto exchange = [&](const std::string& request) {
+    tcp::socket client(io);
+    client.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()));
+    asio::write(client, asio::buffer(request));
+    std::string answer;
+    boost::system::error_code ec;
+    std::array<char, 4096> buf;
+    // Until the server closes, or (kept alive) the whole answer is in.
+    while (!ec && answer.find("body=") == std::string::npos) {
+      answer.append(buf.data(), client.read_some(asio::buffer(buf), ec));
+    }
+    while (!ec && answer.find("\r\n\r\n") != std::string::npos &&
+           answer.size() < answer.find("\r\n\r\n") + 4 +
+                               std::stoul(answer.substr(answer.find("Content-Length: ") + 16))) {
+      answer.append(buf.data(), client.read_some(asio::buffer(buf), ec));
+    }
+    return answer.substr(answer.find("\r\n\r\n") + 4);
+  };
+  EXPECT_EQ(exchange("POST /parts?q=1 HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\n"
+                     "x-custom: first\r\nX-Custom: second\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     "3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n"),
+            "POST /parts?q=1 11 keep type=text/plain custom=first has-missing=0 fields=5 body=abcde");
+  EXPECT_EQ(exchange("PATCH /parts HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi"),
+            "PATCH /parts 10 keep type= custom= has-missing=0 fields=2 body=hi");
+  EXPECT_EQ(exchange("GET /parts HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            "GET /parts 11 close type= custom= has-missing=0 fields=1 body=");
+  EXPECT_EQ(exchange("GET /parts HTTP/1.0\r\n\r\n"),
+            "GET /parts 10 close type= custom= has-missing=0 fields=0 body=");
+}
 
 class HttpBoundTest : public HttpTest {
  protected:

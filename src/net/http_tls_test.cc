@@ -92,7 +92,7 @@ bool WriteSelfSignedCert(const std::string& cert_file, const std::string& key_fi
   return ok;
 }
 
-asio::awaitable<void> Handle(Request& req, Responder& r) {
+asio::awaitable<void> Handle(ServerRequest& req, Responder& r) {
   if (req.target() == "/stream") {
     http::response<http::empty_body> h{http::status::ok, 11};
     h.set(http::field::content_type, "text/event-stream");

@@ -115,7 +115,7 @@ void TestVtn::Listen() {
     try {
       server_ = std::make_unique<net::HttpServer>(
           pool_.Executors(), endpoint,
-          [this](net::Request& req, net::Responder& res) { return Handle(req, res); });
+          [this](net::ServerRequest& req, net::Responder& res) { return Handle(req, res); });
       break;
     } catch (const boost::system::system_error&) {
       if (attempt >= 200) throw;
@@ -153,7 +153,7 @@ void TestVtn::SetTokenExpiresIn(std::int64_t seconds) {
   options_.token_expires_in_s = seconds;
 }
 
-asio::awaitable<void> TestVtn::Handle(net::Request& req, net::Responder& res) {
+asio::awaitable<void> TestVtn::Handle(net::ServerRequest& req, net::Responder& res) {
   bool slow;
   {
     std::lock_guard lock(mu_);
@@ -167,10 +167,9 @@ asio::awaitable<void> TestVtn::Handle(net::Request& req, net::Responder& res) {
   co_await res.Send(Answer(req));
 }
 
-bool TestVtn::Authorized(const net::Request& req) {
-  const auto auth = req.find(http::field::authorization);
-  if (auth != req.end()) {
-    const std::string_view value = auth->value();
+bool TestVtn::Authorized(const net::ServerRequest& req) {
+  if (req.has(http::field::authorization)) {
+    const std::string_view value = req[http::field::authorization];
     constexpr std::string_view kBearer = "Bearer ";
     if (value.substr(0, kBearer.size()) == kBearer) {
       const std::string_view token = value.substr(kBearer.size());
@@ -183,7 +182,7 @@ bool TestVtn::Authorized(const net::Request& req) {
   return false;
 }
 
-net::Response TestVtn::Answer(const net::Request& req) {
+net::Response TestVtn::Answer(const net::ServerRequest& req) {
   std::lock_guard lock(mu_);
   const unsigned version = req.version();
   const std::string_view target = req.target();

@@ -76,9 +76,9 @@ class TestVtn {
     std::string value;
     std::chrono::steady_clock::time_point expires;
   };
-  net::asio::awaitable<void> Handle(net::Request& req, net::Responder& res);
-  net::Response Answer(const net::Request& req);
-  bool Authorized(const net::Request& req);
+  net::asio::awaitable<void> Handle(net::ServerRequest& req, net::Responder& res);
+  net::Response Answer(const net::ServerRequest& req);
+  bool Authorized(const net::ServerRequest& req);
   void Listen();
 
   TestVtnOptions options_;

@@ -543,7 +543,7 @@ struct Ven::State : std::enable_shared_from_this<Ven::State> {
 
 namespace {
 
-asio::awaitable<void> Notify(std::shared_ptr<Ven::State> state, net::Request& req,
+asio::awaitable<void> Notify(std::shared_ptr<Ven::State> state, net::ServerRequest& req,
                              net::Responder& res) {
   const auto answer = [&](http::status status, std::string body) {
     return res.Send(net::MakeResponse(status, std::move(body), "application/json", req.version()));
@@ -554,8 +554,8 @@ asio::awaitable<void> Notify(std::shared_ptr<Ven::State> state, net::Request& re
     co_return;
   }
   if (!state->options.callback_token.empty()) {
-    const auto auth = req.find(http::field::authorization);
-    if (auth == req.end() || auth->value() != "Bearer " + state->options.callback_token) {
+    if (!req.has(http::field::authorization) ||
+        req[http::field::authorization] != "Bearer " + state->options.callback_token) {
       co_await answer(http::status::unauthorized,
                       ProblemBody(401, "Unauthorized", "missing or wrong bearer token"));
       co_return;
@@ -623,12 +623,12 @@ void Ven::Stop() {
 
 void Ven::PollNow() { state_->Wake(/*poll=*/true); }
 
-asio::awaitable<void> Ven::HandleNotification(net::Request& request, net::Responder& responder) {
+asio::awaitable<void> Ven::HandleNotification(net::ServerRequest& request, net::Responder& responder) {
   return Notify(state_, request, responder);
 }
 
 net::Handler Ven::NotificationHandler() const {
-  return [state = state_](net::Request& request, net::Responder& responder) {
+  return [state = state_](net::ServerRequest& request, net::Responder& responder) {
     return Notify(state, request, responder);
   };
 }

@@ -325,7 +325,7 @@ TEST_F(VenTest, PostsUsageReportsOfMeasuredPower) {
 TEST_F(VenTest, WebhookNotificationTriggersAPromptPoll) {
   hook_ = std::make_unique<net::HttpServer>(
       pool_.Executors(), net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0),
-      [this](net::Request& req, net::Responder& res) {
+      [this](net::ServerRequest& req, net::Responder& res) {
         return ven_->HandleNotification(req, res);
       });
   hook_->Start();

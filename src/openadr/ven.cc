@@ -554,8 +554,8 @@ asio::awaitable<void> Notify(std::shared_ptr<Ven::State> state, net::ServerReque
     co_return;
   }
   if (!state->options.callback_token.empty()) {
-    if (!req.has(http::field::authorization) ||
-        req[http::field::authorization] != "Bearer " + state->options.callback_token) {
+    // A missing field reads as empty, which no "Bearer <token>" equals.
+    if (req[http::field::authorization] != "Bearer " + state->options.callback_token) {
       co_await answer(http::status::unauthorized,
                       ProblemBody(401, "Unauthorized", "missing or wrong bearer token"));
       co_return;

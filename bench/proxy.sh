@@ -24,6 +24,10 @@
 #                   does the same work behind either proxy (the gateway always asks for usage).
 #   SDK_HEADERS=1   the requests carry the 17 header fields the official `openai` npm client
 #                   sends (a 500-byte head), not wrk's three.
+#   WARMUP=S        before each measured run, S seconds of the same load on the same proxy,
+#                   not counted (default 0). A fresh proxy's first second is slower than its
+#                   later ones (new upstream connections; docs/benchmarks.md, session 12); with
+#                   WARMUP both proxies are measured warm, as a long-running one is.
 #   KEEP_LOGS=DIR   at the end, the processes' logs and each gateway's /metrics go to DIR.
 #   ROUNDS=N        N rounds of gateway against nginx (no ledger rows), each with the proxies
 #                   started afresh and the order alternated, then each round's ratios and their
@@ -184,6 +188,10 @@ hz=$(getconf CLK_TCK)
 
 run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) spent per request
   local before after
+  if [ "${WARMUP:-0}" != 0 ]; then
+    $(on "${WRK_CPUS:-}") wrk -t "$wrk_threads" -c "$conns" -d "${WARMUP}s" -s "$work/stream.lua" \
+      "http://127.0.0.1:$2/v1/chat/completions" >/dev/null
+  fi
   before=$(cpu_ticks "$3")
   out=$($(on "${WRK_CPUS:-}") wrk -t "$wrk_threads" -c "$conns" -d "${secs}s" --latency -s "$work/stream.lua" "http://127.0.0.1:$2/v1/chat/completions")
   after=$(cpu_ticks "$3")
@@ -203,7 +211,7 @@ run() {  # run NAME PORT PID: wrk against PORT; the CPU that PID (and children) 
 }
 
 echo "wrk -t$wrk_threads -c$conns -d${secs}s, 16-token streams, $engines emulator(s) at speed 20" \
-  "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}${PROXY_CPU_QUOTA:+, each proxy limited to $PROXY_CPU_QUOTA of a core}"
+  "($(nproc) cores, $(date -u +%F))${PROXY_CPUS:+, proxies on cores $PROXY_CPUS}${PROXY_CPU_QUOTA:+, each proxy limited to $PROXY_CPU_QUOTA of a core}${WARMUP:+, ${WARMUP} s warm-up before each run}"
 run direct "$engine_port" "$engine_pid"
 if [ "$rounds" -le 1 ]; then
   run gateway "$gw_port" "$gw_pid"

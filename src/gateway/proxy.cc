@@ -586,6 +586,19 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       broken = true;
       break;
     }
+    // What goes to the client is taken from the splitter's buffer as spans: one that starts
+    // where the last ended extends it, so a read's events are one append, or one per event
+    // when `,"usage":null` is cut out of each (events lie one after another and stay put until
+    // the next feed: SseSplitter::Next).
+    const char* span_begin = nullptr;
+    const char* span_end = nullptr;
+    const auto take = [&](std::string_view piece) {
+      if (piece.data() != span_end) {
+        if (span_begin != span_end) out.append(span_begin, span_end);
+        span_begin = piece.data();
+      }
+      span_end = piece.data() + piece.size();
+    };
     std::string_view event;
     while (splitter.Next(&event)) {
       const EventInfo info = inspector.Inspect(event);
@@ -598,7 +611,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         if (info.usage_only) continue;  // the client did not ask for usage.
         // Without include_usage, OpenAI's chunks carry no "usage" member at all.
         if (const auto at = info.usage_null_at; at != std::string_view::npos) {
-          out.append(event.substr(0, at));
+          take(event.substr(0, at));
           event.remove_prefix(at + 13);
         }
       }
@@ -607,8 +620,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         ++content_events;
       }
       if (info.done) done_seen = true;
-      out.append(event);
+      take(event);
     }
+    if (span_begin != span_end) out.append(span_begin, span_end);
     if (decoder.done()) break;  // the last bytes go out with the end of the stream.
     if (!out.empty()) {
       // Written at once where the socket takes it (no coroutine call); only a rest waits.

@@ -49,9 +49,10 @@ bool SseSplitter::Next(std::string_view* event) {
     }
     if (end == std::string_view::npos) {
       if (rest.size() > kMaxEventBytes) {
+        // Dropped by skipping it, not by clearing the buffer: the events returned before still
+        // stand where they were until the next Feed or AppendTarget, which empties it.
         ++dropped_;
-        buffer_.clear();
-        start_ = 0;
+        start_ = buffer_.size();
       }
       return false;
     }

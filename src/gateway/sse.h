@@ -29,7 +29,9 @@ class SseSplitter {
   // Next call). Valid until the next call on the splitter.
   std::string* AppendTarget();
   // The next complete event, including its terminating blank line; false when none is complete.
-  // The view is valid until the next Feed or Next call.
+  // The view is valid until the next Feed or AppendTarget call (not just the next Next): events
+  // returned one after another lie one after another in memory, so a caller can hand on a run of
+  // them, or pieces of them, without copying each.
   bool Next(std::string_view* event);
   std::size_t dropped() const { return dropped_; }
   // Bytes held that do not yet make an event.

@@ -193,6 +193,25 @@ TEST(SseTest, BoundsAnEndlessEvent) {
   EXPECT_TRUE(s.Next(&e));
 }
 
+TEST(SseTest, EventsStayWhereTheyAreUntilTheNextFeed) {
+  // The relay hands on runs of events from the splitter's buffer, so events returned one after
+  // another must lie one after another and stay put, even past a Next that drops an endless one.
+  SseSplitter s;
+  s.Feed("data: a\n\ndata: b\n\n" + std::string(SseSplitter::kMaxEventBytes + 10, 'x'));
+  std::string_view a, b, c;
+  ASSERT_TRUE(s.Next(&a));
+  ASSERT_TRUE(s.Next(&b));
+  EXPECT_EQ(a.data() + a.size(), b.data());
+  EXPECT_FALSE(s.Next(&c));
+  EXPECT_EQ(s.dropped(), 1u);
+  EXPECT_EQ(s.pending(), 0u);
+  EXPECT_EQ(a, "data: a\n\n");
+  EXPECT_EQ(b, "data: b\n\n");
+  s.Feed("data: c\n\n");
+  ASSERT_TRUE(s.Next(&c));
+  EXPECT_EQ(c, "data: c\n\n");
+}
+
 TEST(SseTest, ReadsUsageFromAWholeResponse) {
   std::int64_t p = 0, c = 0;
   EXPECT_TRUE(ReadUsage(R"({"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}})", &p, &c));

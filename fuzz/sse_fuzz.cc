@@ -32,13 +32,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t used = decoder.Feed(part, &decoded);
     if (used > part.size()) __builtin_trap();
     splitter.Feed(part);
+    // Events returned one after another lie one after another and stay put until the next feed
+    // (the relay hands them on as spans of the splitter's buffer).
+    std::string_view first, last;
+    std::string copied;
+    const std::size_t dropped = splitter.dropped();
     std::string_view event;
     while (splitter.Next(&event)) {
+      if (first.data() == nullptr) first = event;
+      if (last.data() != nullptr && splitter.dropped() == dropped &&
+          last.data() + last.size() != event.data()) {
+        __builtin_trap();
+      }
+      last = event;
+      copied.append(event);
       events_bytes += event.size();
       // Reading by shape must agree with reading whole, field by field.
       const EventInfo whole = InspectEvent(event);
       const EventInfo shaped = inspector.Inspect(event);
       if (!SameInfo(whole, shaped)) __builtin_trap();
+    }
+    if (first.data() != nullptr && splitter.dropped() == dropped &&
+        std::string_view(first.data(), static_cast<std::size_t>(last.data() + last.size() -
+                                                                first.data())) != copied) {
+      __builtin_trap();
     }
   }
   if (events_bytes + splitter.pending() > bytes.size()) __builtin_trap();

@@ -8,6 +8,7 @@
 #include <expected>
 #include <nlohmann/json.hpp>
 
+#include "gateway/admin_parse.h"
 #include "gateway/gateway.h"
 #include "grid/time.h"
 
@@ -43,47 +44,6 @@ std::string EventsJson(const std::vector<core::GridEvent>& events) {
   return json{{"events", out}}.dump();
 }
 
-// Parses a POST body into an event; an error message on bad input.
-std::expected<core::GridEvent, std::string> ParseEvent(const std::string& body,
-                                                       const fleet::Fleet& fleet) {
-  auto j = json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::unexpected("body must be a JSON object");
-  core::GridEvent e;
-  e.source = "admin";
-  if (!j.contains("site") || !j["site"].is_string()) return std::unexpected("'site' is required");
-  e.site = j["site"].get<std::string>();
-  if (!fleet.SiteIndex(e.site)) return std::unexpected("unknown site '" + e.site + "'");
-  if (!j.contains("target_kw") || !j["target_kw"].is_number()) {
-    return std::unexpected("'target_kw' is required (a number)");
-  }
-  e.target_kw = j["target_kw"].get<double>();
-  if (!std::isfinite(e.target_kw) || e.target_kw < 0) {
-    return std::unexpected("'target_kw' must be >= 0");
-  }
-  e.start_s = NowSeconds();
-  if (j.contains("start") && !j["start"].is_null()) {
-    if (j["start"].is_number()) {
-      e.start_s = j["start"].get<std::int64_t>();
-    } else if (j["start"].is_string()) {
-      auto t = grid::ParseUtcTimestamp(j["start"].get<std::string>());
-      if (!t) return std::unexpected("'start': " + t.error());
-      e.start_s = t->time_since_epoch().count();
-    } else {
-      return std::unexpected("'start' must be ISO 8601 or epoch seconds");
-    }
-  }
-  for (const char* key : {"duration_s", "ramp_s"}) {
-    if (!j.contains(key)) continue;
-    if (!j[key].is_number() || j[key].get<double>() < 0) {
-      return std::unexpected(std::string("'") + key + "' must be a number >= 0");
-    }
-  }
-  e.duration_s = j.value("duration_s", std::int64_t{3600});
-  e.ramp_s = j.value("ramp_s", std::int64_t{10});
-  if (j.contains("id") && j["id"].is_string()) e.id = j["id"].get<std::string>();
-  return e;
-}
-
 std::string HashpriceJson(double usd_per_ph_day) {
   return json{{"usd_per_ph_day", usd_per_ph_day}}.dump();
 }
@@ -108,15 +68,13 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
   fleet::GridState& grid = *options_.grid;
   if (path == "/admin/hashprice") {
     if (request.method() == http::verb::post) {
-      auto j = json::parse(request.body(), nullptr, false);
-      if (j.is_discarded() || !j.is_object() || !j.contains("usd_per_ph_day") ||
-          !j["usd_per_ph_day"].is_number() || j["usd_per_ph_day"].get<double>() < 0) {
-        co_await Fail(responder, id, http::status::bad_request,
-                      "body must be {\"usd_per_ph_day\": number >= 0}", "invalid_request_error",
-                      "invalid_body");
+      const auto hashprice = HashpriceFromJson(request.body());
+      if (!hashprice) {
+        co_await Fail(responder, id, http::status::bad_request, hashprice.error(),
+                      "invalid_request_error", "invalid_body");
         co_return true;
       }
-      grid.SetHashprice(j["usd_per_ph_day"].get<double>());
+      grid.SetHashprice(*hashprice);
       spdlog::info("admin: hashprice set to {} USD/PH/day", grid.hashprice());
       tenancy_->Audit("admin", "hashprice.set", HashpriceJson(grid.hashprice()));
     }
@@ -131,7 +89,9 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
     co_return true;
   }
   if (path == kEvents && request.method() == http::verb::post) {
-    auto event = ParseEvent(request.body(), fleet_);
+    auto event = GridEventFromJson(
+        request.body(), [this](std::string_view site) { return fleet_.SiteIndex(site).has_value(); },
+        NowSeconds());
     if (!event) {
       co_await Fail(responder, id, http::status::bad_request, event.error(),
                     "invalid_request_error", "invalid_body");

@@ -12,6 +12,7 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "gateway/admin_parse.h"
 #include "gateway/gateway.h"
 #include "grid/time.h"
 
@@ -19,50 +20,6 @@ namespace powerplane::gateway {
 namespace http = net::http;
 using json = nlohmann::json;
 namespace {
-
-// A query parameter's raw value ("" when absent). Values are not percent-decoded: ids and
-// timestamps here need no escaping (a '+' in an offset may be sent as %2B, which is decoded).
-std::string QueryParam(std::string_view target, std::string_view name) {
-  const auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view rest = target.substr(q + 1);
-  while (!rest.empty()) {
-    const auto amp = rest.find('&');
-    const std::string_view pair = rest.substr(0, amp);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name && eq != std::string_view::npos) {
-      const std::string_view raw = pair.substr(eq + 1);
-      std::string value;
-      for (std::size_t i = 0; i < raw.size(); ++i) {
-        const std::string_view escape = raw.substr(i, 3);
-        // Hex digits of an escape may be either case (RFC 3986, 2.1).
-        if (escape == "%2B" || escape == "%2b" || escape == "%3A" || escape == "%3a") {
-          value += escape[1] == '2' ? '+' : ':';
-          i += 2;
-        } else {
-          value += raw[i];
-        }
-      }
-      return value;
-    }
-    if (amp == std::string_view::npos) break;
-    rest.remove_prefix(amp + 1);
-  }
-  return {};
-}
-
-// A time bound: unix milliseconds or an ISO 8601 timestamp; `fallback` when absent.
-std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
-                                                   std::int64_t fallback) {
-  const std::string v = QueryParam(target, name);
-  if (v.empty()) return fallback;
-  std::int64_t ms = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-  if (ec == std::errc() && end == v.data() + v.size()) return ms;
-  auto t = grid::ParseUtcTimestamp(v);
-  if (!t) return std::unexpected(std::string(name) + ": " + t.error());
-  return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
-}
 
 std::string IsoMs(std::int64_t ms) {
   return grid::FormatUtc(grid::UtcTime(std::chrono::duration_cast<grid::UtcTime::duration>(
@@ -86,28 +43,6 @@ json KeyJson(const store::KeyRecord& k) {
           {"created", IsoMs(k.created_unix_ms)},
           {"revoked", k.revoked},
           {"revoked_at", k.revoked ? json(IsoMs(k.revoked_unix_ms)) : json()}};
-}
-
-// Reads a tenant from the admin body; the error names the field.
-std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body) {
-  auto j = json::parse(body, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return std::unexpected("body must be a JSON object");
-  store::TenantRecord t;
-  try {
-    if (!j.contains("id") || !j["id"].is_string()) return std::unexpected("id: a string is required");
-    t.id = j["id"];
-    if (j.contains("jurisdictions")) t.jurisdictions = j["jurisdictions"].get<std::vector<std::string>>();
-    if (j.contains("class")) t.priority_class = j["class"].get<std::string>();
-    if (j.contains("latency_target_ms")) t.latency_target_ms = j["latency_target_ms"].get<std::int64_t>();
-    if (j.contains("rpm")) t.rpm = j["rpm"].get<std::int64_t>();
-    if (j.contains("tpm")) t.tpm = j["tpm"].get<std::int64_t>();
-    if (j.contains("budget_usd")) t.budget_usd = j["budget_usd"].get<double>();
-    if (j.contains("budget_period")) t.budget_period = j["budget_period"].get<std::string>();
-  } catch (const json::exception& e) {
-    return std::unexpected(std::string("a field has the wrong type: ") + e.what());
-  }
-  if (auto err = store::TenantError(t)) return std::unexpected(*err);
-  return t;
 }
 
 std::string CsvField(std::string_view v) {

@@ -1,0 +1,222 @@
+#include "gateway/admin_parse.h"
+
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "grid/time.h"
+
+namespace powerplane::gateway {
+using json = nlohmann::json;
+
+namespace {
+
+// The whole number `v` holds, when it is one within [lo, hi]: an integer, or a float with no
+// fraction (60000.0). Checked before any conversion: nlohmann's get<int64_t> of 1e300 or of
+// 2^64 - 1 would not fit.
+std::expected<std::int64_t, std::string> WholeNumber(const json& v, std::string_view name,
+                                                     std::int64_t lo, std::int64_t hi) {
+  const auto out_of_range = [&] {
+    return std::unexpected(std::string(name) + ": must be a whole number from " +
+                           std::to_string(lo) + " to " + std::to_string(hi));
+  };
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(hi)) return out_of_range();
+    const auto n = static_cast<std::int64_t>(u);
+    if (n < lo) return out_of_range();
+    return n;
+  }
+  if (v.is_number_integer()) {
+    const auto n = v.get<std::int64_t>();
+    if (n < lo || n > hi) return out_of_range();
+    return n;
+  }
+  if (v.is_number_float()) {
+    const double d = v.get<double>();
+    // Bounds of 2^53 and less are exact as doubles, so the compares below mean what they say
+    // and the cast that follows them fits.
+    if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(lo) ||
+        d > static_cast<double>(hi)) {
+      return out_of_range();
+    }
+    return static_cast<std::int64_t>(d);
+  }
+  return std::unexpected(std::string(name) + ": must be a number");
+}
+
+// `body` as a JSON object; the parser's own words when it is not JSON (a number too large for a
+// double, 1e400, is refused here).
+std::expected<json, std::string> ParseObject(std::string_view body) {
+  json j;
+  try {
+    j = json::parse(body);
+  } catch (const json::exception& e) {
+    return std::unexpected(std::string("body is not JSON: ") + e.what());
+  }
+  if (!j.is_object()) return std::unexpected("body must be a JSON object");
+  return j;
+}
+
+// The member `name` of object `j` when present (and not null).
+const json* Member(const json& j, const char* name) {
+  const auto it = j.find(name);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::expected<std::string, std::string> StringMember(const json& j, const char* name) {
+  const json* v = Member(j, name);
+  if (v == nullptr || !v->is_string()) return std::unexpected(std::string(name) + ": must be a string");
+  return v->get<std::string>();
+}
+
+}  // namespace
+
+std::string QueryParam(std::string_view target, std::string_view name) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name && eq != std::string_view::npos) {
+      const std::string_view raw = pair.substr(eq + 1);
+      std::string value;
+      for (std::size_t i = 0; i < raw.size(); ++i) {
+        const std::string_view escape = raw.substr(i, 3);
+        // Hex digits of an escape may be either case (RFC 3986, 2.1).
+        if (escape == "%2B" || escape == "%2b" || escape == "%3A" || escape == "%3a") {
+          value += escape[1] == '2' ? '+' : ':';
+          i += 2;
+        } else {
+          value += raw[i];
+        }
+      }
+      return value;
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return {};
+}
+
+std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
+                                                   std::int64_t fallback) {
+  const std::string v = QueryParam(target, name);
+  if (v.empty()) return fallback;
+  std::int64_t ms = 0;
+  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+  if (ec == std::errc() && end == v.data() + v.size()) return ms;
+  auto t = grid::ParseUtcTimestamp(v);
+  if (!t) return std::unexpected(std::string(name) + ": " + t.error());
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
+}
+
+std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body) {
+  const auto parsed = ParseObject(body);
+  if (!parsed) return std::unexpected(parsed.error());
+  const json& j = *parsed;
+  store::TenantRecord t;
+  auto id = StringMember(j, "id");
+  if (!id) return std::unexpected("id: a string is required");
+  t.id = std::move(*id);
+  if (const json* v = Member(j, "jurisdictions")) {
+    if (!v->is_array()) return std::unexpected("jurisdictions: must be a list of strings");
+    for (const auto& e : *v) {
+      if (!e.is_string()) return std::unexpected("jurisdictions: must be a list of strings");
+      t.jurisdictions.push_back(e.get<std::string>());
+    }
+  }
+  for (const char* name : {"class", "budget_period"}) {
+    if (Member(j, name) == nullptr) continue;
+    auto s = StringMember(j, name);
+    if (!s) return std::unexpected(s.error());
+    (std::string_view(name) == "class" ? t.priority_class : t.budget_period) = std::move(*s);
+  }
+  const struct {
+    const char* name;
+    std::int64_t* to;
+    std::int64_t max;
+  } whole[] = {{"latency_target_ms", &t.latency_target_ms, kMaxLatencyTargetMs},
+               {"rpm", &t.rpm, kMaxPerMinute},
+               {"tpm", &t.tpm, kMaxPerMinute}};
+  for (const auto& w : whole) {
+    const json* v = Member(j, w.name);
+    if (v == nullptr) continue;
+    auto n = WholeNumber(*v, w.name, 0, w.max);
+    if (!n) return std::unexpected(n.error());
+    *w.to = *n;
+  }
+  if (const json* v = Member(j, "budget_usd")) {
+    if (!v->is_number()) return std::unexpected("budget_usd: must be a number");
+    t.budget_usd = v->get<double>();
+  }
+  if (auto err = store::TenantError(t)) return std::unexpected(*err);
+  return t;
+}
+
+std::expected<core::GridEvent, std::string> GridEventFromJson(
+    std::string_view body, const std::function<bool(std::string_view)>& site_known,
+    std::int64_t now_s) {
+  const auto parsed = ParseObject(body);
+  if (!parsed) return std::unexpected(parsed.error());
+  const json& j = *parsed;
+  core::GridEvent e;
+  e.source = "admin";
+  auto site = StringMember(j, "site");
+  if (!site) return std::unexpected("'site' is required");
+  e.site = std::move(*site);
+  if (!site_known(e.site)) return std::unexpected("unknown site '" + e.site + "'");
+  const json* target = Member(j, "target_kw");
+  if (target == nullptr || !target->is_number()) {
+    return std::unexpected("'target_kw' is required (a number)");
+  }
+  e.target_kw = target->get<double>();
+  if (!std::isfinite(e.target_kw) || e.target_kw < 0) {
+    return std::unexpected("'target_kw' must be a finite number >= 0");
+  }
+  e.start_s = now_s;
+  if (const json* start = Member(j, "start")) {
+    if (start->is_number()) {
+      auto s = WholeNumber(*start, "start", 0, kMaxEpochSeconds);
+      if (!s) return std::unexpected(s.error());
+      e.start_s = *s;
+    } else if (start->is_string()) {
+      auto t = grid::ParseUtcTimestamp(start->get<std::string>());
+      if (!t) return std::unexpected("'start': " + t.error());
+      e.start_s = t->time_since_epoch().count();
+      if (e.start_s < 0 || e.start_s > kMaxEpochSeconds) {
+        return std::unexpected("'start' must be from 1970 to 9999");
+      }
+    } else {
+      return std::unexpected("'start' must be ISO 8601 or epoch seconds");
+    }
+  }
+  e.duration_s = 3600;
+  e.ramp_s = 10;
+  for (const auto& [name, to] : {std::pair{"duration_s", &e.duration_s}, std::pair{"ramp_s", &e.ramp_s}}) {
+    const json* v = Member(j, name);
+    if (v == nullptr) continue;
+    auto n = WholeNumber(*v, name, 0, kMaxEventSeconds);
+    if (!n) return std::unexpected(n.error());
+    *to = *n;
+  }
+  if (const json* id = Member(j, "id"); id != nullptr && id->is_string()) {
+    e.id = id->get<std::string>();
+  }
+  return e;
+}
+
+std::expected<double, std::string> HashpriceFromJson(std::string_view body) {
+  const json j = json::parse(body, nullptr, false);
+  const json* v = !j.is_discarded() && j.is_object() ? Member(j, "usd_per_ph_day") : nullptr;
+  if (v == nullptr || !v->is_number() || !std::isfinite(v->get<double>()) ||
+      v->get<double>() < 0) {
+    return std::unexpected("body must be {\"usd_per_ph_day\": number >= 0}");
+  }
+  return v->get<double>();
+}
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,49 @@
+#pragma once
+// What the admin API reads from its callers, parsed with no I/O: query parameters, time bounds,
+// tenant, grid event and hashprice bodies. Untrusted bytes (whoever holds the admin key, or
+// whatever stands in front of the admin listener): nothing here throws, and every number is
+// checked to fit what it becomes before it is converted, so a body cannot overflow an integer
+// or put an infinity into the books. An error names the field. Fuzzed by
+// fuzz/admin_body_fuzz.cc.
+
+#include <cstdint>
+#include <expected>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "core/grid_event.h"
+#include "store/records.h"
+
+namespace powerplane::gateway {
+
+// Bounds on what a body may ask for; beyond them the request is refused, not clamped.
+inline constexpr std::int64_t kMaxLatencyTargetMs = 24LL * 3600 * 1000;  // a day.
+inline constexpr std::int64_t kMaxPerMinute = 1'000'000'000'000LL;       // rpm and tpm.
+inline constexpr std::int64_t kMaxEventSeconds = 10LL * 366 * 24 * 3600;  // a grid event's
+                                                                         // duration and ramp.
+inline constexpr std::int64_t kMaxEpochSeconds = 253'402'300'799LL;      // 9999-12-31T23:59:59Z.
+
+// A query parameter's value ("" when absent). Only %2B ('+') and %3A (':') are decoded: ids and
+// timestamps need no other escape.
+std::string QueryParam(std::string_view target, std::string_view name);
+
+// A time bound from the query: unix milliseconds or an ISO 8601 timestamp; `fallback` when
+// absent.
+std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
+                                                   std::int64_t fallback);
+
+// A tenant from `POST /admin/tenants`, checked as the store would check it (store::TenantError).
+std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body);
+
+// A grid event from `POST /admin/grid-events`: {"site", "target_kw", "start" (ISO 8601 or epoch
+// seconds; `now_s` when absent), "duration_s", "ramp_s", "id"}. `site_known` says whether the
+// fleet has the site.
+std::expected<core::GridEvent, std::string> GridEventFromJson(
+    std::string_view body, const std::function<bool(std::string_view)>& site_known,
+    std::int64_t now_s);
+
+// The hashprice from `POST /admin/hashprice`: {"usd_per_ph_day": a finite number >= 0}.
+std::expected<double, std::string> HashpriceFromJson(std::string_view body);
+
+}  // namespace powerplane::gateway

@@ -1,0 +1,118 @@
+#include "gateway/admin_parse.h"
+
+#include <gtest/gtest.h>
+
+namespace powerplane::gateway {
+namespace {
+
+constexpr std::int64_t kNow = 1'790'000'000;
+
+std::expected<core::GridEvent, std::string> Event(std::string_view body) {
+  return GridEventFromJson(body, [](std::string_view site) { return site == "west-texas"; }, kNow);
+}
+
+TEST(AdminParseTest, ReadsATenant) {
+  const auto t = TenantFromJson(
+      R"({"id":"acme","jurisdictions":["US","EU"],"class":"interactive","latency_target_ms":2000,)"
+      R"("rpm":600,"tpm":100000.0,"budget_usd":50.5,"budget_period":"day"})");
+  ASSERT_TRUE(t) << t.error();
+  EXPECT_EQ(t->id, "acme");
+  EXPECT_EQ(t->jurisdictions, (std::vector<std::string>{"US", "EU"}));
+  EXPECT_EQ(t->priority_class, "interactive");
+  EXPECT_EQ(t->latency_target_ms, 2000);
+  EXPECT_EQ(t->rpm, 600);
+  EXPECT_EQ(t->tpm, 100000);  // a whole number written as a float is taken.
+  EXPECT_DOUBLE_EQ(t->budget_usd, 50.5);
+  EXPECT_EQ(t->budget_period, "day");
+}
+
+// Numbers that do not fit what they become are refused by name, before any conversion (nlohmann's
+// get<int64_t> of 1e300 is a float-to-integer conversion out of range: undefined behaviour).
+TEST(AdminParseTest, RefusesATenantsNumbersThatDoNotFit) {
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {R"({"id":"a","rpm":1e300})", "rpm"},
+      {R"({"id":"a","tpm":18446744073709551615})", "tpm"},
+      {R"({"id":"a","rpm":-1})", "rpm"},
+      {R"({"id":"a","rpm":1.5})", "rpm"},
+      {R"({"id":"a","latency_target_ms":"fast"})", "latency_target_ms"},
+      {R"({"id":"a","latency_target_ms":86400001})", "latency_target_ms"},
+      {R"({"id":"a","budget_usd":1e400})", "1e400"},
+      {R"({"id":"a","jurisdictions":["US",3]})", "jurisdictions"},
+      {R"({"id":"a","class":7})", "class"},
+      {R"({"id":"a","class":"gold"})", "class"},
+      {R"({"id":7})", "id"},
+      {R"([1])", "object"},
+      {R"({"id":"a",)", "not JSON"},
+  };
+  for (const auto& [body, names] : cases) {
+    const auto t = TenantFromJson(body);
+    ASSERT_FALSE(t) << body;
+    EXPECT_NE(t.error().find(names), std::string::npos) << body << ": " << t.error();
+  }
+}
+
+TEST(AdminParseTest, ReadsAGridEvent) {
+  const auto e = Event(
+      R"({"site":"west-texas","target_kw":500,"start":"2026-11-27T20:00:00Z","duration_s":1800,)"
+      R"("ramp_s":60,"id":"ercot-eea"})");
+  ASSERT_TRUE(e) << e.error();
+  EXPECT_EQ(e->site, "west-texas");
+  EXPECT_DOUBLE_EQ(e->target_kw, 500);
+  EXPECT_EQ(e->start_s, 1'795'809'600);
+  EXPECT_EQ(e->duration_s, 1800);
+  EXPECT_EQ(e->ramp_s, 60);
+  EXPECT_EQ(e->id, "ercot-eea");
+  EXPECT_EQ(e->source, "admin");
+  const auto now = Event(R"({"site":"west-texas","target_kw":0})");
+  ASSERT_TRUE(now) << now.error();
+  EXPECT_EQ(now->start_s, kNow);
+  EXPECT_EQ(now->duration_s, 3600);
+  EXPECT_EQ(now->ramp_s, 10);
+}
+
+// Before: a start of 1e300 became the most negative time, a duration of 1e300 a negative one
+// (which reads as "until cancelled"), and a duration of 2^63 - 1 overflowed start + duration.
+TEST(AdminParseTest, RefusesAGridEventsTimesThatDoNotFit) {
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {R"({"site":"west-texas","target_kw":1,"start":1e300})", "start"},
+      {R"({"site":"west-texas","target_kw":1,"start":-5})", "start"},
+      {R"({"site":"west-texas","target_kw":1,"start":"1969-12-31T23:59:59Z"})", "start"},
+      {R"({"site":"west-texas","target_kw":1,"duration_s":1e300})", "duration_s"},
+      {R"({"site":"west-texas","target_kw":1,"duration_s":9223372036854775807})", "duration_s"},
+      {R"({"site":"west-texas","target_kw":1,"ramp_s":-1})", "ramp_s"},
+      {R"({"site":"west-texas","target_kw":1e400})", "1e400"},
+      {R"({"site":"west-texas","target_kw":-1})", "target_kw"},
+      {R"({"site":"west-texas"})", "target_kw"},
+      {R"({"site":"east","target_kw":1})", "unknown site"},
+      {R"({"target_kw":1})", "site"},
+  };
+  for (const auto& [body, names] : cases) {
+    const auto e = Event(body);
+    ASSERT_FALSE(e) << body;
+    EXPECT_NE(e.error().find(names), std::string::npos) << body << ": " << e.error();
+  }
+}
+
+TEST(AdminParseTest, ReadsTheHashpriceOnlyWhenFinite) {
+  EXPECT_EQ(HashpriceFromJson(R"({"usd_per_ph_day":52.5})").value_or(-1), 52.5);
+  for (const std::string_view body :
+       {R"({"usd_per_ph_day":1e400})", R"({"usd_per_ph_day":-1})", R"({"usd_per_ph_day":"1"})",
+        R"({})", "not json"}) {
+    EXPECT_FALSE(HashpriceFromJson(body)) << body;
+  }
+}
+
+TEST(AdminParseTest, ReadsTheQuery) {
+  const std::string_view target =
+      "/admin/usage?tenant=acme&from=2026-11-01T00:00:00%2B00:00&to=1790000000000&x";
+  EXPECT_EQ(QueryParam(target, "tenant"), "acme");
+  EXPECT_EQ(QueryParam(target, "x"), "");
+  EXPECT_EQ(QueryParam("/admin/usage", "tenant"), "");
+  EXPECT_EQ(TimeParam(target, "from", 0).value_or(-1), 1'793'491'200'000);
+  EXPECT_EQ(TimeParam(target, "to", 0).value_or(-1), 1'790'000'000'000);
+  EXPECT_EQ(TimeParam(target, "until", 42).value_or(-1), 42);
+  EXPECT_FALSE(TimeParam("/admin/usage?from=yesterday", "from", 0));
+}
+
+}  // namespace
+}  // namespace powerplane::gateway

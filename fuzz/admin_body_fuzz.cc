@@ -1,7 +1,7 @@
-// Fuzzes the admin API's parsers (gateway/admin_parse.h) with the same bytes as each of: a tenant
-// body, a grid event body, a hashprice body and a request target's query. What they accept must
-// hold what they promise: a tenant the store would take, an event within its bounds (so its
-// arithmetic cannot overflow), a finite hashprice.
+// Fuzzes the admin API's parsers (gateway/admin_parse.h) with the same bytes as each of: a
+// tenant body, a grid event body, a hashprice body, a site price body and a request target's
+// query. What they accept must hold what they promise: a tenant the store would take, an event
+// within its bounds (so its arithmetic cannot overflow), finite prices.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +42,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   if (const auto hashprice = HashpriceFromJson(bytes)) {
     if (!std::isfinite(*hashprice) || *hashprice < 0) __builtin_trap();
+  }
+
+  if (const auto price = SitePriceFromJson(bytes)) {
+    if (!std::isfinite(*price) || *price < -10000 || *price > 100000) __builtin_trap();
   }
 
   (void)QueryParam(bytes, "tenant");

@@ -219,4 +219,15 @@ std::expected<double, std::string> HashpriceFromJson(std::string_view body) {
   return v->get<double>();
 }
 
+std::expected<double, std::string> SitePriceFromJson(std::string_view body) {
+  const json j = json::parse(body, nullptr, false);
+  const json* v = !j.is_discarded() && j.is_object() ? Member(j, "usd_per_mwh") : nullptr;
+  if (v == nullptr || !v->is_number()) return std::unexpected("body must be {\"usd_per_mwh\": number}");
+  const double price = v->get<double>();
+  if (!std::isfinite(price) || price < -10000 || price > 100000) {
+    return std::unexpected("usd_per_mwh must be between -10000 and 100000");
+  }
+  return price;
+}
+
 }  // namespace powerplane::gateway

@@ -1,8 +1,8 @@
 #pragma once
 // What the admin API reads from its callers, parsed with no I/O: query parameters, time bounds,
-// tenant, grid event and hashprice bodies. Untrusted bytes (whoever holds the admin key, or
-// whatever stands in front of the admin listener): nothing here throws, and every number is
-// checked to fit what it becomes before it is converted, so a body cannot overflow an integer
+// tenant, grid event, hashprice and site price bodies. Untrusted bytes (whoever holds the admin
+// key, or whatever stands in front of the admin listener): nothing here throws, and every number
+// is checked to fit what it becomes before it is converted, so a body cannot overflow an integer
 // or put an infinity into the books. An error names the field. Fuzzed by
 // fuzz/admin_body_fuzz.cc.
 
@@ -45,5 +45,9 @@ std::expected<core::GridEvent, std::string> GridEventFromJson(
 
 // The hashprice from `POST /admin/hashprice`: {"usd_per_ph_day": a finite number >= 0}.
 std::expected<double, std::string> HashpriceFromJson(std::string_view body);
+
+// A site's price override from `POST /admin/sites/{id}/price`: {"usd_per_mwh": a number from
+// -10000 to 100000}.
+std::expected<double, std::string> SitePriceFromJson(std::string_view body);
 
 }  // namespace powerplane::gateway

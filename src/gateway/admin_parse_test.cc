@@ -102,6 +102,14 @@ TEST(AdminParseTest, ReadsTheHashpriceOnlyWhenFinite) {
   }
 }
 
+TEST(AdminParseTest, ReadsASitePriceWithinItsBounds) {
+  EXPECT_EQ(SitePriceFromJson(R"({"usd_per_mwh":-12.5})").value_or(0), -12.5);
+  for (const std::string_view body : {R"({"usd_per_mwh":100001})", R"({"usd_per_mwh":1e400})",
+                                      R"({"usd_per_mwh":null})", R"({"price":1})", "[]"}) {
+    EXPECT_FALSE(SitePriceFromJson(body)) << body;
+  }
+}
+
 TEST(AdminParseTest, ReadsTheQuery) {
   const std::string_view target =
       "/admin/usage?tenant=acme&from=2026-11-01T00:00:00%2B00:00&to=1790000000000&x";

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "fleet/config.h"
+#include "gateway/admin_parse.h"
 
 namespace powerplane::gateway {
 namespace http = net::http;
@@ -334,21 +335,13 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
       co_return;
     }
     if (request.method() == http::verb::post || request.method() == http::verb::put) {
-      auto body = json::parse(request.body(), nullptr, false);
-      if (body.is_discarded() || !body.is_object() || !body.contains("usd_per_mwh") ||
-          !body["usd_per_mwh"].is_number()) {
-        co_await Fail(responder, id, http::status::bad_request,
-                      "body must be {\"usd_per_mwh\": number}", "invalid_request_error",
-                      "invalid_body");
+      const auto parsed = SitePriceFromJson(request.body());
+      if (!parsed) {
+        co_await Fail(responder, id, http::status::bad_request, parsed.error(),
+                      "invalid_request_error", "invalid_body");
         co_return;
       }
-      const double price = body["usd_per_mwh"].get<double>();
-      if (!std::isfinite(price) || price < -10000 || price > 100000) {
-        co_await Fail(responder, id, http::status::bad_request,
-                      "usd_per_mwh must be between -10000 and 100000", "invalid_request_error",
-                      "invalid_body");
-        co_return;
-      }
+      const double price = *parsed;
       fleet_.SetPriceOverride(*site, price);
       spdlog::info("admin: price of {} overridden to {} USD/MWh", site_id, price);
       tenancy_->Audit("admin", "site.price.set", PriceJson(site_id, price));

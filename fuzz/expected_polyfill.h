@@ -99,6 +99,44 @@ class expected {
   variant<T, E> storage_;
 };
 
+// expected<void, E>: success carries nothing.
+template <class E>
+class expected<void, E> {
+ public:
+  using value_type = void;
+  using error_type = E;
+
+  constexpr expected() = default;
+  template <class G>
+  constexpr expected(const unexpected<G>& u) : error_(u.error()), has_error_(true) {}
+  template <class G>
+  constexpr expected(unexpected<G>&& u) : error_(std::move(u).error()), has_error_(true) {}
+
+  constexpr bool has_value() const noexcept { return !has_error_; }
+  constexpr explicit operator bool() const noexcept { return has_value(); }
+  constexpr void value() const {
+    if (has_error_) std::abort();
+  }
+  constexpr void operator*() const noexcept {}
+
+  constexpr E& error() & { return GetError(); }
+  constexpr const E& error() const& { return GetError(); }
+  constexpr E&& error() && { return std::move(GetError()); }
+
+ private:
+  constexpr E& GetError() {
+    if (!has_error_) std::abort();
+    return error_;
+  }
+  constexpr const E& GetError() const {
+    if (!has_error_) std::abort();
+    return error_;
+  }
+
+  E error_{};
+  bool has_error_ = false;
+};
+
 }  // namespace std
 
 #endif  // !defined(__cpp_lib_expected)

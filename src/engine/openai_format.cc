@@ -134,7 +134,7 @@ std::expected<GenerationRequest, ApiError> ParseGenerationRequest(ApiKind kind,
       if (*max_completion > 0) out.max_tokens = *max_completion;
     }
     auto n = body.find("n");
-    if (n != body.end() && !n->is_null() && !(n->is_number_integer() && n->get<int>() == 1)) {
+    if (n != body.end() && !n->is_null() && !(n->is_number_integer() && n->get<std::int64_t>() == 1)) {
       return std::unexpected(Invalid("only n = 1 is supported", "n"));
     }
     auto stream = body.find("stream");

@@ -54,6 +54,8 @@ TEST(OpenAiFormat, RejectsBadRequestsWithTheParam) {
       {ApiKind::kChat, R"({"model":"m","messages":[{"role":"u"}],"max_tokens":"9"})", "max_tokens"},
       {ApiKind::kChat, R"({"model":"m","messages":[{"role":"u"}],"stream":"yes"})", "stream"},
       {ApiKind::kChat, R"({"model":"m","messages":[{"role":"u"}],"n":2})", "n"},
+      // 2^32 + 1, read as an int, was 1.
+      {ApiKind::kChat, R"({"model":"m","messages":[{"role":"u"}],"n":4294967297})", "n"},
       {ApiKind::kCompletion, R"({"model":"m"})", "prompt"},
       {ApiKind::kCompletion, R"({"model":"m","prompt":[1,2]})", "prompt"},
   };

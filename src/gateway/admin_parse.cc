@@ -67,7 +67,9 @@ const json* Member(const json& j, const char* name) {
 
 std::expected<std::string, std::string> StringMember(const json& j, const char* name) {
   const json* v = Member(j, name);
-  if (v == nullptr || !v->is_string()) return std::unexpected(std::string(name) + ": must be a string");
+  if (v == nullptr || !v->is_string()) {
+    return std::unexpected(std::string(name) + ": must be a string");
+  }
   return v->get<std::string>();
 }
 
@@ -196,7 +198,8 @@ std::expected<core::GridEvent, std::string> GridEventFromJson(
   }
   e.duration_s = 3600;
   e.ramp_s = 10;
-  for (const auto& [name, to] : {std::pair{"duration_s", &e.duration_s}, std::pair{"ramp_s", &e.ramp_s}}) {
+  for (const auto& [name, to] :
+       {std::pair{"duration_s", &e.duration_s}, std::pair{"ramp_s", &e.ramp_s}}) {
     const json* v = Member(j, name);
     if (v == nullptr) continue;
     auto n = WholeNumber(*v, name, 0, kMaxEventSeconds);
@@ -222,7 +225,9 @@ std::expected<double, std::string> HashpriceFromJson(std::string_view body) {
 std::expected<double, std::string> SitePriceFromJson(std::string_view body) {
   const json j = json::parse(body, nullptr, false);
   const json* v = !j.is_discarded() && j.is_object() ? Member(j, "usd_per_mwh") : nullptr;
-  if (v == nullptr || !v->is_number()) return std::unexpected("body must be {\"usd_per_mwh\": number}");
+  if (v == nullptr || !v->is_number()) {
+    return std::unexpected("body must be {\"usd_per_mwh\": number}");
+  }
   const double price = v->get<double>();
   if (!std::isfinite(price) || price < -10000 || price > 100000) {
     return std::unexpected("usd_per_mwh must be between -10000 and 100000");

@@ -89,9 +89,10 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
     co_return true;
   }
   if (path == kEvents && request.method() == http::verb::post) {
-    auto event = GridEventFromJson(
-        request.body(), [this](std::string_view site) { return fleet_.SiteIndex(site).has_value(); },
-        NowSeconds());
+    const auto site_known = [this](std::string_view site) {
+      return fleet_.SiteIndex(site).has_value();
+    };
+    auto event = GridEventFromJson(request.body(), site_known, NowSeconds());
     if (!event) {
       co_await Fail(responder, id, http::status::bad_request, event.error(),
                     "invalid_request_error", "invalid_body");

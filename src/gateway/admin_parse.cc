@@ -131,11 +131,12 @@ std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view 
       t.jurisdictions.push_back(e.get<std::string>());
     }
   }
-  for (const char* name : {"class", "budget_period"}) {
+  for (const auto& [name, to] :
+       {std::pair{"class", &t.priority_class}, std::pair{"budget_period", &t.budget_period}}) {
     if (Member(j, name) == nullptr) continue;
     auto s = StringMember(j, name);
     if (!s) return std::unexpected(s.error());
-    (std::string_view(name) == "class" ? t.priority_class : t.budget_period) = std::move(*s);
+    *to = std::move(*s);
   }
   const struct {
     const char* name;

@@ -18,11 +18,12 @@
 namespace powerplane::gateway {
 
 // Bounds on what a body may ask for; beyond them the request is refused, not clamped.
-inline constexpr std::int64_t kMaxLatencyTargetMs = 24LL * 3600 * 1000;  // a day.
-inline constexpr std::int64_t kMaxPerMinute = 1'000'000'000'000LL;       // rpm and tpm.
-inline constexpr std::int64_t kMaxEventSeconds = 10LL * 366 * 24 * 3600;  // a grid event's
-                                                                         // duration and ramp.
-inline constexpr std::int64_t kMaxEpochSeconds = 253'402'300'799LL;      // 9999-12-31T23:59:59Z.
+// A tenant's latency target: a day. Its rpm and tpm: 10^12.
+inline constexpr std::int64_t kMaxLatencyTargetMs = 24LL * 3600 * 1000;
+inline constexpr std::int64_t kMaxPerMinute = 1'000'000'000'000LL;
+// A grid event's duration and ramp: ten years of 366 days. Its start: 9999-12-31T23:59:59Z.
+inline constexpr std::int64_t kMaxEventSeconds = 10LL * 366 * 24 * 3600;
+inline constexpr std::int64_t kMaxEpochSeconds = 253'402'300'799LL;
 
 // A query parameter's value ("" when absent). Only %2B ('+') and %3A (':') are decoded: ids and
 // timestamps need no other escape.

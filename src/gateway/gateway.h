@@ -81,7 +81,8 @@ class Gateway {
   net::asio::awaitable<void> HandleOther(std::string_view path, net::ServerRequest& request,
                                          net::Responder& responder, bool admin_listener);
   net::asio::awaitable<void> HandleAdmin(net::ServerRequest& request, net::Responder& responder);
-  net::asio::awaitable<void> HandleAdminListener(net::ServerRequest& request, net::Responder& responder);
+  net::asio::awaitable<void> HandleAdminListener(net::ServerRequest& request,
+                                                 net::Responder& responder);
   // Places the call and relays the engine's answer (proxy.cc).
   net::asio::awaitable<void> Proxy(Call& call, net::Responder& responder);
   // Relays one attempt at the chosen endpoint. Returns false when nothing reached the client
@@ -96,10 +97,12 @@ class Gateway {
   std::string FleetJson() const;
   // /admin/tenants, /admin/keys, /admin/usage, /admin/ledger, /admin/audit (tenancy_admin.cc).
   // Returns false when the path is not one of them.
-  net::asio::awaitable<bool> HandleTenancyAdmin(net::ServerRequest& request, net::Responder& responder);
+  net::asio::awaitable<bool> HandleTenancyAdmin(net::ServerRequest& request,
+                                                net::Responder& responder);
   // /admin/grid-events and /admin/hashprice (grid_admin.cc). Returns false when the path is not
   // one of them.
-  net::asio::awaitable<bool> HandleGridAdmin(net::ServerRequest& request, net::Responder& responder);
+  net::asio::awaitable<bool> HandleGridAdmin(net::ServerRequest& request,
+                                             net::Responder& responder);
 
   fleet::Fleet& fleet_;
   std::shared_ptr<Tenancy> tenancy_;

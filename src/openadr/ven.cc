@@ -623,7 +623,8 @@ void Ven::Stop() {
 
 void Ven::PollNow() { state_->Wake(/*poll=*/true); }
 
-asio::awaitable<void> Ven::HandleNotification(net::ServerRequest& request, net::Responder& responder) {
+asio::awaitable<void> Ven::HandleNotification(net::ServerRequest& request,
+                                              net::Responder& responder) {
   return Notify(state_, request, responder);
 }
 

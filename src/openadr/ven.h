@@ -109,7 +109,8 @@ class Ven {
   // A webhook for the VTN's notifications (the spec's notification object, POSTed): checks the
   // bearer token when one is configured, answers 200 (400 for a malformed notification), and on
   // an EVENT notification triggers a poll. Runs on any executor; the Ven must outlive the call.
-  net::asio::awaitable<void> HandleNotification(net::ServerRequest& request, net::Responder& responder);
+  net::asio::awaitable<void> HandleNotification(net::ServerRequest& request,
+                                                net::Responder& responder);
   // The same as a Handler that keeps the Ven's state alive (safe to mount on a server that
   // outlives the Ven; after Stop it still answers, without polling).
   net::Handler NotificationHandler() const;

@@ -3,7 +3,6 @@
 #include "store/store.h"
 
 #include <charconv>
-#include <cmath>
 #include <system_error>
 
 #include "store/sql_store.h"

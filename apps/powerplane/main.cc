@@ -139,6 +139,11 @@ int main(int argc, char** argv) {
                   "concurrent connections per listener, answered 503 beyond (0 = as many as "
                   "the descriptor limit allows, two per stream)")
         ->capture_default_str();
+    c->add_option("--upstream-timeout", up.upstream_timeout_s,
+                  "seconds a non-streaming request may wait for an engine's whole answer (then "
+                  "504 upstream_timeout; the engine's work is cancelled, not tried elsewhere)")
+        ->check(CLI::Range(1, 86400))
+        ->capture_default_str();
     c->add_flag("--sync-ledger", up.sync_ledger,
                 "commit each request's ledger row, flushed to disk (group commit), before its last "
                 "bytes, so it survives a power loss; costs latency at the end of each request "

@@ -2,7 +2,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <optional>
 
+#include "gateway/admin_parse.h"
 #include "store/store.h"
 
 namespace powerplane::cli {
@@ -26,6 +28,17 @@ std::vector<std::string> SplitComma(const std::string& text) {
   return out;
 }
 
+// Records a change made from the command line in the audit log, as the admin API records its own
+// (actor "admin"). The change is made already, so a failure here is reported, not fatal.
+void Audit(store::Store& st, std::string action, std::string detail) {
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  if (auto r = st.AppendAudit({now_ms, "cli", std::move(action), std::move(detail)}); !r) {
+    std::fprintf(stderr, "warning: audit log: %s\n", r.error().c_str());
+  }
+}
+
 }  // namespace
 
 TenancyCommands::TenancyCommands(CLI::App& app) {
@@ -44,9 +57,13 @@ TenancyCommands::TenancyCommands(CLI::App& app) {
   tenants_add_->add_option("--jurisdictions", jurisdictions_, "allowed, comma-separated (empty = any)");
   tenants_add_->add_option("--class", priority_class_, "interactive, standard or batch")
       ->capture_default_str();
-  tenants_add_->add_option("--latency-target-ms", latency_target_ms_, "time to first token target");
-  tenants_add_->add_option("--rpm", rpm_, "requests per minute (0 = unlimited)");
-  tenants_add_->add_option("--tpm", tpm_, "tokens per minute (0 = unlimited)");
+  // The admin API's bounds: beyond them a value is refused, not clamped.
+  tenants_add_->add_option("--latency-target-ms", latency_target_ms_, "time to first token target")
+      ->check(CLI::Range(std::int64_t{0}, gateway::kMaxLatencyTargetMs));
+  tenants_add_->add_option("--rpm", rpm_, "requests per minute (0 = unlimited)")
+      ->check(CLI::Range(std::int64_t{0}, gateway::kMaxPerMinute));
+  tenants_add_->add_option("--tpm", tpm_, "tokens per minute (0 = unlimited)")
+      ->check(CLI::Range(std::int64_t{0}, gateway::kMaxPerMinute));
   tenants_add_->add_option("--budget-usd", budget_usd_, "USD per period (0 = none)");
   tenants_add_->add_option("--budget-period", budget_period_, "day, month or none")
       ->capture_default_str();
@@ -58,16 +75,41 @@ TenancyCommands::TenancyCommands(CLI::App& app) {
 
 int TenancyCommands::Run() {
   if (!keys_->parsed() && !tenants_->parsed()) return -1;
+  auto fail = [](const std::string& e) {
+    std::fprintf(stderr, "error: %s\n", e.c_str());
+    return 1;
+  };
+  store::TenantRecord added;
+  if (tenants_add_->parsed()) {
+    added.id = tenant_;
+    added.jurisdictions = SplitComma(jurisdictions_);
+    added.priority_class = priority_class_;
+    added.latency_target_ms = latency_target_ms_;
+    added.rpm = rpm_;
+    added.tpm = tpm_;
+    added.budget_usd = budget_usd_;
+    added.budget_period = budget_period_;
+    if (auto err = store::TenantError(added)) return fail(*err);
+  }
+  // Only `tenants add` makes a new SQLite store: any other command on a missing one is a mistyped
+  // --data-dir (a new store has no tenant to make a key for, and nothing to list or revoke).
+  const auto file = store::SqliteFile(store_.store_url, store_.data_dir);
+  std::error_code ec;
+  const bool new_store = file && !std::filesystem::exists(*file, ec);
+  if (new_store && !tenants_add_->parsed()) {
+    std::fprintf(stderr,
+                 "error: no store at %s (check --data-dir or --store; `powerplane tenants add` "
+                 "makes a new one)\n",
+                 file->c_str());
+    return 2;
+  }
   auto opened = store::Store::Open(store_.store_url, store_.data_dir);
   if (!opened) {
     std::fprintf(stderr, "error: store: %s\n", opened.error().c_str());
     return 2;
   }
+  if (new_store) std::fprintf(stderr, "notice: created a new store at %s\n", file->c_str());
   store::Store& st = **opened;
-  auto fail = [](const std::string& e) {
-    std::fprintf(stderr, "error: %s\n", e.c_str());
-    return 1;
-  };
   if (keys_create_->parsed()) {
     auto known = st.GetTenant(tenant_);
     if (!known) return fail(known.error());
@@ -77,6 +119,7 @@ int TenancyCommands::Run() {
     }
     auto key = st.CreateKey(tenant_);
     if (!key) return fail(key.error());
+    Audit(st, "key.create", key->record.id + " tenant=" + tenant_);
     std::printf("id:     %s\ntenant: %s\nkey:    %s\n(the key is shown once; only its hash is "
                 "stored)\n",
                 key->record.id.c_str(), key->record.tenant.c_str(), key->plaintext.c_str());
@@ -95,26 +138,14 @@ int TenancyCommands::Run() {
     auto revoked = st.RevokeKey(key_id_);
     if (!revoked) return fail(revoked.error());
     if (!*revoked) return fail("no live key '" + key_id_ + "'");
-    const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
-    (void)st.AppendAudit({now_ms, "cli", "key.revoke", key_id_});
+    Audit(st, "key.revoke", key_id_);
     std::printf("revoked %s\n", key_id_.c_str());
     return 0;
   }
   if (tenants_add_->parsed()) {
-    store::TenantRecord t;
-    t.id = tenant_;
-    t.jurisdictions = SplitComma(jurisdictions_);
-    t.priority_class = priority_class_;
-    t.latency_target_ms = latency_target_ms_;
-    t.rpm = rpm_;
-    t.tpm = tpm_;
-    t.budget_usd = budget_usd_;
-    t.budget_period = budget_period_;
-    if (auto err = store::TenantError(t)) return fail(*err);
-    if (auto r = st.PutTenant(t); !r) return fail(r.error());
-    std::printf("tenant %s stored\n", t.id.c_str());
+    if (auto r = st.PutTenant(added); !r) return fail(r.error());
+    Audit(st, "tenant.put", gateway::TenantToJson(added));
+    std::printf("tenant %s stored\n", added.id.c_str());
     return 0;
   }
   auto tenants = st.Tenants();

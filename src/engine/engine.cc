@@ -292,6 +292,9 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
         p->wake.expires_at(Clock::time_point::max());
         co_await p->wake.async_wait(kUseTuple);
       }
+      // A non-streaming answer writes nothing until it is whole: a client that left is noticed
+      // at the next tokens instead, and its generation cancelled (Erase), as vLLM aborts one.
+      if (!g.stream && !p->finished && res.ClientLeft()) co_return;
       if (stopped && !p->finished) {
         if (g.stream) {
           co_await res.WriteChunk("data: " + net::ErrorBody("engine stopped", "server_error") +

@@ -35,6 +35,13 @@ std::vector<std::string> Events(const std::string& body) {
   return out;
 }
 
+// A chat completion request with `body`, as bytes for a raw socket.
+std::string RawChat(const std::string& body) {
+  return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+         "Content-Length: " +
+         std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   void StartEngine(EngineOptions o) {
@@ -249,13 +256,9 @@ TEST_F(EngineTest, ClientGoneMidStreamCancelsTheRequest) {
   asio::io_context io;
   net::tcp::socket socket(io);
   socket.connect(net::tcp::endpoint(asio::ip::make_address("127.0.0.1"), engine_->port()));
-  const std::string body =
-      R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],"max_tokens":4000,)"
-      R"("stream":true})";
-  const std::string request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                              "Content-Type: application/json\r\nContent-Length: " +
-                              std::to_string(body.size()) + "\r\n\r\n" + body;
-  asio::write(socket, asio::buffer(request));
+  asio::write(socket, asio::buffer(RawChat(
+                          R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],)"
+                          R"("max_tokens":4000,"stream":true})")));
   char buf[4096];
   std::size_t got = socket.read_some(asio::buffer(buf));
   ASSERT_EQ(std::string_view(buf, got).substr(0, 15), "HTTP/1.1 200 OK");
@@ -266,6 +269,38 @@ TEST_F(EngineTest, ClientGoneMidStreamCancelsTheRequest) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_EQ(engine_->Stats().running, 0);
+  EXPECT_EQ(engine_->Stats().kv_usage, 0);
+}
+
+// At real time: a non-streaming answer of 2,000 tokens takes about 13 s.
+class RealTimeEngineTest : public EngineTest {
+ protected:
+  void SetUp() override {
+    EngineOptions o;
+    o.speed = 1;
+    o.max_model_len = 4096;
+    StartEngine(std::move(o));
+  }
+};
+
+// A non-streaming answer writes nothing until it is whole, so the engine looks for the client
+// at each step instead: one that left has its generation cancelled, as vLLM aborts it.
+TEST_F(RealTimeEngineTest, AClientThatLeavesANonStreamingRequestCancelsIt) {
+  asio::io_context io;
+  net::tcp::socket socket(io);
+  socket.connect(net::tcp::endpoint(asio::ip::make_address("127.0.0.1"), engine_->port()));
+  asio::write(socket, asio::buffer(RawChat(
+                          R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],)"
+                          R"("max_tokens":2000})")));
+  for (int i = 0; i < 200 && engine_->Stats().running == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(engine_->Stats().running, 1);
+  socket.close();
+  for (int i = 0; i < 200 && engine_->Stats().running > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(engine_->Stats().running, 0) << "the generation went on for a client that left";
   EXPECT_EQ(engine_->Stats().kv_usage, 0);
 }
 

@@ -1,5 +1,6 @@
 #include "gateway/admin_parse.h"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -11,6 +12,13 @@ namespace powerplane::gateway {
 using json = nlohmann::json;
 
 namespace {
+
+// The fields of a tenant's JSON (TenantFromJson, TenantToJson).
+constexpr std::string_view kTenantFields[] = {
+    "id",  "jurisdictions", "class",      "latency_target_ms",
+    "rpm", "tpm",           "budget_usd", "budget_period"};
+constexpr const char* kTenantFieldList =
+    "id, jurisdictions, class, latency_target_ms, rpm, tpm, budget_usd, budget_period";
 
 // The whole number `v` holds, when it is one within [lo, hi]: an integer, or a float with no
 // fraction (60000.0). Checked before any conversion: nlohmann's get<int64_t> of 1e300 or of
@@ -73,45 +81,79 @@ std::expected<std::string, std::string> StringMember(const json& j, const char* 
   return v->get<std::string>();
 }
 
+// The value of a hex digit, either case (RFC 3986, 2.1); -1 for any other byte.
+int HexDigit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// `raw` (the value of query parameter `name`) decoded as application/x-www-form-urlencoded:
+// "%XX" is the byte XX and '+' a space. A '%' without two hex digits after it is refused, and so
+// is an escaped control character.
+std::expected<std::string, std::string> FormDecoded(std::string_view raw, std::string_view name) {
+  std::string value;
+  value.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i) {
+    if (raw[i] == '+') {
+      value += ' ';
+    } else if (raw[i] != '%') {
+      value += raw[i];
+    } else {
+      const int high = i + 1 < raw.size() ? HexDigit(raw[i + 1]) : -1;
+      const int low = i + 2 < raw.size() ? HexDigit(raw[i + 2]) : -1;
+      if (high < 0 || low < 0) {
+        return std::unexpected(std::string(name) + ": '%' must be followed by two hex digits");
+      }
+      const int byte = high * 16 + low;
+      // No id or timestamp holds one, and a NUL would not reach a store query intact.
+      if (byte < 0x20 || byte == 0x7f) {
+        return std::unexpected(std::string(name) + ": must not hold control characters");
+      }
+      value += static_cast<char>(byte);
+      i += 2;
+    }
+  }
+  return value;
+}
+
 }  // namespace
 
-std::string QueryParam(std::string_view target, std::string_view name) {
+std::expected<std::string, std::string> QueryParam(std::string_view target, std::string_view name) {
   const auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
+  if (q == std::string_view::npos) return std::string();
   std::string_view rest = target.substr(q + 1);
   while (!rest.empty()) {
     const auto amp = rest.find('&');
     const std::string_view pair = rest.substr(0, amp);
     const auto eq = pair.find('=');
     if (pair.substr(0, eq) == name && eq != std::string_view::npos) {
-      const std::string_view raw = pair.substr(eq + 1);
-      std::string value;
-      for (std::size_t i = 0; i < raw.size(); ++i) {
-        const std::string_view escape = raw.substr(i, 3);
-        // Hex digits of an escape may be either case (RFC 3986, 2.1).
-        if (escape == "%2B" || escape == "%2b" || escape == "%3A" || escape == "%3a") {
-          value += escape[1] == '2' ? '+' : ':';
-          i += 2;
-        } else {
-          value += raw[i];
-        }
-      }
-      return value;
+      return FormDecoded(pair.substr(eq + 1), name);
     }
     if (amp == std::string_view::npos) break;
     rest.remove_prefix(amp + 1);
   }
-  return {};
+  return std::string();
 }
 
 std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
                                                    std::int64_t fallback) {
-  const std::string v = QueryParam(target, name);
+  const auto param = QueryParam(target, name);
+  if (!param) return std::unexpected(param.error());
+  const std::string& v = *param;
   if (v.empty()) return fallback;
   std::int64_t ms = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
   if (ec == std::errc() && end == v.data() + v.size()) return ms;
-  auto t = grid::ParseUtcTimestamp(v);
+  // The '+' of an offset sent unescaped ("2026-11-01T12:00:00+01:00") was decoded as a space;
+  // after a 'T' time no timestamp has a space there, so it is read as the '+' it was.
+  std::string stamp = v;
+  const std::size_t sign = stamp.size() - 6;
+  if (stamp.size() > 17 && stamp[10] == 'T' && stamp[sign] == ' ' && stamp[sign + 3] == ':') {
+    stamp[sign] = '+';
+  }
+  auto t = grid::ParseUtcTimestamp(stamp);
   if (!t) return std::unexpected(std::string(name) + ": " + t.error());
   return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
 }
@@ -120,6 +162,12 @@ std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view 
   const auto parsed = ParseObject(body);
   if (!parsed) return std::unexpected(parsed.error());
   const json& j = *parsed;
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(std::begin(kTenantFields), std::end(kTenantFields), key) ==
+        std::end(kTenantFields)) {
+      return std::unexpected("unknown field '" + key + "' (a tenant has " + kTenantFieldList + ")");
+    }
+  }
   store::TenantRecord t;
   auto id = StringMember(j, "id");
   if (!id) return std::unexpected("id: a string is required");
@@ -158,6 +206,18 @@ std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view 
   }
   if (auto err = store::TenantError(t)) return std::unexpected(*err);
   return t;
+}
+
+std::string TenantToJson(const store::TenantRecord& t) {
+  return json{{"id", t.id},
+              {"jurisdictions", t.jurisdictions},
+              {"class", t.priority_class},
+              {"latency_target_ms", t.latency_target_ms},
+              {"rpm", t.rpm},
+              {"tpm", t.tpm},
+              {"budget_usd", t.budget_usd},
+              {"budget_period", t.budget_period}}
+      .dump();
 }
 
 std::expected<core::GridEvent, std::string> GridEventFromJson(

@@ -25,17 +25,26 @@ inline constexpr std::int64_t kMaxPerMinute = 1'000'000'000'000LL;
 inline constexpr std::int64_t kMaxEventSeconds = 10LL * 366 * 24 * 3600;
 inline constexpr std::int64_t kMaxEpochSeconds = 253'402'300'799LL;
 
-// A query parameter's value ("" when absent). Only %2B ('+') and %3A (':') are decoded: ids and
-// timestamps need no other escape.
-std::string QueryParam(std::string_view target, std::string_view name);
+// A query parameter's value ("" when absent), decoded as an HTML form encodes it
+// (application/x-www-form-urlencoded): "%XX" is the byte XX, its hex digits in either case, and
+// '+' is a space (so a '+' of a time zone offset comes as %2B). A '%' not followed by two hex
+// digits, or an escaped control character (%00 to %1F, %7F), is an error naming the parameter.
+// The first of repeated parameters is taken.
+std::expected<std::string, std::string> QueryParam(std::string_view target, std::string_view name);
 
-// A time bound from the query: unix milliseconds or an ISO 8601 timestamp; `fallback` when
-// absent.
+// A time bound from the query (decoded as QueryParam does): unix milliseconds or an ISO 8601
+// timestamp; `fallback` when absent.
 std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
                                                    std::int64_t fallback);
 
-// A tenant from `POST /admin/tenants`, checked as the store would check it (store::TenantError).
+// A tenant from `POST /admin/tenants`, checked as the store would check it (store::TenantError):
+// {"id", "jurisdictions", "class", "latency_target_ms", "rpm", "tpm", "budget_usd",
+// "budget_period"}; any other field is refused by name (a misspelt limit is not dropped).
 std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body);
+
+// A tenant as the admin API shows it (GET and POST /admin/tenants) and as the audit log records
+// its `tenant.put` (admin API and CLI alike): a JSON object of the fields TenantFromJson reads.
+std::string TenantToJson(const store::TenantRecord& tenant);
 
 // A grid event from `POST /admin/grid-events`: {"site", "target_kw", "start" (ISO 8601 or epoch
 // seconds; `now_s` when absent), "duration_s", "ramp_s", "id"}. `site_known` says whether the

@@ -35,6 +35,18 @@ std::string RateLimitMessage(const Tenant& t, bool tokens, std::int64_t worst_to
   return "Rate limit reached for requests per minute (" + std::to_string(t.rpm) + ")";
 }
 
+std::string TooLargeMessage(const Tenant& t, int prompt_tokens, std::optional<int> max_tokens,
+                            int worst_output) {
+  std::string m = "Request too large: it may use up to " +
+                  std::to_string(static_cast<std::int64_t>(prompt_tokens) + worst_output) +
+                  " tokens (" + std::to_string(prompt_tokens) + " in the prompt and " +
+                  std::to_string(worst_output) + " of output, ";
+  m += max_tokens ? "its max_tokens" : "the default when max_tokens is not set";
+  m += "), more than your limit of " + std::to_string(t.tpm) +
+       " tokens per minute. Lower max_tokens or shorten the prompt.";
+  return m;
+}
+
 std::string PriceJson(const std::string& site, double usd_per_mwh) {
   return json{{"site", site}, {"usd_per_mwh", usd_per_mwh}}.dump();
 }
@@ -217,6 +229,19 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::ServerReq
   const int worst_output =
       call.parsed.max_tokens ? *call.parsed.max_tokens : options_.worst_case_output_tokens;
   call.worst_tokens = static_cast<std::int64_t>(r.prompt_tokens) + worst_output;
+  if (t.tpm > 0 && call.worst_tokens > t.tpm) {
+    // More than a whole minute's tokens: no wait would let it in, so no Retry-After, and the
+    // header the OpenAI SDKs obey tells them not to retry it.
+    const std::string message = TooLargeMessage(t, r.prompt_tokens, call.parsed.max_tokens,
+                                                worst_output);
+    auto res = net::ErrorResponse(http::status::too_many_requests, message, "rate_limit_error",
+                                  "request_too_large");
+    res.set("x-request-id", call.request_id);
+    res.set("x-should-retry", "false");
+    metrics_.RecordRequest("", 429);
+    co_await responder.Send(std::move(res));
+    co_return;
+  }
   const Admission rate = tenancy_->AdmitRate(t, call.worst_tokens);
   if (rate.verdict != Admission::Verdict::kOk) {
     // Built outside the co_await: g++ 12 destroys temporaries of a ?: inside one twice.

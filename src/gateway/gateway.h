@@ -26,7 +26,13 @@ struct GatewayOptions {
   int default_output_tokens = 256;
   bool latency_breaker = true;  // report each answer's TTFT to the fleet's latency breaker.
   std::chrono::milliseconds connect_timeout{1000};
+  // How long a streaming request waits for the engine's response header, and then between
+  // reads of its stream.
   std::chrono::milliseconds upstream_header_timeout{60000};
+  // How long a non-streaming request waits for the engine's whole answer (the engine sends it
+  // only when generation ends): the OpenAI SDKs' own default timeout. A request the engine took
+  // and did not answer in time is answered 504 upstream_timeout, not tried elsewhere.
+  std::chrono::milliseconds upstream_response_timeout{600000};
   // How long a request may wait for a slot when every allowed endpoint is full, before 429.
   std::chrono::milliseconds capacity_wait{2000};
   int max_attempts = 3;  // endpoints tried before the first byte reaches the client.

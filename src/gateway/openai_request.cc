@@ -104,8 +104,13 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
       if (t == od::json_type::null) continue;
       std::int64_t n = 0;
       if (auto e = v.get_int64().get(n)) return std::unexpected(error(e, std::string(key)));
-      if (n < 1 || n > 10'000'000) {
+      if (n < 1) {
         return std::unexpected(Invalid("'" + std::string(key) + "' must be a positive integer",
+                                       std::string(key)));
+      }
+      if (n > kMaxOutputTokens) {
+        return std::unexpected(Invalid("'" + std::string(key) + "' must be at most " +
+                                           std::to_string(kMaxOutputTokens),
                                        std::string(key)));
       }
       r.max_tokens = static_cast<int>(n);
@@ -152,7 +157,15 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
       } else if (t == od::json_type::array) {
         od::array a;
         if (auto e = v.get_array().get(a)) return std::unexpected(error(e, "prompt"));
+        int prompts = 0;
         for (auto item : a) {
+          // OpenAI answers a choice per prompt; engines behind a gateway are asked one at a
+          // time, so a batch would come back as one choice: refused, not half answered.
+          if (++prompts > 1) {
+            return std::unexpected(Invalid(
+                "'prompt' may hold one prompt per request here; send each as its own request",
+                "prompt"));
+          }
           std::string_view s;
           if (auto e = item.get_string().get(s)) return std::unexpected(error(e, "prompt"));
           r.prompt_tokens += core::EstimateTokens(s);

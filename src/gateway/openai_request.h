@@ -6,12 +6,17 @@
 
 #include <expected>
 #include <optional>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace powerplane::gateway {
 
 enum class ApiKind { kChat, kCompletion };
+
+// The most output tokens a request may ask for (max_tokens): ten times the longest context of
+// any model served today, and far below what an int holds.
+constexpr std::int64_t kMaxOutputTokens = 10'000'000;
 
 struct OpenAiRequest {
   ApiKind kind = ApiKind::kChat;

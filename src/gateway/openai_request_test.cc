@@ -23,10 +23,24 @@ TEST(OpenAiRequestTest, ReadsWhatRoutingNeeds) {
 
 TEST(OpenAiRequestTest, CompletionsPrompt) {
   auto r = ParseOpenAiRequest(ApiKind::kCompletion,
-                              R"({"model":"m","prompt":["abcd","efgh"],"max_completion_tokens":5})");
+                              R"({"model":"m","prompt":["abcdefgh"],"max_completion_tokens":5})");
   ASSERT_TRUE(r) << r.error().message;
   EXPECT_EQ(r->prompt_tokens, 2);
   EXPECT_EQ(r->max_tokens, 5);
+  // OpenAI answers a batch of prompts with a choice each; one engine call cannot, so a batch is
+  // refused rather than answered with one choice.
+  auto batch = ParseOpenAiRequest(ApiKind::kCompletion, R"({"model":"m","prompt":["ab","cd"]})");
+  ASSERT_FALSE(batch);
+  EXPECT_EQ(batch.error().status, 400);
+  EXPECT_EQ(batch.error().param, "prompt");
+}
+
+TEST(OpenAiRequestTest, MaxTokensAboveTheBoundSaysWhatTheBoundIs) {
+  auto r = ParseOpenAiRequest(
+      ApiKind::kChat, R"({"model":"m","max_tokens":16777217,"messages":[{"role":"user"}]})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().param, "max_tokens");
+  EXPECT_EQ(r.error().message, "'max_tokens' must be at most 10000000");
 }
 
 TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {

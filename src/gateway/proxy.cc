@@ -200,6 +200,24 @@ asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
       asio::use_awaitable);
 }
 
+// The ledger fields of a call that every way it ends shares; tokens, energy and money are the
+// caller's.
+store::LedgerRow CallRow(const Call& call, std::string_view site, std::string_view endpoint,
+                         std::string_view outcome, double elapsed_s) {
+  store::LedgerRow row;
+  row.request_id = call.request_id;
+  row.tenant = call.tenant->id;
+  row.key_id = call.key_id;
+  row.model = call.parsed.model;
+  row.site = site;
+  row.endpoint = endpoint;
+  row.priority_class = std::string(core::ToString(call.tenant->priority));
+  row.start_unix_ms = call.start_unix_ms;
+  row.end_unix_ms = call.start_unix_ms + static_cast<std::int64_t>(elapsed_s * 1e3);
+  row.outcome = outcome;
+  return row;
+}
+
 }  // namespace
 
 asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
@@ -209,6 +227,7 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
   std::optional<asio::steady_timer> timer;
   int attempts = 0;
   core::NoPlacement last_why = core::NoPlacement::kNone;
+  std::optional<core::Decision> last_tried;  // the endpoint that failed last.
   const Tenant& tenant = *call.tenant;
   bool spend_reserved = false;
   // Whatever was taken at admission is given back unless a relay settled it.
@@ -259,13 +278,25 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
     }
     if (co_await Relay(call, d, responder)) co_return;
     excluded.push_back(d.endpoint_index);
+    last_tried = d;
     ++attempts;
   }
   give_back();
+  if (last_tried && tenancy_->has_store()) {
+    // Endpoints were tried and none answered: nothing was generated and nothing is charged, but
+    // the call used the fleet, so it has its row.
+    const double elapsed_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+    store::LedgerRow row = CallRow(call, fleet_.site(last_tried->site_index).id,
+                                   fleet_.endpoint(last_tried->endpoint_index).id,
+                                   "upstream_unavailable", elapsed_s);
+    co_await RecordDurably(*tenancy_, std::move(row));
+  }
   if (attempts >= options_.max_attempts) {
-    co_await Fail(responder, call.request_id, http::status::bad_gateway,
-                  "no endpoint answered after " + std::to_string(attempts) + " attempts",
-                  "server_error", "upstream_unavailable");
+    const std::string message =
+        "no endpoint answered after " + std::to_string(attempts) + " attempts";
+    co_await Fail(responder, call.request_id, http::status::bad_gateway, message, "server_error",
+                  "upstream_unavailable");
     co_return;
   }
   metrics_.RecordDecision(core::ToString(last_why));
@@ -308,11 +339,76 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   const std::array<asio::const_buffer, 2> up_request{asio::buffer(up_header),
                                                      asio::buffer(call.upstream_body)};
 
+  Usage usage;
+  double ttft_s = -1;
+  auto since_start = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+  };
+  // The end of a request that reached an engine: settle() meters it and settles the tenant's
+  // reservations; then, where there is a ledger, record() makes its row durable before the
+  // client's last byte is sent. Without a store the end costs no coroutine call.
+  double gpu_joules = 0, cost = 0, charged = 0, elapsed_s = 0;
+  auto settle = [&](std::string_view outcome) {
+    if (!usage.reported && usage.prompt_tokens == 0) usage.prompt_tokens = call.routed.prompt_tokens;
+    const core::GpuModel& gpu = *endpoint.gpu;
+    gpu_joules = GpuJoules(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
+    charged = ChargeUsd(d, gpu, usage.prompt_tokens, usage.completion_tokens);
+    elapsed_s = since_start();
+    tenancy_->Settle(*call.tenant, call.worst_tokens,
+                     usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
+    if (outcome == "ok") {
+      if (options_.latency_breaker && ttft_s >= 0) {
+        fleet_.ReportLatency(ep, ttft_s, d.score.predicted_ttft_s);
+      }
+      tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
+                                    usage.completion_tokens);
+      metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
+                            elapsed_s, gpu_joules * d.score.pue, cost);
+      metrics_.RecordOk(d.site_index);
+    }
+    return tenancy_->has_store();
+  };
+  auto record = [&](std::string_view outcome) -> asio::awaitable<void> {
+    store::LedgerRow row = CallRow(call, site.id, endpoint.id, outcome, elapsed_s);
+    row.prompt_tokens = usage.prompt_tokens;
+    row.completion_tokens = usage.completion_tokens;
+    row.ttft_ms = ttft_s >= 0 ? ttft_s * 1e3 : 0;
+    row.joules = gpu_joules * d.score.pue;
+    row.usd_per_mwh = d.score.usd_per_mwh;
+    row.energy_cost_usd = cost;
+    row.charged_usd = charged;
+    if (!co_await RecordDurably(*tenancy_, std::move(row))) {
+      spdlog::error("{}: ledger row not durable", call.request_id);
+    }
+  };
+  auto finish = [&](std::string_view outcome) -> asio::awaitable<void> {
+    if (settle(outcome)) co_await record(outcome);
+  };
+
+  // A request the engine took but did not answer in time is not tried again elsewhere (it may
+  // still be running there; closing the connection cancels it) and is charged nothing.
+  const auto answer_timeout = call.parsed.stream ? options_.upstream_header_timeout
+                                                 : options_.upstream_response_timeout;
+  auto timed_out = [&]() -> asio::awaitable<bool> {
+    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count();
+    spdlog::warn("{}: endpoint {} gave no answer within {} s", call.request_id, endpoint.id,
+                 seconds);
+    usage.reported = true;  // nothing was delivered.
+    co_await finish("upstream_timeout");
+    const std::string message =
+        "the inference endpoint gave no answer within " + std::to_string(seconds) + " s";
+    co_await Fail(responder, call.request_id, http::status::gateway_timeout, message,
+                  "server_error", "upstream_timeout");
+    co_return true;
+  };
+
   // Send the request and read the response header; a pooled connection the engine had closed
   // gets one retry on a fresh connection before the endpoint is blamed.
   std::unique_ptr<net::UpstreamConnection> conn;
   ResponseHead head;
   std::string failure;
+  bool client_left = false, answer_late = false;  // after the request was sent whole.
   // The engine's socket is used directly, under one deadline for the whole exchange, rather than
   // through tcp_stream, which arms and cancels a timer around every read and write. The
   // deadline is the connection's own (kept while it is pooled): null while there is none.
@@ -332,6 +428,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       conn = std::move(*c);
     }
     deadline = &conn->Deadline(kDeadlineGranularity);
+    // A non-streaming answer sends nothing to the client until it is whole: whether the client
+    // is still there is asked at each of the deadline's wakes, and its leaving ends the exchange
+    // (which cancels the work at the engine).
+    if (!call.parsed.stream) deadline->WatchPeer([&responder] { return responder.ClientLeft(); });
     // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
     beast::error_code wec;
     const std::size_t sent = net::SendNow(conn->stream.socket(), up_request, wec);
@@ -345,7 +445,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (!wec) {
       // The response head, parsed here (chunked.h) from the connection's buffer: no parser or
       // field objects per request.
-      deadline->Arm(options_.upstream_header_timeout);
+      deadline->Arm(answer_timeout);
       std::ptrdiff_t head_bytes = 0;
       beast::error_code rec;
       for (;;) {
@@ -368,15 +468,23 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         break;
       }
       failure = rec ? failure_of(rec) : std::string("malformed response header");
+      client_left = deadline->peer_left();
+      answer_late = !client_left && deadline->expired();
     } else {
       failure = failure_of(wec);
+      client_left = deadline->peer_left();
     }
     const bool was_reused = conn->reused;
     deadline = nullptr;
     conn.reset();
-    if (!was_reused) break;
+    if (!was_reused || client_left || answer_late) break;
   }
   if (!conn) {
+    if (client_left) {
+      co_await finish("client_cancelled");
+      co_return true;
+    }
+    if (answer_late) co_return co_await timed_out();
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
     net::DropPooled(addr.host, addr.port);
     // Our own lack of descriptors is not the endpoint's fault: do not take it out.
@@ -443,63 +551,6 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     }
   };
 
-  Usage usage;
-  double ttft_s = -1;
-  auto since_start = [&] {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
-  };
-  // The end of a request that reached an engine: settle() meters it and settles the tenant's
-  // reservations; then, where there is a ledger, record() makes its row durable before the
-  // client's last byte is sent. Without a store the end costs no coroutine call.
-  double gpu_joules = 0, cost = 0, charged = 0, elapsed_s = 0;
-  auto settle = [&](std::string_view outcome) {
-    if (!usage.reported && usage.prompt_tokens == 0) usage.prompt_tokens = call.routed.prompt_tokens;
-    const core::GpuModel& gpu = *endpoint.gpu;
-    gpu_joules = GpuJoules(d, gpu, usage.prompt_tokens, usage.completion_tokens);
-    cost = core::EnergyCostUsd(gpu_joules, d.score.usd_per_mwh, d.score.pue);
-    charged = ChargeUsd(d, gpu, usage.prompt_tokens, usage.completion_tokens);
-    elapsed_s = since_start();
-    tenancy_->Settle(*call.tenant, call.worst_tokens,
-                     usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
-    if (outcome == "ok") {
-      if (options_.latency_breaker && ttft_s >= 0) {
-        fleet_.ReportLatency(ep, ttft_s, d.score.predicted_ttft_s);
-      }
-      tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
-                                    usage.completion_tokens);
-      metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
-                            elapsed_s, gpu_joules * d.score.pue, cost);
-      metrics_.RecordOk(d.site_index);
-    }
-    return tenancy_->has_store();
-  };
-  auto record = [&](std::string_view outcome) -> asio::awaitable<void> {
-    store::LedgerRow row;
-    row.request_id = call.request_id;
-    row.tenant = call.tenant->id;
-    row.key_id = call.key_id;
-    row.model = call.parsed.model;
-    row.site = site.id;
-    row.endpoint = endpoint.id;
-    row.priority_class = std::string(core::ToString(call.tenant->priority));
-    row.prompt_tokens = usage.prompt_tokens;
-    row.completion_tokens = usage.completion_tokens;
-    row.start_unix_ms = call.start_unix_ms;
-    row.end_unix_ms = call.start_unix_ms + static_cast<std::int64_t>(elapsed_s * 1e3);
-    row.ttft_ms = ttft_s >= 0 ? ttft_s * 1e3 : 0;
-    row.joules = gpu_joules * d.score.pue;
-    row.usd_per_mwh = d.score.usd_per_mwh;
-    row.energy_cost_usd = cost;
-    row.charged_usd = charged;
-    row.outcome = std::string(outcome);
-    if (!co_await RecordDurably(*tenancy_, std::move(row))) {
-      spdlog::error("{}: ledger row not durable", call.request_id);
-    }
-  };
-  auto finish = [&](std::string_view outcome) -> asio::awaitable<void> {
-    if (settle(outcome)) co_await record(outcome);
-  };
-
   if (status != 200) {
     deadline->Arm(options_.upstream_header_timeout);
     if (co_await read_all()) release_if_reusable();
@@ -519,8 +570,13 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   }
 
   if (!call.parsed.stream) {
-    deadline->Arm(options_.upstream_header_timeout);
+    deadline->Arm(answer_timeout);
     if (!co_await read_all()) {
+      if (deadline->peer_left()) {
+        co_await finish("client_cancelled");
+        co_return true;
+      }
+      if (deadline->expired()) co_return co_await timed_out();
       fleet_.MarkFailure(ep, "response broken");
       co_return false;  // nothing was sent yet: the call may go elsewhere.
     }

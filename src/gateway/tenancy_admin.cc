@@ -26,17 +26,6 @@ std::string IsoMs(std::int64_t ms) {
       std::chrono::milliseconds(ms))));
 }
 
-json TenantJson(const store::TenantRecord& t) {
-  return {{"id", t.id},
-          {"jurisdictions", t.jurisdictions},
-          {"class", t.priority_class},
-          {"latency_target_ms", t.latency_target_ms},
-          {"rpm", t.rpm},
-          {"tpm", t.tpm},
-          {"budget_usd", t.budget_usd},
-          {"budget_period", t.budget_period}};
-}
-
 json KeyJson(const store::KeyRecord& k) {
   return {{"id", k.id},
           {"tenant", k.tenant},
@@ -99,6 +88,21 @@ Reply Error(http::status status, std::string message, std::string code) {
   return {status, std::move(message), "", std::move(code)};
 }
 
+// Whether `path` (/admin/usage, /admin/ledger or /admin/audit) answers in CSV: as `format` says
+// (usage: json or csv; the ledger: json, jsonl, ndjson or csv, its JSON being JSON lines; the audit
+// log: JSON lines only), or when it is absent, as an Accept of text/csv asks. Any other format is
+// refused, naming those the path takes.
+std::expected<bool, std::string> WantsCsv(std::string_view path, std::string_view format,
+                                          std::string_view accept) {
+  const bool usage = path == "/admin/usage", ledger = path == "/admin/ledger";
+  if (format.empty()) return (usage || ledger) && accept.find("text/csv") != accept.npos;
+  if (format == "json" || (!usage && (format == "jsonl" || format == "ndjson"))) return false;
+  if (format == "csv" && (usage || ledger)) return true;
+  return std::unexpected(usage    ? "format must be json or csv"
+                         : ledger ? "format must be json, jsonl, ndjson or csv"
+                                  : "format must be json, jsonl or ndjson");
+}
+
 // A store failure: 503 with Retry-After when a retry may cure it (store::IsBusy), else 500.
 Reply StoreError(const std::string& error) {
   const bool busy = store::IsBusy(error);
@@ -117,9 +121,9 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     if (method == http::verb::get) {
       auto all = st.Tenants();
       if (!all) return StoreError(all.error());
-      json list = json::array();
-      for (const auto& t : *all) list.push_back(TenantJson(t));
-      return {http::status::ok, json{{"data", list}}.dump()};
+      std::string out = R"({"data":[)";
+      for (const auto& t : *all) out += (out.back() == '[' ? "" : ",") + TenantToJson(t);
+      return {http::status::ok, out + "]}"};
     }
     if (method != http::verb::post) {
       return Error(http::status::method_not_allowed, "use GET or POST", "method_not_allowed");
@@ -128,13 +132,15 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
     if (auto r = st.PutTenant(*t); !r) return StoreError(r.error());
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
-    tenancy.Audit("admin", "tenant.put", TenantJson(*t).dump());
-    return {http::status::ok, TenantJson(*t).dump()};
+    std::string shown = TenantToJson(*t);
+    tenancy.Audit("admin", "tenant.put", shown);
+    return {http::status::ok, std::move(shown)};
   }
   if (path == "/admin/keys") {
     if (method == http::verb::get) {
-      const std::string tenant = QueryParam(target, "tenant");
-      auto keys = tenant.empty() ? st.Keys() : st.Keys(std::string_view(tenant));
+      const auto tenant = QueryParam(target, "tenant");
+      if (!tenant) return Error(http::status::bad_request, tenant.error(), "invalid_query");
+      auto keys = tenant->empty() ? st.Keys() : st.Keys(std::string_view(*tenant));
       if (!keys) return StoreError(keys.error());
       json list = json::array();
       for (const auto& k : *keys) list.push_back(KeyJson(k));
@@ -183,14 +189,20 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   auto to = TimeParam(target, "to", std::numeric_limits<std::int64_t>::max());
   if (!from) return Error(http::status::bad_request, from.error(), "invalid_query");
   if (!to) return Error(http::status::bad_request, to.error(), "invalid_query");
-  const bool csv = QueryParam(target, "format") == "csv" ||
-                   request[http::field::accept].find("text/csv") != std::string_view::npos;
-  const std::string tenant = QueryParam(target, "tenant");
+  const auto format = QueryParam(target, "format");
+  if (!format) return Error(http::status::bad_request, format.error(), "invalid_query");
+  const auto csv = WantsCsv(path, *format, request[http::field::accept]);
+  if (!csv) return Error(http::status::bad_request, csv.error(), "invalid_query");
+  const auto tenant_param = QueryParam(target, "tenant");
+  if (!tenant_param) return Error(http::status::bad_request, tenant_param.error(), "invalid_query");
+  const std::string& tenant = *tenant_param;
   // Journaled rows reach the store a few milliseconds after their requests end: wait for those
   // this gateway has queued, so that its answer includes every request it has finished.
   if (!tenancy.FlushLedger()) spdlog::warn("ledger: rows still queued after the flush wait");
   if (path == "/admin/usage") {
-    const std::string by = QueryParam(target, "group_by");
+    const auto by_param = QueryParam(target, "group_by");
+    if (!by_param) return Error(http::status::bad_request, by_param.error(), "invalid_query");
+    const std::string& by = *by_param;
     auto group = store::ParseUsageGroup(by.empty() ? "site" : by);
     if (!group) {
       return Error(http::status::bad_request, "group_by must be site, model, day or tenant",
@@ -198,7 +210,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     }
     auto rows = st.Usage(tenant, *from, *to, *group);
     if (!rows) return StoreError(rows.error());
-    if (csv) {
+    if (*csv) {
       std::string out = "group,requests,prompt_tokens,completion_tokens,joules,energy_cost_usd,"
                         "charged_usd\n";
       for (const auto& u : *rows) {
@@ -224,7 +236,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   if (path == "/admin/ledger") {
     auto rows = tenant.empty() ? st.Ledger(*from, *to) : st.Ledger(*from, *to, std::string_view(tenant));
     if (!rows) return StoreError(rows.error());
-    if (csv) return {http::status::ok, LedgerCsv(*rows), "text/csv"};
+    if (*csv) return {http::status::ok, LedgerCsv(*rows), "text/csv"};
     std::string out;
     for (const auto& r : *rows) out += LedgerJson(r).dump() + "\n";
     return {http::status::ok, std::move(out), "application/x-ndjson"};

@@ -8,6 +8,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <map>
+#include <poll.h>
 #include <vector>
 
 namespace powerplane::net {
@@ -32,6 +33,8 @@ struct SocketDeadline::State {
   TimePoint deadline = TimePoint::max();  // max: disarmed.
   TimePoint wake = TimePoint::max();      // when the pending wait ends; max: none pending.
   bool expired = false;
+  std::function<bool()> peer_left;  // asked at each wake while armed (WatchPeer).
+  bool left = false;
 };
 
 SocketDeadline::SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity)
@@ -51,6 +54,12 @@ void SocketDeadline::Wait(const std::shared_ptr<State>& state,
     s->wake = State::TimePoint::max();
     if (s->deadline == State::TimePoint::max()) return;  // disarmed: the next Arm waits again.
     const auto t = std::chrono::steady_clock::now();
+    if (s->peer_left && s->peer_left()) {
+      s->left = true;
+      beast::error_code ignored;
+      s->socket.close(ignored);
+      return;
+    }
     if (t < s->deadline) {
       // A read that waits for epoll may wait for an end that epoll will not report again (one
       // that came with the bytes a DrainingBuffer read took): have it reported now.
@@ -71,9 +80,22 @@ void SocketDeadline::Arm(std::chrono::steady_clock::duration timeout) {
   if (state_->deadline < state_->wake) Wait(state_, now);
 }
 
-void SocketDeadline::Disarm() { state_->deadline = State::TimePoint::max(); }
+void SocketDeadline::Disarm() {
+  state_->deadline = State::TimePoint::max();
+  state_->peer_left = nullptr;
+}
 
 bool SocketDeadline::expired() const { return state_->expired; }
+
+void SocketDeadline::WatchPeer(std::function<bool()> left) { state_->peer_left = std::move(left); }
+
+bool SocketDeadline::peer_left() const { return state_->left; }
+
+bool PeerClosed(tcp::socket& socket) {
+  pollfd p{.fd = socket.native_handle(), .events = POLLRDHUP, .revents = 0};
+  if (::poll(&p, 1, 0) != 1) return false;
+  return (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 
 std::unique_ptr<UpstreamConnection> TakePooled(const std::string& host, unsigned short port) {
   auto it = tls_pool.find(Key{host, port});

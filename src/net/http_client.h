@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <expected>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,8 +25,10 @@ namespace powerplane::net {
 // expired() turns true. The timer sleeps at most `granularity` at a time, so a deadline is
 // enforced within `granularity` of it (at most one wake-up per granularity while armed). At each
 // wake while armed it also has the reactor see an end of stream that epoll will not report again
-// (read_drained.h: DrainingBuffer reads rely on it). Not thread-safe: use it on the socket's
-// executor. The socket must outlive it.
+// (read_drained.h: DrainingBuffer reads rely on it). WatchPeer(left) also asks `left` at each
+// such wake, and closes the socket as an expiry does when it answers true (peer_left() turns
+// true): a request's upstream exchange ends within `granularity` of its client leaving. Disarm()
+// drops the watch. Not thread-safe: use it on the socket's executor. The socket must outlive it.
 class SocketDeadline {
  public:
   SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity);
@@ -36,12 +39,18 @@ class SocketDeadline {
   void Arm(std::chrono::steady_clock::duration timeout);
   void Disarm();
   bool expired() const;
+  void WatchPeer(std::function<bool()> left);
+  bool peer_left() const;
 
  private:
   struct State;
   static void Wait(const std::shared_ptr<State>& state, std::chrono::steady_clock::time_point now);
   std::shared_ptr<State> state_;
 };
+
+// True when the socket's peer has closed its side or the connection broke, seen without reading
+// (poll with POLLRDHUP; bytes waiting to be read do not count).
+bool PeerClosed(tcp::socket& socket);
 
 // One connection to host:port, taken from this thread's pool or newly opened.
 struct UpstreamConnection {

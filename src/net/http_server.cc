@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <openssl/ssl.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <array>
@@ -308,6 +309,10 @@ class StreamResponder final : public Responder {
   }
 
   bool ClientGone() const override { return gone_; }
+  bool ClientLeft() override {
+    if (!gone_ && PeerClosed(beast::get_lowest_layer(stream_).socket())) gone_ = true;
+    return gone_;
+  }
   std::string Peer() const override {
     beast::error_code ec;
     auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);

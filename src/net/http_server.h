@@ -65,6 +65,11 @@ class Responder {
   virtual asio::awaitable<bool> FinishWrite() = 0;
   // True once a write has failed (the client disconnected or timed out).
   virtual bool ClientGone() const = 0;
+  // True when the client has closed its side or the connection broke, seen without reading or
+  // writing (poll with POLLRDHUP): for a handler that has nothing to write for a long time (a
+  // non-streaming answer being generated). Bytes the client sent meanwhile (a pipelined
+  // request) do not count as leaving.
+  virtual bool ClientLeft() = 0;
   // The peer's address, for logs.
   virtual std::string Peer() const = 0;
 };

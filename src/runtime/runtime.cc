@@ -476,6 +476,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   // Emulators slowed below real time answer slower than the GPU model predicts, by design.
   go.latency_breaker = config.latency_breaker && options.engine_speed >= 1.0;
   go.admin_on_separate_listener = !options.admin_listen.empty();
+  go.upstream_response_timeout = std::chrono::seconds(options.upstream_timeout_s);
   go.grid = p.grid_state.get();
   go.market_time = [market = p.market.get()] {
     return grid::FormatUtc(market->MarketTime(Clock::now()));

@@ -30,6 +30,8 @@ struct UpOptions {
   int threads = 0;                  // gateway I/O threads; 0 = one per core.
   // Concurrent connections per listener; 0 = as many as RLIMIT_NOFILE allows (two per stream).
   std::size_t max_connections = 0;
+  // How long a non-streaming request may wait for an engine's whole answer, in seconds.
+  int upstream_timeout_s = 600;
   // Each request's ledger row is committed and flushed to disk (group commit; SQLite
   // synchronous=FULL, PostgreSQL as its synchronous_commit says) before its last bytes, so it
   // survives a power loss; the journal only replays what an earlier run left, and takes a row

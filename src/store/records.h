@@ -63,7 +63,9 @@ struct LedgerRow {
   double usd_per_mwh = 0;
   double energy_cost_usd = 0;
   double charged_usd = 0;  // what the tenant's budget is charged.
-  std::string outcome;     // "ok", "upstream_error", "client_cancelled", "rejected", ...
+  // "ok", "client_cancelled", "stream_broken", "upstream_status_N" (the engine refused it),
+  // "upstream_timeout", "upstream_unavailable" (no endpoint answered).
+  std::string outcome;
 
   bool operator==(const LedgerRow&) const = default;
 };

@@ -46,6 +46,14 @@ Result<int> SqliteBusyTimeout(std::string_view query) {
 
 }  // namespace
 
+std::optional<std::filesystem::path> SqliteFile(std::string_view url,
+                                               const std::filesystem::path& data_dir) {
+  if (!url.empty() && !url.starts_with("sqlite:")) return std::nullopt;
+  std::string_view rest = url.empty() ? url : url.substr(7);
+  rest = rest.substr(0, rest.find('?'));
+  return rest.empty() ? data_dir / "powerplane.db" : std::filesystem::path(rest);
+}
+
 Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
                                            const std::filesystem::path& data_dir,
                                            StoreOptions options) {
@@ -62,10 +70,8 @@ Result<std::unique_ptr<Store>> Store::Open(std::string_view url,
         auto timeout = SqliteBusyTimeout(rest.substr(q + 1));
         if (!timeout) return std::unexpected(timeout.error());
         busy_timeout_ms = *timeout;
-        rest = rest.substr(0, q);
       }
-      std::filesystem::path path =
-          rest.empty() ? data_dir / "powerplane.db" : std::filesystem::path(rest);
+      const std::filesystem::path path = *SqliteFile(url, data_dir);
       if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
       origin = "sqlite " + path.string();
       connection = internal::OpenSqlite(path.string(), busy_timeout_ms, options.sync_commits);

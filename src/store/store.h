@@ -35,6 +35,11 @@ struct StoreOptions {
   bool sync_commits = false;
 };
 
+// The SQLite file a store URL names, as Store::Open reads it ("" or "sqlite:": data_dir's
+// powerplane.db; "sqlite:PATH[?...]": PATH); none for any other URL.
+std::optional<std::filesystem::path> SqliteFile(std::string_view url,
+                                               const std::filesystem::path& data_dir);
+
 class Store {
  public:
   virtual ~Store() = default;

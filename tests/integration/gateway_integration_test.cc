@@ -10,8 +10,15 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <filesystem>
+#include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <sys/socket.h>
 
 #include "fleet/fleet.h"
 #include "runtime/runtime.h"
@@ -90,11 +97,11 @@ std::string ChatBody(int max_tokens, bool stream, bool include_usage = false) {
 
 // The gateway of `fleet` on a loopback port, with the repository's data; null (and a failure
 // recorded) when it does not start.
-std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int threads) {
+std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int threads,
+                                               runtime::UpOptions o = {}) {
   auto config = fleet::ParseFleetConfig(fleet, "test fleet");
   EXPECT_TRUE(config) << config.error();
   if (!config) return nullptr;
-  runtime::UpOptions o;
   o.listen = "127.0.0.1:0";
   o.data_dir = PP_SOURCE_DIR "/data";
   o.threads = threads;
@@ -103,9 +110,13 @@ std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int thr
   return rt ? std::move(*rt) : nullptr;
 }
 
-// A fleet of one site whose one endpoint is the engine at 127.0.0.1:`port` (one the test
+// A fleet of one site whose endpoints are the engines at 127.0.0.1:`ports` (ones the test
 // runs), and the tenant "anyone" with the key "key-any".
-std::string OneEngineFleet(unsigned short port) {
+std::string OneEngineFleet(std::vector<unsigned short> ports) {
+  std::string urls;
+  for (auto port : ports) {
+    urls += (urls.empty() ? "\"" : ", \"") + ("http://127.0.0.1:" + std::to_string(port)) + "\"";
+  }
   return R"(
 [gateway]
 admin_key = "admin"
@@ -114,8 +125,8 @@ id = "one"
 jurisdiction = "US"
 price = 20.0
   [[sites.endpoints]]
-  urls = ["http://127.0.0.1:)" +
-         std::to_string(port) + R"("]
+  urls = [)" +
+         urls + R"(]
   gpu = "h200"
   model = "llama-3.1-8b"
 [[tenants]]
@@ -333,7 +344,7 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
   // An engine that takes connections (the kernel completes them) and never answers.
   net::asio::io_context io;
   net::tcp::acceptor silent(io, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0));
-  auto runtime = StartRuntime(OneEngineFleet(silent.local_endpoint().port()), 1);
+  auto runtime = StartRuntime(OneEngineFleet({silent.local_endpoint().port()}), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   std::thread waiting([&] { client.Chat("key-any", ChatBody(8, true)); });
@@ -346,17 +357,15 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
   waiting.join();
 }
 
-// An engine that answers every request with a whole chat completion whose end is its close (no
-// Content-Length, no chunks: HTTP/1.0 style), head, body and FIN sent together.
-class ClosingEngine {
+// Accepts connections on a loopback port, on a thread of its own, and hands each to `serve` (on
+// that thread); destroying it ends the accepting.
+class LoopbackAcceptor {
  public:
-  // Answers every request with `answer` (by default a whole JSON completion whose end is the
-  // close) in one write, then closes.
-  explicit ClosingEngine(std::string answer = DefaultAnswer())
-      : answer_(std::move(answer)),
+  explicit LoopbackAcceptor(std::function<void(net::tcp::socket)> serve)
+      : serve_(std::move(serve)),
         acceptor_(io_, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0)),
-        thread_([this] { Serve(); }) {}
-  ~ClosingEngine() {
+        thread_([this] { Run(); }) {}
+  ~LoopbackAcceptor() {
     stopping_ = true;
     net::tcp::socket wake(io_);  // ends the blocking accept.
     boost::system::error_code ec;
@@ -364,6 +373,54 @@ class ClosingEngine {
     thread_.join();
   }
   unsigned short port() const { return acceptor_.local_endpoint().port(); }
+
+ private:
+  void Run() {
+    for (;;) {
+      net::tcp::socket s(io_);
+      boost::system::error_code ec;
+      acceptor_.accept(s, ec);
+      if (ec || stopping_) return;
+      serve_(std::move(s));
+    }
+  }
+
+  std::function<void(net::tcp::socket)> serve_;
+  net::asio::io_context io_;
+  net::tcp::acceptor acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;  // last: started once the rest is made.
+};
+
+// Reads a request from `s`: its header, then as many body bytes as it says. Empty on an error.
+std::string ReadRequest(net::tcp::socket& s) {
+  std::string request;
+  std::array<char, 4096> buf;
+  std::size_t header_end = std::string::npos, length = 0;
+  boost::system::error_code ec;
+  while (!ec) {
+    request.append(buf.data(), s.read_some(net::asio::buffer(buf), ec));
+    if (header_end == std::string::npos &&
+        (header_end = request.find("\r\n\r\n")) != std::string::npos) {
+      std::string head = request.substr(0, header_end);
+      for (auto& c : head) c = static_cast<char>(std::tolower(c));
+      if (auto at = head.find("content-length:"); at != std::string::npos) {
+        length = std::stoul(head.substr(at + 15));
+      }
+    }
+    if (header_end != std::string::npos && request.size() >= header_end + 4 + length) break;
+  }
+  return ec ? std::string() : request;
+}
+
+// An engine that answers every request with a whole chat completion whose end is its close (no
+// Content-Length, no chunks: HTTP/1.0 style), head, body and FIN sent together.
+class ClosingEngine {
+ public:
+  // Answers every request with `answer` (by default a whole JSON completion whose end is the
+  // close) in one write, then closes.
+  explicit ClosingEngine(std::string answer = DefaultAnswer()) : answer_(std::move(answer)) {}
+  unsigned short port() const { return acceptor_.port(); }
 
  private:
   static std::string DefaultAnswer() {
@@ -376,42 +433,19 @@ class ClosingEngine {
            body;
   }
 
-  void Serve() {
-    for (;;) {
-      net::tcp::socket s(io_);
-      boost::system::error_code ec;
-      acceptor_.accept(s, ec);
-      if (ec || stopping_) return;
-      // The request: its header, then as many body bytes as it says.
-      std::string request;
-      std::array<char, 4096> buf;
-      std::size_t header_end = std::string::npos, length = 0;
-      while (!ec) {
-        request.append(buf.data(), s.read_some(net::asio::buffer(buf), ec));
-        if (header_end == std::string::npos &&
-            (header_end = request.find("\r\n\r\n")) != std::string::npos) {
-          std::string head = request.substr(0, header_end);
-          for (auto& c : head) c = static_cast<char>(std::tolower(c));
-          if (auto at = head.find("content-length:"); at != std::string::npos) {
-            length = std::stoul(head.substr(at + 15));
-          }
-        }
-        if (header_end != std::string::npos && request.size() >= header_end + 4 + length) break;
-      }
-      if (ec) continue;
-      // The prober's GET /metrics gets a whole answer, whatever requests are answered with.
-      const std::string& answer = request.starts_with("GET ") ? kWhole : answer_;
-      net::asio::write(s, net::asio::buffer(answer), ec);
-      s.close(ec);
-    }
+  void Answer(net::tcp::socket s) {
+    const std::string request = ReadRequest(s);
+    if (request.empty()) return;
+    // The prober's GET /metrics gets a whole answer, whatever requests are answered with.
+    const std::string& answer = request.starts_with("GET ") ? kWhole : answer_;
+    boost::system::error_code ec;
+    net::asio::write(s, net::asio::buffer(answer), ec);
+    s.close(ec);
   }
 
   const std::string kWhole = DefaultAnswer();
   const std::string answer_;
-  net::asio::io_context io_;
-  net::tcp::acceptor acceptor_;
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
+  LoopbackAcceptor acceptor_{[this](net::tcp::socket s) { Answer(std::move(s)); }};
 };
 
 // A body that ends at the engine's close is relayed as soon as it ends: the read of the answer's
@@ -419,7 +453,7 @@ class ClosingEngine {
 // event that the close, sent with the head, will not raise again.
 TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
   ClosingEngine engine;
-  auto runtime = StartRuntime(OneEngineFleet(engine.port()), 1);
+  auto runtime = StartRuntime(OneEngineFleet({engine.port()}), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   for (int i = 0; i < 3; ++i) {
@@ -452,7 +486,7 @@ TEST(GatewayUpstreamTest, AStreamWhoseEngineDiesWithItsLastBytesEndsWithAnErrorA
   ClosingEngine engine(
       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
       chunk(token("one")) + chunk(token(" two")));
-  auto runtime = StartRuntime(OneEngineFleet(engine.port()), 1);
+  auto runtime = StartRuntime(OneEngineFleet({engine.port()}), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   // One request: a stream that broke takes its endpoint out (by design).
@@ -468,6 +502,160 @@ TEST(GatewayUpstreamTest, AStreamWhoseEngineDiesWithItsLastBytesEndsWithAnErrorA
   EXPECT_EQ(json::parse(events[2])["error"]["code"], "upstream_stream_broken") << r.body;
   EXPECT_EQ(events[3], "[DONE]");
   EXPECT_LT(took_s, 0.6);
+}
+
+// An engine that takes inference requests and never answers them: it counts the requests it
+// was sent and the connections the gateway then closed (which, to an engine, cancels the work).
+// The prober's GETs get an empty 200.
+class SilentEngine {
+ public:
+  SilentEngine() { acceptor_.emplace([this](net::tcp::socket s) { Take(std::move(s)); }); }
+  ~SilentEngine() {
+    acceptor_.reset();  // no new connections;
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : held_) ::shutdown(fd, SHUT_RDWR);  // and the held ones' reads end.
+    }
+    for (auto& t : holders_) t.join();
+  }
+  unsigned short port() const { return acceptor_->port(); }
+  int requests() const { return requests_; }
+  int closed() const { return closed_; }
+
+ private:
+  void Take(net::tcp::socket s) {
+    std::lock_guard lock(mu_);
+    held_.push_back(s.native_handle());
+    holders_.emplace_back([this, s = std::move(s)]() mutable { Hold(std::move(s)); });
+  }
+  void Hold(net::tcp::socket s) {
+    const std::string request = ReadRequest(s);
+    if (request.empty()) return;
+    boost::system::error_code ec;
+    if (request.starts_with("GET ")) {
+      net::asio::write(s, net::asio::buffer(std::string_view(
+                              "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")),
+                       ec);
+      return;
+    }
+    ++requests_;
+    std::array<char, 4096> buf;
+    while (!ec) s.read_some(net::asio::buffer(buf), ec);  // until the gateway closes.
+    ++closed_;
+  }
+
+  std::atomic<int> requests_{0}, closed_{0};
+  std::mutex mu_;
+  std::vector<int> held_;
+  std::vector<std::thread> holders_;
+  std::optional<LoopbackAcceptor> acceptor_;  // made last, reset first.
+};
+
+// Polls `done` every 10 ms for at most `limit`; true when it held.
+template <typename Done>
+bool Eventually(Done done, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// A gateway with a ledger (SQLite in a fresh folder) over the engines at `ports`; the fleet
+// file's tenant "anyone" is seeded into its store.
+class LedgerGatewayTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<unsigned short> ports, int upstream_timeout_s = 600) {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("pp-gw-ledger-" + std::to_string(::getpid()) + "-" +
+            std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+    runtime::UpOptions o;
+    o.state_dir = dir_;
+    o.upstream_timeout_s = upstream_timeout_s;
+    runtime_ = StartRuntime(OneEngineFleet(std::move(ports)), 1, o);
+    ASSERT_NE(runtime_, nullptr);
+    client_ = std::make_unique<TestClient>("127.0.0.1", runtime_->port());
+  }
+  void TearDown() override {
+    client_.reset();
+    runtime_.reset();
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  std::vector<json> Ledger() {
+    auto r = client_->Call(http::verb::get, "/admin/ledger", {}, "admin");
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::vector<json> rows;
+    std::istringstream lines(r.body);
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty()) rows.push_back(json::parse(line));
+    }
+    return rows;
+  }
+  int InFlight() { return runtime_->fleet().Status().endpoints.front().in_flight; }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<runtime::Runtime> runtime_;
+  std::unique_ptr<TestClient> client_;
+};
+
+// A non-streaming answer comes only when the engine has generated all of it. One not given
+// within --upstream-timeout is answered 504 and is not sent to another engine (the first may
+// still be generating it: its connection is closed instead, which cancels it there); the ledger
+// keeps its row, charged nothing.
+TEST_F(LedgerGatewayTest, AnAnswerNotGivenInTimeIs504AndIsTriedNowhereElse) {
+  SilentEngine a, b;
+  ASSERT_NO_FATAL_FAILURE(Start({a.port(), b.port()}, 1));
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = client_->Chat("key-any", ChatBody(8, false));
+  const double took_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_EQ(r.status, 504) << r.error << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "upstream_timeout") << r.body;
+  EXPECT_GE(took_s, 0.9);
+  EXPECT_LT(took_s, 3.0);
+  EXPECT_EQ(a.requests() + b.requests(), 1);
+  EXPECT_TRUE(Eventually([&] { return a.closed() + b.closed() == 1; }, std::chrono::seconds(2)));
+  EXPECT_EQ(InFlight(), 0);
+  const auto rows = Ledger();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
+  EXPECT_EQ(rows[0]["outcome"], "upstream_timeout");
+  EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+}
+
+// A client that leaves while its non-streaming answer is being generated (nothing has been
+// written to it yet) is noticed within a second: the engine's connection is closed, which
+// cancels the generation, and the ledger says the client cancelled.
+TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEngine) {
+  SilentEngine engine;
+  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
+  const auto r = client_->Call(http::verb::post, "/v1/chat/completions", ChatBody(8, false),
+                               "key-any", /*timeout_s=*/0.3);
+  EXPECT_EQ(r.status, 0) << "the client should have given up first";
+  EXPECT_TRUE(Eventually([&] { return engine.closed() == 1; }, std::chrono::seconds(3)))
+      << "the engine's connection stayed open for a client that left";
+  EXPECT_TRUE(Eventually([&] { return InFlight() == 0; }, std::chrono::seconds(1)));
+  const auto rows = Ledger();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
+  EXPECT_EQ(rows[0]["completion_tokens"], 0);
+  EXPECT_EQ(engine.requests(), 1);
+}
+
+// A call whose endpoints all failed before answering has its row too (nothing charged).
+TEST_F(LedgerGatewayTest, ACallNoEndpointAnsweredIsInTheLedger) {
+  ClosingEngine engine(
+      "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
+  const auto r = client_->Chat("key-any", ChatBody(8, false));
+  ASSERT_GE(r.status, 500) << r.error << r.body;
+  const auto rows = Ledger();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
+  EXPECT_EQ(rows[0]["outcome"], "upstream_unavailable");
+  EXPECT_EQ(rows[0]["charged_usd"], 0.0);
 }
 
 }  // namespace

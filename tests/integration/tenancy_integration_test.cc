@@ -302,14 +302,22 @@ TEST_P(TenancyIntegrationTest, GatewaysSharingAStoreHoldATenantToOneLimitWithinS
 TEST_P(TenancyIntegrationTest, TokensPerMinuteCountTheWorstCaseThenSettle) {
   PutTenant({{"id", "tokens"}, {"tpm", 300}});
   auto [id, key] = NewKey("tokens");
-  // max_tokens beyond the bucket can never fit.
+  // max_tokens beyond the whole bucket can never fit: no Retry-After, and the header the
+  // OpenAI SDKs obey says not to retry.
   auto too_big = clients_[0]->Chat(key, ChatBody(400, false));
   EXPECT_EQ(too_big.status, 429) << too_big.body;
-  EXPECT_EQ(json::parse(too_big.body)["error"]["code"], "tokens_per_minute");
+  EXPECT_EQ(json::parse(too_big.body)["error"]["code"], "request_too_large");
+  EXPECT_EQ(too_big.Header("retry-after"), "");
+  EXPECT_EQ(too_big.Header("x-should-retry"), "false");
   // A request's unused reservation is given back: many small ones fit.
   int ok = 0;
   for (int i = 0; i < 6; ++i) ok += clients_[0]->Chat(key, ChatBody(20, false)).status == 200;
   EXPECT_EQ(ok, 6);
+  // One that fits the bucket but not what the six left of it waits, and is told how long.
+  auto again = clients_[0]->Chat(key, ChatBody(200, false));
+  EXPECT_EQ(again.status, 429) << again.body;
+  EXPECT_EQ(json::parse(again.body)["error"]["code"], "tokens_per_minute");
+  EXPECT_NE(again.Header("retry-after"), "");
 }
 
 TEST_P(TenancyIntegrationTest, ABudgetStopsSpendAndTheLedgerAgreesWithIt) {
@@ -529,6 +537,7 @@ class OneGatewayTest : public ::testing::Test {
 
 using SyncLedgerTest = OneGatewayTest;
 using AdminStoreBusyTest = OneGatewayTest;
+using AdminQueryTest = OneGatewayTest;
 using ReusePortTest = OneGatewayTest;
 
 // With --reuse-port and no --limits-file, the per-minute buckets live in <data-dir>/rate-limits,
@@ -631,6 +640,59 @@ TEST_F(AdminStoreBusyTest, AWriteThatWaitsOutTheBusyTimeoutIsAnswered503) {
   EXPECT_EQ(error["error"]["type"], "server_error");
   auto done = Admin(http::verb::post, "/admin/tenants", tenant);
   EXPECT_EQ(done.status, 200) << done.body;
+}
+
+// The usage and ledger exports decode every query parameter as a form encodes it ("%XX", '+'
+// a space); a malformed escape, or a format they do not have, is refused with 400, not answered
+// as if it were absent.
+TEST_F(AdminQueryTest, ParametersAreDecodedAndWhatCannotBeReadIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Start(Options()));
+  const std::string key = NewTenantKey("b1");
+  ASSERT_FALSE(key.empty());
+  ASSERT_EQ(client_->Chat(key, ChatBody(4, false)).status, 200);
+  auto usage = Admin(http::verb::get, "/admin/usage?tenant=b%31&group_by=%74enant");
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  auto u = json::parse(usage.body);
+  EXPECT_EQ(u["group_by"], "tenant");
+  ASSERT_EQ(u["data"].size(), 1u) << usage.body;
+  EXPECT_EQ(u["data"][0]["group"], "b1");
+  auto csv = Admin(http::verb::get, "/admin/ledger?tenant=b%31&format=c%73v");
+  ASSERT_EQ(csv.status, 200) << csv.body;
+  EXPECT_EQ(csv.Header("content-type"), "text/csv");
+  EXPECT_EQ(std::count(csv.body.begin(), csv.body.end(), '\n'), 2) << csv.body;
+  EXPECT_NE(Admin(http::verb::get, "/admin/keys?tenant=b%31").body.find("b1"), std::string::npos);
+  EXPECT_EQ(Admin(http::verb::get, "/admin/usage?format=json").status, 200);
+  EXPECT_EQ(Admin(http::verb::get, "/admin/ledger?format=ndjson").status, 200);
+  const std::pair<std::string, std::string> refused[] = {
+      {"/admin/usage?tenant=b%zz", "tenant"},
+      {"/admin/ledger?tenant=b%3", "tenant"},
+      {"/admin/keys?tenant=%g1", "tenant"},
+      {"/admin/usage?group_by=site%", "group_by"},
+      {"/admin/usage?format=xml", "json or csv"},
+      {"/admin/ledger?format=xml", "json, jsonl, ndjson or csv"},
+      {"/admin/audit?format=csv", "json, jsonl or ndjson"}};
+  for (const auto& [target, named] : refused) {
+    auto r = Admin(http::verb::get, target);
+    EXPECT_EQ(r.status, 400) << target << ": " << r.body;
+    auto error = json::parse(r.body, nullptr, false);
+    ASSERT_TRUE(error.is_object()) << r.body;
+    EXPECT_EQ(error["error"]["type"], "invalid_request_error") << r.body;
+    EXPECT_EQ(error["error"]["code"], "invalid_query") << r.body;
+    EXPECT_NE(error["error"]["message"].get<std::string>().find(named), std::string::npos)
+        << r.body;
+  }
+}
+
+// A tenant body with a field the API does not know (a misspelt limit) is refused by name, not
+// stored without it.
+TEST_F(AdminQueryTest, ATenantWithAnUnknownFieldIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Start(Options()));
+  auto r = Admin(http::verb::post, "/admin/tenants", R"({"id":"zz","rpmm":5})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("rpmm"), std::string::npos) << r.body;
+  auto listed = Admin(http::verb::get, "/admin/tenants");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(listed.body.find("zz"), std::string::npos) << listed.body;
 }
 
 }  // namespace

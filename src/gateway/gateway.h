@@ -101,6 +101,8 @@ class Gateway {
                                   std::string_view type, std::string_view code,
                                   int retry_after_s = 0);
   std::string FleetJson() const;
+  // The jurisdictions of this fleet's sites, each once, in the fleet file's order.
+  std::vector<std::string> FleetJurisdictions() const;
   // /admin/tenants, /admin/keys, /admin/usage, /admin/ledger, /admin/audit (tenancy_admin.cc).
   // Returns false when the path is not one of them.
   net::asio::awaitable<bool> HandleTenancyAdmin(net::ServerRequest& request,

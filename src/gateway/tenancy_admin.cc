@@ -8,8 +8,10 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <limits>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "gateway/admin_parse.h"
@@ -112,9 +114,24 @@ Reply StoreError(const std::string& error) {
   return reply;
 }
 
+// The first of `t`'s jurisdictions that no site of this fleet is in (`fleet`: theirs), if any.
+// Jurisdictions are matched exactly ("us" is not "US"), so a tenant limited to one the fleet does
+// not have could never be served: refused here, with the fleet's listed.
+std::optional<std::string> UnknownJurisdiction(const store::TenantRecord& t,
+                                               const std::vector<std::string>& fleet) {
+  for (const auto& j : t.jurisdictions) {
+    if (std::find(fleet.begin(), fleet.end(), j) != fleet.end()) continue;
+    std::string known;
+    for (const auto& f : fleet) known += (known.empty() ? "" : ", ") + f;
+    return "jurisdictions: no site of this fleet is in '" + j + "' (the fleet's: " + known +
+           "; `powerplane tenants add` takes any, for a store shared with other fleets)";
+  }
+  return std::nullopt;
+}
+
 // Everything below runs outside coroutines (see gateway.cc on g++ 12 and JSON literals).
 Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& st,
-                   std::string_view path) {
+                   std::string_view path, const std::vector<std::string>& jurisdictions) {
   const std::string_view target = request.target();
   const auto method = request.method();
   if (path == "/admin/tenants") {
@@ -130,6 +147,9 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     }
     auto t = TenantFromJson(request.body());
     if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
+    if (auto unknown = UnknownJurisdiction(*t, jurisdictions)) {
+      return Error(http::status::bad_request, *unknown, "invalid_body");
+    }
     if (auto r = st.PutTenant(*t); !r) return StoreError(r.error());
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
     std::string shown = TenantToJson(*t);
@@ -254,6 +274,15 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
 
 }  // namespace
 
+std::vector<std::string> Gateway::FleetJurisdictions() const {
+  std::vector<std::string> out;
+  for (std::uint32_t i = 0; i < fleet_.site_count(); ++i) {
+    const std::string& j = fleet_.site(i).jurisdiction;
+    if (std::find(out.begin(), out.end(), j) == out.end()) out.push_back(j);
+  }
+  return out;
+}
+
 net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::ServerRequest& request,
                                                        net::Responder& responder) {
   const std::string_view target = request.target();
@@ -270,11 +299,12 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::ServerRequest& reque
                   "tenancy admin needs a store (powerplane up --data-dir DIR or --store URL)",
                   "no_store");
   } else {
+    const std::vector<std::string> jurisdictions = FleetJurisdictions();
     // On the admin thread; the request resumes on its own I/O thread afterwards.
     reply = co_await net::asio::co_spawn(
         admin_pool_.get_executor(),
         [&]() -> net::asio::awaitable<Reply> {
-          co_return TenancyAdmin(request, *tenancy_, *st, path);
+          co_return TenancyAdmin(request, *tenancy_, *st, path, jurisdictions);
         },
         net::asio::use_awaitable);
   }

@@ -695,5 +695,18 @@ TEST_F(AdminQueryTest, ATenantWithAnUnknownFieldIsRefused) {
   EXPECT_EQ(listed.body.find("zz"), std::string::npos) << listed.body;
 }
 
+// Jurisdictions are matched exactly: a tenant limited to one that no site of the fleet is in
+// could never be served, so the admin API refuses it and names the fleet's.
+TEST_F(AdminQueryTest, ATenantLimitedToAJurisdictionTheFleetLacksIsRefused) {
+  ASSERT_NO_FATAL_FAILURE(Start(Options()));
+  auto r = Admin(http::verb::post, "/admin/tenants", R"({"id":"far","jurisdictions":["US","us"]})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("'us'"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find("the fleet's: US"), std::string::npos) << r.body;
+  EXPECT_EQ(Admin(http::verb::post, "/admin/tenants", R"({"id":"near","jurisdictions":["US"]})")
+                .status,
+            200);
+}
+
 }  // namespace
 }  // namespace powerplane

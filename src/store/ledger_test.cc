@@ -174,6 +174,47 @@ TEST_F(StoreTest, JournaledRowsReachTheStore) {
   EXPECT_TRUE(fs::is_empty(dir / "0"));
 }
 
+// A store away for longer than a batch's tries (the writer's connection meets a lock held
+// elsewhere, as it would a server that is down): the journaled rows are neither dropped nor
+// counted failed; they are tried again until the store takes them, then the journal lets them go.
+TEST_F(StoreTest, JournaledRowsWaitOutAStoreThatIsAway) {
+#ifdef PP_STORE_TEST_POSTGRES
+  GTEST_SKIP() << "the store is kept away with SQLite's own lock";
+#else
+  const TempDir temp;
+  const fs::path dir = temp.path() / "journal";
+  auto quick = Store::Open("sqlite:" + (dir_ / "powerplane.db").string() + "?busy_timeout_ms=20",
+                           dir_);
+  ASSERT_TRUE(quick) << quick.error();
+  auto writer = LedgerWriter::Start(**quick, 64, milliseconds(1), dir);
+  ASSERT_TRUE(writer) << writer.error();
+  sqlite3* holder = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "powerplane.db").c_str(), &holder), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(holder, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  constexpr int kRows = 5;
+  for (int i = 0; i < kRows; ++i) {
+    ASSERT_TRUE((*writer)->TryReserve());
+    LedgerRow row = Row(Id("away", i), "acme", "tx", "llama", kT0 + i, 0.01);
+    ASSERT_TRUE((*writer)->CommitJournaled(row));
+  }
+  // Well past the batch's kMaxAttempts tries (about 0.85 s).
+  std::this_thread::sleep_for(milliseconds(2500));
+  const auto during = (*writer)->counters();
+  EXPECT_EQ(during.rows_failed, 0u);
+  EXPECT_EQ(during.rows_written, 0u);
+  EXPECT_GE(during.retries, static_cast<std::uint64_t>(LedgerWriter::kMaxAttempts));  // beyond them
+  sqlite3_exec(holder, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(holder);
+  EXPECT_TRUE((*writer)->Flush(milliseconds(5000)));
+  EXPECT_EQ((*writer)->counters().rows_written, static_cast<std::uint64_t>(kRows));
+  for (int i = 0; i < kRows; ++i) {
+    EXPECT_TRUE(store_->HasLedgerRow(Id("away", i)).value_or(false)) << i;
+  }
+  writer->reset();
+  EXPECT_TRUE(fs::is_empty(dir / "0"));
+#endif
+}
+
 // What a crash left in the journal (whole lines, a torn last one, and the zeros of the segment's
 // unused tail) is written to the store when the next writer starts, once: a row the store
 // already had is not doubled. The dead

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <map>
 #include <vector>
 
@@ -167,27 +168,49 @@ void LedgerWriter::Run() {
 }
 
 void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
+  // Rows whose callers wait for their commit first, then journaled rows (durable already).
+  std::stable_partition(batch.begin(), batch.end(),
+                        [](const Item& item) { return item.on_durable != nullptr; });
   std::vector<LedgerRow> rows;
   rows.reserve(batch.size());
   for (auto& item : batch) rows.push_back(std::move(item.row));
   Result<std::size_t> inserted = std::unexpected(std::string("not tried"));
   int attempt = 0;
   for (; attempt < kMaxAttempts; ++attempt) {
-    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(10 << (2 * attempt)));
+    if (attempt > 0) {
+      CountRetry();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10 << (2 * attempt)));
+    }
     inserted = store_->AppendLedger(rows);
     if (inserted) break;
     spdlog::warn("ledger: batch of {} rows failed (attempt {} of {}): {}", rows.size(), attempt + 1,
                  kMaxAttempts, inserted.error());
   }
-  const bool durable = inserted.has_value();
-  if (!durable) {
-    spdlog::error("ledger: {} rows not written after {} attempts; first request id {}", rows.size(),
-                  kMaxAttempts, rows.front().request_id);
+  std::size_t given_up = 0;
+  if (!inserted) {
+    // Callers waiting for their commit are told now (the gateway journals such a row if it can).
+    // Journaled rows nobody waits for, and dropping them would keep them out of the store (and
+    // out of usage and budgets) until a restart replayed the journal: they are tried until the
+    // store takes them, however long it is away, or until the writer stops (then the journal
+    // keeps them for the next start). Meanwhile their slots stay taken, so the queue stays
+    // bounded: once it is full, admission answers ledger_backlog.
+    const auto waiting = static_cast<std::size_t>(std::count_if(
+        batch.begin(), batch.end(), [](const Item& item) { return item.on_durable != nullptr; }));
+    if (waiting > 0) {
+      spdlog::error("ledger: {} rows not written after {} attempts; first request id {}",
+                    waiting, kMaxAttempts, rows.front().request_id);
+      for (std::size_t i = 0; i < waiting; ++i) batch[i].on_durable(false);
+      given_up = waiting;
+      rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(waiting));
+    }
+    if (!rows.empty()) inserted = RetryUntilWritten(rows);
+  } else {
+    for (auto& item : batch) {
+      if (item.on_durable) item.on_durable(true);
+    }
   }
-  for (auto& item : batch) {
-    if (item.on_durable) item.on_durable(durable);
-  }
-  if (durable && journal_) {
+  const bool written = inserted.has_value();
+  if (written && journal_) {
     // Journaled rows now in the store: their segments can go once all of theirs are.
     std::map<std::int64_t, std::size_t> per_segment;
     for (const auto& item : batch) {
@@ -196,18 +219,50 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
     for (const auto& [segment, n] : per_segment) journal_->Written(segment, n);
   }
   std::lock_guard lock(mu_);
-  counters_.retries += static_cast<std::uint64_t>(durable ? attempt : attempt - 1);
-  if (durable) {
+  counters_.rows_failed += written ? given_up : batch.size();
+  if (written) {
     counters_.rows_written += rows.size();
     counters_.rows_duplicate += rows.size() - *inserted;
     ++counters_.batches;
-  } else {
-    counters_.rows_failed += rows.size();
   }
   counters_.queue_depth -= batch.size();
   processed_ += batch.size();
   processed_cv_.notify_all();
   counters_.reserved -= std::min(counters_.reserved, batch.size());
+}
+
+void LedgerWriter::CountRetry() {
+  std::lock_guard lock(mu_);
+  ++counters_.retries;
+}
+
+Result<std::size_t> LedgerWriter::RetryUntilWritten(const std::vector<LedgerRow>& rows) {
+  const auto since = std::chrono::steady_clock::now();
+  auto next_log = since;
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      if (wake_.wait_for(lock, kRetryEvery, [&] { return stopping_; })) {
+        spdlog::error("ledger: stopping with {} journaled rows the store has not taken; the "
+                      "journal keeps them for the next start", rows.size());
+        return std::unexpected(std::string("stopped"));
+      }
+    }
+    CountRetry();
+    auto inserted = store_->AppendLedger(rows);
+    const auto now = std::chrono::steady_clock::now();
+    if (inserted) {
+      spdlog::info("ledger: {} journaled rows written after the store was away for {:.1f} s",
+                   rows.size(), std::chrono::duration<double>(now - since).count());
+      return inserted;
+    }
+    if (now >= next_log) {
+      spdlog::warn("ledger: {} journaled rows still waiting for the store ({:.0f} s): {}",
+                   rows.size(), std::chrono::duration<double>(now - since).count(),
+                   inserted.error());
+      next_log = now + std::chrono::seconds(30);
+    }
+  }
 }
 
 }  // namespace powerplane::store

@@ -34,13 +34,17 @@ class LedgerWriter {
   // How long journaled rows (durable already; nobody waits for them) wait for others to join
   // their batch: fewer, larger transactions than max_batch_delay would give.
   static constexpr std::chrono::milliseconds kJournaledBatchDelay{25};
-  // Tries per batch before its rows are reported not durable.
+  // Tries per batch before the rows whose callers wait for their commit are reported not
+  // durable. Journaled rows (durable already) are then tried every kRetryEvery until the store
+  // takes them or the writer stops (the journal keeps them for the next start).
   static constexpr int kMaxAttempts = 4;
+  static constexpr std::chrono::milliseconds kRetryEvery{1000};
 
   struct Counters {
     std::uint64_t rows_written = 0;    // committed (new or duplicate request ids).
     std::uint64_t rows_duplicate = 0;  // of those, request ids already stored.
-    std::uint64_t rows_failed = 0;     // given up after kMaxAttempts.
+    std::uint64_t rows_failed = 0;     // not written: waited for and given up after
+                                       // kMaxAttempts, or journaled and the writer stopped.
     std::uint64_t batches = 0;         // committed transactions.
     std::uint64_t retries = 0;         // failed attempts that were retried.
     std::size_t queue_depth = 0;       // rows committed to the writer and not yet written.
@@ -66,7 +70,7 @@ class LedgerWriter {
   // Gives back a reserved slot that will not be used.
   void Release();
   // Queues `row` in a reserved slot. After the commit holding it returns, `on_durable(true)` is
-  // called from the writer thread (it must be quick and must not call back into the writer);
+  // called from the writer thread (it must be quick; it may journal a row, nothing else);
   // after kMaxAttempts failures, `on_durable(false)` (and the failure is logged). The slot is
   // freed after the callback. After Stop(), calls on_durable(false) at once.
   void Commit(LedgerRow row, std::function<void(bool durable)> on_durable);
@@ -97,6 +101,10 @@ class LedgerWriter {
   void Enqueue(Item item);  // under mu_.
   void Run();
   void WriteBatch(std::vector<Item>& batch);
+  // Tries `rows` every kRetryEvery until the store takes them (their insert count) or the
+  // writer stops (an error).
+  Result<std::size_t> RetryUntilWritten(const std::vector<LedgerRow>& rows);
+  void CountRetry();  // a failed try about to be made again (counters().retries).
 
   std::unique_ptr<Store> store_;
   std::unique_ptr<LedgerJournal> journal_;

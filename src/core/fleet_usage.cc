@@ -66,6 +66,12 @@ std::unordered_map<std::string, UsageTotals> FleetUsage::Absorb(
     last = r.totals;
   }
   for (const auto& m : present) others_[m].looks_absent = 0;
+  for (const auto& r : rows) {
+    if (r.tenant.empty() && r.member != member_ && r.domain != domain_) {
+      auto& heartbeat_ms = others_[r.member].heartbeat_ms;
+      heartbeat_ms = std::max(heartbeat_ms, r.updated_ms);
+    }
+  }
   for (auto it = others_.begin(); it != others_.end();) {
     if (!present.contains(it->first) && ++it->second.looks_absent > kForgetAfterLooks) {
       it = others_.erase(it);
@@ -79,6 +85,12 @@ std::unordered_map<std::string, UsageTotals> FleetUsage::Absorb(
     return kv.second.requests == 0 && kv.second.tokens == 0;
   });
   return charge;
+}
+
+std::size_t FleetUsage::peers(std::int64_t live_ms) const {
+  return static_cast<std::size_t>(std::ranges::count_if(others_, [&](const auto& kv) {
+    return kv.second.heartbeat_ms >= last_newest_ms_ - live_ms;
+  }));
 }
 
 }  // namespace powerplane::core

@@ -11,6 +11,7 @@
 // a share by each of them (1/K with K of them live), so the shared table is charged once.
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -76,14 +77,17 @@ class FleetUsage {
   // second for a new one, is not charged), and after a gap (kFreshAfterLooks,
   // kFreshAfterMs). A tenant a known member began to serve since counts from zero.
   std::unordered_map<std::string, UsageTotals> Absorb(std::span<const MemberUsage> rows);
-  // The members of other domains whose use this member counts (known from an Absorb call and
-  // not yet forgotten).
-  std::size_t peers() const { return others_.size(); }
+  // The live members of other domains whose use this member counts: those whose heartbeat, as
+  // of the last Absorb call, is at most `live_ms` older than the newest row it read (store
+  // clock). A member that stopped stays known until it is forgotten (kForgetAfterLooks), but is
+  // not live once its heartbeat is that old.
+  std::size_t peers(std::int64_t live_ms) const;
 
  private:
   struct Seen {
     std::unordered_map<std::string, UsageTotals> tenants;
     int looks_absent = 0;
+    std::int64_t heartbeat_ms = std::numeric_limits<std::int64_t>::min();  // none read yet.
   };
   std::string member_, domain_;
   std::int64_t started_ms_;

@@ -9,6 +9,8 @@ namespace {
 
 // This member started at t=100 (its clock); rows are written at t=1000 (the store's).
 constexpr std::int64_t kStarted = 100, kNow = 1000;
+// How old a heartbeat a live peer may have: the gateway's look-back (gateway/tenancy.cc).
+constexpr std::int64_t kLiveMs = 10'000;
 
 MemberUsage Row(std::string member, std::string domain, std::string tenant, double requests,
                 double tokens = 0, std::int64_t started = 0, std::int64_t updated = kNow) {
@@ -46,9 +48,9 @@ TEST(FleetUsageTest, ChargesWhatOthersTookSinceTheLastLookNotBeforeTheFirst) {
   FleetUsage me("m1", "d1", kStarted);
   // At the first look, m2 had taken 10 requests: before this member looked, not its to charge.
   std::vector<MemberUsage> rows{Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 10, 100)};
-  EXPECT_EQ(me.peers(), 0u);
+  EXPECT_EQ(me.peers(kLiveMs), 0u);
   EXPECT_TRUE(me.Absorb(rows).empty());
-  EXPECT_EQ(me.peers(), 1u);  // m2, known from now on.
+  EXPECT_EQ(me.peers(kLiveMs), 1u);  // m2, known from now on.
   rows = {Heartbeat("m2", "d2"), Row("m2", "d2", "acme", 13, 130)};
   auto charge = me.Absorb(rows);
   EXPECT_EQ(charge["acme"].requests, 3);
@@ -123,6 +125,36 @@ TEST(FleetUsageTest, ADomainsLiveMembersShareWhatAnotherDomainTook) {
   rows = {Heartbeat("m1", "host-a"), Heartbeat("m2", "host-a", 0, kNow - 5000),
           Heartbeat("b1", "host-b"), Row("b1", "host-b", "acme", 10)};
   EXPECT_EQ(m1.Absorb(rows).at("acme").requests, 2);
+}
+
+// /metrics counted every member not yet forgotten, gateways stopped up to ten minutes before.
+TEST(FleetUsageTest, PeersAreTheMembersOfOtherDomainsWithARecentHeartbeat) {
+  FleetUsage me("m1", "d1", kStarted);
+  // The first look reads every row: m3 stopped five minutes ago and its rows are still there;
+  // m1b shares this member's buckets.
+  constexpr std::int64_t kLongAgo = kNow - 300'000;
+  std::vector<MemberUsage> rows{Heartbeat("m1", "d1"),
+                                Heartbeat("m1b", "d1"),
+                                Heartbeat("m2", "d2"),
+                                Row("m2", "d2", "acme", 4),
+                                Heartbeat("m3", "d3", 0, kLongAgo),
+                                Row("m3", "d3", "acme", 9, 0, 0, kLongAgo)};
+  me.Absorb(rows);
+  EXPECT_EQ(me.peers(kLiveMs), 1u);  // m2.
+  // m2 stops: it is live until its last heartbeat is kLiveMs older than the newest row read
+  // (this member's own, each look), by the store's clock.
+  std::int64_t now = kNow;
+  for (; now <= kNow + kLiveMs; now += 1000) {
+    me.Absorb(std::vector{Heartbeat("m1", "d1", 0, now)});
+    EXPECT_EQ(me.peers(kLiveMs), 1u) << now;
+  }
+  me.Absorb(std::vector{Heartbeat("m1", "d1", 0, now)});
+  EXPECT_EQ(me.peers(kLiveMs), 0u);
+  // Back, with m4 new: both live.
+  now += 1000;
+  me.Absorb(std::vector{Heartbeat("m1", "d1", 0, now), Heartbeat("m2", "d2", 0, now),
+                        Heartbeat("m4", "d4", 0, now - 2000)});
+  EXPECT_EQ(me.peers(kLiveMs), 2u);
 }
 
 TEST(FleetUsageTest, AMemberLongAbsentIsForgotten) {

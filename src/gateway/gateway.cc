@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 
 #include "fleet/config.h"
@@ -49,6 +50,25 @@ std::string TooLargeMessage(const Tenant& t, int prompt_tokens, std::optional<in
 
 std::string PriceJson(const std::string& site, double usd_per_mwh) {
   return json{{"site", site}, {"usd_per_mwh", usd_per_mwh}}.dump();
+}
+
+// The one method a path of the public API takes; none for any other path (admin paths answer
+// their own 405s). HEAD is not among them: the server would send the body of its answer.
+std::optional<http::verb> PublicPathMethod(std::string_view path) {
+  if (path == "/v1/chat/completions" || path == "/v1/completions") return http::verb::post;
+  if (path == "/v1/models" || path == "/metrics" || path == "/healthz") return http::verb::get;
+  return std::nullopt;
+}
+
+// A 405, with the `Allow` header (the methods the path takes, as "POST, DELETE") that RFC 9110
+// requires of one.
+net::Response MethodNotAllowed(std::string_view allow, std::string_view message,
+                               const std::string& request_id) {
+  auto res = net::ErrorResponse(http::status::method_not_allowed, message, "invalid_request_error",
+                                "method_not_allowed");
+  res.set(http::field::allow, allow);
+  res.set("x-request-id", request_id);
+  return res;
 }
 
 }  // namespace
@@ -111,10 +131,16 @@ net::asio::awaitable<void> Gateway::HandleAdminListener(net::ServerRequest& requ
 net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::string& request_id,
                                          http::status status, std::string_view message,
                                          std::string_view type, std::string_view code,
-                                         int retry_after_s) {
+                                         int retry_after_s, std::string_view allow) {
   auto res = net::ErrorResponse(status, message, type, code);
   res.set("x-request-id", request_id);
   if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
+  if (!allow.empty()) res.set(http::field::allow, allow);  // a 405's methods (RFC 9110).
+  // A budget spent for the period, or a request larger than a whole minute's tokens: retrying
+  // in seconds cannot help, and the OpenAI SDKs obey this header over their 429 retries.
+  if (code == "insufficient_quota" || code == "request_too_large") {
+    res.set("x-should-retry", "false");
+  }
   metrics_.RecordRequest("", static_cast<int>(status));
   co_await responder.Send(std::move(res));
 }
@@ -133,10 +159,12 @@ net::asio::awaitable<void> Gateway::Handle(net::ServerRequest& request, net::Res
 
 net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::ServerRequest& request,
                                                 net::Responder& responder, bool admin_listener) {
-  if (path == "/v1/chat/completions" || path == "/v1/completions") {  // not a POST.
-    co_await Fail(responder, NewRequestId(), http::status::method_not_allowed,
-                  "use POST for " + std::string(path), "invalid_request_error",
-                  "method_not_allowed");
+  // A POST to the completions paths went to HandleInference: here they take no method.
+  if (const auto method = PublicPathMethod(path); method && request.method() != *method) {
+    const std::string_view allow = http::to_string(*method);
+    metrics_.RecordRequest("", 405);
+    co_await responder.Send(MethodNotAllowed(
+        allow, "use " + std::string(allow) + " for " + std::string(path), NewRequestId()));
     co_return;
   }
   if (path == "/v1/models") {
@@ -234,12 +262,8 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::ServerReq
     // header the OpenAI SDKs obey tells them not to retry it.
     const std::string message = TooLargeMessage(t, r.prompt_tokens, call.parsed.max_tokens,
                                                 worst_output);
-    auto res = net::ErrorResponse(http::status::too_many_requests, message, "rate_limit_error",
-                                  "request_too_large");
-    res.set("x-request-id", call.request_id);
-    res.set("x-should-retry", "false");
-    metrics_.RecordRequest("", 429);
-    co_await responder.Send(std::move(res));
+    co_await Fail(responder, call.request_id, http::status::too_many_requests, message,
+                  "rate_limit_error", "request_too_large");
     co_return;
   }
   const Admission rate = tenancy_->AdmitRate(t, call.worst_tokens);
@@ -342,7 +366,12 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
   const std::string_view path = target.substr(0, target.find('?'));
   if (co_await HandleGridAdmin(request, responder)) co_return;
   if (co_await HandleTenancyAdmin(request, responder)) co_return;
-  if (path == "/admin/fleet" && request.method() == http::verb::get) {
+  if (path == "/admin/fleet") {
+    if (request.method() != http::verb::get) {
+      metrics_.RecordRequest("", 405);
+      co_await responder.Send(MethodNotAllowed("GET", "use GET", id));
+      co_return;
+    }
     co_await responder.Send(net::MakeResponse(http::status::ok, FleetJson(), "application/json"));
     co_return;
   }
@@ -375,8 +404,8 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
       spdlog::info("admin: price override of {} cleared", site_id);
       tenancy_->Audit("admin", "site.price.clear", site_id);
     } else {
-      co_await Fail(responder, id, http::status::method_not_allowed, "use POST or DELETE",
-                    "invalid_request_error", "method_not_allowed");
+      metrics_.RecordRequest("", 405);
+      co_await responder.Send(MethodNotAllowed("POST, PUT, DELETE", "use POST or DELETE", id));
       co_return;
     }
     auto res = net::MakeResponse(http::status::ok, PriceJson(site_id, fleet_.UsdPerMwh(*site)),

@@ -99,7 +99,7 @@ class Gateway {
   net::asio::awaitable<void> Fail(net::Responder& responder, const std::string& request_id,
                                   net::http::status status, std::string_view message,
                                   std::string_view type, std::string_view code,
-                                  int retry_after_s = 0);
+                                  int retry_after_s = 0, std::string_view allow = {});
   std::string FleetJson() const;
   // The jurisdictions of this fleet's sites, each once, in the fleet file's order.
   std::vector<std::string> FleetJurisdictions() const;

@@ -67,6 +67,11 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
   }
   fleet::GridState& grid = *options_.grid;
   if (path == "/admin/hashprice") {
+    if (request.method() != http::verb::get && request.method() != http::verb::post) {
+      co_await Fail(responder, id, http::status::method_not_allowed, "use GET or POST",
+                    "invalid_request_error", "method_not_allowed", 0, "GET, POST");
+      co_return true;
+    }
     if (request.method() == http::verb::post) {
       const auto hashprice = HashpriceFromJson(request.body());
       if (!hashprice) {
@@ -120,8 +125,10 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
     co_await responder.Send(std::move(res));
     co_return true;
   }
-  co_await Fail(responder, id, http::status::method_not_allowed, "method not allowed here",
-                "invalid_request_error", "method_not_allowed");
+  const std::string_view allow = path == kEvents ? "GET, POST" : "DELETE";
+  const std::string message = "use " + std::string(allow);
+  co_await Fail(responder, id, http::status::method_not_allowed, message, "invalid_request_error",
+                "method_not_allowed", 0, allow);
   co_return true;
 }
 

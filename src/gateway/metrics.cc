@@ -19,11 +19,13 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet, const fleet::GridState
       registry_(std::make_shared<prometheus::Registry>()),
       requests_(prometheus::BuildCounter()
                     .Name("powerplane_requests_total")
-                    .Help("API requests by site and HTTP status")
+                    .Help("API requests by site and HTTP status (499: the client left first, as "
+                          "nginx counts it; 502 also for a stream that broke after its head)")
                     .Register(*registry_)),
       tokens_(prometheus::BuildCounter()
                   .Name("powerplane_tokens_total")
-                  .Help("Tokens served by site and kind (prompt, completion)")
+                  .Help("Tokens of requests that reached an engine, as charged (a cancelled or "
+                        "broken stream's delivered tokens included), by site and kind")
                   .Register(*registry_)),
       decisions_(prometheus::BuildCounter()
                      .Name("powerplane_route_decisions_total")
@@ -31,11 +33,13 @@ GatewayMetrics::GatewayMetrics(const fleet::Fleet& fleet, const fleet::GridState
                      .Register(*registry_)),
       energy_joules_(prometheus::BuildCounter()
                          .Name("powerplane_energy_joules_total")
-                         .Help("Estimated GPU energy of served requests (facility: x PUE)")
+                         .Help("Estimated GPU energy of requests that reached an engine "
+                               "(facility: x PUE)")
                          .Register(*registry_)),
       energy_cost_(prometheus::BuildCounter()
                        .Name("powerplane_energy_cost_usd_total")
-                       .Help("Estimated energy cost of served requests, PUE included")
+                       .Help("Estimated energy cost of requests that reached an engine, PUE "
+                             "included")
                        .Register(*registry_)),
       ttft_(prometheus::BuildHistogram()
                 .Name("powerplane_time_to_first_token_seconds")
@@ -114,13 +118,16 @@ void GatewayMetrics::RecordRequest(const std::string& site, int status) {
       .Increment();
 }
 
-void GatewayMetrics::RecordServed(std::uint32_t site, std::int64_t prompt_tokens,
-                                  std::int64_t completion_tokens, double ttft_s,
-                                  double duration_s, double joules, double energy_cost_usd) {
-  prompt_tokens_by_site_[site]->Increment(static_cast<double>(prompt_tokens));
-  completion_tokens_by_site_[site]->Increment(static_cast<double>(completion_tokens));
+void GatewayMetrics::RecordTimes(std::uint32_t site, double ttft_s, double duration_s) {
   if (ttft_s >= 0) ttft_by_site_[site]->Observe(ttft_s);
   duration_by_site_[site]->Observe(duration_s);
+}
+
+void GatewayMetrics::RecordServed(std::uint32_t site, std::int64_t prompt_tokens,
+                                  std::int64_t completion_tokens, double joules,
+                                  double energy_cost_usd) {
+  prompt_tokens_by_site_[site]->Increment(static_cast<double>(prompt_tokens));
+  completion_tokens_by_site_[site]->Increment(static_cast<double>(completion_tokens));
   if (joules > 0) joules_by_site_[site]->Increment(joules);
   // Prometheus counters only go up; negative prices (paid to consume) are not subtracted here.
   if (energy_cost_usd > 0) cost_by_site_[site]->Increment(energy_cost_usd);

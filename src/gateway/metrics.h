@@ -24,8 +24,12 @@ class GatewayMetrics {
   // One request ended. `site` is empty when it was not placed.
   void RecordRequest(const std::string& site, int status);
   void RecordOk(std::uint32_t site) { ok_by_site_[site]->Increment(); }
+  // Tokens, energy and its cost of a request that reached an engine, however it ended: what the
+  // ledger charges, delivered tokens included.
   void RecordServed(std::uint32_t site, std::int64_t prompt_tokens, std::int64_t completion_tokens,
-                    double ttft_s, double duration_s, double joules, double energy_cost_usd);
+                    double joules, double energy_cost_usd);
+  // Time to first token (negative: none) and duration of a request that ended well.
+  void RecordTimes(std::uint32_t site, double ttft_s, double duration_s);
   void RecordDecision(std::string_view outcome);
   // Other gateways sharing the store whose use of tenants' limits this one counts.
   void SetRateLimitPeers(std::size_t peers) { rate_limit_peers_->Set(static_cast<double>(peers)); }

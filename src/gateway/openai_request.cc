@@ -177,6 +177,13 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
       have_prompt = true;
     }
   }
+  // On-Demand reads only as far as it is asked: a second value after the object (`{...}{...}`,
+  // `{...}}`; a body not ending in '}' is refused by get_object) would pass unread and reach the
+  // engine, which refuses it. With the root object read to its closing brace, anything still
+  // there is trailing content.
+  if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) {
+    return std::unexpected(Invalid("request body must be one JSON object, with nothing after it"));
+  }
   if (r.model.empty()) return std::unexpected(Invalid("'model' is required", "model"));
   if (kind == ApiKind::kChat && !have_messages) {
     return std::unexpected(Invalid("'messages' is required", "messages"));

@@ -71,6 +71,33 @@ TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {
   }
 }
 
+// On-Demand parses lazily: a second value after the root object passed unread and reached the
+// engine, which answered 400 itself.
+TEST(OpenAiRequestTest, RejectsContentAfterTheObject) {
+  const std::string one = R"({"model":"m","messages":[{"role":"user","content":"x"}]})";
+  for (const std::string& body : {one + one, one + " \n" + one, one + "}", one + "{}"}) {
+    auto r = ParseOpenAiRequest(ApiKind::kChat, body);
+    ASSERT_FALSE(r) << body;
+    EXPECT_EQ(r.error().status, 400) << body;
+    EXPECT_EQ(r.error().param, "") << body;
+    EXPECT_EQ(r.error().message, "request body must be one JSON object, with nothing after it")
+        << body;
+  }
+  // Ending in something other than '}', the body is refused before its fields are read.
+  for (const std::string& body : {one + "]", one + "[]", one + " 1", one + " null"}) {
+    auto r = ParseOpenAiRequest(ApiKind::kChat, body);
+    ASSERT_FALSE(r) << body;
+    EXPECT_EQ(r.error().status, 400) << body;
+  }
+  const std::string prompt = R"({"model":"m","prompt":"x"})";
+  auto r = ParseOpenAiRequest(ApiKind::kCompletion, prompt + prompt);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().status, 400);
+  // Whitespace after the object is not content.
+  EXPECT_TRUE(ParseOpenAiRequest(ApiKind::kChat, one + " \r\n\t"));
+  EXPECT_TRUE(ParseOpenAiRequest(ApiKind::kCompletion, prompt + "\n"));
+}
+
 TEST(OpenAiRequestTest, UpstreamAlwaysAsksForUsageWhenStreaming) {
   const std::string body = R"({"model":"m","stream":true,"messages":[{"role":"user"}]})";
   auto r = ParseOpenAiRequest(ApiKind::kChat, body);

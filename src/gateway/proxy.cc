@@ -357,15 +357,21 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     elapsed_s = since_start();
     tenancy_->Settle(*call.tenant, call.worst_tokens,
                      usage.prompt_tokens + usage.completion_tokens, call.worst_usd, charged);
+    // What the ledger charges, /metrics counts, whatever the ending.
+    metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens,
+                          gpu_joules * d.score.pue, cost);
     if (outcome == "ok") {
       if (options_.latency_breaker && ttft_s >= 0) {
         fleet_.ReportLatency(ep, ttft_s, d.score.predicted_ttft_s);
       }
       tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
                                     usage.completion_tokens);
-      metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens, ttft_s,
-                            elapsed_s, gpu_joules * d.score.pue, cost);
+      metrics_.RecordTimes(d.site_index, ttft_s, elapsed_s);
       metrics_.RecordOk(d.site_index);
+    } else if (outcome == "client_cancelled") {
+      metrics_.RecordRequest(site.id, 499);
+    } else if (outcome == "stream_broken") {
+      metrics_.RecordRequest(site.id, 502);
     }
     return tenancy_->has_store();
   };

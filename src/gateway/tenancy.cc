@@ -289,7 +289,7 @@ void Tenancy::ShareUsage() {
   }
   // Absorb's state is the poller's own: no lock against the request path.
   const auto charges = fleet_usage_->Absorb(rows);
-  rate_limit_peers_.store(fleet_usage_->peers(), std::memory_order_relaxed);
+  rate_limit_peers_.store(fleet_usage_->peers(kLookBackMs), std::memory_order_relaxed);
   const auto dir = directory();
   const double now = NowS();
   for (const auto& [tenant_id, taken] : charges) {
@@ -402,7 +402,7 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     done = [this, copy = row, done = std::move(done)](bool durable) mutable {
       if (!durable && ledger_->TryReserve()) {
         durable = ledger_->CommitJournaled(copy);
-        if (!durable) ledger_->Release();  // no journal (a remote store alone), or it failed.
+        if (!durable) ledger_->Release();  // no journal (no state folder), or it failed.
         if (durable) spdlog::warn("ledger: {} journaled after its commit failed", copy.request_id);
       }
       done(durable);

@@ -84,6 +84,7 @@ struct Reply {
   std::string content_type = "application/json";
   std::string error_code;  // set for errors.
   int retry_after_s = 0;
+  std::string allow;  // a 405's methods.
 };
 
 Reply Error(http::status status, std::string message, std::string code) {
@@ -103,6 +104,13 @@ std::expected<bool, std::string> WantsCsv(std::string_view path, std::string_vie
   return std::unexpected(usage    ? "format must be json or csv"
                          : ledger ? "format must be json, jsonl, ndjson or csv"
                                   : "format must be json, jsonl or ndjson");
+}
+
+// A 405 naming the methods the path takes (in its Allow header too).
+Reply NotAllowed(std::string allow) {
+  Reply r = Error(http::status::method_not_allowed, "use " + allow, "method_not_allowed");
+  r.allow = std::move(allow);
+  return r;
 }
 
 // A store failure: 503 with Retry-After when a retry may cure it (store::IsBusy), else 500.
@@ -143,7 +151,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
       return {http::status::ok, out + "]}"};
     }
     if (method != http::verb::post) {
-      return Error(http::status::method_not_allowed, "use GET or POST", "method_not_allowed");
+      return NotAllowed("GET, POST");
     }
     auto t = TenantFromJson(request.body());
     if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
@@ -167,7 +175,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
       return {http::status::ok, json{{"data", list}}.dump()};
     }
     if (method != http::verb::post) {
-      return Error(http::status::method_not_allowed, "use GET or POST", "method_not_allowed");
+      return NotAllowed("GET, POST");
     }
     auto j = json::parse(request.body(), nullptr, false);
     if (j.is_discarded() || !j.is_object() || !j.contains("tenant") || !j["tenant"].is_string()) {
@@ -189,7 +197,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   }
   if (path.starts_with("/admin/keys/")) {
     if (method != http::verb::delete_) {
-      return Error(http::status::method_not_allowed, "use DELETE", "method_not_allowed");
+      return NotAllowed("DELETE");
     }
     const std::string key_id(path.substr(std::string_view("/admin/keys/").size()));
     auto revoked = st.RevokeKey(key_id);
@@ -203,7 +211,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     return {http::status::ok, json{{"id", key_id}, {"revoked", true}}.dump()};
   }
   if (method != http::verb::get) {
-    return Error(http::status::method_not_allowed, "use GET", "method_not_allowed");
+    return NotAllowed("GET");
   }
   auto from = TimeParam(target, "from", 0);
   auto to = TimeParam(target, "to", std::numeric_limits<std::int64_t>::max());
@@ -312,7 +320,7 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::ServerRequest& reque
     const bool server = static_cast<int>(reply.status) >= 500;
     co_await Fail(responder, id, reply.status, reply.body,
                   server ? "server_error" : "invalid_request_error", reply.error_code,
-                  reply.retry_after_s);
+                  reply.retry_after_s, reply.allow);
   } else {
     co_await responder.Send(net::MakeResponse(reply.status, std::move(reply.body),
                                               reply.content_type));

@@ -52,9 +52,22 @@ using TlsStream = beast::ssl_stream<beast::tcp_stream>;
 // Beast's request parser, with what it reads kept in a ServerRequest instead of a message of
 // basic_fields (server_request.h). Beast checks every byte, the limits and the body's framing
 // (Content-Length or chunked) as its own request_parser does.
+//
+// It also checks what Beast leaves to its caller (RFC 9110 10.1.1, RFC 9112 6.3): a
+// Transfer-Encoding whose last coding is not chunked fails as bad_transfer_encoding (the body's
+// length cannot be known: 400), an Expect field with an expectation other than 100-continue fails
+// as bad_value with expectation_failed() set (417), and an HTTP/1.1 request's 100-continue is
+// noted for the session to answer before it reads the body (ignored in HTTP/1.0).
 class RequestParser : public http::basic_parser<true> {
  public:
   explicit RequestParser(ServerRequest& request) : request_(request) {}
+
+  // True from the header of an HTTP/1.1 request with "Expect: 100-continue" until
+  // ContinueSent().
+  bool expects_continue() const { return expects_continue_; }
+  void ContinueSent() { expects_continue_ = false; }
+  // True when the request failed for an expectation the server does not know.
+  bool expectation_failed() const { return expectation_failed_; }
 
  private:
   void on_request_impl(http::verb method, beast::string_view method_string,
@@ -68,9 +81,41 @@ class RequestParser : public http::basic_parser<true> {
   void on_field_impl(http::field id, beast::string_view name, beast::string_view value,
                      beast::error_code& ec) override {
     request_.AddField(id, name, value);
+    if (id == http::field::expect) [[unlikely]] {
+      NoteExpectations(value);
+    } else if (id == http::field::transfer_encoding) [[unlikely]] {
+      transfer_encoding_ = true;
+    }
     ec = {};
   }
-  void on_header_impl(beast::error_code& ec) override { ec = {}; }
+  void on_header_impl(beast::error_code& ec) override {
+    ec = {};
+    if (transfer_encoding_ && !chunked()) [[unlikely]] {
+      ec = http::error::bad_transfer_encoding;
+    } else if (expectation_failed_) [[unlikely]] {
+      ec = http::error::bad_value;
+    }
+  }
+  // Expect = #expectation, case-insensitive (empty list elements allowed).
+  void NoteExpectations(std::string_view value) {
+    while (!value.empty()) {
+      const std::size_t comma = value.find(',');
+      std::string_view member = value.substr(0, comma);
+      value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
+      while (!member.empty() && (member.front() == ' ' || member.front() == '\t')) {
+        member.remove_prefix(1);
+      }
+      while (!member.empty() && (member.back() == ' ' || member.back() == '\t')) {
+        member.remove_suffix(1);
+      }
+      if (member.empty()) continue;
+      if (beast::iequals(member, "100-continue")) {
+        expects_continue_ = request_.version() >= 11;
+      } else {
+        expectation_failed_ = true;
+      }
+    }
+  }
   void on_body_init_impl(const boost::optional<std::uint64_t>& length,
                          beast::error_code& ec) override {
     // Within the body limit: Beast refused a longer Content-Length already.
@@ -94,7 +139,31 @@ class RequestParser : public http::basic_parser<true> {
   void on_finish_impl(beast::error_code& ec) override { ec = {}; }
 
   ServerRequest& request_;
+  bool transfer_encoding_ = false;
+  bool expects_continue_ = false;
+  bool expectation_failed_ = false;
 };
+
+// The interim answer to "Expect: 100-continue" (RFC 9110 15.2.1).
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+// A request Beast's parser refused for its syntax or framing (answered 400, RFC 9112 6.3 for the
+// framing), as opposed to the connection's end or failure.
+bool IsMalformed(const beast::error_code& ec) {
+  static constexpr std::array kMalformed = {http::error::bad_line_ending,
+                                            http::error::bad_method,
+                                            http::error::bad_target,
+                                            http::error::bad_version,
+                                            http::error::bad_field,
+                                            http::error::bad_value,
+                                            http::error::bad_content_length,
+                                            http::error::multiple_content_length,
+                                            http::error::bad_transfer_encoding,
+                                            http::error::bad_chunk,
+                                            http::error::bad_chunk_extension,
+                                            http::error::bad_obs_fold};
+  return std::any_of(kMalformed.begin(), kMalformed.end(), [&](http::error e) { return ec == e; });
+}
 
 // Sessions are templates over the stream, so the plain path stays a bare tcp_stream.
 template <typename Stream>
@@ -213,7 +282,8 @@ class StreamResponder final : public Responder {
         deadline_(deadline),
         write_timeout_(write_timeout),
         keep_alive_(keep_alive),
-        version_(version) {}
+        version_(version),
+        chunked_(version >= 11) {}
 
   asio::awaitable<bool> Send(Response response) override {
     response.version(version_);
@@ -234,9 +304,15 @@ class StreamResponder final : public Responder {
 
   asio::awaitable<bool> StartStream(http::response<http::empty_body> header) override {
     header.version(version_);
-    header.chunked(true);
-    header.keep_alive(keep_alive_ && header.keep_alive());
-    keep_alive_ = header.keep_alive();
+    if (chunked_) {
+      header.chunked(true);
+      header.keep_alive(keep_alive_ && header.keep_alive());
+      keep_alive_ = header.keep_alive();
+    } else {  // HTTP/1.0: no chunked coding (RFC 9112 6.1); the close ends the body.
+      header.chunked(false);
+      header.set(http::field::connection, "close");
+      keep_alive_ = false;
+    }
     sent_ = true;
     streaming_ = true;
     pending_header_ = SerializeHeader(header);
@@ -245,21 +321,23 @@ class StreamResponder final : public Responder {
 
   bool BeginStream(std::string fields) override {
     // As Beast frames a chunked 200 with keep_alive(keep_alive_): HTTP/1.1 says "close" when
-    // the connection ends after it; HTTP/1.0 streams never keep the connection.
-    keep_alive_ = keep_alive_ && version_ >= 11;
+    // the connection ends after it. An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1):
+    // its stream is sent raw and ended by closing the connection.
+    keep_alive_ = keep_alive_ && chunked_;
     sent_ = true;
     streaming_ = true;
     pending_header_.reserve(64 + fields.size());
-    pending_header_ = version_ >= 11 ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
+    pending_header_ = chunked_ ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
     pending_header_ += fields;
-    pending_header_ += "Transfer-Encoding: chunked\r\n";
-    if (version_ >= 11 && !keep_alive_) pending_header_ += "Connection: close\r\n";
+    if (chunked_) pending_header_ += "Transfer-Encoding: chunked\r\n";
+    if (!keep_alive_) pending_header_ += "Connection: close\r\n";
     pending_header_ += "\r\n";
     return !gone_;
   }
 
   // A chunk is framed here ("<hex size>\r\n", the data, "\r\n") and goes out in one gathered
-  // write with the pending header, if any: no serializer, no intermediate coroutine.
+  // write with the pending header, if any: no serializer, no intermediate coroutine. To an
+  // HTTP/1.0 client the data goes unframed.
   asio::awaitable<bool> WriteChunk(std::string_view data) override {
     if (!WriteChunkNow(data)) co_await FinishWrite();
     co_return !gone_;
@@ -272,6 +350,11 @@ class StreamResponder final : public Responder {
 
   bool WriteChunkNow(std::string_view data) override {
     if (gone_ || data.empty()) return true;
+    if (!chunked_) [[unlikely]] {
+      unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
+                             asio::buffer(data.data(), data.size()), asio::const_buffer()};
+      return SendOrKeep();
+    }
     unfinished_.size = ChunkSize(data.size());
     unfinished_.buffers = {asio::buffer(pending_header_), unfinished_.size.buffer(),
                            asio::buffer(data.data(), data.size()),
@@ -282,6 +365,12 @@ class StreamResponder final : public Responder {
   bool EndStreamNow(std::string_view last_data) override {
     if (gone_) return true;
     streaming_ = false;
+    if (!chunked_) [[unlikely]] {  // the session's close ends the body (keep_alive_ is false).
+      unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
+                             asio::buffer(last_data.data(), last_data.size()),
+                             asio::const_buffer()};
+      return SendOrKeep();
+    }
     unfinished_.size = ChunkSize(last_data.size());
     // The last data chunk's CRLF and the zero-length last chunk share one buffer.
     unfinished_.buffers = {
@@ -368,6 +457,7 @@ class StreamResponder final : public Responder {
   std::chrono::seconds write_timeout_;
   bool keep_alive_;
   unsigned version_;
+  const bool chunked_;  // HTTP/1.1: a stream is chunked; HTTP/1.0: raw, ended by the close.
   bool sent_ = false;
   bool gone_ = false;
   bool streaming_ = false;
@@ -562,6 +652,17 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       // http::async_read: no composed operations, no post when the body is already buffered.
       beast::error_code ec_h = ReadRequest(parser, buffer);
       while (ec_h == http::error::need_more) {
+        if (parser.expects_continue() && parser.is_header_done()) [[unlikely]] {
+          // The client waits for this before it sends the body (curl: 1 s, for a body over
+          // 1 MB). A body over the limit was refused already (413), without it.
+          parser.ContinueSent();
+          auto [ec_w, n_w] =
+              co_await asio::async_write(Io(stream), asio::buffer(kContinue), kUseTuple);
+          if (ec_w) {
+            ec_h = ec_w;
+            break;
+          }
+        }
         beast::error_code ec_r;
         std::size_t n = 0;
         if constexpr (kIsTls<Stream>) {
@@ -589,30 +690,33 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         ec_h = ReadRequest(parser, buffer);
       }
       if (ec_h) {
+        // A request refused before its handler is answered with an OpenAI error and the
+        // connection closed the lingering way (the client may still be sending its body); the
+        // connection's end or failure is not answered.
+        std::optional<Response> refusal;
         if (ec_h == http::error::body_limit || ec_h == http::error::header_limit) {
           const bool body = ec_h == http::error::body_limit;
-          auto res = ErrorResponse(
-              body ? http::status::payload_too_large
-                   : http::status::request_header_fields_too_large,
-              body ? "request body too large" : "request header too large",
-              "invalid_request_error", body ? "request_too_large" : "header_too_large");
-          res.keep_alive(false);
-          StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
-          co_await r.Send(std::move(res));
-          co_await LingeringClose(stream);
-          co_return;
-        } else if (ec_h == http::error::bad_target || ec_h == http::error::bad_method ||
-                   ec_h == http::error::bad_version || ec_h == http::error::bad_field ||
-                   ec_h == http::error::bad_value || ec_h == http::error::bad_content_length ||
-                   ec_h == http::error::bad_chunk || ec_h == http::error::bad_line_ending) {
-          auto res = ErrorResponse(http::status::bad_request, "malformed HTTP request: " +
-                                                                  ec_h.message(),
-                                   "invalid_request_error", "bad_request");
-          res.keep_alive(false);
-          StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
-          co_await r.Send(std::move(res));
+          refusal = ErrorResponse(body ? http::status::payload_too_large
+                                       : http::status::request_header_fields_too_large,
+                                  body ? "request body too large" : "request header too large",
+                                  "invalid_request_error",
+                                  body ? "request_too_large" : "header_too_large");
+        } else if (parser.expectation_failed()) {
+          refusal = ErrorResponse(http::status::expectation_failed,
+                                  "the Expect field holds an expectation other than "
+                                  "100-continue",
+                                  "invalid_request_error", "expectation_failed");
+        } else if (IsMalformed(ec_h)) {
+          refusal =
+              ErrorResponse(http::status::bad_request, "malformed HTTP request: " + ec_h.message(),
+                            "invalid_request_error", "bad_request");
         }
-        break;
+        if (!refusal) break;
+        refusal->keep_alive(false);
+        StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
+        co_await r.Send(std::move(*refusal));
+        co_await LingeringClose(stream);
+        co_return;
       }
       request.set_keep_alive(parser.keep_alive());
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,
@@ -643,7 +747,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         }
         break;
       }
-      if (!responder.sent()) {
+      // A handler that answered nothing because its client left (Responder::ClientLeft: a
+      // client that shut down its side is taken as gone, as nginx takes it) gets no 500 either.
+      if (!responder.sent() && !responder.ClientGone()) {
         co_await responder.Send(ErrorResponse(http::status::internal_server_error,
                                               "no response", "server_error"));
       }

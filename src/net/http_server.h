@@ -1,8 +1,11 @@
 #pragma once
 // An HTTP/1.1 server on Boost.Beast with C++20 coroutines: keep-alive, limits on header and body
-// size (answered 413/431), a header-read timeout and an idle timeout, a bound on concurrent
-// connections, and responses written whole or streamed as chunks (server-sent events). Optionally
-// HTTPS (TLS 1.2 and 1.3) with a certificate and key read from PEM files at construction.
+// size (answered 413/431), "Expect: 100-continue" answered before the body is read (another
+// expectation: 417), malformed requests and ambiguous body framing answered 400, a header-read
+// timeout and an idle timeout, a bound on concurrent connections, and responses written whole or
+// streamed as chunks (server-sent events; to an HTTP/1.0 client unframed, ended by the close).
+// Optionally HTTPS (TLS 1.2 and 1.3) with a certificate and key read from PEM files at
+// construction.
 
 #include <atomic>
 #include <chrono>
@@ -48,11 +51,12 @@ class Responder {
   virtual ~Responder() = default;
   // Sends a complete response. Returns false when the client is gone.
   virtual asio::awaitable<bool> Send(Response response) = 0;
-  // Sends the status and headers of a chunked response (no body yet).
+  // Sends the status and headers of a chunked response (no body yet). To an HTTP/1.0 client
+  // the response is not chunked: "Connection: close", the data raw, the close ends it.
   virtual asio::awaitable<bool> StartStream(http::response<http::empty_body> header) = 0;
   // The same for a 200 whose header fields are given as text, each "Name: value\r\n" (the
-  // relay's hot path: no field objects, no coroutine). Transfer-Encoding and Connection are
-  // added here. Returns false when the client is gone.
+  // relay's hot path: no field objects, no coroutine). Transfer-Encoding (HTTP/1.1 only) and
+  // Connection are added here. Returns false when the client is gone.
   virtual bool BeginStream(std::string fields) = 0;
   // The header of a stream goes out with its first chunk (one write, not two).
   virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;

@@ -9,8 +9,11 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/empty_body.hpp>
 
+#include <poll.h>
+
 #include <array>
 #include <atomic>
+#include <functional>
 #include <thread>
 
 #include "net/http_client.h"
@@ -157,6 +160,169 @@ TEST_F(HttpTest, AHandlerSeesTheRequestAsSent) {
             "GET /parts 11 close type= custom= has-missing=0 fields=1 body=");
   EXPECT_EQ(exchange("GET /parts HTTP/1.0\r\n\r\n"),
             "GET /parts 10 close type= custom= has-missing=0 fields=0 body=");
+}
+
+// A client writing and reading raw bytes on one connection, each read bounded in time.
+class RawClient {
+ public:
+  explicit RawClient(unsigned short port) : socket_(io_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  }
+  void Send(std::string_view bytes) { asio::write(socket_, asio::buffer(bytes)); }
+  // Reads until what came (from offset `from`) holds `text`; false when the server closed or
+  // `timeout` passed first.
+  bool ReadUntil(std::string_view text, std::chrono::milliseconds timeout, std::size_t from = 0) {
+    return Read(timeout, [&] { return got.find(text, from) != std::string::npos; });
+  }
+  // Reads until the server closes; false when `timeout` passed first.
+  bool ReadToEnd(std::chrono::milliseconds timeout) {
+    return Read(timeout, [&] { return closed_; });
+  }
+  // What came after the first "\r\n\r\n".
+  std::string BodyAfter() const {
+    const std::size_t end = got.find("\r\n\r\n");
+    return end == std::string::npos ? std::string() : got.substr(end + 4);
+  }
+  std::string got;
+
+ private:
+  bool Read(std::chrono::milliseconds timeout, const std::function<bool()>& done) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    std::array<char, 64 * 1024> buf;
+    while (!done()) {
+      if (closed_) return false;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          until - std::chrono::steady_clock::now());
+      pollfd p{socket_.native_handle(), POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      boost::system::error_code ec;
+      const std::size_t n = socket_.read_some(asio::buffer(buf), ec);
+      got.append(buf.data(), n);
+      if (ec) closed_ = true;
+    }
+    return true;
+  }
+  asio::io_context io_;
+  tcp::socket socket_;
+  bool closed_ = false;
+};
+
+// "Expect: 100-continue" (RFC 9110 10.1.1): an HTTP/1.1 request's header is answered "100
+// Continue" before the body is read (curl waits 1 s for it before sending a body over 1 MB),
+// a length or chunked, and the connection goes on as usual.
+TEST_F(HttpTest, AnswersExpect100ContinueBeforeTheBody) {
+  RawClient client(server_->port());
+  client.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+  ASSERT_TRUE(client.ReadUntil("\r\n\r\n", std::chrono::milliseconds(2000))) << client.got;
+  EXPECT_EQ(client.got, "HTTP/1.1 100 Continue\r\n\r\n");
+  client.Send("hello");
+  ASSERT_TRUE(client.ReadUntil("you said hello", std::chrono::milliseconds(2000))) << client.got;
+  EXPECT_TRUE(client.got.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"))
+      << client.got;
+  // Chunked, and the value in another case, on the same kept-alive connection.
+  const std::size_t at = client.got.size();
+  client.Send(
+      "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+      "Expect: 100-Continue\r\n\r\n");
+  ASSERT_TRUE(client.ReadUntil("\r\n\r\n", std::chrono::milliseconds(2000), at)) << client.got;
+  EXPECT_EQ(client.got.substr(at), "HTTP/1.1 100 Continue\r\n\r\n");
+  client.Send("3\r\nabc\r\n0\r\n\r\n");
+  ASSERT_TRUE(client.ReadUntil("you said abc", std::chrono::milliseconds(2000), at)) << client.got;
+}
+
+// A declared body over the limit is refused (413) at once, without 100 Continue and without
+// waiting for the body; an HTTP/1.0 request's 100-continue is ignored (RFC 9110 10.1.1); a request
+// with an expectation the server does not know is answered 417 and the connection closed.
+TEST_F(HttpTest, AnswersOtherExpectationsWithoutContinue) {
+  {
+    RawClient client(server_->port());
+    client.Send(
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n"
+        "Expect: 100-continue\r\n\r\n");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << client.got;
+    EXPECT_TRUE(client.got.starts_with("HTTP/1.1 413 ")) << client.got;
+    EXPECT_NE(client.got.find(R"("code":"request_too_large")"), std::string::npos);
+  }
+  {
+    RawClient client(server_->port());
+    client.Send("POST /x HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n");
+    EXPECT_FALSE(client.ReadUntil("\r\n", std::chrono::milliseconds(300))) << client.got;
+    client.Send("hi");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(2000))) << client.got;
+    EXPECT_TRUE(client.got.starts_with("HTTP/1.0 200 OK\r\n")) << client.got;
+    EXPECT_EQ(client.BodyAfter(), "you said hi");
+  }
+  for (const char* expect : {"something-else", "100-continue, x-extra", "100-continue;q=1"}) {
+    RawClient client(server_->port());
+    client.Send(std::string("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: ") +
+                expect + "\r\n\r\n");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << expect << client.got;
+    EXPECT_TRUE(client.got.starts_with("HTTP/1.1 417 Expectation Failed\r\n"))
+        << expect << client.got;
+    EXPECT_NE(client.got.find(R"("code":"expectation_failed")"), std::string::npos);
+    EXPECT_EQ(client.got.find("100 Continue"), std::string::npos) << expect;
+  }
+}
+
+// A stream to an HTTP/1.0 client has no chunked coding (RFC 9112 6.1, 7): the data goes raw and
+// the connection's close ends it, through StartStream and through the relay's BeginStream,
+// WriteChunkNow, EndStreamNow and FinishWrite alike.
+TEST_F(HttpTest, StreamsToAnHttp10ClientUnframedAndClosesAfter) {
+  {
+    RawClient client(server_->port());
+    client.Send("GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << client.got;
+    const std::string head = client.got.substr(0, client.got.find("\r\n\r\n") + 4);
+    EXPECT_TRUE(head.starts_with("HTTP/1.0 200 OK\r\n")) << head;
+    EXPECT_EQ(head.find("Transfer-Encoding"), std::string::npos) << head;
+    EXPECT_NE(head.find("Connection: close\r\n"), std::string::npos) << head;
+    EXPECT_EQ(client.BodyAfter(), "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+  }
+  {
+    RawClient client(server_->port());
+    client.Send("GET /big-now HTTP/1.0\r\n\r\n");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(10000))) << client.got.size();
+    const std::string head = client.got.substr(0, client.got.find("\r\n\r\n") + 4);
+    EXPECT_TRUE(head.starts_with("HTTP/1.0 200 OK\r\n")) << head;
+    EXPECT_EQ(head.find("Transfer-Encoding"), std::string::npos) << head;
+    EXPECT_NE(head.find("Connection: close\r\n"), std::string::npos) << head;
+    const std::string body = client.BodyAfter();
+    ASSERT_EQ(body.size(), kBigChunks * kBigChunkBytes);
+    for (int i = 0; i < kBigChunks; ++i) {
+      ASSERT_EQ(body.compare(i * kBigChunkBytes, kBigChunkBytes, BigChunk(i)), 0) << i;
+    }
+  }
+}
+
+// A request whose body length is ambiguous (RFC 9112 6.3: two different Content-Lengths,
+// Content-Length and Transfer-Encoding, a Transfer-Encoding not ending in chunked) is answered
+// 400 with an OpenAI error and the connection closed, as other malformed requests are (a bare
+// LF); two equal Content-Lengths are one.
+TEST_F(HttpTest, AnswersAmbiguousBodyFramingWith400) {
+  for (const char* fields :
+       {"Content-Length: 2\r\nContent-Length: 3\r\n", "Content-Length: 2, 3\r\n",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nContent-Length: 2\r\n", "Transfer-Encoding: gzip\r\n",
+        "Transfer-Encoding: chunked, gzip\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n"}) {
+    RawClient client(server_->port());
+    client.Send(std::string("POST /x HTTP/1.1\r\nHost: x\r\n") + fields + "\r\nhi");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << fields << client.got;
+    EXPECT_TRUE(client.got.starts_with("HTTP/1.1 400 Bad Request\r\n")) << fields << client.got;
+    EXPECT_NE(client.got.find("Connection: close\r\n"), std::string::npos) << fields;
+    EXPECT_NE(client.got.find(R"("code":"bad_request")"), std::string::npos) << fields;
+    EXPECT_NE(client.got.find(R"("type":"invalid_request_error")"), std::string::npos) << fields;
+  }
+  {
+    RawClient client(server_->port());
+    client.Send("POST /x HTTP/1.1\nHost: x\n\n");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << client.got;
+    EXPECT_TRUE(client.got.starts_with("HTTP/1.1 400 Bad Request\r\n")) << client.got;
+    EXPECT_NE(client.got.find(R"("code":"bad_request")"), std::string::npos);
+  }
+  RawClient client(server_->port());
+  client.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nhi");
+  ASSERT_TRUE(client.ReadUntil("you said hi", std::chrono::milliseconds(2000))) << client.got;
 }
 
 class HttpBoundTest : public HttpTest {

@@ -440,10 +440,11 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
       }
     }
     gateway::TenancyOptions tenancy_options;
-    // Ledger rows are journaled beside the state (a local file), so a request's row is durable
-    // without waiting for the store's commit; with only a remote store, or when rows must reach
-    // the disk (--sync-ledger), each request waits for its row's group commit. The journal is
-    // opened either way: rows an earlier run left there go to the store first.
+    // Ledger rows are journaled beside the state (a local file; the command line's --data-dir
+    // defaults to .powerplane, so a PostgreSQL store has one too), so a request's row is durable
+    // without waiting for the store's commit; with no state folder, or when rows must reach the
+    // disk (--sync-ledger), each request waits for its row's group commit. The journal is opened
+    // either way: rows an earlier run left there go to the store first.
     if (!options.state_dir.empty()) tenancy_options.journal_dir = options.state_dir / "ledger-journal";
     tenancy_options.wait_for_commit = options.sync_ledger;
     spdlog::info("ledger: {}", options.sync_ledger
@@ -632,14 +633,25 @@ std::string Runtime::Banner() const {
   const std::string admin_base =
       p.admin_server ? scheme + p.host + ":" + std::to_string(p.admin_server->port()) : base;
   out += "  metrics: " + base + "/metrics   admin: " + admin_base + "/admin/fleet\n";
-  if (p.demo_keys) {
-    out += "  demo keys (demo only): pp-demo-key (any jurisdiction), pp-eu-key (EU only), "
-           "admin pp-admin-key\n";
+  // The demo's keys this gateway accepts: a fleet file may define either tenant key or neither
+  // (the admin key is the fleet file's own, known by its hash).
+  std::string demo_keys;
+  bool demo_key = false;
+  for (const std::string_view key : {"pp-demo-key", "pp-eu-key"}) {
+    const auto tenant = p.tenancy->Identify(key).tenant;
+    if (!tenant) continue;
+    demo_key = demo_key || key == "pp-demo-key";
+    std::string where;
+    for (const auto& j : tenant->jurisdictions) where += (where.empty() ? "" : ", ") + j;
+    demo_keys += std::string(demo_keys.empty() ? "" : ", ") + std::string(key) + " (" +
+                 (where.empty() ? "any jurisdiction" : where + " only") + ")";
   }
+  if (p.demo_keys) demo_keys += (demo_keys.empty() ? "" : ", ") + std::string("admin pp-admin-key");
+  if (!demo_keys.empty()) out += "  demo keys (demo only): " + demo_keys + "\n";
   const std::string model = p.fleet->models().empty() ? "" : p.fleet->models()[0];
-  out += "  try: curl -N " + base +
-         "/v1/chat/completions -H 'Authorization: Bearer pp-demo-key' -H 'Content-Type: "
-         "application/json' -d '{\"model\":\"" + model +
+  out += "  try: curl -N " + base + "/v1/chat/completions -H 'Authorization: Bearer " +
+         (demo_key ? "pp-demo-key" : "<key>") +
+         "' -H 'Content-Type: application/json' -d '{\"model\":\"" + model +
          "\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'\n";
   return out;
 }

@@ -642,6 +642,16 @@ TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEng
   EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
   EXPECT_EQ(rows[0]["completion_tokens"], 0);
   EXPECT_EQ(engine.requests(), 1);
+  // /metrics counts it as the ledger does: a request the client left (499, nginx's count for
+  // it), its prompt's tokens charged.
+  const std::string metrics = client_->Call(http::verb::get, "/metrics").body;
+  EXPECT_NE(metrics.find(R"(powerplane_requests_total{code="499",site="one"} 1)"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find(R"(powerplane_tokens_total{kind="prompt",site="one"} )" +
+                         std::to_string(rows[0]["prompt_tokens"].get<int>())),
+            std::string::npos)
+      << metrics;
 }
 
 // A call whose endpoints all failed before answering has its row too (nothing charged).
@@ -656,6 +666,86 @@ TEST_F(LedgerGatewayTest, ACallNoEndpointAnsweredIsInTheLedger) {
   EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
   EXPECT_EQ(rows[0]["outcome"], "upstream_unavailable");
   EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+}
+
+// A method a path does not take is 405 with the `Allow` header RFC 9110 requires of one: POST
+// to /v1/models was answered 200, and the completions paths' 405s named no method.
+TEST_F(GatewayIntegrationTest, AMethodAPathDoesNotTakeIs405WithTheMethodsItTakes) {
+  struct Case {
+    http::verb verb;
+    std::string target, key, allow;
+  } cases[] = {
+      {http::verb::post, "/v1/models", "key-any", "GET"},
+      {http::verb::delete_, "/v1/models", "key-any", "GET"},
+      {http::verb::head, "/v1/chat/completions", "key-any", "POST"},
+      {http::verb::options, "/v1/chat/completions", "key-any", "POST"},
+      {http::verb::get, "/v1/chat/completions", "key-any", "POST"},
+      {http::verb::put, "/v1/completions", "key-any", "POST"},
+      {http::verb::post, "/metrics", "", "GET"},
+      {http::verb::post, "/healthz", "", "GET"},
+      {http::verb::post, "/admin/fleet", "admin", "GET"},
+      {http::verb::get, "/admin/sites/cheap/price", "admin", "POST, PUT, DELETE"},
+      {http::verb::put, "/admin/hashprice", "admin", "GET, POST"},
+      {http::verb::put, "/admin/grid-events", "admin", "GET, POST"},
+      {http::verb::get, "/admin/grid-events/e1", "admin", "DELETE"},
+  };
+  for (const auto& c : cases) {
+    const auto r = client_->Call(c.verb, c.target, "", c.key);
+    const std::string what = std::string(http::to_string(c.verb)) + " " + c.target;
+    EXPECT_EQ(r.status, 405) << what << ": " << r.error << r.body;
+    EXPECT_EQ(r.Header("allow"), c.allow) << what;
+    EXPECT_FALSE(r.Header("x-request-id").empty()) << what;
+    EXPECT_EQ(json::parse(r.body, nullptr, false)["error"]["code"], "method_not_allowed")
+        << what << ": " << r.body;
+  }
+  // What each path takes it still answers.
+  EXPECT_EQ(client_->Call(http::verb::get, "/v1/models", "", "key-any").status, 200);
+  EXPECT_EQ(client_->Call(http::verb::get, "/metrics").status, 200);
+  EXPECT_EQ(client_->Call(http::verb::get, "/healthz").status, 200);
+  EXPECT_EQ(Admin(http::verb::get, "/admin/fleet").status, 200);
+  EXPECT_EQ(Admin(http::verb::put, "/admin/sites/cheap/price", R"({"usd_per_mwh":25})").status,
+            200);
+}
+
+// The startup banner listed pp-demo-key and pp-eu-key whenever the admin key was the demo's,
+// whatever tenant keys the fleet file had: it names only the demo keys the gateway accepts.
+TEST(GatewayBannerTest, NamesOnlyTheDemoKeysTheFleetFileHas) {
+  const auto with = [](std::string fleet, const std::string& from, const std::string& to) {
+    const auto at = fleet.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos) fleet.replace(at, from.size(), to);
+    return fleet;
+  };
+  const std::string demo_admin =
+      with(kFleet, R"(admin_key = "admin")", R"(admin_key = "pp-admin-key")");
+  // The demo admin key and pp-demo-key, no pp-eu-key.
+  auto rt = StartRuntime(with(demo_admin, R"(keys = ["key-any"])", R"(keys = ["pp-demo-key"])"), 1);
+  ASSERT_NE(rt, nullptr);
+  std::string banner = rt->Banner();
+  EXPECT_NE(banner.find("  demo keys (demo only): pp-demo-key (any jurisdiction), admin "
+                        "pp-admin-key\n"),
+            std::string::npos)
+      << banner;
+  EXPECT_EQ(banner.find("pp-eu-key"), std::string::npos) << banner;
+  EXPECT_NE(banner.find("Bearer pp-demo-key"), std::string::npos) << banner;
+  rt.reset();
+  // pp-eu-key alone, another admin key: the try line cannot name a key it has.
+  rt = StartRuntime(with(kFleet, R"(keys = ["key-eu"])", R"(keys = ["pp-eu-key"])"), 1);
+  ASSERT_NE(rt, nullptr);
+  banner = rt->Banner();
+  EXPECT_NE(banner.find("  demo keys (demo only): pp-eu-key (EU only)\n"), std::string::npos)
+      << banner;
+  EXPECT_EQ(banner.find("pp-demo-key"), std::string::npos) << banner;
+  EXPECT_EQ(banner.find("pp-admin-key"), std::string::npos) << banner;
+  rt.reset();
+  // The demo admin key and no demo tenant key.
+  rt = StartRuntime(demo_admin, 1);
+  ASSERT_NE(rt, nullptr);
+  banner = rt->Banner();
+  EXPECT_NE(banner.find("  demo keys (demo only): admin pp-admin-key\n"), std::string::npos)
+      << banner;
+  EXPECT_EQ(banner.find("pp-eu-key"), std::string::npos) << banner;
+  EXPECT_EQ(banner.find("pp-demo-key"), std::string::npos) << banner;
 }
 
 }  // namespace

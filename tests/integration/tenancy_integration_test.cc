@@ -333,6 +333,7 @@ TEST_P(TenancyIntegrationTest, ABudgetStopsSpendAndTheLedgerAgreesWithIt) {
     if (r.status == 429) {
       ++refused;
       EXPECT_EQ(json::parse(r.body)["error"]["type"], "insufficient_quota") << r.body;
+      EXPECT_EQ(r.Header("x-should-retry"), "false");  // the SDKs would retry a 429 in vain.
     }
   }
   EXPECT_GT(ok, 1);
@@ -706,6 +707,19 @@ TEST_F(AdminQueryTest, ATenantLimitedToAJurisdictionTheFleetLacksIsRefused) {
   EXPECT_EQ(Admin(http::verb::post, "/admin/tenants", R"({"id":"near","jurisdictions":["US"]})")
                 .status,
             200);
+}
+
+// A 405 names the methods the path takes, in its Allow header (RFC 9110).
+TEST_F(AdminQueryTest, AMethodATenancyPathDoesNotTakeIs405WithAllow) {
+  ASSERT_NO_FATAL_FAILURE(Start(Options()));
+  const std::pair<std::string, std::string> cases[] = {
+      {"/admin/tenants", "GET, POST"}, {"/admin/keys", "GET, POST"}, {"/admin/keys/k1", "DELETE"},
+      {"/admin/usage", "GET"},         {"/admin/ledger", "GET"},     {"/admin/audit", "GET"}};
+  for (const auto& [target, allow] : cases) {
+    auto r = Admin(http::verb::put, target, "{}");
+    EXPECT_EQ(r.status, 405) << target << ": " << r.body;
+    EXPECT_EQ(r.Header("allow"), allow) << target;
+  }
 }
 
 }  // namespace

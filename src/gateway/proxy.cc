@@ -654,9 +654,11 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     // the next feed: SseSplitter::Next).
     const char* span_begin = nullptr;
     const char* span_end = nullptr;
+    // append(pointer, size), not append(first, last): the iterator form goes through
+    // _M_replace, about 1,300 instructions a request more once GCC stopped inlining it here.
     const auto take = [&](std::string_view piece) {
       if (piece.data() != span_end) {
-        if (span_begin != span_end) out.append(span_begin, span_end);
+        if (span_begin != span_end) out.append(span_begin, std::size_t(span_end - span_begin));
         span_begin = piece.data();
       }
       span_end = piece.data() + piece.size();
@@ -684,7 +686,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       if (info.done) done_seen = true;
       take(event);
     }
-    if (span_begin != span_end) out.append(span_begin, span_end);
+    if (span_begin != span_end) out.append(span_begin, std::size_t(span_end - span_begin));
     if (decoder.done()) break;  // the last bytes go out with the end of the stream.
     if (!out.empty()) {
       // Written at once where the socket takes it (no coroutine call); only a rest waits.

@@ -161,6 +161,50 @@ test('streamed requests: every x-request-id is in the ledger exactly once', asyn
   assert.equal(rows.length, ids.length);
 });
 
+// The tenant's ledger rows once there are `n` (polled: a cancelled request's row is written when
+// the gateway notices, within about a second), at most `ms`.
+async function ledgerRows(tenant, n, ms = 5000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const rows = await ledger(gw.root, tenant);
+    if (rows.length >= n || Date.now() > end) return rows;
+    await sleep(100);
+  }
+}
+
+test('requests the client aborts are client_cancelled in the ledger, charged what was delivered', async () => {
+  const { key } = await tenantWithKey('aborter');
+  const client = openai(gw.baseURL, key);
+  // A non-streaming answer of 3,000 tokens takes seconds at this engine speed; the client gives
+  // up after 300 ms, before a byte of it was written.
+  const controller = new AbortController();
+  const pending = client.chat.completions.create(
+    { model: MODEL, messages, max_tokens: 3000 }, { signal: controller.signal });
+  setTimeout(() => controller.abort(), 300);
+  await assert.rejects(pending, (e) => e instanceof OpenAI.APIUserAbortError);
+  let rows = await ledgerRows('aborter', 1);
+  assert.equal(rows.length, 1, 'the aborted request has its row');
+  assert.equal(rows[0].outcome, 'client_cancelled');
+  assert.equal(rows[0].completion_tokens, 0);
+  const took = Date.parse(rows[0].end) - Date.parse(rows[0].start);
+  assert.ok(took < 2500, `noticed ${took} ms after it started`);
+  // A stream the client stops reading after ten tokens.
+  const stream = await client.chat.completions.create(
+    { model: MODEL, messages, max_tokens: 3000, stream: true });
+  let tokens = 0;
+  for await (const chunk of stream) {
+    if (chunk.choices[0]?.delta?.content) tokens++;
+    if (tokens === 10) break;  // ends the iteration, which aborts the request.
+  }
+  rows = await ledgerRows('aborter', 2);
+  assert.equal(rows.length, 2);
+  const streamed = rows.find((r) => r.completion_tokens > 0);
+  assert.ok(streamed, JSON.stringify(rows));
+  assert.equal(streamed.outcome, 'client_cancelled');
+  assert.ok(streamed.completion_tokens >= 10 && streamed.completion_tokens < 3000,
+            `charged ${streamed.completion_tokens} tokens`);
+});
+
 // Runs `powerplane ARGS` to completion (at most `timeoutMs`); resolves { code, stdout, stderr }.
 function runCli(args, timeoutMs = 20000) {
   return new Promise((resolve, reject) => {

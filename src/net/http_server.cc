@@ -22,6 +22,7 @@
 #include <optional>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -68,6 +69,13 @@ class RequestParser : public http::basic_parser<true> {
   void ContinueSent() { expects_continue_ = false; }
   // True when the request failed for an expectation the server does not know.
   bool expectation_failed() const { return expectation_failed_; }
+  // True when the request failed for a body in a content coding (Content-Encoding other than
+  // identity): the server decodes none, so it answers 415 (RFC 9110 15.5.16) rather than read
+  // compressed bytes as JSON.
+  bool coded_body() const { return coded_body_; }
+  // True when the request failed for a second Authorization field: which credentials would
+  // count is ambiguous (a singleton field, RFC 9110 11.6.2), so it is 400, not the first one.
+  bool several_credentials() const { return several_credentials_; }
 
  private:
   void on_request_impl(http::verb method, beast::string_view method_string,
@@ -81,12 +89,22 @@ class RequestParser : public http::basic_parser<true> {
   void on_field_impl(http::field id, beast::string_view name, beast::string_view value,
                      beast::error_code& ec) override {
     request_.AddField(id, name, value);
+    ec = {};
     if (id == http::field::expect) [[unlikely]] {
       NoteExpectations(value);
     } else if (id == http::field::transfer_encoding) [[unlikely]] {
       transfer_encoding_ = true;
+    } else if (id == http::field::content_encoding) [[unlikely]] {
+      if (!beast::iequals(value, "identity")) {
+        coded_body_ = true;
+        ec = http::error::bad_value;
+      }
+    } else if (id == http::field::authorization) {
+      if (std::exchange(authorization_seen_, true)) [[unlikely]] {
+        several_credentials_ = true;
+        ec = http::error::bad_value;
+      }
     }
-    ec = {};
   }
   void on_header_impl(beast::error_code& ec) override {
     ec = {};
@@ -140,6 +158,9 @@ class RequestParser : public http::basic_parser<true> {
 
   ServerRequest& request_;
   bool transfer_encoding_ = false;
+  bool coded_body_ = false;
+  bool several_credentials_ = false;
+  bool authorization_seen_ = false;
   bool expects_continue_ = false;
   bool expectation_failed_ = false;
 };
@@ -701,6 +722,15 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
                                   body ? "request body too large" : "request header too large",
                                   "invalid_request_error",
                                   body ? "request_too_large" : "header_too_large");
+        } else if (parser.coded_body()) {
+          refusal = ErrorResponse(http::status::unsupported_media_type,
+                                  "request bodies are taken without a content coding "
+                                  "(Content-Encoding: identity)",
+                                  "invalid_request_error", "unsupported_content_encoding");
+        } else if (parser.several_credentials()) {
+          refusal = ErrorResponse(http::status::bad_request,
+                                  "a request may carry one Authorization field",
+                                  "invalid_request_error", "several_authorization_fields");
         } else if (parser.expectation_failed()) {
           refusal = ErrorResponse(http::status::expectation_failed,
                                   "the Expect field holds an expectation other than "

@@ -298,6 +298,28 @@ TEST_F(HttpTest, StreamsToAnHttp10ClientUnframedAndClosesAfter) {
 // Content-Length and Transfer-Encoding, a Transfer-Encoding not ending in chunked) is answered
 // 400 with an OpenAI error and the connection closed, as other malformed requests are (a bare
 // LF); two equal Content-Lengths are one.
+// A body in a content coding is refused (415: the server decodes none, and would read gzip as
+// JSON), and so are two Authorization fields (400: which credentials count would be a guess).
+// Content-Encoding: identity is no coding.
+TEST_F(HttpTest, RefusesCodedBodiesAndSeveralCredentials) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"Content-Encoding: gzip\r\n", "HTTP/1.1 415 "},
+      {"Content-Encoding: br\r\n", "HTTP/1.1 415 "},
+      {"Authorization: Bearer a\r\nAuthorization: Bearer b\r\n", "HTTP/1.1 400 "}};
+  for (const auto& [fields, status] : cases) {
+    RawClient client(server_->port());
+    client.Send(std::string("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n") + fields +
+                "\r\nhi");
+    ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(5000))) << fields << client.got;
+    EXPECT_TRUE(client.got.starts_with(status)) << fields << client.got;
+  }
+  RawClient client(server_->port());
+  client.Send(
+      "POST /x HTTP/1.1\r\nHost: x\r\nContent-Encoding: identity\r\nAuthorization: Bearer a\r\n"
+      "Content-Length: 2\r\n\r\nhi");
+  ASSERT_TRUE(client.ReadUntil("you said hi", std::chrono::milliseconds(2000))) << client.got;
+}
+
 TEST_F(HttpTest, AnswersAmbiguousBodyFramingWith400) {
   for (const char* fields :
        {"Content-Length: 2\r\nContent-Length: 3\r\n", "Content-Length: 2, 3\r\n",

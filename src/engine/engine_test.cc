@@ -87,6 +87,13 @@ class EngineTest : public ::testing::Test {
     return Call(http::verb::post, "/v1/chat/completions", body.dump());
   }
 
+  // Waits, at most a second, until the engine runs `running` sequences.
+  void WaitForRunning(int running) {
+    for (int i = 0; i < 200 && engine_->Stats().running != running; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
   net::IoPool pool_{1};
   std::unique_ptr<Engine> engine_;
 };
@@ -265,9 +272,7 @@ TEST_F(EngineTest, ClientGoneMidStreamCancelsTheRequest) {
   while (got < 2000) got += socket.read_some(asio::buffer(buf));  // tokens are flowing.
   EXPECT_EQ(engine_->Stats().running, 1);
   socket.close();
-  for (int i = 0; i < 200 && engine_->Stats().running > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitForRunning(0);
   EXPECT_EQ(engine_->Stats().running, 0);
   EXPECT_EQ(engine_->Stats().kv_usage, 0);
 }
@@ -292,14 +297,10 @@ TEST_F(RealTimeEngineTest, AClientThatLeavesANonStreamingRequestCancelsIt) {
   asio::write(socket, asio::buffer(RawChat(
                           R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],)"
                           R"("max_tokens":2000})")));
-  for (int i = 0; i < 200 && engine_->Stats().running == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitForRunning(1);
   ASSERT_EQ(engine_->Stats().running, 1);
   socket.close();
-  for (int i = 0; i < 200 && engine_->Stats().running > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  WaitForRunning(0);
   EXPECT_EQ(engine_->Stats().running, 0) << "the generation went on for a client that left";
   EXPECT_EQ(engine_->Stats().kv_usage, 0);
 }

@@ -60,17 +60,6 @@ std::optional<http::verb> PublicPathMethod(std::string_view path) {
   return std::nullopt;
 }
 
-// A 405, with the `Allow` header (the methods the path takes, as "POST, DELETE") that RFC 9110
-// requires of one.
-net::Response MethodNotAllowed(std::string_view allow, std::string_view message,
-                               const std::string& request_id) {
-  auto res = net::ErrorResponse(http::status::method_not_allowed, message, "invalid_request_error",
-                                "method_not_allowed");
-  res.set(http::field::allow, allow);
-  res.set("x-request-id", request_id);
-  return res;
-}
-
 }  // namespace
 
 // "req_", the Unix time in milliseconds (12 hex digits), 12 random hex digits, then an 8-digit
@@ -162,9 +151,9 @@ net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Serv
   // A POST to the completions paths went to HandleInference: here they take no method.
   if (const auto method = PublicPathMethod(path); method && request.method() != *method) {
     const std::string_view allow = http::to_string(*method);
-    metrics_.RecordRequest("", 405);
-    co_await responder.Send(MethodNotAllowed(
-        allow, "use " + std::string(allow) + " for " + std::string(path), NewRequestId()));
+    const std::string message = "use " + std::string(allow) + " for " + std::string(path);
+    co_await Fail(responder, NewRequestId(), http::status::method_not_allowed, message,
+                  "invalid_request_error", "method_not_allowed", 0, allow);
     co_return;
   }
   if (path == "/v1/models") {
@@ -368,8 +357,8 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
   if (co_await HandleTenancyAdmin(request, responder)) co_return;
   if (path == "/admin/fleet") {
     if (request.method() != http::verb::get) {
-      metrics_.RecordRequest("", 405);
-      co_await responder.Send(MethodNotAllowed("GET", "use GET", id));
+      co_await Fail(responder, id, http::status::method_not_allowed, "use GET",
+                    "invalid_request_error", "method_not_allowed", 0, "GET");
       co_return;
     }
     co_await responder.Send(net::MakeResponse(http::status::ok, FleetJson(), "application/json"));
@@ -404,8 +393,8 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
       spdlog::info("admin: price override of {} cleared", site_id);
       tenancy_->Audit("admin", "site.price.clear", site_id);
     } else {
-      metrics_.RecordRequest("", 405);
-      co_await responder.Send(MethodNotAllowed("POST, PUT, DELETE", "use POST or DELETE", id));
+      co_await Fail(responder, id, http::status::method_not_allowed, "use POST or DELETE",
+                    "invalid_request_error", "method_not_allowed", 0, "POST, PUT, DELETE");
       co_return;
     }
     auto res = net::MakeResponse(http::status::ok, PriceJson(site_id, fleet_.UsdPerMwh(*site)),

@@ -227,7 +227,6 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
   std::optional<asio::steady_timer> timer;
   int attempts = 0;
   core::NoPlacement last_why = core::NoPlacement::kNone;
-  std::optional<core::Decision> last_tried;  // the endpoint that failed last.
   const Tenant& tenant = *call.tenant;
   bool spend_reserved = false;
   // Whatever was taken at admission is given back unless a relay settled it.
@@ -277,18 +276,17 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
                     d.score.total_usd_per_token * 1e6, d.score.predicted_ttft_s * 1e3);
     }
     if (co_await Relay(call, d, responder)) co_return;
-    excluded.push_back(d.endpoint_index);
-    last_tried = d;
+    excluded.push_back(d.endpoint_index);  // the endpoints that failed, the last one last.
     ++attempts;
   }
   give_back();
-  if (last_tried && tenancy_->has_store()) {
+  if (!excluded.empty() && tenancy_->has_store()) {
     // Endpoints were tried and none answered: nothing was generated and nothing is charged, but
-    // the call used the fleet, so it has its row.
+    // the call used the fleet, so it has its row (at the endpoint tried last).
     const double elapsed_s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
-    store::LedgerRow row = CallRow(call, fleet_.site(last_tried->site_index).id,
-                                   fleet_.endpoint(last_tried->endpoint_index).id,
+    const core::Endpoint& last = fleet_.endpoint(excluded.back());
+    store::LedgerRow row = CallRow(call, fleet_.site(last.site_index).id, last.id,
                                    "upstream_unavailable", elapsed_s);
     co_await RecordDurably(*tenancy_, std::move(row));
   }

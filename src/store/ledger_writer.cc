@@ -168,9 +168,6 @@ void LedgerWriter::Run() {
 }
 
 void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
-  // Rows whose callers wait for their commit first, then journaled rows (durable already).
-  std::stable_partition(batch.begin(), batch.end(),
-                        [](const Item& item) { return item.on_durable != nullptr; });
   std::vector<LedgerRow> rows;
   rows.reserve(batch.size());
   for (auto& item : batch) rows.push_back(std::move(item.row));
@@ -194,15 +191,23 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
     // store takes them, however long it is away, or until the writer stops (then the journal
     // keeps them for the next start). Meanwhile their slots stay taken, so the queue stays
     // bounded: once it is full, admission answers ledger_backlog.
-    const auto waiting = static_cast<std::size_t>(std::count_if(
-        batch.begin(), batch.end(), [](const Item& item) { return item.on_durable != nullptr; }));
-    if (waiting > 0) {
-      spdlog::error("ledger: {} rows not written after {} attempts; first request id {}",
-                    waiting, kMaxAttempts, rows.front().request_id);
-      for (std::size_t i = 0; i < waiting; ++i) batch[i].on_durable(false);
-      given_up = waiting;
-      rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(waiting));
+    std::vector<LedgerRow> journaled;
+    std::string first;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (!batch[i].on_durable) {
+        journaled.push_back(std::move(rows[i]));
+      } else if (given_up++ == 0) {
+        first = rows[i].request_id;
+      }
     }
+    if (given_up > 0) {
+      spdlog::error("ledger: {} rows not written after {} attempts; first request id {}",
+                    given_up, kMaxAttempts, first);
+      for (auto& item : batch) {
+        if (item.on_durable) item.on_durable(false);
+      }
+    }
+    rows = std::move(journaled);
     if (!rows.empty()) inserted = RetryUntilWritten(rows);
   } else {
     for (auto& item : batch) {

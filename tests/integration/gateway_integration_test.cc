@@ -594,6 +594,14 @@ class LedgerGatewayTest : public ::testing::Test {
     return rows;
   }
   int InFlight() { return runtime_->fleet().Status().endpoints.front().in_flight; }
+  // The ledger holds one row, `r`'s, ended with `outcome` and charged nothing.
+  void ExpectOneUnchargedRow(const testing::StreamResult& r, const std::string& outcome) {
+    const auto rows = Ledger();
+    ASSERT_EQ(rows.size(), 1u);
+    EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
+    EXPECT_EQ(rows[0]["outcome"], outcome);
+    EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+  }
 
   std::filesystem::path dir_;
   std::unique_ptr<runtime::Runtime> runtime_;
@@ -618,11 +626,7 @@ TEST_F(LedgerGatewayTest, AnAnswerNotGivenInTimeIs504AndIsTriedNowhereElse) {
   EXPECT_EQ(a.requests() + b.requests(), 1);
   EXPECT_TRUE(Eventually([&] { return a.closed() + b.closed() == 1; }, std::chrono::seconds(2)));
   EXPECT_EQ(InFlight(), 0);
-  const auto rows = Ledger();
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
-  EXPECT_EQ(rows[0]["outcome"], "upstream_timeout");
-  EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+  ASSERT_NO_FATAL_FAILURE(ExpectOneUnchargedRow(r, "upstream_timeout"));
 }
 
 // A client that leaves while its non-streaming answer is being generated (nothing has been
@@ -661,11 +665,7 @@ TEST_F(LedgerGatewayTest, ACallNoEndpointAnsweredIsInTheLedger) {
   ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
   const auto r = client_->Chat("key-any", ChatBody(8, false));
   ASSERT_GE(r.status, 500) << r.error << r.body;
-  const auto rows = Ledger();
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
-  EXPECT_EQ(rows[0]["outcome"], "upstream_unavailable");
-  EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+  ASSERT_NO_FATAL_FAILURE(ExpectOneUnchargedRow(r, "upstream_unavailable"));
 }
 
 // A method a path does not take is 405 with the `Allow` header RFC 9110 requires of one: POST

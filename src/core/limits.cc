@@ -95,4 +95,41 @@ void BudgetBook::Settle(double reserved_usd, double charged_usd) {
   settled_usd_ += charged_usd;
 }
 
+void BudgetLease::Roll(std::int64_t now_ms) {
+  const std::int64_t start = PeriodStartMs(period_, now_ms);
+  if (start != period_start_ms_) {
+    settled_usd_ = 0;
+    granted_usd_ = 0;
+    period_start_ms_ = start;
+  }
+}
+
+bool BudgetLease::TryReserve(double usd, std::int64_t now_ms) {
+  Roll(now_ms);
+  if (settled_usd_ + reserved_usd_ + usd > granted_usd_) return false;
+  reserved_usd_ += usd;
+  largest_recent_usd_ = std::max(largest_recent_usd_, usd);
+  return true;
+}
+
+void BudgetLease::Settle(double reserved_usd, double charged_usd) {
+  reserved_usd_ = std::max(0.0, reserved_usd_ - reserved_usd);
+  settled_usd_ += charged_usd;
+}
+
+void BudgetLease::Grow(double usd, std::int64_t period_start_ms) {
+  if (period_start_ms == period_start_ms_) granted_usd_ = std::max(granted_usd_, usd);
+}
+
+double BudgetLease::Trim(double spare) {
+  const double keep = in_use_usd() + (largest_recent_usd_ > 0 ? spare : 0.0);
+  granted_usd_ = std::min(granted_usd_, keep);
+  largest_recent_usd_ = 0;
+  return granted_usd_;
+}
+
+void BudgetLease::Cap(double usd, std::int64_t period_start_ms) {
+  if (period_start_ms == period_start_ms_) granted_usd_ = std::min(granted_usd_, usd);
+}
+
 }  // namespace powerplane::core

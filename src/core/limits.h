@@ -2,7 +2,6 @@
 // Tenants' limits, pure: requests and tokens per minute (token buckets) and USD budgets per
 // period (reservation at admission, settlement at completion). Time comes in as an argument.
 
-#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -39,10 +38,11 @@ bool ParseBudgetPeriod(std::string_view name, BudgetPeriod* out);
 // The start (unix ms, UTC) of the period holding `unix_ms`; 0 for kNone (all time).
 std::int64_t PeriodStartMs(BudgetPeriod period, std::int64_t unix_ms);
 
-// A tenant's spend in its current period: settled (charged for completed requests) plus
-// reserved (worst cases of requests in flight). A request is admitted only when its worst case
-// fits under the budget next to everything settled and reserved, so spend can exceed the budget
-// only by what requests in flight use beyond their reservations.
+// A tenant's spend in its current period at a gateway without a store (with one, BudgetLease):
+// settled (charged for completed requests) plus reserved (worst cases of requests in flight). A
+// request is admitted only when its worst case fits under the budget next to everything settled
+// and reserved, so spend can exceed the budget only by what requests in flight use beyond their
+// reservations.
 class BudgetBook {
  public:
   BudgetBook() = default;
@@ -55,11 +55,6 @@ class BudgetBook {
   bool TryReserve(double usd, std::int64_t now_ms);
   // A request ended: its reservation is released and `charged_usd` settled.
   void Settle(double reserved_usd, double charged_usd);
-  // Takes the store's sum for this period (other gateways included) where it is more than what
-  // is settled here. Never less: requests settled here may not be in the store yet (the ledger
-  // writer commits in batches, later under load), and forgetting them would admit past the
-  // budget.
-  void Resync(double settled_usd) { settled_usd_ = std::max(settled_usd_, settled_usd); }
   std::int64_t period_start_ms() const { return period_start_ms_; }
   double settled_usd() const { return settled_usd_; }
   double reserved_usd() const { return reserved_usd_; }
@@ -72,6 +67,55 @@ class BudgetBook {
   std::int64_t period_start_ms_ = -1;
   double settled_usd_ = 0;
   double reserved_usd_ = 0;
+};
+
+// One gateway's lease on part of a tenant's budget, when gateways share a store
+// (store::Store::GrowBudgetLease): the store grants each gateway a part, never more in all than
+// the budget, and a gateway admits a request only when its worst case fits in its own part next
+// to what it has settled and reserved there. So spend across gateways stays within the budget,
+// however their requests interleave (beyond it only by what requests in flight use past their
+// reservations). What is granted here is never more than the store holds for this gateway: a
+// grant grows here after the store's has, and shrinks here before the store's does.
+class BudgetLease {
+ public:
+  explicit BudgetLease(BudgetPeriod period = BudgetPeriod::kNone) : period_(period) {}
+
+  // Moves to the period holding `now_ms`: a new one starts with nothing settled or granted (the
+  // reservations of requests in flight carry over).
+  void Roll(std::int64_t now_ms);
+  bool TryReserve(double usd, std::int64_t now_ms);
+  // A request ended: its reservation is released and `charged_usd` settled.
+  void Settle(double reserved_usd, double charged_usd);
+  // The grant to ask the store for so that `usd` more fits, with `spare` beyond it (so that the
+  // next requests need not ask).
+  double Want(double usd, double spare) const { return settled_usd_ + reserved_usd_ + usd + spare; }
+  // The store now grants `usd` for the period starting `period_start_ms` (another period's
+  // answer is ignored). A grant only grows here.
+  void Grow(double usd, std::int64_t period_start_ms);
+  // At a refresh: the grant to keep is what is in use, plus at most `spare` when anything was
+  // reserved since the last refresh (nothing spare once idle, so other gateways can have it).
+  // The grant shrinks to it here at once, before the store is told; returns it.
+  double Trim(double spare);
+  // The store holds less than granted here (another gateway took this one's for stopped): the
+  // grant shrinks to it.
+  void Cap(double usd, std::int64_t period_start_ms);
+
+  double in_use_usd() const { return settled_usd_ + reserved_usd_; }
+  double granted_usd() const { return granted_usd_; }
+  double settled_usd() const { return settled_usd_; }
+  double reserved_usd() const { return reserved_usd_; }
+  // The largest reservation since the last Trim (0 when none).
+  double largest_recent_usd() const { return largest_recent_usd_; }
+  std::int64_t period_start_ms() const { return period_start_ms_; }
+  BudgetPeriod period() const { return period_; }
+
+ private:
+  BudgetPeriod period_;
+  std::int64_t period_start_ms_ = -1;
+  double granted_usd_ = 0;
+  double settled_usd_ = 0;
+  double reserved_usd_ = 0;
+  double largest_recent_usd_ = 0;
 };
 
 }  // namespace powerplane::core

@@ -59,19 +59,50 @@ TEST(BudgetBookTest, ReservationsAndSettlementStayUnderTheBudget) {
   EXPECT_NEAR(book.reserved_usd(), 0.9, 1e-12);
 }
 
-// A resync from the store adds what other gateways spent, but a store that has not yet got this
-// gateway's last rows does not make it forget them.
-TEST(BudgetBookTest, AResyncNeverForgetsWhatWasSettledHere) {
-  BudgetBook book(1.0, BudgetPeriod::kDay);
+// A lease admits only within what the store granted; a grant grows only when the store says so,
+// and only for the period it was asked for.
+TEST(BudgetLeaseTest, AdmitsOnlyWithinTheGrant) {
+  BudgetLease lease(BudgetPeriod::kDay);
   const std::int64_t t = 1724088600000;
-  ASSERT_TRUE(book.TryReserve(0.5, t));
-  book.Settle(0.5, 0.5);
-  book.Resync(0.3);  // the store is behind: the last 0.2 settled here is not in it yet.
-  EXPECT_NEAR(book.settled_usd(), 0.5, 1e-12);
-  EXPECT_FALSE(book.TryReserve(0.6, t));  // 0.5 + 0.6 would exceed 1.0.
-  book.Resync(0.8);  // other gateways spent too.
-  EXPECT_NEAR(book.settled_usd(), 0.8, 1e-12);
-  EXPECT_FALSE(book.TryReserve(0.3, t));
+  EXPECT_FALSE(lease.TryReserve(0.1, t));  // nothing granted yet.
+  EXPECT_NEAR(lease.Want(0.1, 0.05), 0.15, 1e-12);
+  lease.Grow(0.15, PeriodStartMs(BudgetPeriod::kDay, t));
+  EXPECT_TRUE(lease.TryReserve(0.1, t));
+  EXPECT_FALSE(lease.TryReserve(0.1, t));  // 0.2 would exceed the 0.15 granted.
+  lease.Settle(0.1, 0.02);
+  EXPECT_TRUE(lease.TryReserve(0.1, t));   // 0.02 settled + 0.1 reserved.
+  lease.Grow(0.1, PeriodStartMs(BudgetPeriod::kDay, t));  // a grant never shrinks by Grow.
+  EXPECT_NEAR(lease.granted_usd(), 0.15, 1e-12);
+  lease.Grow(5.0, PeriodStartMs(BudgetPeriod::kDay, t) - 24 * 3600 * 1000LL);  // last period's.
+  EXPECT_NEAR(lease.granted_usd(), 0.15, 1e-12);
+  // The next day starts with nothing settled or granted; reservations carry over.
+  const std::int64_t tomorrow = t + 24 * 3600 * 1000LL;
+  EXPECT_FALSE(lease.TryReserve(0.01, tomorrow));
+  EXPECT_NEAR(lease.settled_usd(), 0, 1e-12);
+  EXPECT_NEAR(lease.reserved_usd(), 0.1, 1e-12);
+}
+
+// A busy lease keeps a spare part at a refresh, an idle one gives back all it does not use; the
+// store's smaller figure caps it.
+TEST(BudgetLeaseTest, TrimKeepsSpareOnlyWhileBusy) {
+  BudgetLease lease(BudgetPeriod::kMonth);
+  const std::int64_t t = 1724088600000;
+  const std::int64_t start = PeriodStartMs(BudgetPeriod::kMonth, t);
+  lease.Roll(t);
+  EXPECT_EQ(lease.period_start_ms(), start);
+  lease.Grow(1.0, start);
+  ASSERT_TRUE(lease.TryReserve(0.2, t));
+  EXPECT_NEAR(lease.largest_recent_usd(), 0.2, 1e-12);
+  EXPECT_NEAR(lease.Trim(0.1), 0.3, 1e-12);  // in use 0.2, plus 0.1 spare.
+  EXPECT_NEAR(lease.granted_usd(), 0.3, 1e-12);
+  EXPECT_EQ(lease.largest_recent_usd(), 0);
+  lease.Settle(0.2, 0.05);
+  EXPECT_NEAR(lease.Trim(0.1), 0.05, 1e-12);  // nothing reserved since: only what is settled.
+  EXPECT_FALSE(lease.TryReserve(0.01, t));
+  lease.Grow(0.5, start);
+  lease.Cap(0.2, start);
+  EXPECT_NEAR(lease.granted_usd(), 0.2, 1e-12);
+  EXPECT_NEAR(lease.Trim(1.0), 0.05, 1e-12);  // a Trim never grows it.
 }
 
 }  // namespace

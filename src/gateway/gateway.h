@@ -91,6 +91,10 @@ class Gateway {
                                                  net::Responder& responder);
   // Places the call and relays the engine's answer (proxy.cc).
   net::asio::awaitable<void> Proxy(Call& call, net::Responder& responder);
+  // Answers a request whose spend was not admitted (over budget, budget leased elsewhere or out
+  // of reach, ledger behind).
+  net::asio::awaitable<void> RefuseSpend(net::Responder& responder, const Call& call,
+                                         const Admission& spend);
   // Relays one attempt at the chosen endpoint. Returns false when nothing reached the client
   // and the call may be retried elsewhere.
   net::asio::awaitable<bool> Relay(Call& call, const core::Decision& decision,

@@ -161,11 +161,6 @@ std::string ResidencyDetail(const Call& call) {
          " allowed=" + (allowed.empty() ? "any" : allowed);
 }
 
-std::string OverBudgetMessage(double budget_usd) {
-  return "You exceeded your current quota: this request could take the tenant over its budget "
-         "of " + fmt::format("{:.6g}", budget_usd) + " USD for this period";
-}
-
 // The header of the request sent to an engine (HTTP/1.1, kept alive), ending with the blank line.
 std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr) {
   std::string text;
@@ -186,18 +181,39 @@ std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr)
 }
 
 // Commits the ledger row and resumes once it is durable (true) or given up on (false).
-asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
-  if (!tenancy.has_store()) co_return true;
-  if (tenancy.RecordNow(row)) co_return true;  // journaled: durable now, no wait.
+// Runs start(done), which calls done(T) later from another thread, and resumes with that value
+// on this coroutine's executor.
+template <typename T, typename Start>
+asio::awaitable<T> AwaitDone(Start start) {
   auto executor = co_await asio::this_coro::executor;
-  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(bool)>(
-      [&tenancy, &row, executor](auto handler) {
+  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
+      [&start, executor](auto handler) {
         auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        tenancy.Record(std::move(row), [shared, executor](bool durable) {
-          asio::post(executor, [shared, durable]() mutable { std::move (*shared)(durable); });
+        start([shared, executor](T value) {
+          asio::post(executor, [shared, value = std::move(value)]() mutable {
+            std::move(*shared)(std::move(value));
+          });
         });
       },
       asio::use_awaitable);
+}
+
+asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
+  if (!tenancy.has_store()) co_return true;
+  if (tenancy.RecordNow(row)) co_return true;  // journaled: durable now, no wait.
+  co_return co_await AwaitDone<bool>([&tenancy, &row](std::function<void(bool)> done) {
+    tenancy.Record(std::move(row), std::move(done));
+  });
+}
+
+// Tenancy::AdmitSpend, asking the store for more of the tenant's budget (off this thread) when
+// this gateway's lease on it is too small.
+asio::awaitable<Admission> AdmitSpend(Tenancy& tenancy, const Call& call) {
+  const Admission spend = tenancy.AdmitSpend(*call.tenant, call.worst_usd);
+  if (spend.verdict != Admission::Verdict::kNeedsLease) co_return spend;
+  co_return co_await AwaitDone<Admission>([&tenancy, &call](std::function<void(Admission)> done) {
+    tenancy.GrowLease(call.tenant, call.worst_usd, std::move(done));
+  });
 }
 
 // The ledger fields of a call that every way it ends shares; tokens, energy and money are the
@@ -219,6 +235,37 @@ store::LedgerRow CallRow(const Call& call, std::string_view site, std::string_vi
 }
 
 }  // namespace
+
+asio::awaitable<void> Gateway::RefuseSpend(net::Responder& responder, const Call& call,
+                                           const Admission& spend) {
+  using Verdict = Admission::Verdict;
+  std::string message;
+  switch (spend.verdict) {
+    case Verdict::kOverBudget:
+      message = "You exceeded your current quota: this request could take the tenant over its "
+                "budget of " + fmt::format("{:.6g}", call.tenant->budget_usd) + " USD for this period";
+      co_await Fail(responder, call.request_id, http::status::too_many_requests, message,
+                    "insufficient_quota", "insufficient_quota");
+      break;
+    case Verdict::kBudgetLeasedElsewhere:
+      // Not spent: other gateways hold the rest for their requests, and give back what they do
+      // not use once idle. A retry may fit.
+      message = "the rest of the tenant's budget is held by other gateways for their requests; "
+                "retry shortly";
+      co_await Fail(responder, call.request_id, http::status::too_many_requests, message,
+                    "insufficient_quota", "budget_leased_elsewhere", spend.retry_after_s);
+      break;
+    case Verdict::kBudgetUnreachable:
+      co_await Fail(responder, call.request_id, http::status::service_unavailable,
+                    "the store that holds the tenant's budget is out of reach; retry shortly",
+                    "server_error", "budget_store_unreachable", spend.retry_after_s);
+      break;
+    default:
+      co_await Fail(responder, call.request_id, http::status::service_unavailable,
+                    "the usage ledger is behind; retry shortly", "server_error", "ledger_backlog",
+                    spend.retry_after_s);
+  }
+}
 
 asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
   std::vector<std::uint32_t> excluded;
@@ -254,18 +301,10 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
       call.worst_usd = ChargeUsd(d, *fleet_.endpoint(d.endpoint_index).gpu,
                                  call.routed.prompt_tokens,
                                  call.worst_tokens - call.routed.prompt_tokens);
-      const Admission spend = tenancy_->AdmitSpend(tenant, call.worst_usd);
+      const Admission spend = co_await AdmitSpend(*tenancy_, call);
       if (spend.verdict != Admission::Verdict::kOk) {
         tenancy_->Cancel(tenant, call.worst_tokens, 0, false);
-        const bool over_budget = spend.verdict == Admission::Verdict::kOverBudget;
-        const std::string message =
-            over_budget ? OverBudgetMessage(tenant.budget_usd)
-                        : std::string("the usage ledger is behind; retry shortly");
-        co_await Fail(responder, call.request_id,
-                      over_budget ? http::status::too_many_requests
-                                  : http::status::service_unavailable,
-                      message, over_budget ? "insufficient_quota" : "server_error",
-                      over_budget ? "insufficient_quota" : "ledger_backlog", spend.retry_after_s);
+        co_await RefuseSpend(responder, call, spend);
         co_return;
       }
       spend_reserved = true;

@@ -17,6 +17,12 @@ std::int64_t UnixMsNow() {
 }
 
 namespace {
+// A lease is trusted for kLeaseTrust after the store last heard from this gateway; the store takes
+// a gateway it has not heard from for kLeaseSilentMs as stopped. The gap covers a store outage of
+// up to kLeaseTrust, and clocks that drift apart.
+constexpr auto kLeaseTrust = std::chrono::seconds(30);
+constexpr std::int64_t kLeaseSilentMs = 60'000;
+
 double NowS() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -55,39 +61,21 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   // This process's name among the gateways of the store.
   auto member = store::RandomHex(8);
   if (!member) return std::unexpected("tenancy: " + member.error());
+  t->member_ = *member;
   t->fleet_usage_ = std::make_unique<core::FleetUsage>(*member, *member, UnixMsNow());
-  Tenancy* self = t.get();
-  t->audit_thread_ = std::thread([self] {
-    std::unique_lock lock(self->audit_mu_);
-    while (true) {
-      self->audit_wake_.wait(lock, [self] {
-        return self->audit_stopping_ || !self->audit_queue_.empty();
-      });
-      std::vector<store::AuditRow> rows;
-      rows.swap(self->audit_queue_);
-      const bool stopping = self->audit_stopping_;
-      lock.unlock();
-      for (const auto& row : rows) {
-        if (auto r = self->store_->AppendAudit(row); !r) {
-          spdlog::warn("audit: {} ({} {})", r.error(), row.action, row.detail);
-        }
-      }
-      lock.lock();
-      if (stopping && self->audit_queue_.empty()) return;
-    }
-  });
+  t->audit_worker_ = std::make_unique<SerialWorker>();
+  t->lease_worker_ = std::make_unique<SerialWorker>();
   return t;
 }
 
 Tenancy::~Tenancy() {
-  if (audit_thread_.joinable()) {
-    {
-      std::lock_guard lock(audit_mu_);
-      audit_stopping_ = true;
-    }
-    audit_wake_.notify_one();
-    audit_thread_.join();
+  lease_worker_.reset();  // answers what was asked first.
+  if (store_) {
+    // Gives back every lease's unused part at once (rather than after the store's silence).
+    std::lock_guard leases(lease_mu_);
+    RefreshLeases(/*release=*/true);
   }
+  audit_worker_.reset();
   if (ledger_) ledger_->Stop();
 }
 
@@ -126,9 +114,6 @@ std::expected<void, std::string> Tenancy::Reload() {
     directory_ = std::move(dir);
     version_ = *version;
   }
-  // A reload after a change made here (the admin API's) moves version_ itself, so the poller
-  // sees no change: have it read the spend of new or changed budgets at its next turn.
-  resync_soon_ = true;
   // Limits follow the records: a changed rpm, tpm or budget takes effect now.
   std::lock_guard lock(mu_);
   for (auto& [id, limits] : limits_) {
@@ -143,17 +128,13 @@ std::expected<void, std::string> Tenancy::Reload() {
     if (limits.tpm.per_minute() != static_cast<double>(t.tpm)) {
       limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
     }
-    if (limits.budget.budget_usd() != t.budget_usd || limits.budget.period() != t.budget_period) {
-      // A budget that was none, or a new period kind, has spend of its own to read.
-      if (limits.budget.unlimited() || limits.budget.period() != t.budget_period) {
-        limits.spend_loaded = false;
-      }
-      core::BudgetBook book(t.budget_usd, t.budget_period);
-      book.TryReserve(limits.budget.reserved_usd(), UnixMsNow());
-      // The same period: what is settled carries over. A new one's spend is read afresh.
-      if (limits.spend_loaded) book.Resync(limits.budget.settled_usd());
-      limits.budget = book;
+    if (limits.budget_usd != t.budget_usd) {
+      // A changed budget is the store's to apply: the next request here asks for a lease
+      // against it (a smaller one takes effect at once, not a spare part later).
+      limits.budget_usd = t.budget_usd;
+      limits.lease.Trim(0);
     }
+    if (limits.lease.period() != t.budget_period) limits.lease = core::BudgetLease(t.budget_period);
   }
   return {};
 }
@@ -169,41 +150,12 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
   if (version && *version != known) {
     if (auto r = Reload(); !r) spdlog::warn("tenancy: reload failed: {}", r.error());
   }
-  const bool soon = resync_soon_.exchange(false);  // after any reload, here or the admin API's.
   const auto now = std::chrono::steady_clock::now();
   if (now - last_resync_ >= resync_every) {
     last_resync_ = now;
     ShareUsage();
-    ResyncSpend();
-  } else if (soon) {
-    ResyncSpend();  // a new or changed tenant's spend, before its first request.
-  }
-}
-
-void Tenancy::ResyncSpend() {
-  // Every budgeted tenant with a key, whether or not it has asked for anything here yet: its
-  // first request then finds its spend read, and waits for no store query. One query per
-  // period start (and 500 tenants), over the store's daily totals.
-  const std::int64_t now_ms = UnixMsNow();
-  std::map<std::int64_t, std::vector<std::shared_ptr<const Tenant>>> by_start;
-  for (auto& t : directory()->Tenants()) {
-    if (t->budget_usd > 0) by_start[core::PeriodStartMs(t->budget_period, now_ms)].push_back(t);
-  }
-  std::vector<std::string> ids;
-  for (const auto& [since, tenants] : by_start) {
-    ids.clear();
-    for (const auto& t : tenants) ids.push_back(t->id);
-    auto charged = store_->ChargedUsd(ids, since);
-    if (!charged) continue;
-    std::lock_guard lock(mu_);
-    for (std::size_t i = 0; i < tenants.size(); ++i) {
-      Limits& l = LimitsOf(*tenants[i]);
-      l.budget.Roll(UnixMsNow());
-      if (l.budget.period_start_ms() == since) {
-        l.budget.Resync((*charged)[i]);
-        l.spend_loaded = true;
-      }
-    }
+    std::lock_guard leases(lease_mu_);
+    RefreshLeases();
   }
 }
 
@@ -212,22 +164,88 @@ Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
   if (it != limits_.end()) return it->second;
   Limits l{core::MinuteBucket(static_cast<double>(tenant.rpm)),
            core::MinuteBucket(static_cast<double>(tenant.tpm)),
-           core::BudgetBook(tenant.budget_usd, tenant.budget_period)};
-  l.spend_loaded = !store_ || l.budget.unlimited();
+           core::BudgetBook(tenant.budget_usd, tenant.budget_period),
+           core::BudgetLease(tenant.budget_period), tenant.budget_usd};
   return limits_.emplace(tenant.id, l).first->second;
 }
 
-void Tenancy::LoadSpend(const Tenant& tenant) {
-  // The period's spend so far, from the ledger (every gateway's rows). One try: a store out of
-  // reach leaves it to the resync every second (Poll), not to every request.
-  const std::int64_t since = core::PeriodStartMs(tenant.budget_period, UnixMsNow());
-  auto charged = store_->ChargedUsd(tenant.id, since);
-  std::lock_guard lock(mu_);
-  Limits& l = LimitsOf(tenant);
-  if (l.spend_loaded) return;  // another thread's read came first.
-  l.spend_loaded = true;
-  l.budget.Roll(UnixMsNow());
-  if (charged && l.budget.period_start_ms() == since) l.budget.Resync(*charged);
+double Tenancy::Spare(double budget_usd, double request_usd) {
+  return std::max(budget_usd / 50, 4 * request_usd);
+}
+
+bool Tenancy::LeaseTrusted() const {
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  return std::chrono::nanoseconds(lease_trusted_until_ns_.load(std::memory_order_acquire)) > now;
+}
+
+void Tenancy::TrustLeases() {
+  const auto until = std::chrono::steady_clock::now().time_since_epoch() + kLeaseTrust;
+  lease_trusted_until_ns_.store(std::chrono::nanoseconds(until).count(), std::memory_order_release);
+}
+
+bool Tenancy::RefreshLeases(bool release) {
+  const std::int64_t now_ms = UnixMsNow();
+  std::vector<store::BudgetLeaseRow> told;
+  std::vector<std::string> busy;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, l] : limits_) {
+      if (l.lease.period_start_ms() < 0) continue;  // never leased here.
+      l.lease.Roll(now_ms);
+      if (l.lease.largest_recent_usd() > 0 && !release) busy.push_back(id);
+      const double spare = Spare(l.budget_usd, l.lease.largest_recent_usd());
+      const double keep = l.lease.Trim(release ? 0.0 : spare);
+      if (keep == l.told_granted_usd && l.lease.settled_usd() == l.told_settled_usd) continue;
+      told.push_back({id, l.lease.period_start_ms(), member_, keep, l.lease.settled_usd()});
+    }
+  }
+  // Every lease of this gateway is marked heard from, whether or not it moved.
+  auto stored = store_->RefreshBudgetLeases(member_, told);
+  if (!stored) {
+    if (!lease_warned_) spdlog::warn("tenancy: budget leases not refreshed: {}", stored.error());
+    lease_warned_ = true;
+    return false;
+  }
+  lease_warned_ = false;
+  TrustLeases();
+  std::vector<std::pair<std::string, double>> short_of_spare;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& row : told) {
+      Limits& l = limits_.at(row.tenant);
+      l.told_granted_usd = row.granted_usd;
+      l.told_settled_usd = row.settled_usd;
+    }
+    for (const auto& row : *stored) {
+      auto it = limits_.find(row.tenant);
+      if (it != limits_.end()) it->second.lease.Cap(row.granted_usd, row.period_start_ms);
+    }
+    // Busy, and less than half its spare left: ask for more before a request must wait.
+    for (const auto& id : busy) {
+      const Limits& l = limits_.at(id);
+      const double spare = Spare(l.budget_usd, 0);
+      if (l.lease.granted_usd() - l.lease.in_use_usd() < spare / 2) {
+        short_of_spare.emplace_back(id, l.lease.in_use_usd() + spare);
+      }
+    }
+  }
+  for (const auto& [tenant, want] : short_of_spare) {
+    std::int64_t start;
+    double settled;
+    {
+      std::lock_guard lock(mu_);
+      const core::BudgetLease& lease = limits_.at(tenant).lease;
+      start = lease.period_start_ms();
+      settled = lease.settled_usd();
+    }
+    auto grant = store_->GrowBudgetLease({tenant, start, member_, want, settled}, kLeaseSilentMs);
+    if (!grant) break;
+    std::lock_guard lock(mu_);
+    Limits& l = limits_.at(tenant);
+    l.lease.Grow(grant->granted_usd, start);
+    l.told_granted_usd = -1;
+  }
+  return true;
 }
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
@@ -340,18 +358,68 @@ Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
 Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
   if (ledger_ && !ledger_->TryReserve()) return {Admission::Verdict::kLedgerFull, 1};
   if (tenant.budget_usd <= 0) return {Admission::Verdict::kOk};
-  std::unique_lock lock(mu_);
-  if (!LimitsOf(tenant).spend_loaded) {  // the first request for the tenant here.
-    lock.unlock();
-    LoadSpend(tenant);
-    lock.lock();
-  }
+  const std::int64_t now_ms = UnixMsNow();
+  std::lock_guard lock(mu_);
   Limits& l = LimitsOf(tenant);
-  if (!l.budget.TryReserve(worst_usd, UnixMsNow())) {
-    if (ledger_) ledger_->Release();
-    return {Admission::Verdict::kOverBudget, 0};
+  const bool admitted = store_ ? LeaseTrusted() && l.lease.TryReserve(worst_usd, now_ms)
+                               : l.budget.TryReserve(worst_usd, now_ms);
+  if (admitted) return {Admission::Verdict::kOk};
+  if (ledger_) ledger_->Release();
+  return {store_ ? Admission::Verdict::kNeedsLease : Admission::Verdict::kOverBudget, 0};
+}
+
+void Tenancy::GrowLease(std::shared_ptr<const Tenant> tenant, double worst_usd,
+                        std::function<void(Admission)> done) {
+  lease_worker_->Post([this, tenant = std::move(tenant), worst_usd, done = std::move(done)] {
+    Admission admission{Admission::Verdict::kOk};
+    {
+      std::lock_guard leases(lease_mu_);
+      admission = AdmitWithLease(*tenant, worst_usd);
+    }
+    done(admission);
+  });
+}
+
+Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
+  // Leases are trusted again only once the store has heard from every one of them.
+  if (!LeaseTrusted() && !RefreshLeases()) return {Admission::Verdict::kBudgetUnreachable, 1};
+  // Other requests here may take what is granted before this one does: ask again, a few times.
+  for (int ask = 0; ask < 3; ++ask) {
+    const Admission admission = AdmitSpend(tenant, worst_usd);
+    if (admission.verdict != Admission::Verdict::kNeedsLease) return admission;
+    store::BudgetLeaseRow row{tenant.id, 0, member_, 0, 0};
+    {
+      std::lock_guard lock(mu_);
+      Limits& l = LimitsOf(tenant);
+      l.lease.Roll(UnixMsNow());
+      row.period_start_ms = l.lease.period_start_ms();
+      row.granted_usd = l.lease.Want(worst_usd, Spare(l.budget_usd, worst_usd));
+      row.settled_usd = l.lease.settled_usd();
+    }
+    auto grant = store_->GrowBudgetLease(row, kLeaseSilentMs);
+    if (!grant) {
+      spdlog::warn("tenancy: no budget lease for {}: {}", tenant.id, grant.error());
+      return {Admission::Verdict::kBudgetUnreachable, 1};
+    }
+    double short_by;
+    {
+      std::lock_guard lock(mu_);
+      core::BudgetLease& lease = LimitsOf(tenant).lease;
+      lease.Grow(grant->granted_usd, row.period_start_ms);
+      LimitsOf(tenant).told_granted_usd = -1;  // the store's figure moved.
+      short_by = lease.in_use_usd() + worst_usd - lease.granted_usd();
+    }
+    if (short_by > 0 && grant->granted_usd < row.granted_usd) {
+      // The store had too little free: the budget is spent, or held by other gateways.
+      if (grant->held_elsewhere_usd >= short_by) {
+        return {Admission::Verdict::kBudgetLeasedElsewhere, 2};
+      }
+      return {Admission::Verdict::kOverBudget, 0};
+    }
   }
-  return {Admission::Verdict::kOk};
+  return AdmitSpend(tenant, worst_usd).verdict == Admission::Verdict::kOk
+             ? Admission{Admission::Verdict::kOk}
+             : Admission{Admission::Verdict::kBudgetLeasedElsewhere, 1};
 }
 
 void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd,
@@ -365,10 +433,7 @@ void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double wor
     });
     NoteTaken(tenant, -1, -static_cast<double>(worst_tokens));
   }
-  if (had_slot && tenant.budget_usd > 0) {
-    std::lock_guard lock(mu_);
-    LimitsOf(tenant).budget.Settle(worst_usd, 0);
-  }
+  if (had_slot && tenant.budget_usd > 0) SettleSpend(tenant, worst_usd, 0);
 }
 
 void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64_t used_tokens,
@@ -384,9 +449,16 @@ void Tenancy::Settle(const Tenant& tenant, std::int64_t worst_tokens, std::int64
     });
     NoteTaken(tenant, 0, static_cast<double>(used_tokens - worst_tokens));
   }
-  if (tenant.budget_usd > 0) {
-    std::lock_guard lock(mu_);
-    LimitsOf(tenant).budget.Settle(worst_usd, charged_usd);
+  if (tenant.budget_usd > 0) SettleSpend(tenant, worst_usd, charged_usd);
+}
+
+void Tenancy::SettleSpend(const Tenant& tenant, double worst_usd, double charged_usd) {
+  std::lock_guard lock(mu_);
+  Limits& l = LimitsOf(tenant);
+  if (store_) {
+    l.lease.Settle(worst_usd, charged_usd);
+  } else {
+    l.budget.Settle(worst_usd, charged_usd);
   }
 }
 
@@ -424,11 +496,12 @@ void Tenancy::Audit(std::string actor, std::string action, std::string detail) {
     spdlog::info("audit: {} {} {}", actor, action, detail);
     return;
   }
-  {
-    std::lock_guard lock(audit_mu_);
-    audit_queue_.push_back({UnixMsNow(), std::move(actor), std::move(action), std::move(detail)});
-  }
-  audit_wake_.notify_one();
+  store::AuditRow row{UnixMsNow(), std::move(actor), std::move(action), std::move(detail)};
+  audit_worker_->Post([this, row = std::move(row)] {
+    if (auto r = store_->AppendAudit(row); !r) {
+      spdlog::warn("audit: {} ({} {})", r.error(), row.action, row.detail);
+    }
+  });
 }
 
 int Tenancy::ExpectedOutputTokens(const Tenant& tenant, int fallback) {

@@ -1,14 +1,13 @@
 #pragma once
 // Tenancy for the gateway: who a key belongs to (from the fleet file, or from the durable store
 // when there is one, reloaded when the store's version moves), each tenant's requests- and
-// tokens-per-minute buckets and budget book, the ledger (one durable row per request, written
-// in group commits off the hot path) and the audit log. Thread-safe.
+// tokens-per-minute buckets and budget (a book of its own, or with a store a lease on part of the
+// budget that the gateways sharing it split: core::BudgetLease), the ledger (one durable row per
+// request, written in group commits off the hot path) and the audit log. Thread-safe.
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <expected>
-#include <thread>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -22,6 +21,7 @@
 #include "core/fleet_usage.h"
 #include "core/limits.h"
 #include "core/output_length.h"
+#include "gateway/serial_worker.h"
 #include "gateway/shared_buckets.h"
 #include "gateway/tenants.h"
 #include "store/ledger_writer.h"
@@ -41,7 +41,20 @@ struct TenancyOptions {
 
 // The answer to "may this request start?".
 struct Admission {
-  enum class Verdict { kOk, kRateLimited, kTokenLimited, kOverBudget, kLedgerFull } verdict;
+  enum class Verdict {
+    kOk,
+    kRateLimited,
+    kTokenLimited,
+    kOverBudget,
+    kLedgerFull,
+    // With a store: this gateway's lease on the budget is too small; ask for more (GrowLease).
+    kNeedsLease,
+    // The rest of the budget is leased to other gateways, which give back what they do not use
+    // within a second or two of going idle.
+    kBudgetLeasedElsewhere,
+    // The store could not be asked for more of the budget.
+    kBudgetUnreachable,
+  } verdict;
   int retry_after_s = 0;
 };
 
@@ -65,8 +78,14 @@ class Tenancy {
 
   // Takes one request and `worst_tokens` from the tenant's per-minute buckets.
   Admission AdmitRate(const Tenant& tenant, std::int64_t worst_tokens);
-  // Reserves a ledger slot and `worst_usd` of the tenant's budget.
+  // Reserves a ledger slot and `worst_usd` of the tenant's budget. With a store, only within this
+  // gateway's lease on the budget: kNeedsLease (nothing taken) when that is too small.
   Admission AdmitSpend(const Tenant& tenant, double worst_usd);
+  // Asks the store for more of the tenant's budget (off the caller's thread, as the store may
+  // take a while), then admits as AdmitSpend does; calls `done` from the asking thread. Never
+  // answers kNeedsLease.
+  void GrowLease(std::shared_ptr<const Tenant> tenant, double worst_usd,
+                 std::function<void(Admission)> done);
   // Gives back what AdmitRate and AdmitSpend took, for a request that never started.
   void Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd, bool had_slot);
   // A request ended: settles tokens and spend against what was reserved.
@@ -90,10 +109,9 @@ class Tenancy {
   // Appends to the audit log off the caller's thread (a no-op without a store).
   void Audit(std::string actor, std::string action, std::string detail);
 
-  // Reloads tenants and keys when the store's version moved, and every `resync_every` (and
-  // after a reload) re-reads each budgeted tenant's settled spend (other gateways' included,
-  // before the tenant's first request here); every `resync_every` it also shares per-minute
-  // usage with the other gateways of the store (ShareUsage). Call every ~250 ms.
+  // Reloads tenants and keys when the store's version moved; every `resync_every` it shares
+  // per-minute usage with the other gateways of the store (ShareUsage) and refreshes the budget
+  // leases (RefreshLeases). Call every ~250 ms.
   void Poll(std::chrono::milliseconds resync_every = std::chrono::milliseconds(1000));
   // Reloads now (after a local change).
   std::expected<void, std::string> Reload();
@@ -108,18 +126,30 @@ class Tenancy {
  private:
   struct Limits {
     core::MinuteBucket rpm, tpm;
-    core::BudgetBook budget;
-    // The period's spend was read from the store (or there is nothing to read): LoadSpend.
-    bool spend_loaded = false;
+    core::BudgetBook budget;  // without a store.
+    core::BudgetLease lease;  // with one.
+    double budget_usd = 0;
+    // What the store was last told of the lease (RefreshLeases writes only what moved).
+    double told_granted_usd = -1, told_settled_usd = -1;
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
-  // Reads a budgeted tenant's spend in its period from the store, with mu_ not held (call it
-  // so), so that a tenant's first request holds up no other tenant's on the other I/O threads.
-  // Only for a tenant the poller has not resynced yet (made less than a poll ago).
-  void LoadSpend(const Tenant& tenant);
-  // Re-reads every budgeted tenant's settled spend in its period (other gateways' included).
-  void ResyncSpend();
+  // The part of a budget a lease asks for beyond the request that asks (so the next ones need
+  // not): a fiftieth of the budget, or four such requests when that is more.
+  static double Spare(double budget_usd, double request_usd);
+  void SettleSpend(const Tenant& tenant, double worst_usd, double charged_usd);
+  // The lease thread's half of GrowLease; lease_mu_ held.
+  Admission AdmitWithLease(const Tenant& tenant, double worst_usd);
+  // Trims every lease here (a busy one keeps its spare, an idle one gives back all it does not
+  // use; with `release`, all of them do), tells the store what changed and that this gateway is
+  // alive, caps each lease at what the store holds, and asks for more for busy leases running
+  // short. lease_mu_ held. False when the store could not be told.
+  bool RefreshLeases(bool release = false);
+  // A lease is trusted until kLeaseTrust after the store last heard from this gateway: the
+  // store takes a gateway it has not heard from for kLeaseSilentMs as stopped, and shrinks its
+  // leases, so past that a lease here could hold what the store has given to another.
+  bool LeaseTrusted() const;
+  void TrustLeases();
   // Publishes what this process took from tenants' per-minute limits to the store, reads what
   // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).
   void ShareUsage();
@@ -143,19 +173,21 @@ class Tenancy {
   // usage_mu_, its reading half (Absorb) by the poller alone.
   std::mutex usage_mu_;
   std::unique_ptr<core::FleetUsage> fleet_usage_;
-  std::atomic<bool> resync_soon_{false};  // set by Reload: Poll resyncs spend at its next turn.
   std::atomic<std::size_t> rate_limit_peers_{0};
   bool usage_baseline_read_ = false;  // the poller's own, as are the two below.
   bool usage_warned_ = false;
   std::int64_t usage_looks_ = 0;
   std::unordered_map<std::string, core::OutputLengthEstimate> output_lengths_;  // under mu_.
   std::chrono::steady_clock::time_point last_resync_{};
-  // The audit log's own writer.
-  std::mutex audit_mu_;
-  std::condition_variable audit_wake_;
-  std::vector<store::AuditRow> audit_queue_;
-  bool audit_stopping_ = false;
-  std::thread audit_thread_;
+  std::string member_;  // this process's name among the gateways of the store.
+  // Serialises the lease thread's and the poller's store calls for leases (and so the order in
+  // which a lease grows and shrinks here and in the store).
+  std::mutex lease_mu_;
+  std::atomic<std::int64_t> lease_trusted_until_ns_{0};  // steady clock.
+  bool lease_warned_ = false;  // under lease_mu_.
+  // Last: stopped (and drained) before anything they use.
+  std::unique_ptr<SerialWorker> audit_worker_;
+  std::unique_ptr<SerialWorker> lease_worker_;
 };
 
 // The tenant a store record describes.

@@ -117,6 +117,10 @@ class PostgresConnection final : public Connection {
   void LockSchema() override {
     Query("SELECT pg_advisory_xact_lock($1)", {{Param{kSchemaLockKey}}});
   }
+  void LockKey(std::string_view key) override {
+    // The two-key form: a key space apart from the schema's lock (one bigint key).
+    Query("SELECT pg_advisory_xact_lock(7070, hashtext($1))", {{Param{std::string(key)}}});
+  }
   std::string_view AuditIdColumn() const override { return "BIGSERIAL PRIMARY KEY"; }
   std::string_view EndDayExpression() const override {
     return "to_char(to_timestamp(end_unix_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";

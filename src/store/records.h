@@ -103,6 +103,24 @@ struct RateUsageRow {
   std::int64_t updated_unix_ms = 0;
 };
 
+// A gateway's lease on part of a tenant's budget for one period (core::BudgetLease): what the
+// gateways sharing the store are granted of a period never exceeds the budget.
+struct BudgetLeaseRow {
+  std::string tenant;
+  std::int64_t period_start_ms = 0;
+  std::string member;       // the gateway process (as in RateUsageRow).
+  double granted_usd = 0;   // what it may have settled and reserved in the period, in all.
+  double settled_usd = 0;   // what it has settled in the period, as it last said.
+};
+
+// The store's answer to a gateway asking for more of a budget.
+struct BudgetGrant {
+  double granted_usd = 0;  // what the gateway now holds (never less than before).
+  // What the other gateways hold beyond what they have settled: in use for their requests in
+  // flight, or spare that they give back within a second or two of going idle.
+  double held_elsewhere_usd = 0;
+};
+
 struct AuditRow {
   std::int64_t unix_ms = 0;
   std::string actor;

@@ -75,6 +75,9 @@ class Connection {
 
   // Inside a transaction: serialises schema creation against other openers.
   virtual void LockSchema() = 0;
+  // Inside a write transaction: serialises it against other transactions that lock `key`
+  // (SQLite: every write transaction holds the database's one write lock already).
+  virtual void LockKey(std::string_view key) = 0;
   // SQL for the audit table's id column.
   virtual std::string_view AuditIdColumn() const = 0;
   // SQL for the UTC day "YYYY-MM-DD" of the ledger's end_unix_ms.

@@ -131,6 +131,12 @@ void SqlStore::CreateSchema() {
       // budget is a sum over at most 31 of these, not over the month's ledger rows.
       "CREATE TABLE IF NOT EXISTS spend_daily (tenant TEXT NOT NULL, day BIGINT NOT NULL, "
       "charged_usd DOUBLE PRECISION NOT NULL, PRIMARY KEY (tenant, day))",
+      // Each gateway's lease on part of a tenant's budget in a period (GrowBudgetLease).
+      "CREATE TABLE IF NOT EXISTS budget_leases (tenant TEXT NOT NULL, "
+      "period_start_ms BIGINT NOT NULL, member TEXT NOT NULL, "
+      "granted_usd DOUBLE PRECISION NOT NULL, settled_usd DOUBLE PRECISION NOT NULL, "
+      "updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (tenant, period_start_ms, member))",
+      "CREATE INDEX IF NOT EXISTS budget_leases_member ON budget_leases (member)",
   };
   for (const auto& sql : statements) c.Query(sql);
   // Schema 1 had no daily totals, schema 2 kept them on PostgreSQL from the application rather
@@ -400,40 +406,116 @@ Result<std::vector<UsageRow>> SqlStore::Usage(std::string_view tenant, std::int6
   });
 }
 
-Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> tenants,
-                                                 std::int64_t since_ms) {
+std::vector<double> SqlStore::ChargedSince(std::span<const std::string> tenants,
+                                           std::int64_t since_ms) {
   // Whole days from the daily totals; the part of a day before the first whole one (none when
   // since_ms starts a UTC day, as budget periods do) from the ledger rows.
   constexpr std::size_t kTenantsPerQuery = 500;
   const std::int64_t first_day = since_ms <= 0 ? 0 : (since_ms + kDayMs - 1) / kDayMs;
+  std::unordered_map<std::string, double> sums;
+  for (std::size_t start = 0; start < tenants.size(); start += kTenantsPerQuery) {
+    const std::size_t n = std::min(kTenantsPerQuery, tenants.size() - start);
+    auto params = Params(first_day, since_ms, first_day * kDayMs);
+    std::string in = "IN (";
+    for (std::size_t i = 0; i < n; ++i) {
+      in += i ? ", $" : "$";
+      in += std::to_string(params.size() + 1);
+      params.emplace_back(tenants[start + i]);
+    }
+    in += ')';
+    for (const auto& r : connection_->Query(
+             "SELECT tenant, SUM(charged_usd) FROM ("
+             "SELECT tenant, charged_usd FROM spend_daily WHERE day >= $1 AND tenant " + in +
+                 " UNION ALL SELECT tenant, charged_usd FROM ledger "
+                 "WHERE end_unix_ms >= $2 AND end_unix_ms < $3 AND tenant " + in +
+                 ") AS spent GROUP BY tenant",
+             params)) {
+      sums[r.Text(0)] = r.Double(1);
+    }
+  }
+  std::vector<double> out;
+  out.reserve(tenants.size());
+  for (const auto& t : tenants) {
+    auto it = sums.find(t);
+    out.push_back(it == sums.end() ? 0.0 : it->second);
+  }
+  return out;
+}
+
+Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> tenants,
+                                                 std::int64_t since_ms) {
+  return Guard([&] { return ChargedSince(tenants, since_ms); });
+}
+
+Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) {
   return Guard([&] {
-    std::unordered_map<std::string, double> sums;
-    for (std::size_t start = 0; start < tenants.size(); start += kTenantsPerQuery) {
-      const std::size_t n = std::min(kTenantsPerQuery, tenants.size() - start);
-      auto params = Params(first_day, since_ms, first_day * kDayMs);
-      std::string in = "IN (";
-      for (std::size_t i = 0; i < n; ++i) {
-        in += i ? ", $" : "$";
-        in += std::to_string(params.size() + 1);
-        params.emplace_back(tenants[start + i]);
+    BudgetGrant grant;
+    Transaction([&] {
+      Connection& c = *connection_;
+      c.LockKey(ask.tenant);
+      const std::string now(c.NowMsExpression());
+      c.Query("DELETE FROM budget_leases WHERE tenant = $1 AND period_start_ms < $2",
+              Params(ask.tenant, ask.period_start_ms));
+      c.Query("UPDATE budget_leases SET granted_usd = settled_usd WHERE tenant = $1 AND "
+              "period_start_ms = $2 AND member <> $3 AND granted_usd > settled_usd AND "
+              "updated_unix_ms < " + now + " - $4",
+              Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms));
+      const auto budget = c.Query("SELECT budget_usd FROM tenants WHERE id = $1", Params(ask.tenant));
+      double mine = 0, others = 0, settled = ask.settled_usd;
+      for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd FROM budget_leases "
+                                   "WHERE tenant = $1 AND period_start_ms = $2",
+                                   Params(ask.tenant, ask.period_start_ms))) {
+        if (r.Text(0) == ask.member) {
+          mine = r.Double(1);
+          continue;
+        }
+        others += r.Double(1);
+        settled += r.Double(2);
+        grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(2));
       }
-      in += ')';
+      const std::string tenant[] = {ask.tenant};
+      const double charged = ChargedSince(tenant, ask.period_start_ms).front();
+      const double limit = budget.empty() ? 0.0 : budget.front().Double(0);
+      // A tenant whose budget was removed (or who was never stored) has nothing to hold back.
+      const double free = limit > 0 ? limit - others - std::max(0.0, charged - settled)
+                                    : ask.granted_usd;
+      grant.granted_usd = std::max(mine, std::min(ask.granted_usd, free));
+      c.Query("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, "
+              "settled_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, " + now +
+                  ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "
+                  "granted_usd = excluded.granted_usd, settled_usd = excluded.settled_usd, "
+                  "updated_unix_ms = excluded.updated_unix_ms",
+              Params(ask.tenant, ask.period_start_ms, ask.member, grant.granted_usd,
+                     ask.settled_usd));
+    });
+    return grant;
+  });
+}
+
+Result<std::vector<BudgetLeaseRow>> SqlStore::RefreshBudgetLeases(
+    std::string_view member, std::span<const BudgetLeaseRow> rows) {
+  return Guard([&] {
+    std::vector<BudgetLeaseRow> out;
+    const std::string now(connection_->NowMsExpression());
+    // One member's own rows (another member only ever shrinks them, under the tenant's lock in
+    // GrowBudgetLease): the smaller grant wins either way.
+    Transaction([&] {
+      for (const auto& r : rows) {
+        connection_->Query(
+            "UPDATE budget_leases SET granted_usd = CASE WHEN granted_usd < $1 THEN granted_usd "
+            "ELSE $1 END, settled_usd = $2 WHERE tenant = $3 AND period_start_ms = $4 AND "
+            "member = $5",
+            Params(r.granted_usd, r.settled_usd, r.tenant, r.period_start_ms, std::string(member)));
+      }
+      connection_->Query("UPDATE budget_leases SET updated_unix_ms = " + now + " WHERE member = $1",
+                         Params(std::string(member)));
       for (const auto& r : connection_->Query(
-               "SELECT tenant, SUM(charged_usd) FROM ("
-               "SELECT tenant, charged_usd FROM spend_daily WHERE day >= $1 AND tenant " + in +
-                   " UNION ALL SELECT tenant, charged_usd FROM ledger "
-                   "WHERE end_unix_ms >= $2 AND end_unix_ms < $3 AND tenant " + in +
-                   ") AS spent GROUP BY tenant",
-               params)) {
-        sums[r.Text(0)] = r.Double(1);
+               "SELECT tenant, period_start_ms, granted_usd, settled_usd FROM budget_leases "
+               "WHERE member = $1",
+               Params(std::string(member)))) {
+        out.push_back({r.Text(0), r.Int(1), std::string(member), r.Double(2), r.Double(3)});
       }
-    }
-    std::vector<double> out;
-    out.reserve(tenants.size());
-    for (const auto& t : tenants) {
-      auto it = sums.find(t);
-      out.push_back(it == sums.end() ? 0.0 : it->second);
-    }
+    });
     return out;
   });
 }

@@ -37,6 +37,9 @@ class SqlStore final : public Store {
   Result<void> PutRateUsage(std::span<const RateUsageRow> rows) override;
   Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) override;
   Result<void> ForgetSilentMembers(std::int64_t silent_ms) override;
+  Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) override;
+  Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
+      std::string_view member, std::span<const BudgetLeaseRow> rows) override;
   Result<void> AppendAudit(const AuditRow& row) override;
   Result<std::vector<AuditRow>> Audit(std::int64_t from_ms, std::int64_t to_ms) override;
 
@@ -70,6 +73,8 @@ class SqlStore final : public Store {
     }
   }
   void CreateSchema();
+  // ChargedUsd's query, mutex already held.
+  std::vector<double> ChargedSince(std::span<const std::string> tenants, std::int64_t since_ms);
   void BumpVersion();
   void InsertKey(const KeyRecord& key);
 

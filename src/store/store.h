@@ -108,6 +108,21 @@ class Store {
   virtual Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) = 0;
   virtual Result<void> ForgetSilentMembers(std::int64_t silent_ms) = 0;
 
+  // Budget leases (BudgetLeaseRow), in one transaction each, serialised per tenant.
+  // GrowBudgetLease asks for `ask.member`'s grant of the tenant's budget in the period starting
+  // `ask.period_start_ms` to become `ask.granted_usd`, and records its `ask.settled_usd`. It gets
+  // what is free, at most: the tenant's budget as stored, less the other members' grants, less
+  // what the ledger holds for the period beyond what every member says it settled (rows of
+  // gateways that never leased, or that stopped before saying). A grant never shrinks here. Other
+  // members not heard from for `silent_ms` by the store's clock are taken to have stopped: their
+  // grants shrink to what they settled. Leases of the tenant's earlier periods are removed.
+  virtual Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) = 0;
+  // Shrinks (never grows) each of `member`'s leases in `rows` to its granted_usd and records its
+  // settled_usd; every lease of the member is marked heard from now. Returns each of the
+  // member's leases as stored after (a grant another member shrank shows here).
+  virtual Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
+      std::string_view member, std::span<const BudgetLeaseRow> rows) = 0;
+
   // The audit log: appended, never changed. Audit returns from_ms <= unix_ms < to_ms in order.
   virtual Result<void> AppendAudit(const AuditRow& row) = 0;
   virtual Result<std::vector<AuditRow>> Audit(std::int64_t from_ms, std::int64_t to_ms) = 0;

@@ -395,6 +395,101 @@ TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWithItsMember
   EXPECT_EQ(left->front().member, "m3");
 }
 
+// Budget leases: what members are granted of a period never exceeds the budget, less what the
+// ledger holds that no member reports; a member's grant never shrinks when it asks for more.
+TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));  // 12.5 USD a day.
+  const std::int64_t day = kT0 / kDay * kDay;
+  const auto ask = [&](const std::string& member, double want, double settled = 0) {
+    auto g = store_->GrowBudgetLease({"acme", day, member, want, settled}, 60'000);
+    EXPECT_TRUE(g) << g.error();
+    return g.value_or(BudgetGrant{-1, -1});
+  };
+  EXPECT_DOUBLE_EQ(ask("m1", 5).granted_usd, 5);
+  auto g2 = ask("m2", 10);
+  EXPECT_DOUBLE_EQ(g2.granted_usd, 7.5);
+  EXPECT_DOUBLE_EQ(g2.held_elsewhere_usd, 5);  // m1 holds 5 and has settled nothing.
+  EXPECT_DOUBLE_EQ(ask("m1", 3).granted_usd, 5);  // asking for less shrinks nothing.
+  // 2 USD in the ledger that no member says it settled (a gateway that never leased).
+  ASSERT_TRUE(store_->AppendLedger(std::vector{Row("r1", "acme", "tx", "m", day + 10, 2.0)}));
+  EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
+  // m1 says it settled them: nothing is counted twice, and nothing is free either.
+  EXPECT_DOUBLE_EQ(ask("m1", 5, 2.0).granted_usd, 5);
+  EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
+  // m2 gives back all but 3.5; m3 gets it, and no more.
+  auto left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 3.5, 0}});
+  ASSERT_TRUE(left) << left.error();
+  ASSERT_EQ(left->size(), 1u);
+  EXPECT_DOUBLE_EQ(left->front().granted_usd, 3.5);
+  EXPECT_DOUBLE_EQ(ask("m3", 10).granted_usd, 4);
+  // A refresh never grows a grant.
+  left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 9, 1}});
+  ASSERT_TRUE(left);
+  EXPECT_DOUBLE_EQ(left->front().granted_usd, 3.5);
+  EXPECT_DOUBLE_EQ(left->front().settled_usd, 1);
+  // The next day starts afresh, and the first lease of it removes the day before's.
+  const std::int64_t tomorrow = day + kDay;
+  auto next = store_->GrowBudgetLease({"acme", tomorrow, "m1", 20, 0}, 60'000);
+  ASSERT_TRUE(next);
+  EXPECT_DOUBLE_EQ(next->granted_usd, 12.5);
+  left = store_->RefreshBudgetLeases("m2", {});
+  ASSERT_TRUE(left);
+  EXPECT_TRUE(left->empty());
+}
+
+// A member not heard from for the silence allowed is taken to have stopped: its grant shrinks to
+// what it settled, and the rest goes to the member asking.
+TEST_F(StoreTest, AStoppedMembersLeaseShrinksToWhatItSettled) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  const std::int64_t day = kT0 / kDay * kDay;
+  ASSERT_TRUE(store_->GrowBudgetLease({"acme", day, "gone", 10, 3}, 60'000));
+  auto held = store_->GrowBudgetLease({"acme", day, "new", 10, 0}, 60'000);
+  ASSERT_TRUE(held);
+  EXPECT_DOUBLE_EQ(held->granted_usd, 2.5);  // "gone" is recent: it keeps its 10.
+  std::this_thread::sleep_for(milliseconds(50));
+  auto after = store_->GrowBudgetLease({"acme", day, "new", 10, 0}, 20);
+  ASSERT_TRUE(after);
+  EXPECT_DOUBLE_EQ(after->granted_usd, 9.5);  // 12.5 less the 3 "gone" settled.
+  auto gone = store_->RefreshBudgetLeases("gone", {});
+  ASSERT_TRUE(gone);
+  ASSERT_EQ(gone->size(), 1u);
+  EXPECT_DOUBLE_EQ(gone->front().granted_usd, 3);
+}
+
+// Members asking at once through their own connections are never granted more than the budget.
+TEST_F(StoreTest, ConcurrentLeasesStayWithinTheBudget) {
+  TenantRecord t = Tenant("acme");
+  t.budget_usd = 1.0;
+  ASSERT_TRUE(store_->PutTenant(t));
+  const std::int64_t day = kT0 / kDay * kDay;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  std::vector<double> granted(4, 0);
+  for (int m = 0; m < 4; ++m) {
+    threads.emplace_back([&, m] {
+      auto own = store_->Reopen();
+      if (!own) {
+        ++failures;
+        return;
+      }
+      for (int i = 1; i <= 40; ++i) {
+        auto g = (*own)->GrowBudgetLease({"acme", day, Id("m", m), 0.01 * i, 0}, 60'000);
+        if (!g) {
+          if (!IsBusy(g.error())) ++failures;
+          continue;
+        }
+        granted[m] = g->granted_usd;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  double sum = 0;
+  for (double g : granted) sum += g;
+  EXPECT_LE(sum, 1.0 + 1e-9);
+  EXPECT_GE(sum, 1.0 - 1e-9);  // 4 x 0.40 was asked: the whole budget went.
+}
+
 TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {
   std::vector<std::thread> threads;
   std::atomic<int> opened{0};

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -348,36 +349,103 @@ TEST_P(TenancyIntegrationTest, ABudgetStopsSpendAndTheLedgerAgreesWithIt) {
   auto u = json::parse(usage.body)["data"];
   ASSERT_EQ(u.size(), 1u) << usage.body;
   EXPECT_NEAR(u[0]["charged_usd"].get<double>(), ledger_sum, 1e-12);
-  // The other gateway has not served the tenant, but its poller reads every budgeted tenant's
-  // spend from the store every second (the rows above are in it): once it knows the key and a
-  // second has passed, its first request for the tenant is refused.
+  // The other gateway has not served the tenant: its first request asks the store for a lease on
+  // the budget, and the store has none left to give (this gateway's requests are settled in it).
   auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
   ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   auto refused_there = clients_[1]->Chat(key, ChatBody(32, false));
   EXPECT_EQ(refused_there.status, 429) << refused_there.body;
 }
 
-// The poller reads every budgeted tenant's spend (after each reload, and every second), so a
-// tenant's first request at a gateway waits for no store query: it is served while another
-// session holds the daily totals locked.
-TEST_P(TenancyIntegrationTest, ABudgetedTenantsFirstRequestWaitsForNoStoreQuery) {
-  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "the lock is PostgreSQL's LOCK TABLE";
-  PutTenant({{"id", "prepaid"}, {"budget_usd", 1.0}, {"budget_period", "month"}});
-  auto [id, key] = NewKey("prepaid");
+// Requests spread over both gateways at once, back to back: each gateway admits only within
+// its lease on the budget, and the store never leases more than the budget, so the two together
+// spend no more than it.
+TEST_P(TenancyIntegrationTest, ABudgetHoldsAcrossGatewaysUnderABurst) {
+  const double budget = 3e-4;  // a handful of requests' worst case.
+  PutTenant({{"id", "burst"}, {"budget_usd", budget}, {"budget_period", "day"}});
+  auto [id, key] = NewKey("burst");
   auto models = [&, key = key] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
   ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a resync at the latest.
+  std::atomic<int> ok{0}, spent{0}, leased_elsewhere{0}, other{0};
+  std::vector<std::thread> loops;
+  for (int gw = 0; gw < 2; ++gw) {
+    for (int loop = 0; loop < 2; ++loop) {
+      loops.emplace_back([&, gw, key = key] {
+        TestClient client("127.0.0.1", gateways_[gw]->port());
+        for (int i = 0; i < 30; ++i) {
+          const auto r = client.Chat(key, ChatBody(32, i % 2 == 0));
+          if (r.status == 200) {
+            ++ok;
+            continue;
+          }
+          const std::string code = r.status == 429 ? json::parse(r.body)["error"]["code"] : "";
+          if (code == "insufficient_quota") {
+            ++spent;
+          } else if (code == "budget_leased_elsewhere") {
+            ++leased_elsewhere;
+          } else {
+            ++other;
+            ADD_FAILURE() << r.status << " " << r.body;
+          }
+        }
+      });
+    }
+  }
+  for (auto& t : loops) t.join();
+  EXPECT_GT(ok.load(), 2);
+  EXPECT_GT(spent.load(), 0) << "the budget never stopped spending";
+  EXPECT_EQ(other.load(), 0);
+  // The rows were journaled before the answers ended; the store has them once written.
+  std::vector<json> rows;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  do {
+    rows = LedgerRows(0, "burst");
+  } while (static_cast<int>(rows.size()) < ok.load() &&
+           std::chrono::steady_clock::now() < deadline);
+  double ledger_sum = 0;
+  for (const auto& row : rows) ledger_sum += row["charged_usd"].get<double>();
+  EXPECT_EQ(static_cast<int>(rows.size()), ok.load());
+  EXPECT_LE(ledger_sum, budget) << ok.load() << " requests served, " << leased_elsewhere.load()
+                                << " refused while other gateways held the rest";
+}
+
+// A gateway asks the store for a lease on a budget off its I/O threads: while the store keeps it
+// waiting (another session holds the daily totals locked), the gateway's one I/O thread serves
+// other tenants, and the budgeted tenant's requests within the lease it holds.
+TEST_P(TenancyIntegrationTest, ALeaseRequestWaitingOnTheStoreHoldsUpNoOtherRequest) {
+  if (GetParam() != Backend::kPostgres) GTEST_SKIP() << "the lock is PostgreSQL's LOCK TABLE";
+  PutTenant({{"id", "prepaid"}, {"budget_usd", 1.0}, {"budget_period", "month"}});
+  PutTenant({{"id", "newcomer"}, {"budget_usd", 1.0}, {"budget_period", "month"}});
+  PutTenant({{"id", "free"}});
+  auto [id1, prepaid] = NewKey("prepaid");
+  auto [id2, newcomer] = NewKey("newcomer");
+  auto [id3, free] = NewKey("free");
+  auto models = [&, key = free] { return clients_[1]->Call(http::verb::get, "/v1/models", {}, key); };
+  ASSERT_GE(SecondsUntilStatus(models, 200, std::chrono::seconds(3)), 0);
+  ASSERT_EQ(clients_[1]->Chat(prepaid, ChatBody(8, true)).status, 200);  // takes a lease.
   pqxx::connection holder(url_);
   pqxx::work locked(holder);
   locked.exec("LOCK TABLE spend_daily IN ACCESS EXCLUSIVE MODE");
-  auto first = std::async(std::launch::async,
-                          [&, key = key] { return clients_[1]->Chat(key, ChatBody(8, true)); });
-  const bool answered = first.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
-  locked.abort();  // whatever happened, the request (if it waits) and the writers go on.
-  const auto r = first.get();
-  EXPECT_TRUE(answered) << "the first request waited for the store";
-  EXPECT_EQ(r.status, 200) << r.error << r.body;
+  // Its first request needs a lease, which needs the daily totals: it waits.
+  auto waiting = std::async(std::launch::async, [&, key = newcomer] {
+    TestClient client("127.0.0.1", gateways_[1]->port());
+    return client.Chat(key, ChatBody(8, false));
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto others = std::async(std::launch::async, [&, free = free, prepaid = prepaid] {
+    return std::pair(clients_[1]->Chat(free, ChatBody(8, true)),
+                     clients_[1]->Chat(prepaid, ChatBody(8, false)));
+  });
+  const bool answered = others.wait_for(std::chrono::seconds(3)) == std::future_status::ready;
+  const bool newcomer_waited = waiting.wait_for(std::chrono::milliseconds(0)) != std::future_status::ready;
+  locked.abort();  // whatever happened, the waiting requests and the writers go on.
+  EXPECT_TRUE(answered) << "a request waited for another tenant's lease";
+  EXPECT_TRUE(newcomer_waited) << "the lease was granted without reading the daily totals";
+  const auto [r_free, r_prepaid] = others.get();
+  EXPECT_EQ(r_free.status, 200) << r_free.error << r_free.body;
+  EXPECT_EQ(r_prepaid.status, 200) << r_prepaid.error << r_prepaid.body;
+  const auto r_newcomer = waiting.get();
+  EXPECT_EQ(r_newcomer.status, 200) << r_newcomer.error << r_newcomer.body;
 }
 
 TEST_P(TenancyIntegrationTest, AStreamThatBreaksEndsWithAnErrorAndTheLedgerSaysWhatWasDelivered) {

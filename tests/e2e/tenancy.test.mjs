@@ -111,6 +111,56 @@ test('a budget is spent, then refused; usage and the ledger agree and stay withi
   assert.ok(u.charged_usd > 0);
 });
 
+test('a budget holds across two gateways sharing the store, under four clients at once', async (t) => {
+  // A second gateway on the same SQLite store (its own port and engines).
+  const gw2 = await startPowerplane(['up', '--listen', '127.0.0.1:0', '--engine-speed', '4',
+                                     '--log-level', 'warn', '--data-dir', dataDir]);
+  t.after(() => stopProcess(gw2.proc));
+  const budget = 1e-4;  // about ten requests of 4 tokens.
+  const { key } = await tenantWithKey('shared-budget', { budget_usd: budget, budget_period: 'day' });
+  // The second gateway knows the key within a poll.
+  const deadline = Date.now() + 5000;
+  while ((await fetch(gw2.baseURL + '/models', { headers: { Authorization: `Bearer ${key}` } })).status !== 200) {
+    assert.ok(Date.now() < deadline, 'the second gateway never knew the key');
+    await sleep(50);
+  }
+  const counts = { served: 0, spent: 0, leasedElsewhere: 0 };
+  const loop = async (baseURL) => {
+    const client = openai(baseURL, key);
+    for (let i = 0; i < 100; i++) {
+      try {
+        await ask(client);
+        counts.served++;
+      } catch (e) {
+        assert.ok(e instanceof OpenAI.APIError, String(e));
+        assert.equal(e.status, 429, e.message);
+        if (e.code === 'insufficient_quota') {
+          counts.spent++;
+          return;  // spent: retrying cannot help (x-should-retry: false).
+        }
+        assert.equal(e.code, 'budget_leased_elsewhere', e.message);
+        assert.ok(Number(e.headers?.get?.('retry-after')) >= 1, 'a Retry-After to wait for');
+        counts.leasedElsewhere++;
+        await sleep(100);
+      }
+    }
+  };
+  await Promise.all([loop(gw.baseURL), loop(gw.baseURL), loop(gw2.baseURL), loop(gw2.baseURL)]);
+  t.diagnostic(`served ${counts.served}, spent ${counts.spent}, ` +
+               `budget_leased_elsewhere ${counts.leasedElsewhere}`);
+  assert.ok(counts.served >= 2, `served ${counts.served}`);
+  assert.equal(counts.spent, 4, 'every client met the spent budget');
+  // Either gateway's admin API reads the one ledger; rows land within the writer's batches.
+  let rows = [];
+  for (const until = Date.now() + 5000; Date.now() < until; await sleep(100)) {
+    rows = await ledger(gw2.root, 'shared-budget');
+    if (rows.length >= counts.served) break;
+  }
+  assert.equal(rows.length, counts.served, 'one ledger row per served request');
+  const spentUsd = rows.reduce((sum, r) => sum + r.charged_usd, 0);
+  assert.ok(spentUsd <= budget * (1 + 1e-9), `spent ${spentUsd} of ${budget}`);
+});
+
 test('a key revoked through the admin API is refused within a second', async () => {
   const k = await tenantWithKey('revoked');
   const client = openai(gw.baseURL, k.key);

@@ -186,14 +186,14 @@ void Tenancy::TrustLeases() {
 bool Tenancy::RefreshLeases(bool release) {
   const std::int64_t now_ms = UnixMsNow();
   std::vector<store::BudgetLeaseRow> told;
-  std::vector<std::string> busy;
+  std::vector<std::pair<std::string, double>> busy;  // with the spare each keeps.
   {
     std::lock_guard lock(mu_);
     for (auto& [id, l] : limits_) {
       if (l.lease.period_start_ms() < 0) continue;  // never leased here.
       l.lease.Roll(now_ms);
-      if (l.lease.largest_recent_usd() > 0 && !release) busy.push_back(id);
       const double spare = Spare(l.budget_usd, l.lease.largest_recent_usd());
+      if (l.lease.largest_recent_usd() > 0 && !release) busy.emplace_back(id, spare);
       const double keep = l.lease.Trim(release ? 0.0 : spare);
       if (keep == l.told_granted_usd && l.lease.settled_usd() == l.told_settled_usd) continue;
       told.push_back({id, l.lease.period_start_ms(), member_, keep, l.lease.settled_usd()});
@@ -221,9 +221,8 @@ bool Tenancy::RefreshLeases(bool release) {
       if (it != limits_.end()) it->second.lease.Cap(row.granted_usd, row.period_start_ms);
     }
     // Busy, and less than half its spare left: ask for more before a request must wait.
-    for (const auto& id : busy) {
+    for (const auto& [id, spare] : busy) {
       const Limits& l = limits_.at(id);
-      const double spare = Spare(l.budget_usd, 0);
       if (l.lease.granted_usd() - l.lease.in_use_usd() < spare / 2) {
         short_of_spare.emplace_back(id, l.lease.in_use_usd() + spare);
       }

@@ -54,6 +54,18 @@ bool ParseBudgetPeriod(std::string_view name, BudgetPeriod* out) {
   return true;
 }
 
+std::string_view ToString(BudgetPeriod period) {
+  switch (period) {
+    case BudgetPeriod::kDay:
+      return "day";
+    case BudgetPeriod::kMonth:
+      return "month";
+    case BudgetPeriod::kNone:
+      break;
+  }
+  return "none";
+}
+
 std::int64_t PeriodStartMs(BudgetPeriod period, std::int64_t unix_ms) {
   using namespace std::chrono;
   const sys_days day = floor<days>(sys_time<milliseconds>(milliseconds(unix_ms)));
@@ -85,7 +97,7 @@ bool BudgetBook::TryReserve(double usd, std::int64_t now_ms) {
     reserved_usd_ += usd;
     return true;
   }
-  if (settled_usd_ + reserved_usd_ + usd > budget_usd_) return false;
+  if (!(settled_usd_ + reserved_usd_ + usd <= budget_usd_)) return false;  // NaN: refused.
   reserved_usd_ += usd;
   return true;
 }
@@ -104,9 +116,14 @@ void BudgetLease::Roll(std::int64_t now_ms) {
   }
 }
 
+void BudgetLease::SetPeriod(BudgetPeriod period, std::int64_t now_ms) {
+  period_ = period;
+  Roll(now_ms);  // a new start clears what was settled and granted; the same start keeps it.
+}
+
 bool BudgetLease::TryReserve(double usd, std::int64_t now_ms) {
   Roll(now_ms);
-  if (settled_usd_ + reserved_usd_ + usd > granted_usd_) return false;
+  if (!(settled_usd_ + reserved_usd_ + usd <= granted_usd_)) return false;  // NaN: refused.
   reserved_usd_ += usd;
   largest_recent_usd_ = std::max(largest_recent_usd_, usd);
   return true;

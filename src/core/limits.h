@@ -34,6 +34,7 @@ class MinuteBucket {
 
 enum class BudgetPeriod { kNone, kDay, kMonth };
 bool ParseBudgetPeriod(std::string_view name, BudgetPeriod* out);
+std::string_view ToString(BudgetPeriod period);  // "none", "day", "month".
 
 // The start (unix ms, UTC) of the period holding `unix_ms`; 0 for kNone (all time).
 std::int64_t PeriodStartMs(BudgetPeriod period, std::int64_t unix_ms);
@@ -79,6 +80,11 @@ class BudgetBook {
 class BudgetLease {
  public:
   explicit BudgetLease(BudgetPeriod period = BudgetPeriod::kNone) : period_(period) {}
+
+  // The tenant's budget period changed (an admin's edit): the lease follows it from `now_ms`.
+  // What is reserved stays (requests in flight still hold it); what is settled and granted stays
+  // only where the new period starts when the old one did.
+  void SetPeriod(BudgetPeriod period, std::int64_t now_ms);
 
   // Moves to the period holding `now_ms`: a new one starts with nothing settled or granted (the
   // reservations of requests in flight carry over).

@@ -82,6 +82,31 @@ TEST(BudgetLeaseTest, AdmitsOnlyWithinTheGrant) {
   EXPECT_NEAR(lease.reserved_usd(), 0.1, 1e-12);
 }
 
+// A changed period keeps the reservations of requests in flight; what was settled and granted
+// only where the new period starts when the old one did.
+TEST(BudgetLeaseTest, AChangedPeriodKeepsWhatIsInFlight) {
+  const std::int64_t t = 1724088600000;  // 2024-08-19: not the first of the month.
+  BudgetLease lease(BudgetPeriod::kDay);
+  lease.Roll(t);
+  lease.Grow(1.0, PeriodStartMs(BudgetPeriod::kDay, t));
+  ASSERT_TRUE(lease.TryReserve(0.3, t));
+  lease.Settle(0, 0.2);
+  lease.SetPeriod(BudgetPeriod::kMonth, t);
+  EXPECT_EQ(lease.period_start_ms(), PeriodStartMs(BudgetPeriod::kMonth, t));
+  EXPECT_NEAR(lease.reserved_usd(), 0.3, 1e-12);
+  EXPECT_EQ(lease.settled_usd(), 0);
+  EXPECT_EQ(lease.granted_usd(), 0);
+  EXPECT_FALSE(lease.TryReserve(std::nan(""), t));  // a NaN never fits.
+  const std::int64_t first = PeriodStartMs(BudgetPeriod::kMonth, t);  // the 1st, 00:00 UTC.
+  BudgetLease same(BudgetPeriod::kDay);
+  same.Roll(first);
+  same.Grow(1.0, first);
+  same.Settle(0, 0.2);
+  same.SetPeriod(BudgetPeriod::kMonth, first);  // both periods start now: nothing is lost.
+  EXPECT_NEAR(same.settled_usd(), 0.2, 1e-12);
+  EXPECT_NEAR(same.granted_usd(), 1.0, 1e-12);
+}
+
 // A busy lease keeps a spare part at a refresh, an idle one gives back all it does not use; the
 // store's smaller figure caps it.
 TEST(BudgetLeaseTest, TrimKeepsSpareOnlyWhileBusy) {

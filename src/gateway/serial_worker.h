@@ -24,6 +24,12 @@ class SerialWorker {
   SerialWorker(const SerialWorker&) = delete;
   SerialWorker& operator=(const SerialWorker&) = delete;
 
+  // Returns once every job posted before the call has run.
+  void Drain() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [this] { return queue_.empty() && !running_; });
+  }
+
   void Post(std::function<void()> job) {
     {
       std::lock_guard lock(mu_);
@@ -39,15 +45,20 @@ class SerialWorker {
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       std::vector<std::function<void()>> jobs;
       jobs.swap(queue_);
+      running_ = true;
       lock.unlock();
       for (auto& job : jobs) job();
       lock.lock();
+      running_ = false;
+      if (queue_.empty()) idle_.notify_all();
       if (stopping_ && queue_.empty()) return;
     }
   }
 
   std::mutex mu_;
   std::condition_variable wake_;
+  std::condition_variable idle_;
+  bool running_ = false;
   std::vector<std::function<void()>> queue_;
   bool stopping_ = false;
   std::thread thread_;  // last: started once the rest is made.

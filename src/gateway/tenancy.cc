@@ -134,7 +134,10 @@ std::expected<void, std::string> Tenancy::Reload() {
       limits.budget_usd = t.budget_usd;
       limits.lease.Trim(0);
     }
-    if (limits.lease.period() != t.budget_period) limits.lease = core::BudgetLease(t.budget_period);
+    if (limits.lease.period() != t.budget_period) {
+      limits.lease.SetPeriod(t.budget_period, UnixMsNow());
+      limits.told_granted_usd = limits.told_settled_usd = -1;
+    }
   }
   return {};
 }
@@ -162,10 +165,14 @@ void Tenancy::Poll(std::chrono::milliseconds resync_every) {
 Tenancy::Limits& Tenancy::LimitsOf(const Tenant& tenant) {
   auto it = limits_.find(tenant.id);
   if (it != limits_.end()) return it->second;
-  Limits l{core::MinuteBucket(static_cast<double>(tenant.rpm)),
-           core::MinuteBucket(static_cast<double>(tenant.tpm)),
-           core::BudgetBook(tenant.budget_usd, tenant.budget_period),
-           core::BudgetLease(tenant.budget_period), tenant.budget_usd};
+  // From the directory as it is now: the request's copy may be older than a reload that has
+  // already updated every tenant's limits but this one's, which did not exist yet.
+  const auto current = directory()->Find(tenant.id);
+  const Tenant& t = current ? *current : tenant;
+  Limits l{core::MinuteBucket(static_cast<double>(t.rpm)),
+           core::MinuteBucket(static_cast<double>(t.tpm)),
+           core::BudgetBook(t.budget_usd, t.budget_period), core::BudgetLease(t.budget_period),
+           t.budget_usd};
   return limits_.emplace(tenant.id, l).first->second;
 }
 
@@ -178,8 +185,8 @@ bool Tenancy::LeaseTrusted() const {
   return std::chrono::nanoseconds(lease_trusted_until_ns_.load(std::memory_order_acquire)) > now;
 }
 
-void Tenancy::TrustLeases() {
-  const auto until = std::chrono::steady_clock::now().time_since_epoch() + kLeaseTrust;
+void Tenancy::TrustLeases(std::chrono::steady_clock::time_point heard_at) {
+  const auto until = heard_at.time_since_epoch() + kLeaseTrust;
   lease_trusted_until_ns_.store(std::chrono::nanoseconds(until).count(), std::memory_order_release);
 }
 
@@ -200,6 +207,7 @@ bool Tenancy::RefreshLeases(bool release) {
     }
   }
   // Every lease of this gateway is marked heard from, whether or not it moved.
+  const auto asked_at = std::chrono::steady_clock::now();
   auto stored = store_->RefreshBudgetLeases(member_, told);
   if (!stored) {
     if (!lease_warned_) spdlog::warn("tenancy: budget leases not refreshed: {}", stored.error());
@@ -207,7 +215,6 @@ bool Tenancy::RefreshLeases(bool release) {
     return false;
   }
   lease_warned_ = false;
-  TrustLeases();
   std::vector<std::pair<std::string, double>> short_of_spare;
   {
     std::lock_guard lock(mu_);
@@ -216,10 +223,18 @@ bool Tenancy::RefreshLeases(bool release) {
       l.told_granted_usd = row.granted_usd;
       l.told_settled_usd = row.settled_usd;
     }
-    for (const auto& row : *stored) {
-      auto it = limits_.find(row.tenant);
-      if (it != limits_.end()) it->second.lease.Cap(row.granted_usd, row.period_start_ms);
+    // Each lease is capped at what the store holds for it: less where another gateway took this
+    // one for stopped, nothing where its row is gone (removed with its period by a gateway
+    // already in the next one).
+    std::unordered_map<std::string, const store::BudgetLeaseRow*> rows;
+    for (const auto& row : *stored) rows[row.tenant] = &row;
+    for (auto& [id, l] : limits_) {
+      if (l.lease.period_start_ms() < 0 || l.lease.granted_usd() <= 0) continue;
+      auto it = rows.find(id);
+      const bool held = it != rows.end() && it->second->period_start_ms == l.lease.period_start_ms();
+      l.lease.Cap(held ? it->second->granted_usd : 0.0, l.lease.period_start_ms());
     }
+    TrustLeases(asked_at);  // once capped: no request reserves against more than the store has.
     // Busy, and less than half its spare left: ask for more before a request must wait.
     for (const auto& [id, spare] : busy) {
       const Limits& l = limits_.at(id);
@@ -229,22 +244,33 @@ bool Tenancy::RefreshLeases(bool release) {
     }
   }
   for (const auto& [tenant, want] : short_of_spare) {
-    std::int64_t start;
-    double settled;
+    store::BudgetLeaseAsk ask;
     {
       std::lock_guard lock(mu_);
-      const core::BudgetLease& lease = limits_.at(tenant).lease;
-      start = lease.period_start_ms();
-      settled = lease.settled_usd();
+      ask = LeaseAsk(tenant, limits_.at(tenant), 0, want);
     }
-    auto grant = store_->GrowBudgetLease({tenant, start, member_, want, settled}, kLeaseSilentMs);
-    if (!grant) break;
+    auto grant = store_->GrowBudgetLease(ask, kLeaseSilentMs);
     std::lock_guard lock(mu_);
     Limits& l = limits_.at(tenant);
-    l.lease.Grow(grant->granted_usd, start);
-    l.told_granted_usd = -1;
+    l.told_granted_usd = -1;  // the store's figure may have moved, even on an error.
+    if (!grant) break;
+    if (!grant->period_changed) l.lease.Grow(grant->granted_usd, ask.period_start_ms);
   }
   return true;
+}
+
+store::BudgetLeaseAsk Tenancy::LeaseAsk(const std::string& tenant, const Limits& l,
+                                        double request_usd, double want_usd) const {
+  store::BudgetLeaseAsk ask;
+  ask.tenant = tenant;
+  ask.period_start_ms = l.lease.period_start_ms();
+  ask.period = core::ToString(l.lease.period());
+  ask.member = member_;
+  ask.holds_usd = l.lease.granted_usd();
+  ask.need_usd = std::max(ask.holds_usd, l.lease.in_use_usd() + request_usd);
+  ask.want_usd = std::max(ask.need_usd, want_usd);
+  ask.settled_usd = l.lease.settled_usd();
+  return ask;
 }
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
@@ -380,45 +406,53 @@ void Tenancy::GrowLease(std::shared_ptr<const Tenant> tenant, double worst_usd,
 }
 
 Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
+  using Verdict = Admission::Verdict;
   // Leases are trusted again only once the store has heard from every one of them.
-  if (!LeaseTrusted() && !RefreshLeases()) return {Admission::Verdict::kBudgetUnreachable, 1};
+  if (!LeaseTrusted() && !RefreshLeases()) return {Verdict::kBudgetUnreachable, 1};
   // Other requests here may take what is granted before this one does: ask again, a few times.
   for (int ask = 0; ask < 3; ++ask) {
     const Admission admission = AdmitSpend(tenant, worst_usd);
-    if (admission.verdict != Admission::Verdict::kNeedsLease) return admission;
-    store::BudgetLeaseRow row{tenant.id, 0, member_, 0, 0};
+    if (admission.verdict != Verdict::kNeedsLease) return admission;
+    if (!LeaseTrusted()) return {Verdict::kBudgetUnreachable, 1};
+    store::BudgetLeaseAsk row;
     {
       std::lock_guard lock(mu_);
       Limits& l = LimitsOf(tenant);
       l.lease.Roll(UnixMsNow());
-      row.period_start_ms = l.lease.period_start_ms();
-      row.granted_usd = l.lease.Want(worst_usd, Spare(l.budget_usd, worst_usd));
-      row.settled_usd = l.lease.settled_usd();
+      row = LeaseAsk(tenant.id, l, worst_usd,
+                     l.lease.in_use_usd() + worst_usd + Spare(l.budget_usd, worst_usd));
     }
     auto grant = store_->GrowBudgetLease(row, kLeaseSilentMs);
+    {
+      std::lock_guard lock(mu_);
+      LimitsOf(tenant).told_granted_usd = -1;  // the store's figure may have moved, even on an error.
+    }
     if (!grant) {
       spdlog::warn("tenancy: no budget lease for {}: {}", tenant.id, grant.error());
-      return {Admission::Verdict::kBudgetUnreachable, 1};
+      return {Verdict::kBudgetUnreachable, 1};
+    }
+    if (grant->period_changed) {
+      // This gateway's view of the tenant is older than the store's: read it, and ask again.
+      if (auto r = Reload(); !r) return {Verdict::kBudgetUnreachable, 1};
+      continue;
     }
     double short_by;
     {
       std::lock_guard lock(mu_);
       core::BudgetLease& lease = LimitsOf(tenant).lease;
       lease.Grow(grant->granted_usd, row.period_start_ms);
-      LimitsOf(tenant).told_granted_usd = -1;  // the store's figure moved.
       short_by = lease.in_use_usd() + worst_usd - lease.granted_usd();
     }
-    if (short_by > 0 && grant->granted_usd < row.granted_usd) {
+    if (short_by > 0 && grant->granted_usd < row.need_usd) {
       // The store had too little free: the budget is spent, or held by other gateways.
-      if (grant->held_elsewhere_usd >= short_by) {
-        return {Admission::Verdict::kBudgetLeasedElsewhere, 2};
-      }
-      return {Admission::Verdict::kOverBudget, 0};
+      if (grant->held_elsewhere_usd >= short_by) return {Verdict::kBudgetLeasedElsewhere, 2};
+      return {Verdict::kOverBudget, 0};
     }
   }
-  return AdmitSpend(tenant, worst_usd).verdict == Admission::Verdict::kOk
-             ? Admission{Admission::Verdict::kOk}
-             : Admission{Admission::Verdict::kBudgetLeasedElsewhere, 1};
+  // Granted each time, and each time taken by other requests here first.
+  const Admission last = AdmitSpend(tenant, worst_usd);
+  if (last.verdict != Verdict::kNeedsLease) return last;
+  return {LeaseTrusted() ? Verdict::kBudgetLeasedElsewhere : Verdict::kBudgetUnreachable, 1};
 }
 
 void Tenancy::Cancel(const Tenant& tenant, std::int64_t worst_tokens, double worst_usd,
@@ -480,6 +514,11 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     };
   }
   ledger_->Commit(std::move(row), std::move(done));
+}
+
+void Tenancy::DrainCallbacks() {
+  if (lease_worker_) lease_worker_->Drain();
+  FlushLedger();
 }
 
 bool Tenancy::FlushLedger() {

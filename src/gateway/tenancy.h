@@ -100,6 +100,10 @@ class Tenancy {
   bool RecordNow(store::LedgerRow& row);
   // Waits until the rows queued so far are in the store (LedgerWriter::Flush); true without one.
   bool FlushLedger();
+  // Once the request path has stopped, before the executors that requests wait on are gone:
+  // answers every lease request still queued and waits for the ledger's queued rows, so that no
+  // callback reaches a destroyed executor later.
+  void DrainCallbacks();
   bool has_store() const { return store_ != nullptr; }
   // Other gateway processes (other rate-limit domains) sharing the store whose use of tenants'
   // per-minute limits this one counts, as of its last look (/metrics).
@@ -138,6 +142,10 @@ class Tenancy {
   // not): a fiftieth of the budget, or four such requests when that is more.
   static double Spare(double budget_usd, double request_usd);
   void SettleSpend(const Tenant& tenant, double worst_usd, double charged_usd);
+  // The ask for more of tenant's budget that lease `l` makes to admit `request_usd` more, wanting
+  // `want_usd` in all. mu_ held.
+  store::BudgetLeaseAsk LeaseAsk(const std::string& tenant, const Limits& l, double request_usd,
+                                 double want_usd) const;
   // The lease thread's half of GrowLease; lease_mu_ held.
   Admission AdmitWithLease(const Tenant& tenant, double worst_usd);
   // Trims every lease here (a busy one keeps its spare, an idle one gives back all it does not
@@ -145,11 +153,13 @@ class Tenancy {
   // alive, caps each lease at what the store holds, and asks for more for busy leases running
   // short. lease_mu_ held. False when the store could not be told.
   bool RefreshLeases(bool release = false);
+  // Trusts the leases until kLeaseTrust after `heard_at` (the store heard from this gateway no
+  // earlier).
   // A lease is trusted until kLeaseTrust after the store last heard from this gateway: the
   // store takes a gateway it has not heard from for kLeaseSilentMs as stopped, and shrinks its
   // leases, so past that a lease here could hold what the store has given to another.
   bool LeaseTrusted() const;
-  void TrustLeases();
+  void TrustLeases(std::chrono::steady_clock::time_point heard_at);
   // Publishes what this process took from tenants' per-minute limits to the store, reads what
   // the other gateways took, and charges this process's buckets with it (core/fleet_usage.h).
   void ShareUsage();

@@ -22,7 +22,11 @@ class TenancyLeaseTest : public ::testing::Test {
     ASSERT_NE(::mkdtemp(templ.data()), nullptr);
     dir_ = templ;
     auto store = Open();
-    ASSERT_TRUE(store->PutTenant({.id = "acme", .budget_usd = 1.0, .budget_period = "day"}));
+    store::TenantRecord acme;
+    acme.id = "acme";
+    acme.budget_usd = 1.0;
+    acme.budget_period = "day";
+    ASSERT_TRUE(store->PutTenant(acme));
     tenant_ = std::make_shared<Tenant>(TenantFromRecord(*store->GetTenant("acme").value()));
   }
   void TearDown() override {
@@ -86,6 +90,22 @@ TEST_F(TenancyLeaseTest, AStoppedGatewayGivesBackWhatItDidNotUse) {
   auto b = Gateway();
   EXPECT_EQ(Admit(*b, 0.9).verdict, Verdict::kOk);  // all but the 0.1 a spent.
   EXPECT_EQ(Admit(*b, 0.01).verdict, Verdict::kOverBudget);
+}
+
+// A budget lowered below what a gateway's lease holds applies to its next request at once, not
+// once the lease's spare part is spent.
+TEST_F(TenancyLeaseTest, ALoweredBudgetAppliesToTheNextRequest) {
+  auto a = Gateway();
+  ASSERT_EQ(Admit(*a, 0.1).verdict, Verdict::kOk);  // holds 0.5.
+  EXPECT_EQ(a->AdmitSpend(*tenant_, 0.1).verdict, Verdict::kOk);  // 0.2 of it in use.
+  auto store = Open();
+  store::TenantRecord lowered = *store->GetTenant("acme").value();
+  lowered.budget_usd = 0.25;
+  ASSERT_TRUE(store->PutTenant(lowered));
+  ASSERT_TRUE(a->Reload());
+  tenant_ = std::make_shared<Tenant>(TenantFromRecord(lowered));
+  EXPECT_EQ(Admit(*a, 0.1).verdict, Verdict::kOverBudget);  // 0.3 would exceed 0.25.
+  EXPECT_EQ(Admit(*a, 0.05).verdict, Verdict::kOk);
 }
 
 }  // namespace

@@ -287,6 +287,7 @@ Runtime::~Runtime() {
   p.admin_server.reset();
   p.server.reset();
   if (p.gateway) p.gateway->JoinAdminThread();
+  if (p.tenancy) p.tenancy->DrainCallbacks();  // they post to the pool's (stopped) executors.
   p.gateway_pool.reset();
 }
 

@@ -113,12 +113,27 @@ struct BudgetLeaseRow {
   double settled_usd = 0;   // what it has settled in the period, as it last said.
 };
 
-// The store's answer to a gateway asking for more of a budget.
+// A gateway asking for more of a tenant's budget in one period (Store::GrowBudgetLease).
+struct BudgetLeaseAsk {
+  std::string tenant;
+  std::int64_t period_start_ms = 0;
+  std::string period;  // the budget period the gateway holds the tenant to ("day", "month"...).
+  std::string member;
+  double holds_usd = 0;    // the grant it holds now: never granted less.
+  double need_usd = 0;     // what it must hold to admit the request that asks.
+  double want_usd = 0;     // need_usd plus a spare part, so that the next requests need not ask.
+  double settled_usd = 0;  // what it has settled in the period.
+};
+
+// The store's answer.
 struct BudgetGrant {
-  double granted_usd = 0;  // what the gateway now holds (never less than before).
+  double granted_usd = 0;  // what the gateway now holds (never less than it said it holds).
   // What the other gateways hold beyond what they have settled: in use for their requests in
   // flight, or spare that they give back within a second or two of going idle.
   double held_elsewhere_usd = 0;
+  // The tenant's budget period in the store is not the one asked for (the gateway's view of the
+  // tenant is older than a change): nothing was granted; reload and ask again.
+  bool period_changed = false;
 };
 
 struct AuditRow {

@@ -447,12 +447,18 @@ Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> te
   return Guard([&] { return ChargedSince(tenants, since_ms); });
 }
 
-Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) {
+Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) {
   return Guard([&] {
     BudgetGrant grant;
     Transaction([&] {
       Connection& c = *connection_;
       c.LockKey(ask.tenant);
+      const auto stored = c.Query("SELECT budget_usd, budget_period FROM tenants WHERE id = $1",
+                                  Params(ask.tenant));
+      if (!stored.empty() && stored.front().Text(1) != ask.period) {
+        grant = {ask.holds_usd, 0, true};
+        return;
+      }
       const std::string now(c.NowMsExpression());
       c.Query("DELETE FROM budget_leases WHERE tenant = $1 AND period_start_ms < $2",
               Params(ask.tenant, ask.period_start_ms));
@@ -460,26 +466,24 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseRow& ask, std::in
               "period_start_ms = $2 AND member <> $3 AND granted_usd > settled_usd AND "
               "updated_unix_ms < " + now + " - $4",
               Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms));
-      const auto budget = c.Query("SELECT budget_usd FROM tenants WHERE id = $1", Params(ask.tenant));
-      double mine = 0, others = 0, settled = ask.settled_usd;
+      double others = 0, settled = ask.settled_usd;
       for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd FROM budget_leases "
-                                   "WHERE tenant = $1 AND period_start_ms = $2",
-                                   Params(ask.tenant, ask.period_start_ms))) {
-        if (r.Text(0) == ask.member) {
-          mine = r.Double(1);
-          continue;
-        }
+                                   "WHERE tenant = $1 AND period_start_ms = $2 AND member <> $3",
+                                   Params(ask.tenant, ask.period_start_ms, ask.member))) {
         others += r.Double(1);
         settled += r.Double(2);
         grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(2));
       }
       const std::string tenant[] = {ask.tenant};
       const double charged = ChargedSince(tenant, ask.period_start_ms).front();
-      const double limit = budget.empty() ? 0.0 : budget.front().Double(0);
+      const double limit = stored.empty() ? 0.0 : stored.front().Double(0);
       // A tenant whose budget was removed (or who was never stored) has nothing to hold back.
       const double free = limit > 0 ? limit - others - std::max(0.0, charged - settled)
-                                    : ask.granted_usd;
-      grant.granted_usd = std::max(mine, std::min(ask.granted_usd, free));
+                                    : ask.want_usd;
+      const double offer =
+          free >= ask.want_usd ? ask.want_usd
+                               : std::min(free, ask.need_usd + std::max(0.0, free - ask.need_usd) / 2);
+      grant.granted_usd = std::max(ask.holds_usd, offer);
       c.Query("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, "
               "settled_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, " + now +
                   ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "

@@ -37,7 +37,7 @@ class SqlStore final : public Store {
   Result<void> PutRateUsage(std::span<const RateUsageRow> rows) override;
   Result<std::vector<RateUsageRow>> RateUsage(std::int64_t look_back_ms) override;
   Result<void> ForgetSilentMembers(std::int64_t silent_ms) override;
-  Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) override;
+  Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) override;
   Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
       std::string_view member, std::span<const BudgetLeaseRow> rows) override;
   Result<void> AppendAudit(const AuditRow& row) override;

@@ -110,13 +110,16 @@ class Store {
 
   // Budget leases (BudgetLeaseRow), in one transaction each, serialised per tenant.
   // GrowBudgetLease asks for `ask.member`'s grant of the tenant's budget in the period starting
-  // `ask.period_start_ms` to become `ask.granted_usd`, and records its `ask.settled_usd`. It gets
-  // what is free, at most: the tenant's budget as stored, less the other members' grants, less
-  // what the ledger holds for the period beyond what every member says it settled (rows of
-  // gateways that never leased, or that stopped before saying). A grant never shrinks here. Other
-  // members not heard from for `silent_ms` by the store's clock are taken to have stopped: their
-  // grants shrink to what they settled. Leases of the tenant's earlier periods are removed.
-  virtual Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseRow& ask, std::int64_t silent_ms) = 0;
+  // `ask.period_start_ms` to become `ask.want_usd`, and records its `ask.settled_usd`. What is
+  // free: the tenant's budget as stored, less the other members' grants, less what the ledger
+  // holds for the period beyond what every member says it settled (rows of gateways that never
+  // leased, or that stopped before saying). Granted: all it wants when that is free; else what it
+  // needs plus half of what is free beyond that (so that one busy member does not take all that
+  // is left from the others), at most what is free; never less than it holds. Other members not
+  // heard from for `silent_ms` by the store's clock are taken to have stopped: their grants shrink
+  // to what they settled. Leases of the tenant's earlier periods are removed. A tenant whose stored
+  // period is not `ask.period` gets nothing (period_changed).
+  virtual Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) = 0;
   // Shrinks (never grows) each of `member`'s leases in `rows` to its granted_usd and records its
   // settled_usd; every lease of the member is marked heard from now. Returns each of the
   // member's leases as stored after (a grant another member shrank shows here).

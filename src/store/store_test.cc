@@ -395,13 +395,27 @@ TEST_F(StoreTest, RateUsageIsReplacedPerMemberAndTenantAndForgottenWithItsMember
   EXPECT_EQ(left->front().member, "m3");
 }
 
+// An ask for `want` in all (needing all of it), holding `holds`.
+BudgetLeaseAsk Ask(std::string tenant, std::int64_t period_start, std::string member, double want,
+                   double settled = 0, double holds = 0) {
+  return {.tenant = std::move(tenant),
+          .period_start_ms = period_start,
+          .period = "day",
+          .member = std::move(member),
+          .holds_usd = holds,
+          .need_usd = want,
+          .want_usd = want,
+          .settled_usd = settled};
+}
+
 // Budget leases: what members are granted of a period never exceeds the budget, less what the
 // ledger holds that no member reports; a member's grant never shrinks when it asks for more.
 TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   ASSERT_TRUE(store_->PutTenant(Tenant("acme")));  // 12.5 USD a day.
   const std::int64_t day = kT0 / kDay * kDay;
-  const auto ask = [&](const std::string& member, double want, double settled = 0) {
-    auto g = store_->GrowBudgetLease({"acme", day, member, want, settled}, 60'000);
+  const auto ask = [&](const std::string& member, double want, double settled = 0,
+                       double holds = 0) {
+    auto g = store_->GrowBudgetLease(Ask("acme", day, member, want, settled, holds), 60'000);
     EXPECT_TRUE(g) << g.error();
     return g.value_or(BudgetGrant{-1, -1});
   };
@@ -409,12 +423,12 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   auto g2 = ask("m2", 10);
   EXPECT_DOUBLE_EQ(g2.granted_usd, 7.5);
   EXPECT_DOUBLE_EQ(g2.held_elsewhere_usd, 5);  // m1 holds 5 and has settled nothing.
-  EXPECT_DOUBLE_EQ(ask("m1", 3).granted_usd, 5);  // asking for less shrinks nothing.
+  EXPECT_DOUBLE_EQ(ask("m1", 3, 0, 5).granted_usd, 5);  // never less than it holds.
   // 2 USD in the ledger that no member says it settled (a gateway that never leased).
   ASSERT_TRUE(store_->AppendLedger(std::vector{Row("r1", "acme", "tx", "m", day + 10, 2.0)}));
   EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
   // m1 says it settled them: nothing is counted twice, and nothing is free either.
-  EXPECT_DOUBLE_EQ(ask("m1", 5, 2.0).granted_usd, 5);
+  EXPECT_DOUBLE_EQ(ask("m1", 5, 2.0, 5).granted_usd, 5);
   EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
   // m2 gives back all but 3.5; m3 gets it, and no more.
   auto left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 3.5, 0}});
@@ -429,7 +443,7 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   EXPECT_DOUBLE_EQ(left->front().settled_usd, 1);
   // The next day starts afresh, and the first lease of it removes the day before's.
   const std::int64_t tomorrow = day + kDay;
-  auto next = store_->GrowBudgetLease({"acme", tomorrow, "m1", 20, 0}, 60'000);
+  auto next = store_->GrowBudgetLease(Ask("acme", tomorrow, "m1", 20), 60'000);
   ASSERT_TRUE(next);
   EXPECT_DOUBLE_EQ(next->granted_usd, 12.5);
   left = store_->RefreshBudgetLeases("m2", {});
@@ -437,17 +451,36 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   EXPECT_TRUE(left->empty());
 }
 
+// A spare part is granted in full only while there is room for it: short of that, the asker
+// gets what it needs and half of what is free beyond; a stale period gets nothing.
+TEST_F(StoreTest, ABudgetLeaseTakesHalfOfWhatIsFreeBeyondItsNeed) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));  // 12.5 USD a day.
+  const std::int64_t day = kT0 / kDay * kDay;
+  BudgetLeaseAsk a = Ask("acme", day, "m1", 20);
+  a.need_usd = 2.5;
+  auto g = store_->GrowBudgetLease(a, 60'000);
+  ASSERT_TRUE(g);
+  EXPECT_DOUBLE_EQ(g->granted_usd, 2.5 + 10.0 / 2);
+  BudgetLeaseAsk stale = Ask("acme", day, "m2", 1);
+  stale.period = "month";
+  g = store_->GrowBudgetLease(stale, 60'000);
+  ASSERT_TRUE(g);
+  EXPECT_TRUE(g->period_changed);
+  EXPECT_EQ(g->granted_usd, 0);
+  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(Ask("acme", day, "m2", 20), 60'000)->granted_usd, 5);
+}
+
 // A member not heard from for the silence allowed is taken to have stopped: its grant shrinks to
 // what it settled, and the rest goes to the member asking.
 TEST_F(StoreTest, AStoppedMembersLeaseShrinksToWhatItSettled) {
   ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
   const std::int64_t day = kT0 / kDay * kDay;
-  ASSERT_TRUE(store_->GrowBudgetLease({"acme", day, "gone", 10, 3}, 60'000));
-  auto held = store_->GrowBudgetLease({"acme", day, "new", 10, 0}, 60'000);
+  ASSERT_TRUE(store_->GrowBudgetLease(Ask("acme", day, "gone", 10, 3), 60'000));
+  auto held = store_->GrowBudgetLease(Ask("acme", day, "new", 10), 60'000);
   ASSERT_TRUE(held);
   EXPECT_DOUBLE_EQ(held->granted_usd, 2.5);  // "gone" is recent: it keeps its 10.
   std::this_thread::sleep_for(milliseconds(50));
-  auto after = store_->GrowBudgetLease({"acme", day, "new", 10, 0}, 20);
+  auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 10, 0, 2.5), 20);
   ASSERT_TRUE(after);
   EXPECT_DOUBLE_EQ(after->granted_usd, 9.5);  // 12.5 less the 3 "gone" settled.
   auto gone = store_->RefreshBudgetLeases("gone", {});
@@ -473,7 +506,8 @@ TEST_F(StoreTest, ConcurrentLeasesStayWithinTheBudget) {
         return;
       }
       for (int i = 1; i <= 40; ++i) {
-        auto g = (*own)->GrowBudgetLease({"acme", day, Id("m", m), 0.01 * i, 0}, 60'000);
+        auto g = (*own)->GrowBudgetLease(Ask("acme", day, Id("m", m), 0.01 * i, 0, granted[m]),
+                                         60'000);
         if (!g) {
           if (!IsBusy(g.error())) ++failures;
           continue;

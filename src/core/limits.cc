@@ -111,6 +111,7 @@ void BudgetLease::Roll(std::int64_t now_ms) {
   const std::int64_t start = PeriodStartMs(period_, now_ms);
   if (start != period_start_ms_) {
     settled_usd_ = 0;
+    committed_usd_ = 0;
     granted_usd_ = 0;
     period_start_ms_ = start;
   }
@@ -139,10 +140,20 @@ void BudgetLease::Grow(double usd, std::int64_t period_start_ms) {
 }
 
 double BudgetLease::Trim(double spare) {
-  const double keep = in_use_usd() + (largest_recent_usd_ > 0 ? spare : 0.0);
-  granted_usd_ = std::min(granted_usd_, keep);
+  if (largest_recent_usd_ > 0) {
+    busy_trims_left_ = kBusyTrims;
+    largest_busy_usd_ = std::max(largest_busy_usd_, largest_recent_usd_);
+  } else if (busy_trims_left_ > 0 && --busy_trims_left_ == 0) {
+    largest_busy_usd_ = 0;
+  }
   largest_recent_usd_ = 0;
+  const double keep = in_use_usd() + (busy_trims_left_ > 0 ? spare : 0.0);
+  granted_usd_ = std::min(granted_usd_, keep);
   return granted_usd_;
+}
+
+void BudgetLease::Committed(double usd, std::int64_t end_unix_ms) {
+  if (period_start_ms_ >= 0 && end_unix_ms >= period_start_ms_) committed_usd_ += usd;
 }
 
 void BudgetLease::Cap(double usd, std::int64_t period_start_ms) {

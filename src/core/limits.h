@@ -2,6 +2,7 @@
 // Tenants' limits, pure: requests and tokens per minute (token buckets) and USD budgets per
 // period (reservation at admission, settlement at completion). Time comes in as an argument.
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -98,10 +99,16 @@ class BudgetLease {
   // The store now grants `usd` for the period starting `period_start_ms` (another period's
   // answer is ignored). A grant only grows here.
   void Grow(double usd, std::int64_t period_start_ms);
-  // At a refresh: the grant to keep is what is in use, plus at most `spare` when anything was
-  // reserved since the last refresh (nothing spare once idle, so other gateways can have it).
-  // The grant shrinks to it here at once, before the store is told; returns it.
+  // At a refresh: the grant to keep is what is in use, plus at most `spare` while the lease is
+  // busy (anything reserved within the last kBusyTrims refreshes; nothing spare once idle, so
+  // other gateways can have it). The grant shrinks to it here at once, before the store is
+  // told; returns it.
+  static constexpr int kBusyTrims = 3;
   double Trim(double spare);
+  // A row of this lease's requests is in the ledger (its charge, its end time): what the store
+  // is told this gateway settled counts only these, so that the store never takes a charge for
+  // reported that it does not hold yet.
+  void Committed(double usd, std::int64_t end_unix_ms);
   // The store holds less than granted here (another gateway took this one's for stopped): the
   // grant shrinks to it.
   void Cap(double usd, std::int64_t period_start_ms);
@@ -110,8 +117,10 @@ class BudgetLease {
   double granted_usd() const { return granted_usd_; }
   double settled_usd() const { return settled_usd_; }
   double reserved_usd() const { return reserved_usd_; }
-  // The largest reservation since the last Trim (0 when none).
-  double largest_recent_usd() const { return largest_recent_usd_; }
+  // Busy (see Trim), and the largest reservation while it has been (0 when idle).
+  bool busy() const { return busy_trims_left_ > 0 || largest_recent_usd_ > 0; }
+  double largest_busy_usd() const { return std::max(largest_busy_usd_, largest_recent_usd_); }
+  double committed_usd() const { return committed_usd_; }
   std::int64_t period_start_ms() const { return period_start_ms_; }
   BudgetPeriod period() const { return period_; }
 
@@ -121,7 +130,10 @@ class BudgetLease {
   double granted_usd_ = 0;
   double settled_usd_ = 0;
   double reserved_usd_ = 0;
-  double largest_recent_usd_ = 0;
+  double largest_recent_usd_ = 0;  // since the last Trim.
+  double largest_busy_usd_ = 0;
+  int busy_trims_left_ = 0;
+  double committed_usd_ = 0;
 };
 
 }  // namespace powerplane::core

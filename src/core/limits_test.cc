@@ -107,8 +107,8 @@ TEST(BudgetLeaseTest, AChangedPeriodKeepsWhatIsInFlight) {
   EXPECT_NEAR(same.granted_usd(), 1.0, 1e-12);
 }
 
-// A busy lease keeps a spare part at a refresh, an idle one gives back all it does not use; the
-// store's smaller figure caps it.
+// A busy lease keeps a spare part at a refresh, one idle for kBusyTrims refreshes gives back all
+// it does not use; the store's smaller figure caps it.
 TEST(BudgetLeaseTest, TrimKeepsSpareOnlyWhileBusy) {
   BudgetLease lease(BudgetPeriod::kMonth);
   const std::int64_t t = 1724088600000;
@@ -116,18 +116,38 @@ TEST(BudgetLeaseTest, TrimKeepsSpareOnlyWhileBusy) {
   lease.Roll(t);
   EXPECT_EQ(lease.period_start_ms(), start);
   lease.Grow(1.0, start);
+  EXPECT_FALSE(lease.busy());
   ASSERT_TRUE(lease.TryReserve(0.2, t));
-  EXPECT_NEAR(lease.largest_recent_usd(), 0.2, 1e-12);
+  EXPECT_TRUE(lease.busy());
+  EXPECT_NEAR(lease.largest_busy_usd(), 0.2, 1e-12);
   EXPECT_NEAR(lease.Trim(0.1), 0.3, 1e-12);  // in use 0.2, plus 0.1 spare.
   EXPECT_NEAR(lease.granted_usd(), 0.3, 1e-12);
-  EXPECT_EQ(lease.largest_recent_usd(), 0);
   lease.Settle(0.2, 0.05);
-  EXPECT_NEAR(lease.Trim(0.1), 0.05, 1e-12);  // nothing reserved since: only what is settled.
+  for (int i = 1; i < BudgetLease::kBusyTrims; ++i) {
+    EXPECT_NEAR(lease.Trim(0.1), 0.15, 1e-12) << i;  // still busy lately: keeps its spare.
+    EXPECT_NEAR(lease.largest_busy_usd(), 0.2, 1e-12);
+  }
+  EXPECT_NEAR(lease.Trim(0.1), 0.05, 1e-12);  // idle: only what is settled.
+  EXPECT_FALSE(lease.busy());
+  EXPECT_EQ(lease.largest_busy_usd(), 0);
   EXPECT_FALSE(lease.TryReserve(0.01, t));
   lease.Grow(0.5, start);
   lease.Cap(0.2, start);
   EXPECT_NEAR(lease.granted_usd(), 0.2, 1e-12);
   EXPECT_NEAR(lease.Trim(1.0), 0.05, 1e-12);  // a Trim never grows it.
+}
+
+// What the store is told was settled counts only rows in the ledger, of this period.
+TEST(BudgetLeaseTest, CommittedCountsTheLedgersRowsOfThePeriod) {
+  BudgetLease lease(BudgetPeriod::kDay);
+  const std::int64_t t = 1724088600000;
+  lease.Committed(0.5, t);  // before any period: nothing to count it in.
+  lease.Roll(t);
+  lease.Committed(0.25, t);
+  lease.Committed(0.5, PeriodStartMs(BudgetPeriod::kDay, t) - 1);  // yesterday's row.
+  EXPECT_NEAR(lease.committed_usd(), 0.25, 1e-12);
+  lease.Roll(t + 24 * 3600 * 1000LL);
+  EXPECT_EQ(lease.committed_usd(), 0);
 }
 
 }  // namespace

@@ -51,8 +51,10 @@ Tenancy::Tenancy(TenantDirectory config_tenants)
 std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
     std::unique_ptr<store::Store> store, TenancyOptions options) {
   std::unique_ptr<Tenancy> t(new Tenancy());
-  auto writer = store::LedgerWriter::Start(*store, options.ledger_capacity,
-                                          std::chrono::milliseconds(2), options.journal_dir);
+  Tenancy* self = t.get();
+  auto writer = store::LedgerWriter::Start(
+      *store, options.ledger_capacity, std::chrono::milliseconds(2), options.journal_dir,
+      [self](std::span<const store::LedgerRow> rows) { self->LedgerWritten(rows); });
   if (!writer) return std::unexpected("ledger: " + writer.error());
   t->ledger_ = std::move(*writer);
   t->wait_for_commit_ = options.wait_for_commit;
@@ -136,7 +138,7 @@ std::expected<void, std::string> Tenancy::Reload() {
     }
     if (limits.lease.period() != t.budget_period) {
       limits.lease.SetPeriod(t.budget_period, UnixMsNow());
-      limits.told_granted_usd = limits.told_settled_usd = -1;
+      limits.told_granted_usd = limits.told_settled_usd = limits.told_spent_usd = -1;
     }
   }
   return {};
@@ -199,11 +201,15 @@ bool Tenancy::RefreshLeases(bool release) {
     for (auto& [id, l] : limits_) {
       if (l.lease.period_start_ms() < 0) continue;  // never leased here.
       l.lease.Roll(now_ms);
-      const double spare = Spare(l.budget_usd, l.lease.largest_recent_usd());
-      if (l.lease.largest_recent_usd() > 0 && !release) busy.emplace_back(id, spare);
+      const double spare = Spare(l.budget_usd, l.lease.largest_busy_usd());
       const double keep = l.lease.Trim(release ? 0.0 : spare);
-      if (keep == l.told_granted_usd && l.lease.settled_usd() == l.told_settled_usd) continue;
-      told.push_back({id, l.lease.period_start_ms(), member_, keep, l.lease.settled_usd()});
+      if (l.lease.busy() && !release) busy.emplace_back(id, spare);
+      if (keep == l.told_granted_usd && l.lease.committed_usd() == l.told_settled_usd &&
+          l.lease.settled_usd() == l.told_spent_usd) {
+        continue;
+      }
+      told.push_back({id, l.lease.period_start_ms(), member_, keep, l.lease.committed_usd(),
+                      l.lease.settled_usd()});
     }
   }
   // Every lease of this gateway is marked heard from, whether or not it moved.
@@ -222,6 +228,7 @@ bool Tenancy::RefreshLeases(bool release) {
       Limits& l = limits_.at(row.tenant);
       l.told_granted_usd = row.granted_usd;
       l.told_settled_usd = row.settled_usd;
+      l.told_spent_usd = row.spent_usd;
     }
     // Each lease is capped at what the store holds for it: less where another gateway took this
     // one for stopped, nothing where its row is gone (removed with its period by a gateway
@@ -269,7 +276,8 @@ store::BudgetLeaseAsk Tenancy::LeaseAsk(const std::string& tenant, const Limits&
   ask.holds_usd = l.lease.granted_usd();
   ask.need_usd = std::max(ask.holds_usd, l.lease.in_use_usd() + request_usd);
   ask.want_usd = std::max(ask.need_usd, want_usd);
-  ask.settled_usd = l.lease.settled_usd();
+  ask.settled_usd = l.lease.committed_usd();  // what the store's ledger holds of it.
+  ask.spent_usd = l.lease.settled_usd();
   return ask;
 }
 
@@ -428,9 +436,12 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
       LimitsOf(tenant).told_granted_usd = -1;  // the store's figure may have moved, even on an error.
     }
     if (!grant) {
-      spdlog::warn("tenancy: no budget lease for {}: {}", tenant.id, grant.error());
+      // Once until the store answers again (an outage would log every refused request).
+      if (!lease_warned_) spdlog::warn("tenancy: no budget lease for {}: {}", tenant.id, grant.error());
+      lease_warned_ = true;
       return {Verdict::kBudgetUnreachable, 1};
     }
+    lease_warned_ = false;
     if (grant->period_changed) {
       // This gateway's view of the tenant is older than the store's: read it, and ask again.
       if (auto r = Reload(); !r) return {Verdict::kBudgetUnreachable, 1};
@@ -514,6 +525,15 @@ void Tenancy::Record(store::LedgerRow row, std::function<void(bool)> done) {
     };
   }
   ledger_->Commit(std::move(row), std::move(done));
+}
+
+void Tenancy::LedgerWritten(std::span<const store::LedgerRow> rows) {
+  std::lock_guard lock(mu_);
+  for (const auto& row : rows) {
+    if (row.charged_usd == 0) continue;
+    auto it = limits_.find(row.tenant);
+    if (it != limits_.end()) it->second.lease.Committed(row.charged_usd, row.end_unix_ms);
+  }
 }
 
 void Tenancy::DrainCallbacks() {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <filesystem>
 #include <unordered_map>
@@ -134,7 +135,7 @@ class Tenancy {
     core::BudgetLease lease;  // with one.
     double budget_usd = 0;
     // What the store was last told of the lease (RefreshLeases writes only what moved).
-    double told_granted_usd = -1, told_settled_usd = -1;
+    double told_granted_usd = -1, told_settled_usd = -1, told_spent_usd = -1;
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.
@@ -142,6 +143,9 @@ class Tenancy {
   // not): a fiftieth of the budget, or four such requests when that is more.
   static double Spare(double budget_usd, double request_usd);
   void SettleSpend(const Tenant& tenant, double worst_usd, double charged_usd);
+  // The ledger writer wrote `rows` (this process's own, from its thread): their charges are now
+  // in the store, and the leases may say so (BudgetLease::Committed).
+  void LedgerWritten(std::span<const store::LedgerRow> rows);
   // The ask for more of tenant's budget that lease `l` makes to admit `request_usd` more, wanting
   // `want_usd` in all. mu_ held.
   store::BudgetLeaseAsk LeaseAsk(const std::string& tenant, const Limits& l, double request_usd,
@@ -194,7 +198,7 @@ class Tenancy {
   // which a lease grows and shrinks here and in the store).
   std::mutex lease_mu_;
   std::atomic<std::int64_t> lease_trusted_until_ns_{0};  // steady clock.
-  bool lease_warned_ = false;  // under lease_mu_.
+  bool lease_warned_ = false;  // under lease_mu_: a failure was logged, none since.
   // Last: stopped (and drained) before anything they use.
   std::unique_ptr<SerialWorker> audit_worker_;
   std::unique_ptr<SerialWorker> lease_worker_;

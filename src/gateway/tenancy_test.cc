@@ -9,6 +9,8 @@
 
 #include <filesystem>
 #include <future>
+#include <string>
+#include <vector>
 
 namespace powerplane::gateway {
 namespace {
@@ -52,8 +54,31 @@ class TenancyLeaseTest : public ::testing::Test {
     return answer.get_future().get();
   }
 
+  // A request admitted for `worst` ends charged `charged`, and its row reaches the ledger (as
+  // the proxy settles and records it).
+  void End(Tenancy& gateway, double worst, double charged) {
+    gateway.Settle(*tenant_, 0, 0, worst, charged);
+    store::LedgerRow row;
+    row.request_id = "r" + std::to_string(++rows_);
+    row.tenant = tenant_->id;
+    row.end_unix_ms = UnixMsNow();
+    row.charged_usd = charged;
+    row.outcome = "ok";
+    std::promise<bool> durable;
+    gateway.Record(std::move(row), [&](bool d) { durable.set_value(d); });
+    ASSERT_TRUE(durable.get_future().get());
+    ASSERT_TRUE(gateway.FlushLedger());
+  }
+  // Refreshes until the lease has been idle long enough to give back its spare part.
+  static void PollUntilIdle(Tenancy& gateway) {
+    for (int i = 0; i <= core::BudgetLease::kBusyTrims; ++i) {
+      gateway.Poll(std::chrono::milliseconds(0));
+    }
+  }
+
   std::filesystem::path dir_;
   std::shared_ptr<const Tenant> tenant_;
+  int rows_ = 0;
 };
 
 TEST_F(TenancyLeaseTest, WhatOneGatewayHoldsTheOtherWaitsForUntilItIsGivenBack) {
@@ -65,17 +90,16 @@ TEST_F(TenancyLeaseTest, WhatOneGatewayHoldsTheOtherWaitsForUntilItIsGivenBack) 
   EXPECT_EQ(a->AdmitSpend(*tenant_, 0.1).verdict, Verdict::kOk);  // within the lease: no ask.
   // b wants 0.6: only 0.5 is free, and a holds the rest for requests in flight.
   EXPECT_EQ(Admit(*b, 0.6).verdict, Verdict::kBudgetLeasedElsewhere);
-  a->Settle(*tenant_, 0, 0, 0.1, 0.05);
-  a->Settle(*tenant_, 0, 0, 0.1, 0.05);
-  a->Poll(std::chrono::milliseconds(0));  // busy since the last refresh: keeps its spare.
+  End(*a, 0.1, 0.05);
+  End(*a, 0.1, 0.05);
+  a->Poll(std::chrono::milliseconds(0));  // busy lately: keeps its spare.
   EXPECT_EQ(Admit(*b, 0.6).verdict, Verdict::kBudgetLeasedElsewhere);
-  a->Poll(std::chrono::milliseconds(0));  // idle: gives back all but the 0.1 it settled.
+  PollUntilIdle(*a);  // idle: gives back all but the 0.1 it settled.
   EXPECT_EQ(Admit(*b, 0.6).verdict, Verdict::kOk);
   // b's request is in flight, and may cost less than its worst case: a's wait is for b.
   EXPECT_EQ(Admit(*a, 0.5).verdict, Verdict::kBudgetLeasedElsewhere);
-  b->Settle(*tenant_, 0, 0, 0.6, 0.6);
-  b->Poll(std::chrono::milliseconds(0));
-  b->Poll(std::chrono::milliseconds(0));
+  End(*b, 0.6, 0.6);
+  PollUntilIdle(*b);
   // What is left (0.3) does not cover 0.5, and nobody holds it: the budget is spent.
   EXPECT_EQ(Admit(*a, 0.5).verdict, Verdict::kOverBudget);
   EXPECT_EQ(Admit(*a, 0.3).verdict, Verdict::kOk);
@@ -85,11 +109,39 @@ TEST_F(TenancyLeaseTest, AStoppedGatewayGivesBackWhatItDidNotUse) {
   {
     auto a = Gateway();
     ASSERT_EQ(Admit(*a, 0.1).verdict, Verdict::kOk);  // holds 0.5.
-    a->Settle(*tenant_, 0, 0, 0.1, 0.1);
+    End(*a, 0.1, 0.1);
   }
   auto b = Gateway();
   EXPECT_EQ(Admit(*b, 0.9).verdict, Verdict::kOk);  // all but the 0.1 a spent.
   EXPECT_EQ(Admit(*b, 0.01).verdict, Verdict::kOverBudget);
+}
+
+// A gateway that died (kill -9) left rows in the ledger it never said it settled (its journal
+// replayed them). A live gateway's settled spend whose rows are not in the ledger yet must not
+// cancel them out: it says only what the ledger holds.
+TEST_F(TenancyLeaseTest, SpendNotYetInTheLedgerHidesNoOtherGatewaysRows) {
+  auto store = Open();
+  const std::int64_t day = core::PeriodStartMs(core::BudgetPeriod::kDay, UnixMsNow());
+  ASSERT_TRUE(store->GrowBudgetLease({.tenant = "acme", .period_start_ms = day, .period = "day",
+                                      .member = "dead", .holds_usd = 0, .need_usd = 0.1,
+                                      .want_usd = 0.1, .settled_usd = 0.1, .spent_usd = 0.1},
+                                     60'000));
+  std::vector<store::LedgerRow> rows(3);
+  for (int i = 0; i < 3; ++i) {
+    rows[i].request_id = "dead" + std::to_string(i);
+    rows[i].tenant = "acme";
+    rows[i].end_unix_ms = UnixMsNow();
+    rows[i].charged_usd = 0.1;  // 0.3 in all: 0.2 of it never said.
+  }
+  ASSERT_TRUE(store->AppendLedger(rows));
+  auto a = Gateway();
+  auto b = Gateway();
+  ASSERT_EQ(Admit(*a, 0.1).verdict, Verdict::kOk);  // holds 0.5 of the 0.7 left.
+  a->Settle(*tenant_, 0, 0, 0.1, 0.1);               // settled; its row not written yet.
+  a->Poll(std::chrono::milliseconds(0));
+  // Left for b: 1 - 0.1 (dead's grant) - 0.5 (a's) - 0.2 (dead's rows it never said) = 0.2.
+  EXPECT_NE(Admit(*b, 0.3).verdict, Verdict::kOk);
+  EXPECT_EQ(Admit(*b, 0.19).verdict, Verdict::kOk);
 }
 
 // A budget lowered below what a gateway's lease holds applies to its next request at once, not

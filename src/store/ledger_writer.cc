@@ -10,7 +10,8 @@ namespace powerplane::store {
 
 Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(
     const Store& store, std::size_t capacity, std::chrono::milliseconds max_batch_delay,
-    const std::filesystem::path& journal_dir) {
+    const std::filesystem::path& journal_dir,
+    std::function<void(std::span<const LedgerRow>)> on_written) {
   if (capacity == 0) return std::unexpected("ledger writer capacity must be positive");
   auto own = store.Reopen();
   if (!own) return std::unexpected(own.error());
@@ -41,17 +42,20 @@ Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(
     }
   }
   return std::unique_ptr<LedgerWriter>(new LedgerWriter(
-      std::move(*own), capacity, max_batch_delay, std::move(journal), replayed));
+      std::move(*own), capacity, max_batch_delay, std::move(journal), replayed,
+      std::move(on_written)));
 }
 
 LedgerWriter::LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
                            std::chrono::milliseconds max_batch_delay,
-                           std::unique_ptr<LedgerJournal> journal, std::size_t replayed)
+                           std::unique_ptr<LedgerJournal> journal, std::size_t replayed,
+                           std::function<void(std::span<const LedgerRow>)> on_written)
     : store_(std::move(connection)),
       journal_(std::move(journal)),
       replayed_(replayed),
       capacity_(capacity),
-      max_batch_delay_(max_batch_delay) {
+      max_batch_delay_(max_batch_delay),
+      on_written_(std::move(on_written)) {
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -215,6 +219,7 @@ void LedgerWriter::WriteBatch(std::vector<Item>& batch) {
     }
   }
   const bool written = inserted.has_value();
+  if (written && on_written_) on_written_(rows);
   if (written && journal_) {
     // Journaled rows now in the store: their segments can go once all of theirs are.
     std::map<std::int64_t, std::size_t> per_segment;

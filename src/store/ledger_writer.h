@@ -55,11 +55,14 @@ class LedgerWriter {
   // most `max_batch_delay` after it is queued for more rows to join its batch; when every queued
   // row is journaled (durable, nobody waiting), up to kJournaledBatchDelay.
   // With `journal_dir`, rows are journaled there first; rows left there by an earlier run are
-  // written to the store before Start returns (an error if they cannot be).
+  // written to the store before Start returns (an error if they cannot be). `on_written`, if
+  // set, is called from the writer thread with the rows of each batch the store took (not the
+  // earlier run's); it must be quick.
   static Result<std::unique_ptr<LedgerWriter>> Start(
       const Store& store, std::size_t capacity,
       std::chrono::milliseconds max_batch_delay = std::chrono::milliseconds(2),
-      const std::filesystem::path& journal_dir = {});
+      const std::filesystem::path& journal_dir = {},
+      std::function<void(std::span<const LedgerRow>)> on_written = {});
   ~LedgerWriter();  // Stop().
 
   LedgerWriter(const LedgerWriter&) = delete;
@@ -97,7 +100,8 @@ class LedgerWriter {
   };
   LedgerWriter(std::unique_ptr<Store> connection, std::size_t capacity,
                std::chrono::milliseconds max_batch_delay,
-               std::unique_ptr<LedgerJournal> journal, std::size_t replayed);
+               std::unique_ptr<LedgerJournal> journal, std::size_t replayed,
+               std::function<void(std::span<const LedgerRow>)> on_written);
   void Enqueue(Item item);  // under mu_.
   void Run();
   void WriteBatch(std::vector<Item>& batch);
@@ -111,6 +115,7 @@ class LedgerWriter {
   const std::size_t replayed_;
   const std::size_t capacity_;
   const std::chrono::milliseconds max_batch_delay_;
+  const std::function<void(std::span<const LedgerRow>)> on_written_;
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

@@ -110,7 +110,10 @@ struct BudgetLeaseRow {
   std::int64_t period_start_ms = 0;
   std::string member;       // the gateway process (as in RateUsageRow).
   double granted_usd = 0;   // what it may have settled and reserved in the period, in all.
-  double settled_usd = 0;   // what it has settled in the period, as it last said.
+  // What it has settled in the period whose ledger rows the store holds, as it last said.
+  double settled_usd = 0;
+  // What it has settled in the period in all (rows in the store or not yet), as it last said.
+  double spent_usd = 0;
 };
 
 // A gateway asking for more of a tenant's budget in one period (Store::GrowBudgetLease).
@@ -122,14 +125,15 @@ struct BudgetLeaseAsk {
   double holds_usd = 0;    // the grant it holds now: never granted less.
   double need_usd = 0;     // what it must hold to admit the request that asks.
   double want_usd = 0;     // need_usd plus a spare part, so that the next requests need not ask.
-  double settled_usd = 0;  // what it has settled in the period.
+  double settled_usd = 0;  // what it has settled in the period whose rows the store holds.
+  double spent_usd = 0;    // what it has settled in the period in all.
 };
 
 // The store's answer.
 struct BudgetGrant {
   double granted_usd = 0;  // what the gateway now holds (never less than it said it holds).
-  // What the other gateways hold beyond what they have settled: in use for their requests in
-  // flight, or spare that they give back within a second or two of going idle.
+  // What the other gateways hold beyond what they have spent (as they last said): in use for
+  // their requests in flight, or spare that they give back within a few seconds of going idle.
   double held_elsewhere_usd = 0;
   // The tenant's budget period in the store is not the one asked for (the gateway's view of the
   // tenant is older than a change): nothing was granted; reload and ask again.

@@ -135,6 +135,7 @@ void SqlStore::CreateSchema() {
       "CREATE TABLE IF NOT EXISTS budget_leases (tenant TEXT NOT NULL, "
       "period_start_ms BIGINT NOT NULL, member TEXT NOT NULL, "
       "granted_usd DOUBLE PRECISION NOT NULL, settled_usd DOUBLE PRECISION NOT NULL, "
+      "spent_usd DOUBLE PRECISION NOT NULL, "
       "updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (tenant, period_start_ms, member))",
       "CREATE INDEX IF NOT EXISTS budget_leases_member ON budget_leases (member)",
   };
@@ -467,12 +468,12 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
               "updated_unix_ms < " + now + " - $4",
               Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms));
       double others = 0, settled = ask.settled_usd;
-      for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd FROM budget_leases "
+      for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd, spent_usd FROM budget_leases "
                                    "WHERE tenant = $1 AND period_start_ms = $2 AND member <> $3",
                                    Params(ask.tenant, ask.period_start_ms, ask.member))) {
         others += r.Double(1);
         settled += r.Double(2);
-        grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(2));
+        grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(3));
       }
       const std::string tenant[] = {ask.tenant};
       const double charged = ChargedSince(tenant, ask.period_start_ms).front();
@@ -485,12 +486,12 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
                                : std::min(free, ask.need_usd + std::max(0.0, free - ask.need_usd) / 2);
       grant.granted_usd = std::max(ask.holds_usd, offer);
       c.Query("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, "
-              "settled_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, " + now +
+              "settled_usd, spent_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, $6, " + now +
                   ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "
                   "granted_usd = excluded.granted_usd, settled_usd = excluded.settled_usd, "
-                  "updated_unix_ms = excluded.updated_unix_ms",
+                  "spent_usd = excluded.spent_usd, updated_unix_ms = excluded.updated_unix_ms",
               Params(ask.tenant, ask.period_start_ms, ask.member, grant.granted_usd,
-                     ask.settled_usd));
+                     ask.settled_usd, ask.spent_usd));
     });
     return grant;
   });
@@ -507,17 +508,19 @@ Result<std::vector<BudgetLeaseRow>> SqlStore::RefreshBudgetLeases(
       for (const auto& r : rows) {
         connection_->Query(
             "UPDATE budget_leases SET granted_usd = CASE WHEN granted_usd < $1 THEN granted_usd "
-            "ELSE $1 END, settled_usd = $2 WHERE tenant = $3 AND period_start_ms = $4 AND "
-            "member = $5",
-            Params(r.granted_usd, r.settled_usd, r.tenant, r.period_start_ms, std::string(member)));
+            "ELSE $1 END, settled_usd = $2, spent_usd = $3 WHERE tenant = $4 AND "
+            "period_start_ms = $5 AND member = $6",
+            Params(r.granted_usd, r.settled_usd, r.spent_usd, r.tenant, r.period_start_ms,
+                   std::string(member)));
       }
       connection_->Query("UPDATE budget_leases SET updated_unix_ms = " + now + " WHERE member = $1",
                          Params(std::string(member)));
       for (const auto& r : connection_->Query(
-               "SELECT tenant, period_start_ms, granted_usd, settled_usd FROM budget_leases "
+               "SELECT tenant, period_start_ms, granted_usd, settled_usd, spent_usd FROM budget_leases "
                "WHERE member = $1",
                Params(std::string(member)))) {
-        out.push_back({r.Text(0), r.Int(1), std::string(member), r.Double(2), r.Double(3)});
+        out.push_back({r.Text(0), r.Int(1), std::string(member), r.Double(2), r.Double(3),
+                       r.Double(4)});
       }
     });
     return out;

@@ -110,7 +110,7 @@ class Store {
 
   // Budget leases (BudgetLeaseRow), in one transaction each, serialised per tenant.
   // GrowBudgetLease asks for `ask.member`'s grant of the tenant's budget in the period starting
-  // `ask.period_start_ms` to become `ask.want_usd`, and records its `ask.settled_usd`. What is
+  // `ask.period_start_ms` to become `ask.want_usd`, and records its settled and spent. What is
   // free: the tenant's budget as stored, less the other members' grants, less what the ledger
   // holds for the period beyond what every member says it settled (rows of gateways that never
   // leased, or that stopped before saying). Granted: all it wants when that is free; else what it
@@ -121,7 +121,7 @@ class Store {
   // period is not `ask.period` gets nothing (period_changed).
   virtual Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) = 0;
   // Shrinks (never grows) each of `member`'s leases in `rows` to its granted_usd and records its
-  // settled_usd; every lease of the member is marked heard from now. Returns each of the
+  // settled_usd and spent_usd; every lease of the member is marked heard from now. Returns each of the
   // member's leases as stored after (a grant another member shrank shows here).
   virtual Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
       std::string_view member, std::span<const BudgetLeaseRow> rows) = 0;

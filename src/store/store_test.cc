@@ -405,7 +405,8 @@ BudgetLeaseAsk Ask(std::string tenant, std::int64_t period_start, std::string me
           .holds_usd = holds,
           .need_usd = want,
           .want_usd = want,
-          .settled_usd = settled};
+          .settled_usd = settled,
+          .spent_usd = settled};
 }
 
 // Budget leases: what members are granted of a period never exceeds the budget, less what the
@@ -431,13 +432,13 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   EXPECT_DOUBLE_EQ(ask("m1", 5, 2.0, 5).granted_usd, 5);
   EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
   // m2 gives back all but 3.5; m3 gets it, and no more.
-  auto left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 3.5, 0}});
+  auto left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 3.5, 0, 0}});
   ASSERT_TRUE(left) << left.error();
   ASSERT_EQ(left->size(), 1u);
   EXPECT_DOUBLE_EQ(left->front().granted_usd, 3.5);
   EXPECT_DOUBLE_EQ(ask("m3", 10).granted_usd, 4);
   // A refresh never grows a grant.
-  left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 9, 1}});
+  left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 9, 1, 1}});
   ASSERT_TRUE(left);
   EXPECT_DOUBLE_EQ(left->front().granted_usd, 3.5);
   EXPECT_DOUBLE_EQ(left->front().settled_usd, 1);

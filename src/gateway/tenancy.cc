@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <unordered_set>
 
 #include "store/keys.h"
 
@@ -235,16 +236,25 @@ bool Tenancy::RefreshLeases(bool release) {
     // already in the next one).
     std::unordered_map<std::string, const store::BudgetLeaseRow*> rows;
     for (const auto& row : *stored) rows[row.tenant] = &row;
+    std::unordered_set<std::string> wanted;
     for (auto& [id, l] : limits_) {
       if (l.lease.period_start_ms() < 0 || l.lease.granted_usd() <= 0) continue;
       auto it = rows.find(id);
       const bool held = it != rows.end() && it->second->period_start_ms == l.lease.period_start_ms();
       l.lease.Cap(held ? it->second->granted_usd : 0.0, l.lease.period_start_ms());
+      if (held && it->second->wanted) {
+        // Another gateway was refused while this one held a spare part: give it back (here now,
+        // in the store at the next refresh), and ask for none ahead.
+        l.lease.Cap(l.lease.in_use_usd(), l.lease.period_start_ms());
+        l.told_granted_usd = -1;
+        wanted.insert(id);
+      }
     }
     TrustLeases(asked_at);  // once capped: no request reserves against more than the store has.
     // Busy, and less than half its spare left: ask for more before a request must wait.
     for (const auto& [id, spare] : busy) {
       const Limits& l = limits_.at(id);
+      if (wanted.contains(id)) continue;
       if (l.lease.granted_usd() - l.lease.in_use_usd() < spare / 2) {
         short_of_spare.emplace_back(id, l.lease.in_use_usd() + spare);
       }
@@ -455,8 +465,11 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
       short_by = lease.in_use_usd() + worst_usd - lease.granted_usd();
     }
     if (short_by > 0 && grant->granted_usd < row.need_usd) {
-      // The store had too little free: the budget is spent, or held by other gateways.
-      if (grant->held_elsewhere_usd >= short_by) return {Verdict::kBudgetLeasedElsewhere, 2};
+      // The store had too little free: the budget is spent, or held by other gateways (which
+      // give back their spare now that this one was refused).
+      if (grant->free_usd + grant->held_elsewhere_usd >= row.need_usd) {
+        return {Verdict::kBudgetLeasedElsewhere, 2};
+      }
       return {Verdict::kOverBudget, 0};
     }
   }

@@ -116,6 +116,22 @@ TEST_F(TenancyLeaseTest, AStoppedGatewayGivesBackWhatItDidNotUse) {
   EXPECT_EQ(Admit(*b, 0.01).verdict, Verdict::kOverBudget);
 }
 
+// A gateway refused while a busy one holds a spare part gets it once the busy one has heard
+// (at its next refresh), not only once the busy one goes idle.
+TEST_F(TenancyLeaseTest, ARefusedGatewayGetsTheSpareABusyOneHolds) {
+  auto a = Gateway();
+  auto b = Gateway();
+  ASSERT_EQ(Admit(*a, 0.1).verdict, Verdict::kOk);  // holds 0.5.
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(a->AdmitSpend(*tenant_, 0.1).verdict, Verdict::kOk);
+  EXPECT_EQ(Admit(*b, 0.7).verdict, Verdict::kBudgetLeasedElsewhere);  // 0.5 free, 0.5 at a.
+  for (int i = 0; i < 4; ++i) End(*a, 0.1, 0.05);
+  a->Poll(std::chrono::milliseconds(0));  // hears that b wants it: keeps only what it spent.
+  a->Poll(std::chrono::milliseconds(0));  // tells the store.
+  EXPECT_EQ(Admit(*b, 0.7).verdict, Verdict::kOk);  // 1 - 0.2 spent at a.
+  // a's busy lease had asked for no spare meanwhile: what is left is all b's and a's to ask for.
+  EXPECT_EQ(Admit(*a, 0.2).verdict, Verdict::kBudgetLeasedElsewhere);
+}
+
 // A gateway that died (kill -9) left rows in the ledger it never said it settled (its journal
 // replayed them). A live gateway's settled spend whose rows are not in the ledger yet must not
 // cancel them out: it says only what the ledger holds.

@@ -114,6 +114,9 @@ struct BudgetLeaseRow {
   double settled_usd = 0;
   // What it has settled in the period in all (rows in the store or not yet), as it last said.
   double spent_usd = 0;
+  // Read back: another member was refused lately while this one held a part beyond its spend;
+  // it should give back its spare.
+  bool wanted = false;
 };
 
 // A gateway asking for more of a tenant's budget in one period (Store::GrowBudgetLease).
@@ -132,6 +135,8 @@ struct BudgetLeaseAsk {
 // The store's answer.
 struct BudgetGrant {
   double granted_usd = 0;  // what the gateway now holds (never less than it said it holds).
+  // What it could hold in all: the budget less the others' grants and the spend none reports.
+  double free_usd = 0;
   // What the other gateways hold beyond what they have spent (as they last said): in use for
   // their requests in flight, or spare that they give back within a few seconds of going idle.
   double held_elsewhere_usd = 0;

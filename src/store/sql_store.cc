@@ -135,7 +135,7 @@ void SqlStore::CreateSchema() {
       "CREATE TABLE IF NOT EXISTS budget_leases (tenant TEXT NOT NULL, "
       "period_start_ms BIGINT NOT NULL, member TEXT NOT NULL, "
       "granted_usd DOUBLE PRECISION NOT NULL, settled_usd DOUBLE PRECISION NOT NULL, "
-      "spent_usd DOUBLE PRECISION NOT NULL, "
+      "spent_usd DOUBLE PRECISION NOT NULL, wanted_unix_ms BIGINT NOT NULL DEFAULT 0, "
       "updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (tenant, period_start_ms, member))",
       "CREATE INDEX IF NOT EXISTS budget_leases_member ON budget_leases (member)",
   };
@@ -448,6 +448,9 @@ Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> te
   return Guard([&] { return ChargedSince(tenants, since_ms); });
 }
 
+// How long a lease stays wanted by another member after that member was refused.
+constexpr std::int64_t kWantedForMs = 3000;
+
 Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) {
   return Guard([&] {
     BudgetGrant grant;
@@ -457,7 +460,8 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
       const auto stored = c.Query("SELECT budget_usd, budget_period FROM tenants WHERE id = $1",
                                   Params(ask.tenant));
       if (!stored.empty() && stored.front().Text(1) != ask.period) {
-        grant = {ask.holds_usd, 0, true};
+        grant.granted_usd = ask.holds_usd;
+        grant.period_changed = true;
         return;
       }
       const std::string now(c.NowMsExpression());
@@ -481,10 +485,23 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
       // A tenant whose budget was removed (or who was never stored) has nothing to hold back.
       const double free = limit > 0 ? limit - others - std::max(0.0, charged - settled)
                                     : ask.want_usd;
-      const double offer =
+      // A member that needs nothing now (asking ahead) gets its spare part only where all of it
+      // is free: near the end of a budget, parts go to requests, not to whoever asks most often.
+      const bool ahead = ask.need_usd <= ask.holds_usd;
+      grant.free_usd = free;
+      double offer =
           free >= ask.want_usd ? ask.want_usd
+          : ahead              ? ask.holds_usd
                                : std::min(free, ask.need_usd + std::max(0.0, free - ask.need_usd) / 2);
+      // Less than the request needs is no use to it, and would only be kept from the others.
+      if (offer < ask.need_usd && !ahead) offer = ask.holds_usd;
       grant.granted_usd = std::max(ask.holds_usd, offer);
+      if (grant.granted_usd < ask.need_usd && grant.held_elsewhere_usd > 0) {
+        // Refused while others hold parts: they give back their spare at their next refresh.
+        c.Query("UPDATE budget_leases SET wanted_unix_ms = " + now + " WHERE tenant = $1 AND "
+                "period_start_ms = $2 AND member <> $3 AND granted_usd > spent_usd",
+                Params(ask.tenant, ask.period_start_ms, ask.member));
+      }
       c.Query("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, "
               "settled_usd, spent_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, $6, " + now +
                   ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "
@@ -516,11 +533,12 @@ Result<std::vector<BudgetLeaseRow>> SqlStore::RefreshBudgetLeases(
       connection_->Query("UPDATE budget_leases SET updated_unix_ms = " + now + " WHERE member = $1",
                          Params(std::string(member)));
       for (const auto& r : connection_->Query(
-               "SELECT tenant, period_start_ms, granted_usd, settled_usd, spent_usd FROM budget_leases "
+               "SELECT tenant, period_start_ms, granted_usd, settled_usd, spent_usd, CASE WHEN "
+               "wanted_unix_ms > " + now + " - $2 THEN 1 ELSE 0 END FROM budget_leases "
                "WHERE member = $1",
-               Params(std::string(member)))) {
+               Params(std::string(member), kWantedForMs))) {
         out.push_back({r.Text(0), r.Int(1), std::string(member), r.Double(2), r.Double(3),
-                       r.Double(4)});
+                       r.Double(4), r.Int(5) != 0});
       }
     });
     return out;

@@ -117,7 +117,10 @@ class Store {
   // needs plus half of what is free beyond that (so that one busy member does not take all that
   // is left from the others), at most what is free; never less than it holds. Other members not
   // heard from for `silent_ms` by the store's clock are taken to have stopped: their grants shrink
-  // to what they settled. Leases of the tenant's earlier periods are removed. A tenant whose stored
+  // to what they settled. A member asking ahead (need_usd no more than it holds) gets a spare
+  // part only where all of it is free. A member refused while others hold parts beyond their
+  // spend marks their leases wanted (RefreshBudgetLeases tells them, for 3 s), so that they give
+  // back their spare. Leases of the tenant's earlier periods are removed. A tenant whose stored
   // period is not `ask.period` gets nothing (period_changed).
   virtual Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) = 0;
   // Shrinks (never grows) each of `member`'s leases in `rows` to its granted_usd and records its

@@ -418,25 +418,32 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
                        double holds = 0) {
     auto g = store_->GrowBudgetLease(Ask("acme", day, member, want, settled, holds), 60'000);
     EXPECT_TRUE(g) << g.error();
-    return g.value_or(BudgetGrant{-1, -1});
+    return g.value_or(BudgetGrant{.granted_usd = -1});
   };
   EXPECT_DOUBLE_EQ(ask("m1", 5).granted_usd, 5);
   auto g2 = ask("m2", 10);
-  EXPECT_DOUBLE_EQ(g2.granted_usd, 7.5);
-  EXPECT_DOUBLE_EQ(g2.held_elsewhere_usd, 5);  // m1 holds 5 and has settled nothing.
+  EXPECT_DOUBLE_EQ(g2.granted_usd, 0);  // less than it needs is no use to it: nothing.
+  EXPECT_DOUBLE_EQ(g2.free_usd, 7.5);
+  EXPECT_DOUBLE_EQ(g2.held_elsewhere_usd, 5);  // m1 holds 5 and has spent nothing.
+  auto m1 = store_->RefreshBudgetLeases("m1", {});
+  ASSERT_TRUE(m1);
+  ASSERT_EQ(m1->size(), 1u);
+  EXPECT_TRUE(m1->front().wanted);  // m2 was refused while m1 held a part: m1 is told.
+  EXPECT_DOUBLE_EQ(ask("m2", 7.5).granted_usd, 7.5);
   EXPECT_DOUBLE_EQ(ask("m1", 3, 0, 5).granted_usd, 5);  // never less than it holds.
   // 2 USD in the ledger that no member says it settled (a gateway that never leased).
   ASSERT_TRUE(store_->AppendLedger(std::vector{Row("r1", "acme", "tx", "m", day + 10, 2.0)}));
-  EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
+  EXPECT_DOUBLE_EQ(ask("m3", 1).free_usd, -2);
   // m1 says it settled them: nothing is counted twice, and nothing is free either.
   EXPECT_DOUBLE_EQ(ask("m1", 5, 2.0, 5).granted_usd, 5);
-  EXPECT_DOUBLE_EQ(ask("m3", 1).granted_usd, 0);
-  // m2 gives back all but 3.5; m3 gets it, and no more.
+  EXPECT_DOUBLE_EQ(ask("m3", 1).free_usd, 0);
+  // m2 gives back all but 3.5; m3 gets what it frees, and no more.
   auto left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 3.5, 0, 0}});
   ASSERT_TRUE(left) << left.error();
   ASSERT_EQ(left->size(), 1u);
   EXPECT_DOUBLE_EQ(left->front().granted_usd, 3.5);
-  EXPECT_DOUBLE_EQ(ask("m3", 10).granted_usd, 4);
+  EXPECT_DOUBLE_EQ(ask("m3", 10).granted_usd, 0);
+  EXPECT_DOUBLE_EQ(ask("m3", 4).granted_usd, 4);
   // A refresh never grows a grant.
   left = store_->RefreshBudgetLeases("m2", std::vector<BudgetLeaseRow>{{"acme", day, "m2", 9, 1, 1}});
   ASSERT_TRUE(left);
@@ -444,9 +451,12 @@ TEST_F(StoreTest, BudgetLeasesNeverGrantMoreThanTheBudget) {
   EXPECT_DOUBLE_EQ(left->front().settled_usd, 1);
   // The next day starts afresh, and the first lease of it removes the day before's.
   const std::int64_t tomorrow = day + kDay;
-  auto next = store_->GrowBudgetLease(Ask("acme", tomorrow, "m1", 20), 60'000);
+  BudgetLeaseAsk fresh = Ask("acme", tomorrow, "m1", 20);
+  fresh.need_usd = 1;
+  auto next = store_->GrowBudgetLease(fresh, 60'000);
   ASSERT_TRUE(next);
-  EXPECT_DOUBLE_EQ(next->granted_usd, 12.5);
+  EXPECT_DOUBLE_EQ(next->free_usd, 12.5);
+  EXPECT_DOUBLE_EQ(next->granted_usd, 1 + 11.5 / 2);
   left = store_->RefreshBudgetLeases("m2", {});
   ASSERT_TRUE(left);
   EXPECT_TRUE(left->empty());
@@ -468,7 +478,9 @@ TEST_F(StoreTest, ABudgetLeaseTakesHalfOfWhatIsFreeBeyondItsNeed) {
   ASSERT_TRUE(g);
   EXPECT_TRUE(g->period_changed);
   EXPECT_EQ(g->granted_usd, 0);
-  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(Ask("acme", day, "m2", 20), 60'000)->granted_usd, 5);
+  BudgetLeaseAsk b = Ask("acme", day, "m2", 20);
+  b.need_usd = 5;  // exactly what is left.
+  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(b, 60'000)->granted_usd, 5);
 }
 
 // A member not heard from for the silence allowed is taken to have stopped: its grant shrinks to
@@ -479,9 +491,9 @@ TEST_F(StoreTest, AStoppedMembersLeaseShrinksToWhatItSettled) {
   ASSERT_TRUE(store_->GrowBudgetLease(Ask("acme", day, "gone", 10, 3), 60'000));
   auto held = store_->GrowBudgetLease(Ask("acme", day, "new", 10), 60'000);
   ASSERT_TRUE(held);
-  EXPECT_DOUBLE_EQ(held->granted_usd, 2.5);  // "gone" is recent: it keeps its 10.
+  EXPECT_DOUBLE_EQ(held->free_usd, 2.5);  // "gone" is recent: it keeps its 10.
   std::this_thread::sleep_for(milliseconds(50));
-  auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 10, 0, 2.5), 20);
+  auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 9.5), 20);
   ASSERT_TRUE(after);
   EXPECT_DOUBLE_EQ(after->granted_usd, 9.5);  // 12.5 less the 3 "gone" settled.
   auto gone = store_->RefreshBudgetLeases("gone", {});
@@ -522,7 +534,7 @@ TEST_F(StoreTest, ConcurrentLeasesStayWithinTheBudget) {
   double sum = 0;
   for (double g : granted) sum += g;
   EXPECT_LE(sum, 1.0 + 1e-9);
-  EXPECT_GE(sum, 1.0 - 1e-9);  // 4 x 0.40 was asked: the whole budget went.
+  EXPECT_GE(sum, 0.9);  // 4 x 0.40 was asked, in steps of 0.01: nearly all of it went.
 }
 
 TEST_F(StoreTest, ConcurrentOpenersShareOneSchema) {

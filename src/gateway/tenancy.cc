@@ -61,11 +61,23 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   t->wait_for_commit_ = options.wait_for_commit;
   t->store_ = std::move(store);
   if (auto r = t->Reload(); !r) return std::unexpected(r.error());
-  // This process's name among the gateways of the store.
-  auto member = store::RandomHex(8);
-  if (!member) return std::unexpected("tenancy: " + member.error());
-  t->member_ = *member;
-  t->fleet_usage_ = std::make_unique<core::FleetUsage>(*member, *member, UnixMsNow());
+  // This process's name among the gateways of the store: its journal's, which the next writer
+  // of the journal finds, and with it the leases this one held.
+  if (const store::LedgerJournal* journal = t->ledger_->journal()) {
+    t->member_ = journal->member();
+    // Writers gone whose rows the journal just replayed: their leases can go, their spend is in
+    // the ledger now.
+    for (const auto& gone : journal->earlier_members()) {
+      if (auto r = t->store_->RetireBudgetMember(gone); !r) {
+        spdlog::warn("tenancy: leases of {} not retired: {}", gone, r.error());
+      }
+    }
+  } else {
+    auto member = store::RandomHex(8);
+    if (!member) return std::unexpected("tenancy: " + member.error());
+    t->member_ = *member;
+  }
+  t->fleet_usage_ = std::make_unique<core::FleetUsage>(t->member_, t->member_, UnixMsNow());
   t->audit_worker_ = std::make_unique<SerialWorker>();
   t->lease_worker_ = std::make_unique<SerialWorker>();
   return t;

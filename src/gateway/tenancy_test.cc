@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <future>
@@ -40,8 +42,10 @@ class TenancyLeaseTest : public ::testing::Test {
     EXPECT_TRUE(store) << store.error();
     return std::move(store.value());
   }
-  std::unique_ptr<Tenancy> Gateway() {
-    auto t = Tenancy::WithStore(Open());
+  std::unique_ptr<Tenancy> Gateway(std::filesystem::path journal = {}) {
+    TenancyOptions options;
+    options.journal_dir = std::move(journal);
+    auto t = Tenancy::WithStore(Open(), options);
     EXPECT_TRUE(t) << t.error();
     return std::move(t.value());
   }
@@ -158,6 +162,30 @@ TEST_F(TenancyLeaseTest, SpendNotYetInTheLedgerHidesNoOtherGatewaysRows) {
   // Left for b: 1 - 0.1 (dead's grant) - 0.5 (a's) - 0.2 (dead's rows it never said) = 0.2.
   EXPECT_NE(Admit(*b, 0.3).verdict, Verdict::kOk);
   EXPECT_EQ(Admit(*b, 0.19).verdict, Verdict::kOk);
+}
+
+// The next gateway on a journal retires the leases of the one before it (once its rows are in
+// the ledger): what it held is free again at once, not only once the store has waited it out.
+TEST_F(TenancyLeaseTest, TheNextGatewayOnAJournalRetiresTheLeasesOfTheOneBefore) {
+  const auto journal = dir_ / "journal";
+  // A gateway that takes a lease, spends 0.1 of it, and dies without giving the rest back.
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto a = Gateway(journal);
+    const bool ok = Admit(*a, 0.1).verdict == Verdict::kOk;  // holds 0.5.
+    End(*a, 0.1, 0.1);
+    a->Poll(std::chrono::milliseconds(0));
+    ::_exit(ok && !::testing::Test::HasFailure() ? 0 : 1);  // no destructor: nothing released.
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  auto b = Gateway();
+  EXPECT_EQ(Admit(*b, 0.8).verdict, Verdict::kBudgetLeasedElsewhere);  // the dead one holds 0.5.
+  auto again = Gateway(journal);  // replays the dead one's journal, and retires its leases.
+  EXPECT_EQ(Admit(*b, 0.8).verdict, Verdict::kOk);  // all but the 0.1 it spent.
+  EXPECT_EQ(Admit(*b, 0.11).verdict, Verdict::kOverBudget);
 }
 
 // A budget lowered below what a gateway's lease holds applies to its next request at once, not

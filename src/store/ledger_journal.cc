@@ -14,6 +14,8 @@
 #include <fstream>
 #include <utility>
 
+#include "store/keys.h"
+
 namespace powerplane::store {
 namespace {
 
@@ -246,6 +248,7 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
   }
   std::vector<std::filesystem::path> paths;
   std::vector<int> held;  // dead writers' slots, locked while their rows are replayed.
+  std::vector<int> earlier = {own};  // slots whose last writers are gone (this one's too).
   std::size_t skipped = 0;
   std::int64_t last = -1;
   for (int n = 0; n < kMaxSlots; ++n) {
@@ -254,6 +257,7 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
       const int fd = TryLock(slot_lock(n));
       if (fd < 0) continue;  // a writer that is running: its rows are its own.
       held.push_back(fd);
+      earlier.push_back(n);
     }
     auto read = ReadSegments(dir / std::to_string(n), leftover, &paths, &skipped);
     if (!read) {
@@ -279,6 +283,23 @@ Result<std::unique_ptr<LedgerJournal>> LedgerJournal::Open(const std::filesystem
       own_dir, std::move(paths), last + 1, segment_bytes, AllocatesInPlace(own_dir)));
   journal->lock_fd_ = own_fd;
   journal->held_fds_ = std::move(held);
+  // Each slot's writer names itself in dir/slot-<n>.member: the names of the writers gone, whose
+  // rows this one replays, and a new one for this writer, kept while it runs.
+  const auto member_file = [&](int n) {
+    return dir / (std::string(kSlotPrefix) + std::to_string(n) + ".member");
+  };
+  for (int n : earlier) {
+    std::ifstream in(member_file(n));
+    std::string name;
+    if (in >> name) journal->earlier_members_.push_back(name);
+  }
+  auto name = RandomHex(8);
+  if (!name) return std::unexpected("ledger journal: " + name.error());
+  journal->member_ = "j" + *name;
+  std::ofstream out(member_file(own), std::ios::trunc);
+  out << journal->member_ << '\n';
+  out.close();
+  if (!out) spdlog::warn("ledger journal: cannot write {}", member_file(own).string());
   return journal;
 }
 

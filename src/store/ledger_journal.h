@@ -71,6 +71,12 @@ class LedgerJournal {
   void PrepareNext();
   static constexpr const char* kSpareName = "next.spare";
 
+  // This writer's name (new at each Open, kept in its slot while it runs), and the names of the
+  // writers gone whose rows Open read (the budget leases they held can go once those rows are in
+  // the database: Store::RetireBudgetMember).
+  const std::string& member() const { return member_; }
+  const std::vector<std::string>& earlier_members() const { return earlier_members_; }
+
  private:
   LedgerJournal(std::filesystem::path dir, std::vector<std::filesystem::path> leftovers,
                 std::int64_t first_segment, std::size_t segment_bytes, bool mapped);
@@ -103,6 +109,8 @@ class LedgerJournal {
     std::size_t written = 0;
   };
   std::map<std::int64_t, Count> counts_;
+  std::string member_;
+  std::vector<std::string> earlier_members_;
   int lock_fd_ = -1;            // this writer's slot lock, held for its life.
   std::vector<int> held_fds_;   // dead writers' slot locks, held until DropLeftovers.
 };

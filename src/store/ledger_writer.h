@@ -83,6 +83,8 @@ class LedgerWriter {
   bool CommitJournaled(LedgerRow& row);
   // Rows written to the store from an earlier run's journal when this writer started.
   std::size_t replayed() const { return replayed_; }
+  // The journal (its writer's name, and the earlier writers'), or null without one.
+  const LedgerJournal* journal() const { return journal_.get(); }
   // Waits, at most `timeout`, until every row queued before the call has been written (or given
   // up on): a read of the store then sees them. False on timeout.
   bool Flush(std::chrono::milliseconds timeout);

@@ -467,17 +467,19 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
       const std::string now(c.NowMsExpression());
       c.Query("DELETE FROM budget_leases WHERE tenant = $1 AND period_start_ms < $2",
               Params(ask.tenant, ask.period_start_ms));
-      c.Query("UPDATE budget_leases SET granted_usd = settled_usd WHERE tenant = $1 AND "
-              "period_start_ms = $2 AND member <> $3 AND granted_usd > settled_usd AND "
-              "updated_unix_ms < " + now + " - $4",
-              Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms));
+      // A silent member keeps its grant: it may have served within it after it was last heard
+      // from, rows the store does not hold yet (journaled, or on their way). Its grant goes
+      // when it is heard from again, or when a gateway that replays its journal retires it
+      // (RetireBudgetMember). But it gives nothing back meanwhile, so it is not "elsewhere".
       double others = 0, settled = ask.settled_usd;
-      for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd, spent_usd FROM budget_leases "
-                                   "WHERE tenant = $1 AND period_start_ms = $2 AND member <> $3",
-                                   Params(ask.tenant, ask.period_start_ms, ask.member))) {
+      for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd, spent_usd, CASE WHEN "
+                                   "updated_unix_ms < " + now + " - $4 THEN 1 ELSE 0 END "
+                                   "FROM budget_leases WHERE tenant = $1 AND "
+                                   "period_start_ms = $2 AND member <> $3",
+                                   Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms))) {
         others += r.Double(1);
         settled += r.Double(2);
-        grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(3));
+        if (r.Int(4) == 0) grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(3));
       }
       const std::string tenant[] = {ask.tenant};
       const double charged = ChargedSince(tenant, ask.period_start_ms).front();
@@ -543,6 +545,15 @@ Result<std::vector<BudgetLeaseRow>> SqlStore::RefreshBudgetLeases(
     });
     return out;
   });
+}
+
+Result<void> SqlStore::RetireBudgetMember(std::string_view member) {
+  auto done = Guard([&] {
+    connection_->Query("DELETE FROM budget_leases WHERE member = $1", Params(std::string(member)));
+    return true;
+  });
+  if (!done) return std::unexpected(done.error());
+  return {};
 }
 
 Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows) {

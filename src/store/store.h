@@ -116,8 +116,9 @@ class Store {
   // leased, or that stopped before saying). Granted: all it wants when that is free; else what it
   // needs plus half of what is free beyond that (so that one busy member does not take all that
   // is left from the others), at most what is free; never less than it holds. Other members not
-  // heard from for `silent_ms` by the store's clock are taken to have stopped: their grants shrink
-  // to what they settled. A member asking ahead (need_usd no more than it holds) gets a spare
+  // heard from for `silent_ms` by the store's clock keep their grants (they may have served
+  // within them rows the store does not hold yet) but are not counted as holding anything that
+  // they would give back. A member asking ahead (need_usd no more than it holds) gets a spare
   // part only where all of it is free. A member refused while others hold parts beyond their
   // spend marks their leases wanted (RefreshBudgetLeases tells them, for 3 s), so that they give
   // back their spare. Leases of the tenant's earlier periods are removed. A tenant whose stored
@@ -128,6 +129,10 @@ class Store {
   // member's leases as stored after (a grant another member shrank shows here).
   virtual Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
       std::string_view member, std::span<const BudgetLeaseRow> rows) = 0;
+
+  // Removes every budget lease of `member`, a gateway gone whose ledger rows are all in the
+  // store (its journal replayed): its spend counts from the ledger from then on.
+  virtual Result<void> RetireBudgetMember(std::string_view member) = 0;
 
   // The audit log: appended, never changed. Audit returns from_ms <= unix_ms < to_ms in order.
   virtual Result<void> AppendAudit(const AuditRow& row) = 0;

@@ -483,23 +483,32 @@ TEST_F(StoreTest, ABudgetLeaseTakesHalfOfWhatIsFreeBeyondItsNeed) {
   EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(b, 60'000)->granted_usd, 5);
 }
 
-// A member not heard from for the silence allowed is taken to have stopped: its grant shrinks to
-// what it settled, and the rest goes to the member asking.
-TEST_F(StoreTest, AStoppedMembersLeaseShrinksToWhatItSettled) {
-  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+// A member not heard from for the silence allowed keeps its grant (it may have served within
+// it rows the store does not hold yet) but holds nothing that it would give back; once retired
+// (a gateway replayed its journal), its spend counts from the ledger alone.
+TEST_F(StoreTest, ASilentMemberKeepsItsGrantUntilRetired) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));  // 12.5 USD a day.
   const std::int64_t day = kT0 / kDay * kDay;
   ASSERT_TRUE(store_->GrowBudgetLease(Ask("acme", day, "gone", 10, 3), 60'000));
-  auto held = store_->GrowBudgetLease(Ask("acme", day, "new", 10), 60'000);
-  ASSERT_TRUE(held);
-  EXPECT_DOUBLE_EQ(held->free_usd, 2.5);  // "gone" is recent: it keeps its 10.
+  // Its rows: the 3 it said, and 1 its journal replayed after it died.
+  ASSERT_TRUE(store_->AppendLedger(std::vector{Row("g1", "acme", "tx", "m", day + 10, 3.0),
+                                               Row("g2", "acme", "tx", "m", day + 20, 1.0)}));
+  auto recent = store_->GrowBudgetLease(Ask("acme", day, "new", 10), 60'000);
+  ASSERT_TRUE(recent);
+  EXPECT_DOUBLE_EQ(recent->free_usd, 12.5 - 10 - 1);
+  EXPECT_DOUBLE_EQ(recent->held_elsewhere_usd, 7);
   std::this_thread::sleep_for(milliseconds(50));
-  auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 9.5), 20);
+  auto silent = store_->GrowBudgetLease(Ask("acme", day, "new", 10), 20);
+  ASSERT_TRUE(silent);
+  EXPECT_DOUBLE_EQ(silent->free_usd, 1.5);         // its grant still counts...
+  EXPECT_DOUBLE_EQ(silent->held_elsewhere_usd, 0);  // ...but nothing will come back from it.
+  ASSERT_TRUE(store_->RetireBudgetMember("gone"));
+  auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 8.5), 20);
   ASSERT_TRUE(after);
-  EXPECT_DOUBLE_EQ(after->granted_usd, 9.5);  // 12.5 less the 3 "gone" settled.
+  EXPECT_DOUBLE_EQ(after->granted_usd, 8.5);  // 12.5 less the 4 in the ledger.
   auto gone = store_->RefreshBudgetLeases("gone", {});
   ASSERT_TRUE(gone);
-  ASSERT_EQ(gone->size(), 1u);
-  EXPECT_DOUBLE_EQ(gone->front().granted_usd, 3);
+  EXPECT_TRUE(gone->empty());
 }
 
 // Members asking at once through their own connections are never granted more than the budget.

@@ -103,7 +103,7 @@ class BudgetLease {
   // busy (anything reserved within the last kBusyTrims refreshes; nothing spare once idle, so
   // other gateways can have it). The grant shrinks to it here at once, before the store is
   // told; returns it.
-  static constexpr int kBusyTrims = 3;
+  static constexpr int kBusyTrims = 30;
   double Trim(double spare);
   // A row of this lease's requests is in the ledger (its charge, its end time): what the store
   // is told this gateway settled counts only these, so that the store never takes a charge for

@@ -85,13 +85,15 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
 
 Tenancy::~Tenancy() {
   lease_worker_.reset();  // answers what was asked first.
+  // Every row written first: what the leases then say was settled is all in the store.
+  if (ledger_) ledger_->Stop();
   if (store_) {
-    // Gives back every lease's unused part at once (rather than after the store's silence).
+    // Gives back every lease's unused part at once.
     std::lock_guard leases(lease_mu_);
+    lease_unreachable_ = false;
     RefreshLeases(/*release=*/true);
   }
   audit_worker_.reset();
-  if (ledger_) ledger_->Stop();
 }
 
 std::shared_ptr<const TenantDirectory> Tenancy::directory() const {
@@ -215,7 +217,10 @@ bool Tenancy::RefreshLeases(bool release) {
       if (l.lease.period_start_ms() < 0) continue;  // never leased here.
       l.lease.Roll(now_ms);
       const double spare = Spare(l.budget_usd, l.lease.largest_busy_usd());
-      const double keep = l.lease.Trim(release ? 0.0 : spare);
+      // While the store cannot be told, nobody else could have what is given back: keep it, for
+      // the requests that come before the store is back.
+      const double keep = lease_unreachable_ && !release ? l.lease.granted_usd()
+                                                         : l.lease.Trim(release ? 0.0 : spare);
       if (l.lease.busy() && !release) busy.emplace_back(id, spare);
       if (keep == l.told_granted_usd && l.lease.committed_usd() == l.told_settled_usd &&
           l.lease.settled_usd() == l.told_spent_usd) {
@@ -228,6 +233,7 @@ bool Tenancy::RefreshLeases(bool release) {
   // Every lease of this gateway is marked heard from, whether or not it moved.
   const auto asked_at = std::chrono::steady_clock::now();
   auto stored = store_->RefreshBudgetLeases(member_, told);
+  lease_unreachable_ = !stored;
   if (!stored) {
     if (!lease_warned_) spdlog::warn("tenancy: budget leases not refreshed: {}", stored.error());
     lease_warned_ = true;

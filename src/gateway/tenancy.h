@@ -199,6 +199,7 @@ class Tenancy {
   std::mutex lease_mu_;
   std::atomic<std::int64_t> lease_trusted_until_ns_{0};  // steady clock.
   bool lease_warned_ = false;  // under lease_mu_: a failure was logged, none since.
+  bool lease_unreachable_ = false;  // under lease_mu_: the last refresh failed.
   // Last: stopped (and drained) before anything they use.
   std::unique_ptr<SerialWorker> audit_worker_;
   std::unique_ptr<SerialWorker> lease_worker_;

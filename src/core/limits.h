@@ -109,8 +109,8 @@ class BudgetLease {
   // is told this gateway settled counts only these, so that the store never takes a charge for
   // reported that it does not hold yet.
   void Committed(double usd, std::int64_t end_unix_ms);
-  // The store holds less than granted here (another gateway took this one's for stopped): the
-  // grant shrinks to it.
+  // The store holds less than granted here (a write in doubt, a row removed with its period), or
+  // the spare is wanted elsewhere: the grant shrinks to `usd`.
   void Cap(double usd, std::int64_t period_start_ms);
 
   double in_use_usd() const { return settled_usd_ + reserved_usd_; }

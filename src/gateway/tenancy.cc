@@ -249,9 +249,9 @@ bool Tenancy::RefreshLeases(bool release) {
       l.told_settled_usd = row.settled_usd;
       l.told_spent_usd = row.spent_usd;
     }
-    // Each lease is capped at what the store holds for it: less where another gateway took this
-    // one for stopped, nothing where its row is gone (removed with its period by a gateway
-    // already in the next one).
+    // Each lease is capped at what the store holds for it (a write in doubt may have shrunk it
+    // there), nothing where its row is gone (removed with its period by a gateway already in
+    // the next one).
     std::unordered_map<std::string, const store::BudgetLeaseRow*> rows;
     for (const auto& row : *stored) rows[row.tenant] = &row;
     std::unordered_set<std::string> wanted;

@@ -69,7 +69,9 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
     // the ledger now.
     for (const auto& gone : journal->earlier_members()) {
       if (auto r = t->store_->RetireBudgetMember(gone); !r) {
-        spdlog::warn("tenancy: leases of {} not retired: {}", gone, r.error());
+        spdlog::warn("tenancy: budget leases of {} not retired: {}", gone, r.error());
+      } else {
+        spdlog::info("tenancy: budget leases of {}, the journal's last writer, retired", gone);
       }
     }
   } else {
@@ -444,7 +446,16 @@ void Tenancy::GrowLease(std::shared_ptr<const Tenant> tenant, double worst_usd,
 Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
   using Verdict = Admission::Verdict;
   // Leases are trusted again only once the store has heard from every one of them.
-  if (!LeaseTrusted() && !RefreshLeases()) return {Verdict::kBudgetUnreachable, 1};
+  if (!LeaseTrusted() && !RefreshLeases()) {
+    if (!trust_lapse_warned_) {
+      spdlog::warn("tenancy: the store has not heard from this gateway for {} s: budgeted "
+                   "requests are answered 503 budget_store_unreachable until it does",
+                   std::chrono::duration_cast<std::chrono::seconds>(kLeaseTrust).count());
+    }
+    trust_lapse_warned_ = true;
+    return {Verdict::kBudgetUnreachable, 1};
+  }
+  trust_lapse_warned_ = false;
   // Other requests here may take what is granted before this one does: ask again, a few times.
   for (int ask = 0; ask < 3; ++ask) {
     const Admission admission = AdmitSpend(tenant, worst_usd);

@@ -200,6 +200,7 @@ class Tenancy {
   std::atomic<std::int64_t> lease_trusted_until_ns_{0};  // steady clock.
   bool lease_warned_ = false;  // under lease_mu_: a failure was logged, none since.
   bool lease_unreachable_ = false;  // under lease_mu_: the last refresh failed.
+  bool trust_lapse_warned_ = false;  // under lease_mu_: the lapse of trust was logged.
   // Last: stopped (and drained) before anything they use.
   std::unique_ptr<SerialWorker> audit_worker_;
   std::unique_ptr<SerialWorker> lease_worker_;

@@ -180,7 +180,6 @@ std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr)
   return text;
 }
 
-// Commits the ledger row and resumes once it is durable (true) or given up on (false).
 // Runs start(done), which calls done(T) later from another thread, and resumes with that value
 // on this coroutine's executor.
 template <typename T, typename Start>
@@ -198,6 +197,7 @@ asio::awaitable<T> AwaitDone(Start start) {
       asio::use_awaitable);
 }
 
+// Commits the ledger row and resumes once it is durable (true) or given up on (false).
 asio::awaitable<bool> RecordDurably(Tenancy& tenancy, store::LedgerRow row) {
   if (!tenancy.has_store()) co_return true;
   if (tenancy.RecordNow(row)) co_return true;  // journaled: durable now, no wait.
@@ -248,8 +248,8 @@ asio::awaitable<void> Gateway::RefuseSpend(net::Responder& responder, const Call
                     "insufficient_quota", "insufficient_quota");
       break;
     case Verdict::kBudgetLeasedElsewhere:
-      // Not spent: other gateways hold the rest for their requests, and give back what they do
-      // not use once idle. A retry may fit.
+      // Not spent: other gateways hold the rest, for their requests in flight or as spare that
+      // they give back now that this one was refused. A retry may fit.
       message = "the rest of the tenant's budget is held by other gateways for their requests; "
                 "retry shortly";
       co_await Fail(responder, call.request_id, http::status::too_many_requests, message,

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -18,9 +21,9 @@ std::int64_t UnixMsNow() {
 }
 
 namespace {
-// A lease is trusted for kLeaseTrust after the store last heard from this gateway; the store takes
-// a gateway it has not heard from for kLeaseSilentMs as stopped. The gap covers a store outage of
-// up to kLeaseTrust, and clocks that drift apart.
+// A lease is trusted for kLeaseTrust after the store last heard from this gateway (a store outage
+// of up to kLeaseTrust is served from the leases held). The store counts a gateway it has not
+// heard from for kLeaseSilentMs as holding nothing it would give back (its grants stay).
 constexpr auto kLeaseTrust = std::chrono::seconds(30);
 constexpr std::int64_t kLeaseSilentMs = 60'000;
 
@@ -80,13 +83,14 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
     t->member_ = *member;
   }
   t->fleet_usage_ = std::make_unique<core::FleetUsage>(t->member_, t->member_, UnixMsNow());
-  t->audit_worker_ = std::make_unique<SerialWorker>();
-  t->lease_worker_ = std::make_unique<SerialWorker>();
+  t->audit_worker_ = std::make_unique<boost::asio::thread_pool>(1);
+  t->lease_worker_ = std::make_unique<boost::asio::thread_pool>(1);
   return t;
 }
 
 Tenancy::~Tenancy() {
-  lease_worker_.reset();  // answers what was asked first.
+  // join() without stop(): the work posted so far runs first (what was asked is answered).
+  if (lease_worker_) lease_worker_->join();
   // Every row written first: what the leases then say was settled is all in the store.
   if (ledger_) ledger_->Stop();
   if (store_) {
@@ -95,7 +99,7 @@ Tenancy::~Tenancy() {
     lease_unreachable_ = false;
     RefreshLeases(/*release=*/true);
   }
-  audit_worker_.reset();
+  if (audit_worker_) audit_worker_->join();
 }
 
 std::shared_ptr<const TenantDirectory> Tenancy::directory() const {
@@ -242,7 +246,7 @@ bool Tenancy::RefreshLeases(bool release) {
     return false;
   }
   lease_warned_ = false;
-  std::vector<std::pair<std::string, double>> short_of_spare;
+  std::vector<std::pair<std::string, double>> short_of_spare;  // with the spare each wants.
   {
     std::lock_guard lock(mu_);
     for (const auto& row : told) {
@@ -276,39 +280,38 @@ bool Tenancy::RefreshLeases(bool release) {
       const Limits& l = limits_.at(id);
       if (wanted.contains(id)) continue;
       if (l.lease.granted_usd() - l.lease.in_use_usd() < spare / 2) {
-        short_of_spare.emplace_back(id, l.lease.in_use_usd() + spare);
+        short_of_spare.emplace_back(id, spare);
       }
     }
   }
-  for (const auto& [tenant, want] : short_of_spare) {
-    store::BudgetLeaseAsk ask;
-    {
-      std::lock_guard lock(mu_);
-      ask = LeaseAsk(tenant, limits_.at(tenant), 0, want);
-    }
-    auto grant = store_->GrowBudgetLease(ask, kLeaseSilentMs);
-    std::lock_guard lock(mu_);
-    Limits& l = limits_.at(tenant);
-    l.told_granted_usd = -1;  // the store's figure may have moved, even on an error.
-    if (!grant) break;
-    if (!grant->period_changed) l.lease.Grow(grant->granted_usd, ask.period_start_ms);
+  for (const auto& [tenant, spare] : short_of_spare) {
+    if (!AskStoreForLease(tenant, 0, spare).grant) break;
   }
   return true;
 }
 
-store::BudgetLeaseAsk Tenancy::LeaseAsk(const std::string& tenant, const Limits& l,
-                                        double request_usd, double want_usd) const {
+Tenancy::LeaseAnswer Tenancy::AskStoreForLease(const std::string& tenant, double request_usd,
+                                               double spare_usd) {
   store::BudgetLeaseAsk ask;
-  ask.tenant = tenant;
-  ask.period_start_ms = l.lease.period_start_ms();
-  ask.period = core::ToString(l.lease.period());
-  ask.member = member_;
-  ask.holds_usd = l.lease.granted_usd();
-  ask.need_usd = std::max(ask.holds_usd, l.lease.in_use_usd() + request_usd);
-  ask.want_usd = std::max(ask.need_usd, want_usd);
-  ask.settled_usd = l.lease.committed_usd();  // what the store's ledger holds of it.
-  ask.spent_usd = l.lease.settled_usd();
-  return ask;
+  {
+    std::lock_guard lock(mu_);
+    const core::BudgetLease& lease = limits_.at(tenant).lease;
+    ask.tenant = tenant;
+    ask.period_start_ms = lease.period_start_ms();
+    ask.period = core::ToString(lease.period());
+    ask.member = member_;
+    ask.holds_usd = lease.granted_usd();
+    ask.need_usd = std::max(ask.holds_usd, lease.in_use_usd() + request_usd);
+    ask.want_usd = std::max(ask.need_usd, lease.in_use_usd() + request_usd + spare_usd);
+    ask.settled_usd = lease.committed_usd();  // what the store's ledger holds of it.
+    ask.spent_usd = lease.settled_usd();
+  }
+  auto grant = store_->GrowBudgetLease(ask, kLeaseSilentMs);
+  std::lock_guard lock(mu_);
+  Limits& l = limits_.at(tenant);
+  l.told_granted_usd = -1;  // the store's figure may have moved, even on an error.
+  if (grant && !grant->period_changed) l.lease.Grow(grant->granted_usd, ask.period_start_ms);
+  return {std::move(ask), std::move(grant)};
 }
 
 void Tenancy::ShareRateLimits(std::unique_ptr<SharedBuckets> table) {
@@ -433,7 +436,8 @@ Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
 
 void Tenancy::GrowLease(std::shared_ptr<const Tenant> tenant, double worst_usd,
                         std::function<void(Admission)> done) {
-  lease_worker_->Post([this, tenant = std::move(tenant), worst_usd, done = std::move(done)] {
+  boost::asio::post(*lease_worker_, [this, tenant = std::move(tenant), worst_usd,
+                                     done = std::move(done)] {
     Admission admission{Admission::Verdict::kOk};
     {
       std::lock_guard leases(lease_mu_);
@@ -461,19 +465,14 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
     const Admission admission = AdmitSpend(tenant, worst_usd);
     if (admission.verdict != Verdict::kNeedsLease) return admission;
     if (!LeaseTrusted()) return {Verdict::kBudgetUnreachable, 1};
-    store::BudgetLeaseAsk row;
+    double spare;
     {
       std::lock_guard lock(mu_);
       Limits& l = LimitsOf(tenant);
       l.lease.Roll(UnixMsNow());
-      row = LeaseAsk(tenant.id, l, worst_usd,
-                     l.lease.in_use_usd() + worst_usd + Spare(l.budget_usd, worst_usd));
+      spare = Spare(l.budget_usd, worst_usd);
     }
-    auto grant = store_->GrowBudgetLease(row, kLeaseSilentMs);
-    {
-      std::lock_guard lock(mu_);
-      LimitsOf(tenant).told_granted_usd = -1;  // the store's figure may have moved, even on an error.
-    }
+    const auto [row, grant] = AskStoreForLease(tenant.id, worst_usd, spare);
     if (!grant) {
       // Once until the store answers again (an outage would log every refused request).
       if (!lease_warned_) spdlog::warn("tenancy: no budget lease for {}: {}", tenant.id, grant.error());
@@ -489,8 +488,7 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
     double short_by;
     {
       std::lock_guard lock(mu_);
-      core::BudgetLease& lease = LimitsOf(tenant).lease;
-      lease.Grow(grant->granted_usd, row.period_start_ms);
+      const core::BudgetLease& lease = LimitsOf(tenant).lease;
       short_by = lease.in_use_usd() + worst_usd - lease.granted_usd();
     }
     if (short_by > 0 && grant->granted_usd < row.need_usd) {
@@ -579,7 +577,7 @@ void Tenancy::LedgerWritten(std::span<const store::LedgerRow> rows) {
 }
 
 void Tenancy::DrainCallbacks() {
-  if (lease_worker_) lease_worker_->Drain();
+  if (lease_worker_) lease_worker_->join();  // nothing is asked once the request path stopped.
   FlushLedger();
 }
 
@@ -597,7 +595,7 @@ void Tenancy::Audit(std::string actor, std::string action, std::string detail) {
     return;
   }
   store::AuditRow row{UnixMsNow(), std::move(actor), std::move(action), std::move(detail)};
-  audit_worker_->Post([this, row = std::move(row)] {
+  boost::asio::post(*audit_worker_, [this, row = std::move(row)] {
     if (auto r = store_->AppendAudit(row); !r) {
       spdlog::warn("audit: {} ({} {})", r.error(), row.action, row.detail);
     }

@@ -22,11 +22,14 @@
 #include "core/fleet_usage.h"
 #include "core/limits.h"
 #include "core/output_length.h"
-#include "gateway/serial_worker.h"
 #include "gateway/shared_buckets.h"
 #include "gateway/tenants.h"
 #include "store/ledger_writer.h"
 #include "store/store.h"
+
+namespace boost::asio {
+class thread_pool;
+}
 
 namespace powerplane::gateway {
 
@@ -146,10 +149,14 @@ class Tenancy {
   // The ledger writer wrote `rows` (this process's own, from its thread): their charges are now
   // in the store, and the leases may say so (BudgetLease::Committed).
   void LedgerWritten(std::span<const store::LedgerRow> rows);
-  // The ask for more of tenant's budget that lease `l` makes to admit `request_usd` more, wanting
-  // `want_usd` in all. mu_ held.
-  store::BudgetLeaseAsk LeaseAsk(const std::string& tenant, const Limits& l, double request_usd,
-                                 double want_usd) const;
+  // Asks the store for more of `tenant`'s budget: room for `request_usd` more, and `spare_usd`
+  // beyond it; grows the lease here by what it grants (not for a stale period). lease_mu_ held,
+  // mu_ not; the tenant's limits exist. Returns the ask and the store's answer.
+  struct LeaseAnswer {
+    store::BudgetLeaseAsk ask;
+    store::Result<store::BudgetGrant> grant;
+  };
+  LeaseAnswer AskStoreForLease(const std::string& tenant, double request_usd, double spare_usd);
   // The lease thread's half of GrowLease; lease_mu_ held.
   Admission AdmitWithLease(const Tenant& tenant, double worst_usd);
   // Trims every lease here (a busy one keeps its spare, an idle one gives back all it does not
@@ -201,9 +208,10 @@ class Tenancy {
   bool lease_warned_ = false;  // under lease_mu_: a failure was logged, none since.
   bool lease_unreachable_ = false;  // under lease_mu_: the last refresh failed.
   bool trust_lapse_warned_ = false;  // under lease_mu_: the lapse of trust was logged.
-  // Last: stopped (and drained) before anything they use.
-  std::unique_ptr<SerialWorker> audit_worker_;
-  std::unique_ptr<SerialWorker> lease_worker_;
+  // One thread each (as the gateway's admin thread), running jobs in order off the request
+  // path; joined, once their work is done, before anything they use goes.
+  std::unique_ptr<boost::asio::thread_pool> audit_worker_;
+  std::unique_ptr<boost::asio::thread_pool> lease_worker_;
 };
 
 // The tenant a store record describes.

@@ -92,8 +92,8 @@ class Store {
                                               std::int64_t to_ms, UsageGroup group) = 0;
   // For each of `tenants`, in their order, the sum of charged_usd of its rows with
   // end_unix_ms >= since_ms (0 for a tenant without rows). Whole UTC days come from the daily
-  // totals (at most 31 rows a tenant for a month), so a budget resync of many tenants is a few
-  // small queries (500 tenants each), however busy they are.
+  // totals (at most 31 rows a tenant for a month), so the read is a few small queries (500
+  // tenants each), however busy they are. GrowBudgetLease reads the same sum in its transaction.
   virtual Result<std::vector<double>> ChargedUsd(std::span<const std::string> tenants,
                                                  std::int64_t since_ms) = 0;
   // The same for one tenant.

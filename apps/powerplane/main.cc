@@ -10,7 +10,10 @@
 
 #include <CLI/CLI.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <thread>
 #include <filesystem>
 
 #include "engine/engine.h"
@@ -48,7 +51,7 @@ std::filesystem::path DefaultDataDir() {
 }
 
 int RunEngine(const std::string& listen, const std::string& gpu, const std::string& model,
-              int max_batch, std::int64_t kv_tokens, double speed,
+              int max_batch, std::int64_t kv_tokens, double speed, std::chrono::milliseconds grace,
               const std::filesystem::path& data_dir) {
   auto profile = engine::LoadGpuProfile(gpu, data_dir);
   if (!profile) {
@@ -88,6 +91,19 @@ int RunEngine(const std::string& listen, const std::string& gpu, const std::stri
   net::asio::signal_set signals(main_context, SIGINT, SIGTERM);
   signals.async_wait([](boost::system::error_code, int) {});
   main_context.run();
+  // As a serving engine stops: no new request, the ones in flight finish (up to the grace, or
+  // until a second signal), then the rest end with an error.
+  e->Drain();
+  std::atomic<bool> hurry{false};
+  signals.async_wait([&hurry](boost::system::error_code ec, int) { hurry = !ec; });
+  main_context.restart();
+  std::thread second_signal([&main_context] { main_context.run(); });
+  const auto until = std::chrono::steady_clock::now() + grace;
+  while (e->open_connections() > 0 && !hurry && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  signals.cancel();
+  second_signal.join();
   e->Stop();
   pool.Stop();
   return 0;
@@ -135,6 +151,14 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     c->add_option("--threads", up.threads, "gateway I/O threads (0 = one per core)")
         ->capture_default_str();
+    c->add_option_function<double>(
+         "--shutdown-grace",
+         [&](double s) {
+           up.shutdown_grace = std::chrono::milliseconds(static_cast<std::int64_t>(s * 1000));
+         },
+         "seconds a stop (SIGTERM, SIGINT) lets requests under way finish before it cuts them; "
+         "a second signal cuts them at once (default 20)")
+        ->check(CLI::Range(0.0, 86400.0));
     c->add_option("--max-connections", up.max_connections,
                   "concurrent connections per listener, answered 503 beyond (0 = as many as "
                   "the descriptor limit allows, two per stream)")
@@ -183,6 +207,12 @@ int main(int argc, char** argv) {
   engine_cmd->add_option("--kv-tokens", e_kv, "KV cache capacity in tokens")
       ->capture_default_str();
   engine_cmd->add_option("--speed", e_speed, "time factor (1 = real time)")->capture_default_str();
+  double e_grace_s = 20;
+  engine_cmd->add_option("--shutdown-grace", e_grace_s,
+                         "seconds a stop (SIGTERM, SIGINT) lets requests in flight finish; a "
+                         "second signal ends them at once")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   engine_cmd->add_option("--inputs-dir", data_dir, "folder with energy/")->capture_default_str();
 
   sim::SimCommandOptions sim_opts;
@@ -236,7 +266,8 @@ int main(int argc, char** argv) {
     up.store_url.clear();
   }
   if (engine_cmd->parsed()) {
-    return RunEngine(e_listen, e_gpu, e_model, e_max_batch, e_kv, e_speed, data_dir);
+    const std::chrono::milliseconds e_grace(static_cast<std::int64_t>(e_grace_s * 1000));
+    return RunEngine(e_listen, e_gpu, e_model, e_max_batch, e_kv, e_speed, e_grace, data_dir);
   }
   fleet::FleetConfig config;
   if (config_path.empty()) {

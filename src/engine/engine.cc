@@ -384,6 +384,9 @@ void Engine::Stop() {
   asio::post(state_->executor, [s = state_] { s->DoStop(); });
 }
 
+void Engine::Drain() { state_->server->Drain(); }
+std::size_t Engine::open_connections() const { return state_->server->open_connections(); }
+
 unsigned short Engine::port() const { return state_->server->port(); }
 
 EngineStats Engine::Stats() const {

@@ -59,6 +59,10 @@ class Engine {
   // Stops accepting; requests in flight end (a stream with an error event, others with 503).
   // Thread-safe; idempotent.
   void Stop();
+  // Stops accepting and closes idle connections; requests in flight go on (a graceful stop's
+  // first step: Stop once open_connections() is 0, or the wait is over). Thread-safe.
+  void Drain();
+  std::size_t open_connections() const;
   unsigned short port() const;
   // Thread-safe; refreshed whenever the scheduler runs (at least once per scheduled event).
   EngineStats Stats() const;

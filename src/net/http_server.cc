@@ -493,6 +493,15 @@ class StreamResponder final : public Responder {
   } unfinished_;
 };
 
+// One connection in the server's registry: its TCP layer, and whether a request is under way on
+// it (bytes of one read, or its handler running). `busy` is read and written on the
+// connection's own thread only.
+struct Live {
+  explicit Live(std::weak_ptr<beast::tcp_stream> s) : stream(std::move(s)) {}
+  std::weak_ptr<beast::tcp_stream> stream;
+  bool busy = false;
+};
+
 }  // namespace
 
 struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
@@ -508,6 +517,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     }
     acceptor.bind(ep);
     acceptor.listen(asio::socket_base::max_listen_connections);
+    port = acceptor.local_endpoint().port();
   }
 
   asio::awaitable<void> Accept() {
@@ -621,9 +631,11 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     Stream& stream = *stream_ptr;
     auto& tcp_layer = beast::get_lowest_layer(stream);
     // The registry holds the TCP layer (sharing the session stream's ownership), so Stop can
-    // close any kind of connection.
-    const std::uint64_t session_id =
-        Register(std::shared_ptr<beast::tcp_stream>(stream_ptr, &tcp_layer));
+    // close any kind of connection, and whether a request is under way, so Drain can close the
+    // others.
+    const auto live = std::make_shared<Live>(
+        std::shared_ptr<beast::tcp_stream>(stream_ptr, &tcp_layer));
+    const std::uint64_t session_id = Register(live);
     struct Unregister {
       State& s;
       std::uint64_t id;
@@ -656,6 +668,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
+      // A request is under way once its first bytes are in (pipelined ones may be already).
+      live->busy = buffer.size() > 0;
+      if (stopped && !live->busy) break;  // draining: no new request on this connection.
       // Beast's parser reads the request; RequestParser keeps what it reads in a ServerRequest.
       ServerRequest request;
       RequestParser parser(request);
@@ -704,6 +719,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
           break;
         }
         buffer.commit(n);
+        live->busy = true;
         if (!timing_request) {
           arm(options.header_timeout);  // the first bytes of a request on a kept-alive connection.
           timing_request = true;
@@ -749,8 +765,9 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         co_return;
       }
       request.set_keep_alive(parser.keep_alive());
+      // While draining, the answer says "Connection: close" (the loop ends after it).
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,
-                                        request.keep_alive(), request.version());
+                                        request.keep_alive() && !stopped, request.version());
       if (plain) {
         plain->Disarm();
       } else {
@@ -806,38 +823,42 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     return ec;
   }
 
-  // Live connections, so Stop can close kept-alive ones.
-  std::uint64_t Register(const std::shared_ptr<beast::tcp_stream>& stream) {
+  // Live connections, so Drain can close the idle ones and Stop all of them.
+  std::uint64_t Register(const std::shared_ptr<Live>& live) {
     std::lock_guard lock(sessions_mu);
-    sessions[++next_session] = stream;
+    sessions[++next_session] = live;
     return next_session;
   }
   void Forget(std::uint64_t id) {
     std::lock_guard lock(sessions_mu);
     sessions.erase(id);
   }
-  void CloseAll() {
+  // Closes each connection (only those with no request under way when `idle_only`), on its own
+  // thread, where `busy` is kept.
+  void Close(bool idle_only) {
     std::lock_guard lock(sessions_mu);
-    for (auto& [id, weak] : sessions) {
-      if (auto stream = weak.lock()) {
-        asio::post(stream->get_executor(), [stream] {
-          beast::error_code ignored;
-          stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
-          stream->socket().close(ignored);
-        });
-      }
+    for (auto& [id, live] : sessions) {
+      auto stream = live->stream.lock();
+      if (!stream) continue;
+      asio::post(stream->get_executor(), [stream, live, idle_only] {
+        if (idle_only && live->busy) return;
+        beast::error_code ignored;
+        stream->socket().shutdown(tcp::socket::shutdown_both, ignored);
+        stream->socket().close(ignored);
+      });
     }
   }
 
   std::vector<asio::any_io_executor> executors;
   std::size_t next_executor = 0;
   std::mutex sessions_mu;
-  std::map<std::uint64_t, std::weak_ptr<beast::tcp_stream>> sessions;
+  std::map<std::uint64_t, std::shared_ptr<Live>> sessions;
   std::uint64_t next_session = 0;
   tcp::acceptor acceptor;
   Handler handler;
   ServerOptions options;
   std::optional<asio::ssl::context> tls_context;  // set = HTTPS.
+  unsigned short port = 0;  // the bound port (the acceptor closes on Drain).
   std::atomic<bool> stopped{false};
   std::atomic<std::size_t> connections{0};
   static constexpr std::size_t kMaxRefusing = 256;
@@ -854,16 +875,22 @@ void HttpServer::Start() {
   asio::co_spawn(state_->acceptor.get_executor(), state_->Accept(), asio::detached);
 }
 
-void HttpServer::Stop() {
+void HttpServer::Drain() {
   if (state_->stopped.exchange(true)) return;
   asio::post(state_->acceptor.get_executor(), [s = state_] {
     beast::error_code ignored;
     s->acceptor.close(ignored);
   });
-  state_->CloseAll();
+  // A connection registered after this sees `stopped` before it waits for a request.
+  state_->Close(/*idle_only=*/true);
 }
 
-unsigned short HttpServer::port() const { return state_->acceptor.local_endpoint().port(); }
+void HttpServer::Stop() {
+  Drain();
+  state_->Close(/*idle_only=*/false);
+}
+
+unsigned short HttpServer::port() const { return state_->port; }
 std::size_t HttpServer::open_connections() const { return state_->connections.load(); }
 bool HttpServer::tls() const { return state_->tls_context.has_value(); }
 

@@ -97,7 +97,11 @@ class HttpServer {
 
   // Starts accepting. Thread-safe to call once.
   void Start();
-  // Stops accepting new connections; open ones finish their current request.
+  // Stops accepting new connections and closes the idle ones; a connection with a request under
+  // way finishes it (answered "Connection: close" when its answer had not begun) and is then
+  // closed. open_connections() falls to 0 as they finish. Thread-safe.
+  void Drain();
+  // Drain, and closes every connection now, a request under way or not. Thread-safe.
   void Stop();
   unsigned short port() const;
   std::size_t open_connections() const;

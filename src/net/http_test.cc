@@ -32,6 +32,9 @@ std::string BigChunk(int i) { return std::string(kBigChunkBytes, static_cast<cha
 // How many big chunks the last /big stream got out before its client was found gone (-1: all).
 std::atomic<int> big_chunks_before_gone{-2};
 
+// What /gated waits for before it ends its stream (at most 5 s).
+std::atomic<bool> gate_open{false};
+
 asio::awaitable<void> Echo(ServerRequest& req, Responder& r) {
   if (req.target() == "/big") {
     http::response<http::empty_body> h{http::status::ok, 11};
@@ -65,6 +68,18 @@ asio::awaitable<void> Echo(ServerRequest& req, Responder& r) {
     co_await r.StartStream(std::move(h));
     for (int i = 0; i < 3; ++i) co_await r.WriteChunk("data: " + std::to_string(i) + "\n\n");
     co_await r.EndStream();
+    co_return;
+  }
+  if (req.target() == "/gated") {  // one event, then the rest once the test opens the gate.
+    http::response<http::empty_body> h{http::status::ok, 11};
+    co_await r.StartStream(std::move(h));
+    co_await r.WriteChunk("data: 0\n\n");
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    for (int i = 0; i < 1000 && !gate_open; ++i) {
+      wait.expires_after(std::chrono::milliseconds(5));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    co_await r.EndStream("data: 1\n\n");
     co_return;
   }
   if (req.target() == "/throw") throw std::runtime_error("boom");
@@ -206,6 +221,56 @@ class RawClient {
   tcp::socket socket_;
   bool closed_ = false;
 };
+
+// A drain (a gateway asked to stop) takes no new connection and closes the idle kept-alive
+// ones at once, but lets a request under way finish: a stream gets its end, and a request whose
+// bytes were coming in is answered "Connection: close". Then the connections are gone.
+TEST_F(HttpTest, ADrainFinishesRequestsUnderWayAndClosesIdleConnections) {
+  gate_open = false;
+  RawClient streaming(server_->port());
+  streaming.Send("GET /gated HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(streaming.ReadUntil("data: 0", std::chrono::milliseconds(2000))) << streaming.got;
+  RawClient idle(server_->port());
+  idle.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+  ASSERT_TRUE(idle.ReadUntil("you said hi", std::chrono::milliseconds(2000))) << idle.got;
+  RawClient half_sent(server_->port());
+  half_sent.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab");
+  ASSERT_TRUE(WaitForConnections(3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the half request is read.
+
+  server_->Drain();
+  EXPECT_TRUE(idle.ReadToEnd(std::chrono::milliseconds(1000))) << "idle connection left open";
+  ASSERT_TRUE(WaitForConnections(2));
+  asio::io_context io;
+  tcp::socket late(io);
+  boost::system::error_code ec;
+  late.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), server_->port()), ec);
+  EXPECT_EQ(ec, asio::error::connection_refused);
+
+  half_sent.Send("c");
+  ASSERT_TRUE(half_sent.ReadToEnd(std::chrono::milliseconds(2000))) << half_sent.got;
+  EXPECT_TRUE(half_sent.got.starts_with("HTTP/1.1 200 OK\r\n")) << half_sent.got;
+  EXPECT_NE(half_sent.got.find("Connection: close\r\n"), std::string::npos) << half_sent.got;
+  EXPECT_EQ(half_sent.BodyAfter(), "you said abc");
+
+  EXPECT_FALSE(streaming.ReadUntil("data: 1", std::chrono::milliseconds(200)));
+  gate_open = true;
+  ASSERT_TRUE(streaming.ReadToEnd(std::chrono::milliseconds(2000))) << streaming.got;
+  EXPECT_NE(streaming.got.find("data: 1\n\n\r\n0\r\n\r\n"), std::string::npos) << streaming.got;
+  EXPECT_TRUE(WaitForConnections(0));
+}
+
+// Stop, unlike a drain, closes a connection with a request under way.
+TEST_F(HttpTest, AStopClosesRequestsUnderWay) {
+  gate_open = false;
+  RawClient streaming(server_->port());
+  streaming.Send("GET /gated HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(streaming.ReadUntil("data: 0", std::chrono::milliseconds(2000))) << streaming.got;
+  server_->Stop();
+  ASSERT_TRUE(streaming.ReadToEnd(std::chrono::milliseconds(1000))) << streaming.got;
+  EXPECT_EQ(streaming.got.find("data: 1"), std::string::npos) << streaming.got;
+  gate_open = true;
+}
 
 // "Expect: 100-continue" (RFC 9110 10.1.1): an HTTP/1.1 request's header is answered "100
 // Continue" before the body is read (curl waits 1 s for it before sending a body over 1 MB),

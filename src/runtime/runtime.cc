@@ -147,7 +147,46 @@ struct Runtime::Parts {
   std::string host;
   double market_speed = 1;
   bool demo_keys = false;
+  std::chrono::milliseconds shutdown_grace{0};
+  std::atomic<bool> draining{false};
+  std::atomic<bool> hurry{false};
   std::atomic<bool> stopped{false};
+
+  std::size_t OpenConnections() const {
+    return (server ? server->open_connections() : 0) +
+           (admin_server ? admin_server->open_connections() : 0);
+  }
+  // Waits until no connection is open, `until` passes or (when `heed_hurry`) Hurry is called;
+  // true when none is.
+  bool AwaitClosed(std::chrono::steady_clock::time_point until, bool heed_hurry) const {
+    while (OpenConnections() > 0) {
+      if ((heed_hurry && hurry) || std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return true;
+  }
+  // The listeners take no new connection and close idle ones; requests under way go on to
+  // their end, within the grace.
+  void Drain() {
+    if (server) server->Drain();
+    if (admin_server) admin_server->Drain();
+    const std::size_t open = OpenConnections();
+    if (open == 0) return;
+    spdlog::info("draining: {} connection(s) open, waiting up to {} ms for their requests "
+                 "(signal again to stop at once)",
+                 open, shutdown_grace.count());
+    if (AwaitClosed(std::chrono::steady_clock::now() + shutdown_grace, /*heed_hurry=*/true)) {
+      spdlog::info("drained: every request under way has ended");
+      return;
+    }
+    // Cut what is left: the emulated engines first, so a stream relayed from one ends with an
+    // error event and [DONE] (the gateway's mid-stream failure), then whatever still holds on.
+    spdlog::warn("{} connection(s) still open: cutting their requests", OpenConnections());
+    for (auto& e : engines) {
+      if (e) e->Stop();
+    }
+    AwaitClosed(std::chrono::steady_clock::now() + std::chrono::seconds(1), /*heed_hurry=*/false);
+  }
 
   // Each site's effective marginal price (core/site_power.h): its node's price now, or what its
   // wind or gas makes the next MWh cost, from the supply seen at the last flex tick.
@@ -299,6 +338,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
       options.market_start.empty() ? config.market_start : options.market_start);
   if (!market_start) return std::unexpected("market start: " + market_start.error());
   p.market_speed = options.market_speed > 0 ? options.market_speed : config.market_speed;
+  p.shutdown_grace = options.shutdown_grace;
   p.market = std::make_unique<grid::MarketClock>(*market_start, p.market_speed, Clock::now());
 
   for (const auto& s : config.sites) {
@@ -559,7 +599,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
 
 void Runtime::Stop() {
   Parts& p = *parts_;
-  if (p.stopped) return;
+  if (p.draining.exchange(true)) return;
+  p.Drain();
   p.stopped = true;
   if (p.gateway_pool && p.price_timer) {
     net::asio::post(p.gateway_pool->context(0), [&p] {
@@ -582,6 +623,8 @@ void Runtime::Stop() {
   p.poll_wake.notify_all();
   if (p.tenancy_poller.joinable()) p.tenancy_poller.join();
 }
+
+void Runtime::Hurry() { parts_->hurry = true; }
 
 unsigned short Runtime::port() const { return parts_->server->port(); }
 unsigned short Runtime::admin_port() const {
@@ -671,7 +714,18 @@ int RunUntilSignal(const fleet::FleetConfig& config, const UpOptions& options) {
     spdlog::info("signal {}: stopping", sig);
   });
   main_context.run();
-  (*rt)->Stop();
+  // A second signal while the requests under way finish cuts them.
+  Runtime& runtime = **rt;
+  signals.async_wait([&runtime](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("signal {}: stopping now", sig);
+    runtime.Hurry();
+  });
+  main_context.restart();
+  std::thread second_signal([&main_context] { main_context.run(); });
+  runtime.Stop();
+  signals.cancel();
+  second_signal.join();
   return 0;
 }
 

@@ -4,6 +4,7 @@
 // integration tests, so both run exactly the same assembly.
 
 #include <expected>
+#include <chrono>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -58,6 +59,8 @@ struct UpOptions {
   // TLS for the API (both PEM files, or neither).
   std::string tls_cert_file;
   std::string tls_key_file;
+  // How long Stop lets requests under way finish (streams included) before it cuts them.
+  std::chrono::milliseconds shutdown_grace{20000};
 };
 
 class Runtime {
@@ -66,8 +69,13 @@ class Runtime {
   // Builds and starts everything; errors name the offending input.
   static std::expected<std::unique_ptr<Runtime>, std::string> Start(const fleet::FleetConfig& config,
                                                                     const UpOptions& options);
-  // Stops the gateway, probes, engines and threads. Idempotent.
+  // Stops taking connections and closes idle ones, waits (up to UpOptions::shutdown_grace, or
+  // until Hurry) for the requests under way to finish, then stops the gateway, probes, engines
+  // and threads. A request still under way after that is cut: the emulated engines stop first,
+  // so a stream to one of them ends with an error event and [DONE]. Idempotent.
   void Stop();
+  // Ends Stop's wait for requests under way now (a second signal). Thread-safe.
+  void Hurry();
 
   unsigned short port() const;
   unsigned short admin_port() const;  // 0 without a separate admin listener.

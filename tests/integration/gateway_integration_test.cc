@@ -344,7 +344,9 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
   // An engine that takes connections (the kernel completes them) and never answers.
   net::asio::io_context io;
   net::tcp::acceptor silent(io, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0));
-  auto runtime = StartRuntime(OneEngineFleet({silent.local_endpoint().port()}), 1);
+  runtime::UpOptions o;
+  o.shutdown_grace = std::chrono::milliseconds(100);
+  auto runtime = StartRuntime(OneEngineFleet({silent.local_endpoint().port()}), 1, o);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   std::thread waiting([&] { client.Chat("key-any", ChatBody(8, true)); });
@@ -355,6 +357,128 @@ TEST(GatewayShutdownTest, ARequestStillWaitingOnItsEngineDoesNotOutliveTheFleet)
   EXPECT_EQ(runtime->fleet().Status().endpoints.front().in_flight, 1);
   runtime.reset();  // stops the pools (2 s for the request to end, which it does not), then frees.
   waiting.join();
+}
+
+// One site with one emulated engine at real time, the tenant "anyone" (key "key-any"), and a
+// ledger in `dir`; started with `grace` to finish requests under way when stopped.
+std::unique_ptr<runtime::Runtime> StartEmulatedWithLedger(const std::filesystem::path& dir,
+                                                          std::chrono::milliseconds grace) {
+  runtime::UpOptions o;
+  o.state_dir = dir;
+  o.shutdown_grace = grace;
+  return StartRuntime(R"(
+[gateway]
+admin_key = "admin"
+[[sites]]
+id = "one"
+jurisdiction = "US"
+price = 20.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "llama-3.1-8b"
+[[tenants]]
+id = "anyone"
+keys = ["key-any"]
+)",
+                      1, o);
+}
+
+std::filesystem::path FreshDir(const std::string& name) {
+  return std::filesystem::temp_directory_path() /
+         (name + "-" + std::to_string(::getpid()) + "-" +
+          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
+}
+
+// Starts a stream of `tokens` on `runtime` on a thread of its own, and returns once its first
+// event is in (the request is under way). The thread puts the whole answer in `out`.
+std::thread StreamUnderWay(runtime::Runtime& runtime, TestClient& client, int tokens,
+                           testing::StreamResult& out) {
+  std::thread t([&client, tokens, &out] { out = client.Chat("key-any", ChatBody(tokens, true)); });
+  for (int i = 0; i < 300 && runtime.fleet().Status().endpoints.front().in_flight == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // its first tokens are out.
+  return t;
+}
+
+// SIGTERM of a gateway (Runtime::Stop) takes no new connection, but a stream under way goes on
+// to its end, [DONE] included, and its ledger row is the whole answer's; then the stop returns.
+TEST(GatewayShutdownTest, AStopLetsAStreamUnderWayFinish) {
+  const auto dir = FreshDir("pp-gw-drain");
+  auto runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(20));
+  ASSERT_NE(runtime, nullptr);
+  const unsigned short port = runtime->port();
+  TestClient client("127.0.0.1", port);
+  testing::StreamResult r;
+  std::thread streaming = StreamUnderWay(*runtime, client, 300, r);  // ~1.5 s at real time.
+  const auto stop_began = std::chrono::steady_clock::now();
+  std::thread stopping([&] { runtime->Stop(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const auto late = TestClient("127.0.0.1", port).Chat("key-any", ChatBody(4, true));
+  EXPECT_EQ(late.status, 0) << "a new request was taken while draining: " << late.body;
+  stopping.join();
+  const double stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began).count();
+  streaming.join();
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]") << r.body;
+  for (const auto& e : events) EXPECT_EQ(e.find("\"error\""), std::string::npos) << e;
+  EXPECT_LT(stop_s, 10.0);
+  runtime.reset();
+
+  // The row, read back through a gateway on the same store.
+  runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(1));
+  ASSERT_NE(runtime, nullptr);
+  const auto ledger = TestClient("127.0.0.1", runtime->port())
+                          .Call(http::verb::get, "/admin/ledger", {}, "admin");
+  ASSERT_EQ(ledger.status, 200) << ledger.body;
+  const json row = json::parse(ledger.body.substr(0, ledger.body.find('\n')));
+  EXPECT_EQ(row["request_id"], r.Header("x-request-id"));
+  EXPECT_EQ(row["outcome"], "ok") << row.dump();
+  EXPECT_EQ(row["completion_tokens"], 300) << row.dump();
+  runtime.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
+// A stream still under way when the grace is over is cut the way a failing engine cuts one: an
+// error event, then [DONE]; its row has what was delivered.
+TEST(GatewayShutdownTest, AStreamStillGoingWhenTheGraceEndsGetsAnErrorAndDone) {
+  const auto dir = FreshDir("pp-gw-drain-cut");
+  auto runtime = StartEmulatedWithLedger(dir, std::chrono::milliseconds(300));
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  testing::StreamResult r;
+  std::thread streaming = StreamUnderWay(*runtime, client, 4000, r);  // ~20 s at real time.
+  const auto stop_began = std::chrono::steady_clock::now();
+  runtime->Stop();
+  const double stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began).count();
+  streaming.join();
+  EXPECT_GE(stop_s, 0.3);
+  EXPECT_LT(stop_s, 3.0);
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 2u) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]") << r.body;
+  EXPECT_NE(events[events.size() - 2].find("\"error\""), std::string::npos) << r.body;
+  runtime.reset();
+  runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(1));
+  ASSERT_NE(runtime, nullptr);
+  const auto ledger = TestClient("127.0.0.1", runtime->port())
+                          .Call(http::verb::get, "/admin/ledger", {}, "admin");
+  ASSERT_EQ(ledger.status, 200) << ledger.body;
+  const json row = json::parse(ledger.body.substr(0, ledger.body.find('\n')));
+  EXPECT_EQ(row["request_id"], r.Header("x-request-id"));
+  EXPECT_NE(row["outcome"], "ok") << row.dump();
+  EXPECT_GT(row["completion_tokens"].get<int>(), 0) << row.dump();
+  EXPECT_LT(row["completion_tokens"].get<int>(), 4000) << row.dump();
+  runtime.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
 }
 
 // Accepts connections on a loopback port, on a thread of its own, and hands each to `serve` (on

@@ -10,6 +10,7 @@
 
 #include "fleet/config.h"
 #include "gateway/admin_parse.h"
+#include "gateway/await_done.h"
 
 namespace powerplane::gateway {
 namespace http = net::http;
@@ -157,7 +158,7 @@ net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Serv
     co_return;
   }
   if (path == "/v1/models") {
-    auto tenant = tenancy_->Identify(BearerToken(request[http::field::authorization]));
+    const Identity tenant = co_await IdentifyCaller(request);
     if (!tenant) {
       co_await Fail(responder, NewRequestId(), http::status::unauthorized,
                     "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
@@ -193,12 +194,24 @@ net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Serv
                 "Unknown path " + std::string(path), "invalid_request_error", "not_found");
 }
 
+// A key this gateway does not know yet may have been made a moment ago at another gateway of the
+// store: the store is asked (off this thread) before the key is refused.
+net::asio::awaitable<Identity> Gateway::IdentifyCaller(const net::ServerRequest& request) {
+  const std::string_view key = BearerToken(request[http::field::authorization]);
+  Identity identity = tenancy_->Identify(key);
+  if (identity || key.empty() || !tenancy_->has_store()) co_return identity;
+  co_return co_await AwaitDone<Identity>(
+      [this, &key](std::function<void(Identity)> done) {
+        tenancy_->IdentifyAfterLook(std::string(key), std::move(done));
+      });
+}
+
 net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::ServerRequest& request,
                                                     net::Responder& responder) {
   Call call;
   call.start = std::chrono::steady_clock::now();
   call.request_id = NewRequestId();
-  Identity identity = tenancy_->Identify(BearerToken(request[http::field::authorization]));
+  Identity identity = co_await IdentifyCaller(request);
   call.tenant = std::move(identity.tenant);
   call.key_id = std::move(identity.key_id);
   call.start_unix_ms = UnixMsNow();

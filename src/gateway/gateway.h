@@ -81,6 +81,9 @@ class Gateway {
   void JoinAdminThread() { admin_pool_.join(); }
 
  private:
+  // The caller's tenant by its API key (Tenancy::Identify; a key not known here is looked for
+  // in the store first).
+  net::asio::awaitable<Identity> IdentifyCaller(const net::ServerRequest& request);
   net::asio::awaitable<void> HandleInference(ApiKind kind, net::ServerRequest& request,
                                              net::Responder& responder);
   // Every path but inference's (Handle's coroutine for those).

@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.h"
+#include "gateway/await_done.h"
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
@@ -178,23 +179,6 @@ std::string UpstreamHeader(const Call& call, const fleet::EndpointAddress& addr)
   text += std::to_string(call.upstream_body.size());
   text += "\r\n\r\n";
   return text;
-}
-
-// Runs start(done), which calls done(T) later from another thread, and resumes with that value
-// on this coroutine's executor.
-template <typename T, typename Start>
-asio::awaitable<T> AwaitDone(Start start) {
-  auto executor = co_await asio::this_coro::executor;
-  co_return co_await asio::async_initiate<const asio::use_awaitable_t<>&, void(T)>(
-      [&start, executor](auto handler) {
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        start([shared, executor](T value) {
-          asio::post(executor, [shared, value = std::move(value)]() mutable {
-            std::move(*shared)(std::move(value));
-          });
-        });
-      },
-      asio::use_awaitable);
 }
 
 // Commits the ledger row and resumes once it is durable (true) or given up on (false).

@@ -85,11 +85,13 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
   t->fleet_usage_ = std::make_unique<core::FleetUsage>(t->member_, t->member_, UnixMsNow());
   t->audit_worker_ = std::make_unique<boost::asio::thread_pool>(1);
   t->lease_worker_ = std::make_unique<boost::asio::thread_pool>(1);
+  t->key_worker_ = std::make_unique<boost::asio::thread_pool>(1);
   return t;
 }
 
 Tenancy::~Tenancy() {
   // join() without stop(): the work posted so far runs first (what was asked is answered).
+  if (key_worker_) key_worker_->join();
   if (lease_worker_) lease_worker_->join();
   // Every row written first: what the leases then say was settled is all in the store.
   if (ledger_) ledger_->Stop();
@@ -110,6 +112,45 @@ std::shared_ptr<const TenantDirectory> Tenancy::directory() const {
 Identity Tenancy::Identify(std::string_view api_key) const {
   // Hashed on every request (about 80 ns): no accepted key is kept in memory as it was sent.
   return directory()->Authenticate(api_key);
+}
+
+void Tenancy::IdentifyAfterLook(std::string api_key, std::function<void(Identity)> done) {
+  if (!store_) {
+    done(Identify(api_key));
+    return;
+  }
+  std::lock_guard lock(key_look_mu_);
+  key_lookers_.emplace_back(std::move(api_key), std::move(done));
+  if (key_look_queued_) return;  // the next look takes it.
+  key_look_queued_ = true;
+  boost::asio::post(*key_worker_, [this] { LookForKeys(); });
+}
+
+void Tenancy::LookForKeys() {
+  std::vector<std::pair<std::string, std::function<void(Identity)>>> lookers;
+  {
+    std::lock_guard lock(key_look_mu_);
+    lookers.swap(key_lookers_);
+  }
+  // Every key here came before this read of the store's version: a key committed before its
+  // request arrived is found.
+  if (KnownVersionIsOld()) {
+    if (auto r = Reload(); !r) spdlog::debug("tenancy: looking for a key: {}", r.error());
+  }
+  for (auto& [key, done] : lookers) done(Identify(key));
+  std::lock_guard lock(key_look_mu_);
+  if (key_lookers_.empty()) {
+    key_look_queued_ = false;
+  } else {
+    boost::asio::post(*key_worker_, [this] { LookForKeys(); });
+  }
+}
+
+bool Tenancy::KnownVersionIsOld() const {
+  if (!store_) return false;
+  const auto version = store_->Version();
+  std::lock_guard lock(directory_mu_);
+  return version && *version != version_;
 }
 
 std::expected<void, std::string> Tenancy::Reload() {
@@ -167,13 +208,8 @@ std::expected<void, std::string> Tenancy::Reload() {
 
 void Tenancy::Poll(std::chrono::milliseconds resync_every) {
   if (!store_) return;
-  auto version = store_->Version();
-  std::int64_t known;
-  {
-    std::lock_guard lock(directory_mu_);
-    known = version_;
-  }
-  if (version && *version != known) {
+  // An unreachable store is not logged here every 250 ms (the leases' refresh logs it once).
+  if (KnownVersionIsOld()) {
     if (auto r = Reload(); !r) spdlog::warn("tenancy: reload failed: {}", r.error());
   }
   const auto now = std::chrono::steady_clock::now();
@@ -577,7 +613,9 @@ void Tenancy::LedgerWritten(std::span<const store::LedgerRow> rows) {
 }
 
 void Tenancy::DrainCallbacks() {
-  if (lease_worker_) lease_worker_->join();  // nothing is asked once the request path stopped.
+  // Nothing is asked once the request path stopped.
+  if (key_worker_) key_worker_->join();
+  if (lease_worker_) lease_worker_->join();
   FlushLedger();
 }
 

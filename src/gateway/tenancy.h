@@ -78,6 +78,12 @@ class Tenancy {
   void ShareRateLimits(std::unique_ptr<SharedBuckets> table);
 
   Identity Identify(std::string_view api_key) const;
+  // For a key Identify does not know, with a store: looks whether the store's tenants or keys
+  // changed (a key made at another gateway a moment ago, before this one's poll saw it),
+  // reloads them if so, then calls `done` with Identify's answer, from a thread of its own. One
+  // look at a time: the keys that come while one runs share the next, so unknown keys cost the
+  // store one read at a time at most.
+  void IdentifyAfterLook(std::string api_key, std::function<void(Identity)> done);
   std::shared_ptr<const TenantDirectory> directory() const;
 
   // Takes one request and `worst_tokens` from the tenant's per-minute buckets.
@@ -123,6 +129,9 @@ class Tenancy {
   void Poll(std::chrono::milliseconds resync_every = std::chrono::milliseconds(1000));
   // Reloads now (after a local change).
   std::expected<void, std::string> Reload();
+  // True when the store's tenants and keys changed since the last load (false when the store
+  // cannot say).
+  bool KnownVersionIsOld() const;
 
   store::LedgerWriter::Counters ledger_counters() const;
 
@@ -212,6 +221,12 @@ class Tenancy {
   // path; joined, once their work is done, before anything they use goes.
   std::unique_ptr<boost::asio::thread_pool> audit_worker_;
   std::unique_ptr<boost::asio::thread_pool> lease_worker_;
+  // IdentifyAfterLook: the keys waiting for the next look, and whether one is queued or running.
+  void LookForKeys();
+  std::mutex key_look_mu_;
+  std::vector<std::pair<std::string, std::function<void(Identity)>>> key_lookers_;
+  bool key_look_queued_ = false;
+  std::unique_ptr<boost::asio::thread_pool> key_worker_;
 };
 
 // The tenant a store record describes.

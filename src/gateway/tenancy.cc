@@ -22,10 +22,8 @@ std::int64_t UnixMsNow() {
 
 namespace {
 // A lease is trusted for kLeaseTrust after the store last heard from this gateway (a store outage
-// of up to kLeaseTrust is served from the leases held). The store counts a gateway it has not
-// heard from for kLeaseSilentMs as holding nothing it would give back (its grants stay).
+// of up to kLeaseTrust is served from the leases held (kLeaseSilentMs: tenancy.h).
 constexpr auto kLeaseTrust = std::chrono::seconds(30);
-constexpr std::int64_t kLeaseSilentMs = 60'000;
 
 double NowS() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -82,6 +80,7 @@ std::expected<std::unique_ptr<Tenancy>, std::string> Tenancy::WithStore(
     if (!member) return std::unexpected("tenancy: " + member.error());
     t->member_ = *member;
   }
+  spdlog::info("tenancy: this gateway is {} among the gateways of the store", t->member_);
   t->fleet_usage_ = std::make_unique<core::FleetUsage>(t->member_, t->member_, UnixMsNow());
   t->audit_worker_ = std::make_unique<boost::asio::thread_pool>(1);
   t->lease_worker_ = std::make_unique<boost::asio::thread_pool>(1);

@@ -62,6 +62,10 @@ struct Admission {
   int retry_after_s = 0;
 };
 
+// The store counts a gateway it has not heard from for this long as holding nothing of its
+// budget leases that it would give back (its grants stay until it is retired).
+inline constexpr std::int64_t kLeaseSilentMs = 60'000;
+
 class Tenancy {
  public:
   // Without a store: the fleet file's tenants only, no ledger.
@@ -115,6 +119,8 @@ class Tenancy {
   // callback reaches a destroyed executor later.
   void DrainCallbacks();
   bool has_store() const { return store_ != nullptr; }
+  // This process's name among the gateways of the store (its budget leases' member).
+  const std::string& member() const { return member_; }
   // Other gateway processes (other rate-limit domains) sharing the store whose use of tenants'
   // per-minute limits this one counts, as of its last look (/metrics).
   std::size_t rate_limit_peers() const { return rate_limit_peers_.load(std::memory_order_relaxed); }

@@ -1,6 +1,7 @@
 // The admin API of tenancy: tenants (POST/GET /admin/tenants), keys (POST/GET /admin/keys,
 // DELETE /admin/keys/{id}), usage (GET /admin/usage), the ledger (GET /admin/ledger) and the audit
-// log (GET /admin/audit). Their store work runs on the gateway's admin thread, not on the I/O
+// log (GET /admin/audit), and the gateways sharing the store by their budget leases (GET
+// /admin/gateways, DELETE /admin/gateways/{member}). Their store work runs on the gateway's admin thread, not on the I/O
 // thread that received the request, so a long export or a slow store delays no other request.
 
 #include <spdlog/spdlog.h>
@@ -137,6 +138,66 @@ std::optional<std::string> UnknownJurisdiction(const store::TenantRecord& t,
   return std::nullopt;
 }
 
+// The gateways of the store, as their budget leases show them: each with when the store last
+// heard from it and what it holds of each tenant's budget.
+Reply GatewaysList(const Tenancy& tenancy, store::Store& st) {
+  auto leases = st.BudgetLeases();
+  if (!leases) return StoreError(leases.error());
+  json list = json::array();
+  for (const auto& l : *leases) {
+    if (list.empty() || list.back()["member"] != l.lease.member) {
+      list.push_back({{"member", l.lease.member},
+                      {"self", l.lease.member == tenancy.member()},
+                      {"heard_s_ago", l.heard_ms_ago / 1000.0},
+                      {"leases", json::array()}});
+    }
+    json& g = list.back();
+    g["heard_s_ago"] = std::min(g["heard_s_ago"].get<double>(), l.heard_ms_ago / 1000.0);
+    g["leases"].push_back({{"tenant", l.lease.tenant},
+                           {"period_start", IsoMs(l.lease.period_start_ms)},
+                           {"granted_usd", l.lease.granted_usd},
+                           {"settled_usd", l.lease.settled_usd},
+                           {"spent_usd", l.lease.spent_usd},
+                           {"wanted", l.lease.wanted}});
+  }
+  return {http::status::ok, json{{"self", tenancy.member()}, {"data", list}}.dump()};
+}
+
+// Retires a gateway that will not run again on its state directory: the parts of budgets it
+// holds go back to the others (its spend counts from the ledger). One heard from lately is
+// refused unless `force`: it is running, and would only ask again (meanwhile its requests under
+// way may spend what they reserved beyond its grant, now gone).
+Reply RetireGateway(Tenancy& tenancy, store::Store& st, std::string_view member, bool force) {
+  if (member == tenancy.member()) {
+    return Error(http::status::conflict, "'" + std::string(member) + "' is this gateway",
+                 "gateway_is_self");
+  }
+  auto leases = st.BudgetLeases();
+  if (!leases) return StoreError(leases.error());
+  std::optional<std::int64_t> heard_ms_ago;
+  for (const auto& l : *leases) {
+    if (l.lease.member != member) continue;
+    heard_ms_ago = std::min(heard_ms_ago.value_or(l.heard_ms_ago), l.heard_ms_ago);
+  }
+  if (!heard_ms_ago) {
+    return Error(http::status::not_found, "no gateway '" + std::string(member) + "' holds a lease",
+                 "gateway_not_found");
+  }
+  if (*heard_ms_ago < kLeaseSilentMs && !force) {
+    return Error(http::status::conflict,
+                 fmt::format("gateway '{}' was heard from {:.0f} s ago: stop it first (a gateway "
+                             "is retired once silent for {} s, or with ?force=true)",
+                             member, *heard_ms_ago / 1000.0, kLeaseSilentMs / 1000),
+                 "gateway_alive");
+  }
+  auto retired = st.RetireBudgetMember(member);
+  if (!retired) return StoreError(retired.error());
+  tenancy.Audit("admin", "gateway.retire",
+                std::string(member) + " leases=" + std::to_string(*retired));
+  return {http::status::ok,
+          json{{"member", member}, {"retired_leases", *retired}}.dump()};
+}
+
 // Everything below runs outside coroutines (see gateway.cc on g++ 12 and JSON literals).
 Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& st,
                    std::string_view path, const std::vector<std::string>& jurisdictions) {
@@ -209,6 +270,19 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
     tenancy.Audit("admin", "key.revoke", key_id);
     return {http::status::ok, json{{"id", key_id}, {"revoked", true}}.dump()};
+  }
+  if (path == "/admin/gateways") {
+    if (method != http::verb::get) return NotAllowed("GET");
+    return GatewaysList(tenancy, st);
+  }
+  if (path.starts_with("/admin/gateways/")) {
+    if (method != http::verb::delete_) return NotAllowed("DELETE");
+    const auto force = QueryParam(target, "force");
+    if (!force || (!force->empty() && *force != "true" && *force != "false")) {
+      return Error(http::status::bad_request, "force must be true or false", "invalid_query");
+    }
+    return RetireGateway(tenancy, st, path.substr(std::string_view("/admin/gateways/").size()),
+                         *force == "true");
   }
   if (method != http::verb::get) {
     return NotAllowed("GET");
@@ -297,7 +371,8 @@ net::asio::awaitable<bool> Gateway::HandleTenancyAdmin(net::ServerRequest& reque
   const std::string_view path = target.substr(0, target.find('?'));
   const bool tenancy_path = path == "/admin/tenants" || path == "/admin/keys" ||
                             path.starts_with("/admin/keys/") || path == "/admin/usage" ||
-                            path == "/admin/ledger" || path == "/admin/audit";
+                            path == "/admin/ledger" || path == "/admin/audit" ||
+                            path == "/admin/gateways" || path.starts_with("/admin/gateways/");
   if (!tenancy_path) co_return false;
   const std::string id = NewRequestId();
   store::Store* st = tenancy_->store();

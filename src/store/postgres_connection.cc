@@ -122,6 +122,10 @@ class PostgresConnection final : public Connection {
     Query("SELECT pg_advisory_xact_lock(7070, hashtext($1))", {{Param{std::string(key)}}});
   }
   std::string_view AuditIdColumn() const override { return "BIGSERIAL PRIMARY KEY"; }
+  std::string_view CountColumnQuery() const override {
+    return "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = "
+           "current_schema() AND table_name = $1 AND column_name = $2";
+  }
   std::string_view EndDayExpression() const override {
     return "to_char(to_timestamp(end_unix_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD')";
   }

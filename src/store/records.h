@@ -119,6 +119,13 @@ struct BudgetLeaseRow {
   bool wanted = false;
 };
 
+// A lease as the store holds it, with how long ago (by the store's clock) its member was last
+// heard from (Store::BudgetLeases).
+struct BudgetLeaseState {
+  BudgetLeaseRow lease;
+  std::int64_t heard_ms_ago = 0;
+};
+
 // A gateway asking for more of a tenant's budget in one period (Store::GrowBudgetLease).
 struct BudgetLeaseAsk {
   std::string tenant;

@@ -80,6 +80,8 @@ class Connection {
   virtual void LockKey(std::string_view key) = 0;
   // SQL for the audit table's id column.
   virtual std::string_view AuditIdColumn() const = 0;
+  // A query whose one row's one value counts the columns named $2 of the table named $1.
+  virtual std::string_view CountColumnQuery() const = 0;
   // SQL for the UTC day "YYYY-MM-DD" of the ledger's end_unix_ms.
   virtual std::string_view EndDayExpression() const = 0;
   // SQL for the database's clock now, in unix milliseconds (one clock for every gateway).

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <unordered_map>
 
 #include "store/keys.h"
@@ -151,6 +152,17 @@ void SqlStore::CreateSchema() {
     c.Query("INSERT INTO spend_daily (tenant, day, charged_usd) SELECT tenant, " + day +
             ", SUM(charged_usd) FROM ledger GROUP BY tenant, " + day);
     c.Query("UPDATE pp_meta SET value = 3 WHERE name = 'schema'");
+  }
+  // Columns added since their table was made: a refused member's claim on what others give
+  // back next (GrowBudgetLease).
+  for (const auto& [name, type] : {std::pair{"claim_usd", "DOUBLE PRECISION NOT NULL DEFAULT 0"},
+                                   std::pair{"claim_since_ms", "BIGINT NOT NULL DEFAULT 0"},
+                                   std::pair{"claim_seen_ms", "BIGINT NOT NULL DEFAULT 0"}}) {
+    const auto n = c.Query(std::string(c.CountColumnQuery()),
+                           Params(std::string("budget_leases"), std::string(name)));
+    if (n.front().Int(0) == 0) {
+      c.Query("ALTER TABLE budget_leases ADD COLUMN " + std::string(name) + " " + type);
+    }
   }
 }
 
@@ -448,8 +460,10 @@ Result<std::vector<double>> SqlStore::ChargedUsd(std::span<const std::string> te
   return Guard([&] { return ChargedSince(tenants, since_ms); });
 }
 
-// How long a lease stays wanted by another member after that member was refused.
+// How long a lease stays wanted by another member after that member was refused, and how long a
+// refused member's claim lasts after its last ask (its client is told to retry after 2 s).
 constexpr std::int64_t kWantedForMs = 3000;
+constexpr std::int64_t kClaimForMs = 3000;
 
 Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) {
   return Guard([&] {
@@ -471,15 +485,29 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
       // from, rows the store does not hold yet (journaled, or on their way). Its grant goes
       // when it is heard from again, or when a gateway that replays its journal retires it
       // (RetireBudgetMember). But it gives nothing back meanwhile, so it is not "elsewhere".
-      double others = 0, settled = ask.settled_usd;
+      // Claims: a member refused while what it needs would come free (others hold it) claims
+      // it, and what comes free goes to the claims in the order they were made, before anyone
+      // who asks later takes it (so that a gateway whose clients retry at once does not take
+      // every part that others give back). A claim lasts kClaimForMs after its member's last ask.
+      const std::string live_claim =
+          "claim_usd > 0 AND claim_seen_ms > " + now + " - " + std::to_string(kClaimForMs);
+      const auto own = c.Query("SELECT claim_since_ms FROM budget_leases WHERE tenant = $1 AND "
+                               "period_start_ms = $2 AND member = $3 AND " + live_claim,
+                               Params(ask.tenant, ask.period_start_ms, ask.member));
+      const std::int64_t own_since =
+          own.empty() ? std::numeric_limits<std::int64_t>::max() : own.front().Int(0);
+      double others = 0, settled = ask.settled_usd, claimed_before = 0;
       for (const auto& r : c.Query("SELECT member, granted_usd, settled_usd, spent_usd, CASE WHEN "
-                                   "updated_unix_ms < " + now + " - $4 THEN 1 ELSE 0 END "
-                                   "FROM budget_leases WHERE tenant = $1 AND "
+                                   "updated_unix_ms < " + now + " - $4 THEN 1 ELSE 0 END, CASE "
+                                   "WHEN " + live_claim + " AND claim_since_ms < $5 THEN "
+                                   "claim_usd ELSE 0 END FROM budget_leases WHERE tenant = $1 AND "
                                    "period_start_ms = $2 AND member <> $3",
-                                   Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms))) {
+                                   Params(ask.tenant, ask.period_start_ms, ask.member, silent_ms,
+                                          own_since))) {
         others += r.Double(1);
         settled += r.Double(2);
         if (r.Int(4) == 0) grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(3));
+        claimed_before += r.Double(5);
       }
       const std::string tenant[] = {ask.tenant};
       const double charged = ChargedSince(tenant, ask.period_start_ms).front();
@@ -491,10 +519,11 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
       // is free: near the end of a budget, parts go to requests, not to whoever asks most often.
       const bool ahead = ask.need_usd <= ask.holds_usd;
       grant.free_usd = free;
+      const double open = free - claimed_before;  // what is free less the claims before this one.
       double offer =
-          free >= ask.want_usd ? ask.want_usd
+          open >= ask.want_usd ? ask.want_usd
           : ahead              ? ask.holds_usd
-                               : std::min(free, ask.need_usd + std::max(0.0, free - ask.need_usd) / 2);
+                               : std::min(open, ask.need_usd + std::max(0.0, open - ask.need_usd) / 2);
       // Less than the request needs is no use to it, and would only be kept from the others.
       if (offer < ask.need_usd && !ahead) offer = ask.holds_usd;
       grant.granted_usd = std::max(ask.holds_usd, offer);
@@ -504,13 +533,23 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
                 "period_start_ms = $2 AND member <> $3 AND granted_usd > spent_usd",
                 Params(ask.tenant, ask.period_start_ms, ask.member));
       }
+      // Refused, with what it needs held by others: it claims what it lacks (keeping its place
+      // when it claimed already). Granted, or refused for want of budget: no claim.
+      const bool claims = grant.granted_usd < ask.need_usd &&
+                          free + grant.held_elsewhere_usd >= ask.need_usd;
+      const double claim_usd = claims ? ask.need_usd - grant.granted_usd : 0.0;
+      const std::int64_t claim_since = !claims ? 0 : own.empty() ? -1 : own_since;  // -1: now.
       c.Query("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, "
-              "settled_usd, spent_usd, updated_unix_ms) VALUES ($1, $2, $3, $4, $5, $6, " + now +
+              "settled_usd, spent_usd, updated_unix_ms, claim_usd, claim_since_ms, "
+              "claim_seen_ms) VALUES ($1, $2, $3, $4, $5, $6, " + now + ", $7, CASE WHEN CAST($8 AS "
+                  "BIGINT) < 0 THEN " + now + " ELSE CAST($8 AS BIGINT) END, " + now +
                   ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "
                   "granted_usd = excluded.granted_usd, settled_usd = excluded.settled_usd, "
-                  "spent_usd = excluded.spent_usd, updated_unix_ms = excluded.updated_unix_ms",
+                  "spent_usd = excluded.spent_usd, updated_unix_ms = excluded.updated_unix_ms, "
+                  "claim_usd = excluded.claim_usd, claim_since_ms = excluded.claim_since_ms, "
+                  "claim_seen_ms = excluded.claim_seen_ms",
               Params(ask.tenant, ask.period_start_ms, ask.member, grant.granted_usd,
-                     ask.settled_usd, ask.spent_usd));
+                     ask.settled_usd, ask.spent_usd, claim_usd, claim_since));
     });
     return grant;
   });
@@ -547,13 +586,35 @@ Result<std::vector<BudgetLeaseRow>> SqlStore::RefreshBudgetLeases(
   });
 }
 
-Result<void> SqlStore::RetireBudgetMember(std::string_view member) {
-  auto done = Guard([&] {
-    connection_->Query("DELETE FROM budget_leases WHERE member = $1", Params(std::string(member)));
-    return true;
+Result<std::size_t> SqlStore::RetireBudgetMember(std::string_view member) {
+  return Guard([&] {
+    std::size_t held = 0;
+    Transaction([&] {
+      const auto rows = connection_->Query(
+          "SELECT COUNT(*) FROM budget_leases WHERE member = $1", Params(std::string(member)));
+      held = static_cast<std::size_t>(rows.at(0).Int(0));
+      connection_->Query("DELETE FROM budget_leases WHERE member = $1",
+                         Params(std::string(member)));
+    });
+    return held;
   });
-  if (!done) return std::unexpected(done.error());
-  return {};
+}
+
+Result<std::vector<BudgetLeaseState>> SqlStore::BudgetLeases() {
+  return Guard([&] {
+    const std::string now(connection_->NowMsExpression());
+    std::vector<BudgetLeaseState> out;
+    for (const auto& r : connection_->Query(
+             "SELECT tenant, period_start_ms, member, granted_usd, settled_usd, spent_usd, CASE "
+             "WHEN wanted_unix_ms > " + now + " - $1 THEN 1 ELSE 0 END, " + now +
+                 " - updated_unix_ms FROM budget_leases ORDER BY member, tenant, period_start_ms",
+             Params(kWantedForMs))) {
+      out.push_back({{r.Text(0), r.Int(1), r.Text(2), r.Double(3), r.Double(4), r.Double(5),
+                      r.Int(6) != 0},
+                     r.Int(7)});
+    }
+    return out;
+  });
 }
 
 Result<void> SqlStore::PutRateUsage(std::span<const RateUsageRow> rows) {

@@ -40,7 +40,8 @@ class SqlStore final : public Store {
   Result<BudgetGrant> GrowBudgetLease(const BudgetLeaseAsk& ask, std::int64_t silent_ms) override;
   Result<std::vector<BudgetLeaseRow>> RefreshBudgetLeases(
       std::string_view member, std::span<const BudgetLeaseRow> rows) override;
-  Result<void> RetireBudgetMember(std::string_view member) override;
+  Result<std::size_t> RetireBudgetMember(std::string_view member) override;
+  Result<std::vector<BudgetLeaseState>> BudgetLeases() override;
   Result<void> AppendAudit(const AuditRow& row) override;
   Result<std::vector<AuditRow>> Audit(std::int64_t from_ms, std::int64_t to_ms) override;
 

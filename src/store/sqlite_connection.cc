@@ -132,6 +132,9 @@ class SqliteConnection final : public Connection {
   void LockSchema() override {}  // BEGIN IMMEDIATE already excludes other writers.
   void LockKey(std::string_view) override {}  // so does it here.
   std::string_view AuditIdColumn() const override { return "INTEGER PRIMARY KEY AUTOINCREMENT"; }
+  std::string_view CountColumnQuery() const override {
+    return "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2";
+  }
   std::string_view EndDayExpression() const override {
     return "strftime('%Y-%m-%d', end_unix_ms / 1000, 'unixepoch')";
   }

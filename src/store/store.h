@@ -131,8 +131,11 @@ class Store {
       std::string_view member, std::span<const BudgetLeaseRow> rows) = 0;
 
   // Removes every budget lease of `member`, a gateway gone whose ledger rows are all in the
-  // store (its journal replayed): its spend counts from the ledger from then on.
-  virtual Result<void> RetireBudgetMember(std::string_view member) = 0;
+  // store (its journal replayed), or that will never run again: its spend counts from the ledger
+  // from then on. Returns how many leases it held.
+  virtual Result<std::size_t> RetireBudgetMember(std::string_view member) = 0;
+  // Every budget lease, by member, tenant and period (GET /admin/gateways).
+  virtual Result<std::vector<BudgetLeaseState>> BudgetLeases() = 0;
 
   // The audit log: appended, never changed. Audit returns from_ms <= unix_ms < to_ms in order.
   virtual Result<void> AppendAudit(const AuditRow& row) = 0;

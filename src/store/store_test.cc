@@ -502,13 +502,93 @@ TEST_F(StoreTest, ASilentMemberKeepsItsGrantUntilRetired) {
   ASSERT_TRUE(silent);
   EXPECT_DOUBLE_EQ(silent->free_usd, 1.5);         // its grant still counts...
   EXPECT_DOUBLE_EQ(silent->held_elsewhere_usd, 0);  // ...but nothing will come back from it.
-  ASSERT_TRUE(store_->RetireBudgetMember("gone"));
+  // The leases as an operator lists them (GET /admin/gateways): by member, each with when its
+  // member was last heard from.
+  auto leases = store_->BudgetLeases();
+  ASSERT_TRUE(leases);
+  ASSERT_EQ(leases->size(), 2u);
+  EXPECT_EQ((*leases)[0].lease.member, "gone");
+  EXPECT_DOUBLE_EQ((*leases)[0].lease.granted_usd, 10);
+  EXPECT_DOUBLE_EQ((*leases)[0].lease.settled_usd, 3);
+  EXPECT_GE((*leases)[0].heard_ms_ago, 50);
+  EXPECT_EQ((*leases)[1].lease.member, "new");
+  EXPECT_LT((*leases)[1].heard_ms_ago, (*leases)[0].heard_ms_ago);
+  auto retired = store_->RetireBudgetMember("gone");
+  ASSERT_TRUE(retired);
+  EXPECT_EQ(*retired, 1u);
+  EXPECT_EQ(store_->RetireBudgetMember("gone").value_or(99), 0u);
+  ASSERT_EQ(store_->BudgetLeases()->size(), 1u);
   auto after = store_->GrowBudgetLease(Ask("acme", day, "new", 8.5), 20);
   ASSERT_TRUE(after);
   EXPECT_DOUBLE_EQ(after->granted_usd, 8.5);  // 12.5 less the 4 in the ledger.
   auto gone = store_->RefreshBudgetLeases("gone", {});
   ASSERT_TRUE(gone);
   EXPECT_TRUE(gone->empty());
+}
+
+// A store whose budget_leases table is from before claims (session 14's) gets their columns when
+// opened, and its leases stay.
+TEST_F(StoreTest, AStoreFromBeforeClaimsGetsTheirColumns) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));
+  const std::int64_t day = kT0 / kDay * kDay;
+  ASSERT_TRUE(store_->GrowBudgetLease(Ask("acme", day, "a", 10), 60'000));
+  store_.reset();
+  RawSql("DROP TABLE budget_leases");
+  RawSql("CREATE TABLE budget_leases (tenant TEXT NOT NULL, period_start_ms BIGINT NOT NULL, "
+         "member TEXT NOT NULL, granted_usd DOUBLE PRECISION NOT NULL, settled_usd DOUBLE "
+         "PRECISION NOT NULL, spent_usd DOUBLE PRECISION NOT NULL, wanted_unix_ms BIGINT NOT NULL "
+         "DEFAULT 0, updated_unix_ms BIGINT NOT NULL, PRIMARY KEY (tenant, period_start_ms, "
+         "member))");
+  RawSql("INSERT INTO budget_leases (tenant, period_start_ms, member, granted_usd, settled_usd, "
+         "spent_usd, updated_unix_ms) VALUES ('acme', " + std::to_string(day) +
+         ", 'a', 10, 0, 0, 0)");
+  store_ = Open();
+  ASSERT_NE(store_, nullptr);
+  auto b = store_->GrowBudgetLease(Ask("acme", day, "b", 5), 60'000);
+  ASSERT_TRUE(b) << b.error();
+  EXPECT_EQ(b->granted_usd, 0);  // a's 10 of 12.5 are still held.
+  store_.reset();
+  store_ = Open();  // and opened again, nothing to add.
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->BudgetLeases()->size(), 2u);
+}
+
+// What another member gives back goes to the members refused before, in the order they asked,
+// not to whoever asks next: a refused member claims what it lacks, and a later asker gets only
+// what is free beyond the claims made before its own.
+TEST_F(StoreTest, WhatComesFreeGoesToTheMembersRefusedFirst) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("acme")));  // 12.5 USD a day.
+  const std::int64_t day = kT0 / kDay * kDay;
+  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(Ask("acme", day, "a", 10), 60'000)->granted_usd, 10);
+  auto b = store_->GrowBudgetLease(Ask("acme", day, "b", 5), 60'000);  // 2.5 free: refused.
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->granted_usd, 0);
+  EXPECT_DOUBLE_EQ(b->held_elsewhere_usd, 10);
+  // "a" goes idle and gives back all but 2: 10.5 is free.
+  ASSERT_TRUE(store_->RefreshBudgetLeases("a", std::vector{BudgetLeaseRow{
+                                                   "acme", day, "a", 2, 0, 0, false}}));
+  // "c" asks for 8 before "b" asks again: 5 of the 10.5 are b's claim, so c is refused.
+  auto c = store_->GrowBudgetLease(Ask("acme", day, "c", 8), 60'000);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->granted_usd, 0);
+  EXPECT_DOUBLE_EQ(c->free_usd, 10.5);
+  b = store_->GrowBudgetLease(Ask("acme", day, "b", 5), 60'000);
+  ASSERT_TRUE(b);
+  EXPECT_DOUBLE_EQ(b->granted_usd, 5);
+  // c claimed in its turn: a newcomer's half-dollar waits behind it.
+  auto d = store_->GrowBudgetLease(Ask("acme", day, "d", 0.5), 60'000);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->granted_usd, 0);
+  // b is done and gives its part back: c, first in line, gets what it needs.
+  ASSERT_TRUE(store_->RefreshBudgetLeases("b", std::vector{BudgetLeaseRow{
+                                                   "acme", day, "b", 0, 0, 0, false}}));
+  c = store_->GrowBudgetLease(Ask("acme", day, "c", 8), 60'000);
+  ASSERT_TRUE(c);
+  EXPECT_DOUBLE_EQ(c->granted_usd, 8);
+  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(Ask("acme", day, "d", 0.5), 60'000)->granted_usd, 0.5);
+  // A member asking for more than could ever come free claims nothing: it holds up no one.
+  EXPECT_EQ(store_->GrowBudgetLease(Ask("acme", day, "e", 50), 60'000)->granted_usd, 0);
+  EXPECT_DOUBLE_EQ(store_->GrowBudgetLease(Ask("acme", day, "f", 1), 60'000)->granted_usd, 1);
 }
 
 // Members asking at once through their own connections are never granted more than the budget.

@@ -225,6 +225,56 @@ TEST_P(TenancyIntegrationTest, AKeyMadeAtOneGatewayWorksAtTheOtherAndItsRevocati
   EXPECT_NE(audit.body.find("key.revoke"), std::string::npos) << audit.body;
 }
 
+// An operator sees the gateways of the store by their budget leases (GET /admin/gateways), and
+// can retire one that will not run again so that what it held goes back to the others; a
+// gateway heard from lately is retired only when forced, and then simply asks again.
+TEST_P(TenancyIntegrationTest, TheGatewaysOfTheStoreAreListedAndOneCanBeRetired) {
+  PutTenant({{"id", "budgeted"}, {"budget_usd", 1.0}, {"budget_period", "day"}});
+  auto [id, key] = NewKey("budgeted");
+  for (int gw = 0; gw < 2; ++gw) ASSERT_EQ(clients_[gw]->Chat(key, ChatBody(8, false)).status, 200);
+  auto list = Admin(0, http::verb::get, "/admin/gateways");
+  ASSERT_EQ(list.status, 200) << list.body;
+  const json j = json::parse(list.body);
+  ASSERT_EQ(j["data"].size(), 2u) << list.body;
+  std::string self = j["self"], other;
+  int selves = 0;
+  for (const auto& g : j["data"]) {
+    if (g["self"].get<bool>()) {
+      ++selves;
+      EXPECT_EQ(g["member"], self);
+    } else {
+      other = g["member"];
+    }
+    EXPECT_LT(g["heard_s_ago"].get<double>(), 5.0) << list.body;
+    ASSERT_EQ(g["leases"].size(), 1u) << list.body;
+    EXPECT_EQ(g["leases"][0]["tenant"], "budgeted");
+    EXPECT_GT(g["leases"][0]["granted_usd"].get<double>(), 0) << list.body;
+  }
+  EXPECT_EQ(selves, 1);
+
+  auto code = [](const testing::StreamResult& r) { return json::parse(r.body)["error"]["code"]; };
+  auto r = Admin(0, http::verb::delete_, "/admin/gateways/" + self);
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(code(r), "gateway_is_self") << r.body;
+  r = Admin(0, http::verb::delete_, "/admin/gateways/" + other);
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(code(r), "gateway_alive") << r.body;
+  r = Admin(0, http::verb::delete_, "/admin/gateways/jnosuchgateway");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(code(r), "gateway_not_found") << r.body;
+  r = Admin(0, http::verb::delete_, "/admin/gateways/" + other + "?force=maybe");
+  EXPECT_EQ(r.status, 400) << r.body;
+  r = Admin(0, http::verb::delete_, "/admin/gateways/" + other + "?force=true");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["retired_leases"], 1);
+  list = Admin(0, http::verb::get, "/admin/gateways");
+  EXPECT_EQ(json::parse(list.body)["data"].size(), 1u) << list.body;
+  // The retired gateway, still running, asks again.
+  EXPECT_EQ(clients_[1]->Chat(key, ChatBody(8, false)).status, 200);
+  auto audit = Admin(0, http::verb::get, "/admin/audit");
+  EXPECT_NE(audit.body.find("gateway.retire"), std::string::npos) << audit.body;
+}
+
 // Every admin change is in the audit log, not only the tenancy ones: price overrides, the
 // hashprice and grid events too.
 TEST_P(TenancyIntegrationTest, GridAndPriceAdminChangesAreAudited) {

@@ -24,6 +24,9 @@ namespace {
 // A lease is trusted for kLeaseTrust after the store last heard from this gateway (a store outage
 // of up to kLeaseTrust is served from the leases held (kLeaseSilentMs: tenancy.h).
 constexpr auto kLeaseTrust = std::chrono::seconds(30);
+// How long a lease the store said is wanted keeps what it frees from the requests here: a
+// little past the next refresh, which renews it while others still wait.
+constexpr std::int64_t kWantedHoldMs = 1500;
 
 double NowS() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -306,6 +309,7 @@ bool Tenancy::RefreshLeases(bool release) {
         // in the store at the next refresh), and ask for none ahead.
         l.lease.Cap(l.lease.in_use_usd(), l.lease.period_start_ms());
         l.told_granted_usd = -1;
+        l.wanted_until_ms = now_ms + kWantedHoldMs;
         wanted.insert(id);
       }
     }
@@ -330,7 +334,12 @@ Tenancy::LeaseAnswer Tenancy::AskStoreForLease(const std::string& tenant, double
   store::BudgetLeaseAsk ask;
   {
     std::lock_guard lock(mu_);
-    const core::BudgetLease& lease = limits_.at(tenant).lease;
+    Limits& l = limits_.at(tenant);
+    if (UnixMsNow() < l.wanted_until_ms) {
+      // What the lease has freed since the store said it is wanted goes back now.
+      l.lease.Cap(l.lease.in_use_usd(), l.lease.period_start_ms());
+    }
+    const core::BudgetLease& lease = l.lease;
     ask.tenant = tenant;
     ask.period_start_ms = lease.period_start_ms();
     ask.period = core::ToString(lease.period());
@@ -456,14 +465,16 @@ Admission Tenancy::AdmitRate(const Tenant& tenant, std::int64_t worst_tokens) {
   return admission;
 }
 
-Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd) {
+Admission Tenancy::AdmitSpend(const Tenant& tenant, double worst_usd, bool from_grant) {
   if (ledger_ && !ledger_->TryReserve()) return {Admission::Verdict::kLedgerFull, 1};
   if (tenant.budget_usd <= 0) return {Admission::Verdict::kOk};
   const std::int64_t now_ms = UnixMsNow();
   std::lock_guard lock(mu_);
   Limits& l = LimitsOf(tenant);
-  const bool admitted = store_ ? LeaseTrusted() && l.lease.TryReserve(worst_usd, now_ms)
-                               : l.budget.TryReserve(worst_usd, now_ms);
+  const bool others_wait = !from_grant && now_ms < l.wanted_until_ms;
+  const bool admitted =
+      store_ ? LeaseTrusted() && !others_wait && l.lease.TryReserve(worst_usd, now_ms)
+             : l.budget.TryReserve(worst_usd, now_ms);
   if (admitted) return {Admission::Verdict::kOk};
   if (ledger_) ledger_->Release();
   return {store_ ? Admission::Verdict::kNeedsLease : Admission::Verdict::kOverBudget, 0};
@@ -497,7 +508,7 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
   trust_lapse_warned_ = false;
   // Other requests here may take what is granted before this one does: ask again, a few times.
   for (int ask = 0; ask < 3; ++ask) {
-    const Admission admission = AdmitSpend(tenant, worst_usd);
+    const Admission admission = AdmitSpend(tenant, worst_usd, /*from_grant=*/ask > 0);
     if (admission.verdict != Verdict::kNeedsLease) return admission;
     if (!LeaseTrusted()) return {Verdict::kBudgetUnreachable, 1};
     double spare;
@@ -536,7 +547,7 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
     }
   }
   // Granted each time, and each time taken by other requests here first.
-  const Admission last = AdmitSpend(tenant, worst_usd);
+  const Admission last = AdmitSpend(tenant, worst_usd, /*from_grant=*/true);
   if (last.verdict != Verdict::kNeedsLease) return last;
   return {LeaseTrusted() ? Verdict::kBudgetLeasedElsewhere : Verdict::kBudgetUnreachable, 1};
 }

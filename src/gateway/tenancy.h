@@ -94,7 +94,9 @@ class Tenancy {
   Admission AdmitRate(const Tenant& tenant, std::int64_t worst_tokens);
   // Reserves a ledger slot and `worst_usd` of the tenant's budget. With a store, only within this
   // gateway's lease on the budget: kNeedsLease (nothing taken) when that is too small.
-  Admission AdmitSpend(const Tenant& tenant, double worst_usd);
+  // `from_grant`: the lease was just grown for this request (AdmitWithLease): it may take from
+  // it even while others wait for what the lease frees.
+  Admission AdmitSpend(const Tenant& tenant, double worst_usd, bool from_grant = false);
   // Asks the store for more of the tenant's budget (off the caller's thread, as the store may
   // take a while), then admits as AdmitSpend does; calls `done` from the asking thread. Never
   // answers kNeedsLease.
@@ -154,6 +156,10 @@ class Tenancy {
     double budget_usd = 0;
     // What the store was last told of the lease (RefreshLeases writes only what moved).
     double told_granted_usd = -1, told_settled_usd = -1, told_spent_usd = -1;
+    // Until then (unix ms), other gateways wait for what this lease frees (the store said it
+    // is wanted): what a request here frees goes back to the store rather than to the next
+    // request here, which asks the store, in turn, as theirs do.
+    std::int64_t wanted_until_ms = 0;
   };
   Tenancy() = default;
   Limits& LimitsOf(const Tenant& tenant);  // mu_ held.

@@ -136,6 +136,23 @@ TEST_F(TenancyLeaseTest, ARefusedGatewayGetsTheSpareABusyOneHolds) {
   EXPECT_EQ(Admit(*a, 0.2).verdict, Verdict::kBudgetLeasedElsewhere);
 }
 
+// Once the store says a busy gateway's lease is wanted (another was refused), what the busy
+// gateway's requests free goes back to the store, not to its next request: that one asks the
+// store too, and waits behind the refused gateway's claim.
+TEST_F(TenancyLeaseTest, WhatAWantedLeaseFreesGoesToTheGatewayRefusedFirst) {
+  auto a = Gateway();
+  auto b = Gateway();
+  ASSERT_EQ(Admit(*a, 0.1).verdict, Verdict::kOk);  // holds 0.5.
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(a->AdmitSpend(*tenant_, 0.1).verdict, Verdict::kOk);
+  EXPECT_EQ(Admit(*b, 0.7).verdict, Verdict::kBudgetLeasedElsewhere);  // claims 0.7.
+  a->Poll(std::chrono::milliseconds(0));  // hears that its lease is wanted: keeps its 0.4 in use.
+  End(*a, 0.1, 0.05);                     // frees 0.05 here...
+  EXPECT_EQ(a->AdmitSpend(*tenant_, 0.05).verdict, Verdict::kNeedsLease);  // ...not for a's next,
+  // which asks the store, where b's claim comes first: 1 - 0.7 claimed < a's 0.35 + 0.05.
+  EXPECT_EQ(Admit(*a, 0.05).verdict, Verdict::kBudgetLeasedElsewhere);
+  EXPECT_EQ(Admit(*b, 0.6).verdict, Verdict::kOk);  // 1 - a's 0.35.
+}
+
 // A gateway that died (kill -9) left rows in the ledger it never said it settled (its journal
 // replayed them). A live gateway's settled spend whose rows are not in the ledger yet must not
 // cancel them out: it says only what the ledger holds.

@@ -177,6 +177,9 @@ std::expected<void, std::string> Tenancy::Reload() {
   }
   {
     std::lock_guard lock(directory_mu_);
+    // Reloads may run at once (the poller's, a key's look, an admin change's): one that read an
+    // older version than the one installed must not put its older keys back.
+    if (*version < version_) return {};
     directory_ = std::move(dir);
     version_ = *version;
   }
@@ -507,8 +510,9 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
   }
   trust_lapse_warned_ = false;
   // Other requests here may take what is granted before this one does: ask again, a few times.
+  bool granted = false;  // the store has grown the lease for this request.
   for (int ask = 0; ask < 3; ++ask) {
-    const Admission admission = AdmitSpend(tenant, worst_usd, /*from_grant=*/ask > 0);
+    const Admission admission = AdmitSpend(tenant, worst_usd, /*from_grant=*/granted);
     if (admission.verdict != Verdict::kNeedsLease) return admission;
     if (!LeaseTrusted()) return {Verdict::kBudgetUnreachable, 1};
     double spare;
@@ -545,9 +549,10 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
       }
       return {Verdict::kOverBudget, 0};
     }
+    granted = true;
   }
   // Granted each time, and each time taken by other requests here first.
-  const Admission last = AdmitSpend(tenant, worst_usd, /*from_grant=*/true);
+  const Admission last = AdmitSpend(tenant, worst_usd, /*from_grant=*/granted);
   if (last.verdict != Verdict::kNeedsLease) return last;
   return {LeaseTrusted() ? Verdict::kBudgetLeasedElsewhere : Verdict::kBudgetUnreachable, 1};
 }

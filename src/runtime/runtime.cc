@@ -148,7 +148,8 @@ struct Runtime::Parts {
   double market_speed = 1;
   bool demo_keys = false;
   std::chrono::milliseconds shutdown_grace{0};
-  std::atomic<bool> draining{false};
+  std::mutex stop_mu;  // a second Stop waits for the first to end.
+  bool stop_began = false;  // under stop_mu.
   std::atomic<bool> hurry{false};
   std::atomic<bool> stopped{false};
 
@@ -599,7 +600,9 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
 
 void Runtime::Stop() {
   Parts& p = *parts_;
-  if (p.draining.exchange(true)) return;
+  std::lock_guard stopping(p.stop_mu);
+  if (p.stop_began) return;
+  p.stop_began = true;
   p.Drain();
   p.stopped = true;
   if (p.gateway_pool && p.price_timer) {

@@ -534,7 +534,8 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
                 Params(ask.tenant, ask.period_start_ms, ask.member));
       }
       // Refused, with what it needs held by others: it claims what it lacks (keeping its place
-      // when it claimed already). Granted, or refused for want of budget: no claim.
+      // when it claimed already). Granted, or refused for want of budget: no claim. Asking
+      // ahead (its refresh, for a spare part) leaves a claim of its other requests as it is.
       const bool claims = grant.granted_usd < ask.need_usd &&
                           free + grant.held_elsewhere_usd >= ask.need_usd;
       const double claim_usd = claims ? ask.need_usd - grant.granted_usd : 0.0;
@@ -546,10 +547,13 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
                   ") ON CONFLICT (tenant, period_start_ms, member) DO UPDATE SET "
                   "granted_usd = excluded.granted_usd, settled_usd = excluded.settled_usd, "
                   "spent_usd = excluded.spent_usd, updated_unix_ms = excluded.updated_unix_ms, "
-                  "claim_usd = excluded.claim_usd, claim_since_ms = excluded.claim_since_ms, "
-                  "claim_seen_ms = excluded.claim_seen_ms",
+                  "claim_usd = CASE WHEN $9 = 1 THEN budget_leases.claim_usd ELSE "
+                  "excluded.claim_usd END, claim_since_ms = CASE WHEN $9 = 1 THEN "
+                  "budget_leases.claim_since_ms ELSE excluded.claim_since_ms END, claim_seen_ms = "
+                  "CASE WHEN $9 = 1 THEN budget_leases.claim_seen_ms ELSE excluded.claim_seen_ms END",
               Params(ask.tenant, ask.period_start_ms, ask.member, grant.granted_usd,
-                     ask.settled_usd, ask.spent_usd, claim_usd, claim_since));
+                     ask.settled_usd, ask.spent_usd, claim_usd, claim_since,
+                     std::int64_t{ahead ? 1 : 0}));
     });
     return grant;
   });

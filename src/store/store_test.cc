@@ -564,6 +564,8 @@ TEST_F(StoreTest, WhatComesFreeGoesToTheMembersRefusedFirst) {
   ASSERT_TRUE(b);
   EXPECT_EQ(b->granted_usd, 0);
   EXPECT_DOUBLE_EQ(b->held_elsewhere_usd, 10);
+  // b's refresh asks ahead (it needs nothing more now): its claim stays.
+  ASSERT_TRUE(store_->GrowBudgetLease(Ask("acme", day, "b", 0), 60'000));
   // "a" goes idle and gives back all but 2: 10.5 is free.
   ASSERT_TRUE(store_->RefreshBudgetLeases("a", std::vector{BudgetLeaseRow{
                                                    "acme", day, "a", 2, 0, 0, false}}));

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <cstdio>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <thread>
@@ -719,10 +720,17 @@ int RunUntilSignal(const fleet::FleetConfig& config, const UpOptions& options) {
   main_context.run();
   // A second signal while the requests under way finish cuts them.
   Runtime& runtime = **rt;
-  signals.async_wait([&runtime](boost::system::error_code ec, int sig) {
+  signals.async_wait([&runtime, &signals](boost::system::error_code ec, int sig) {
     if (ec) return;
-    spdlog::info("signal {}: stopping now", sig);
+    spdlog::info("signal {}: stopping now (signal again to exit at once)", sig);
     runtime.Hurry();
+    // A third: out at once (each request's ledger row is journaled before it ends).
+    signals.async_wait([](boost::system::error_code ec3, int sig3) {
+      if (ec3) return;
+      spdlog::warn("signal {}: exiting now", sig3);
+      spdlog::shutdown();
+      std::_Exit(128 + sig3);
+    });
   });
   main_context.restart();
   std::thread second_signal([&main_context] { main_context.run(); });

@@ -89,7 +89,7 @@ int RunEngine(const std::string& listen, const std::string& gpu, const std::stri
   std::fflush(stdout);
   net::asio::io_context main_context(1);
   net::asio::signal_set signals(main_context, SIGINT, SIGTERM);
-  signals.async_wait([](boost::system::error_code, int) {});
+  signals.async_wait([](boost::system::error_code, int sig) { spdlog::info("signal {}: stopping", sig); });
   main_context.run();
   // As a serving engine stops: no new request, the ones in flight finish (up to the grace, or
   // until a second signal), then the rest end with an error.
@@ -98,9 +98,25 @@ int RunEngine(const std::string& listen, const std::string& gpu, const std::stri
   signals.async_wait([&hurry](boost::system::error_code ec, int) { hurry = !ec; });
   main_context.restart();
   std::thread second_signal([&main_context] { main_context.run(); });
-  const auto until = std::chrono::steady_clock::now() + grace;
-  while (e->open_connections() > 0 && !hurry && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  const auto wait_closed = [&](std::chrono::steady_clock::time_point until, bool heed_hurry) {
+    while (e->open_connections() > 0 && !(heed_hurry && hurry) &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  if (const std::size_t open = e->open_connections(); open > 0) {
+    spdlog::info("draining: {} connection(s) open, waiting up to {} ms for their requests "
+                 "(signal again to stop at once)",
+                 open, grace.count());
+    wait_closed(std::chrono::steady_clock::now() + grace, true);
+    if (e->open_connections() > 0) {
+      // Streams end with an error event, other requests with 503, before the connections go.
+      spdlog::warn("{} connection(s) still open: ending their requests", e->open_connections());
+      e->EndRequests();
+      wait_closed(std::chrono::steady_clock::now() + std::chrono::seconds(1), false);
+    } else {
+      spdlog::info("drained: every request under way has ended");
+    }
   }
   signals.cancel();
   second_signal.join();

@@ -297,12 +297,16 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
       if (!g.stream && !p->finished && res.ClientLeft()) co_return;
       if (stopped && !p->finished) {
         if (g.stream) {
-          co_await res.WriteChunk("data: " + net::ErrorBody("engine stopped", "server_error") +
-                                  "\n\n");
+          const std::string stopped_event =
+              "data: " + net::ErrorBody("engine stopped", "server_error") + "\n\n";
+          co_await res.WriteChunk(stopped_event);
           co_await res.EndStream();
         } else {
-          co_await res.Send(ApiErrorResponse(ApiError{503, "engine stopped", "server_error", {}, {}},
-                                             version));
+          // Made before the co_await: g++ 12 mishandles temporaries in a co_await's operand
+          // (this one was freed twice).
+          const ApiError stopped_error{503, "engine stopped", "server_error", {}, {}};
+          auto stopped_response = ApiErrorResponse(stopped_error, version);
+          co_await res.Send(std::move(stopped_response));
         }
         co_return;
       }
@@ -385,6 +389,9 @@ void Engine::Stop() {
 }
 
 void Engine::Drain() { state_->server->Drain(); }
+void Engine::EndRequests() {
+  asio::post(state_->executor, [s = state_] { s->DoStop(); });
+}
 std::size_t Engine::open_connections() const { return state_->server->open_connections(); }
 
 unsigned short Engine::port() const { return state_->server->port(); }

@@ -62,6 +62,9 @@ class Engine {
   // Stops accepting and closes idle connections; requests in flight go on (a graceful stop's
   // first step: Stop once open_connections() is 0, or the wait is over). Thread-safe.
   void Drain();
+  // Ends the requests in flight as Stop does (a stream with an error event, others with 503),
+  // but keeps their connections open for those answers to go out. Thread-safe.
+  void EndRequests();
   std::size_t open_connections() const;
   unsigned short port() const;
   // Thread-safe; refreshed whenever the scheduler runs (at least once per scheduled event).

@@ -4,6 +4,7 @@
 // latency targets and jurisdictions, and relays the engine's answer chunk by chunk, metering
 // tokens and energy. Also serves /v1/models, /metrics, /healthz and the admin API.
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -79,6 +80,12 @@ class Gateway {
   // Waits for admin work in progress to finish. Its completions go to the I/O threads' pool, so
   // this runs before that pool is destroyed (runtime.cc).
   void JoinAdminThread() { admin_pool_.join(); }
+  // The stop is cutting the requests still under way (Runtime::Stop, after its grace): an
+  // engine that fails from now on is being stopped, not failing. A stream then ends with the
+  // error `gateway_stopping`, and a request not yet answered is not tried elsewhere but
+  // answered 503 `gateway_stopping` (Retry-After: 1), so clients retry at another gateway.
+  void BeginCut() { cutting_.store(true, std::memory_order_relaxed); }
+  bool cutting() const { return cutting_.load(std::memory_order_relaxed); }
 
  private:
   // The caller's tenant by its API key (Tenancy::Identify; a key not known here is looked for
@@ -127,6 +134,7 @@ class Gateway {
   // here, not on an I/O thread, whose other requests would wait for it. Declared last: joined
   // first.
   net::asio::thread_pool admin_pool_{1};
+  std::atomic<bool> cutting_{false};
 };
 
 // A new request id: "req_" and 32 hex digits, the first twelve the Unix time in milliseconds, so

@@ -301,6 +301,7 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
     if (co_await Relay(call, d, responder)) co_return;
     excluded.push_back(d.endpoint_index);  // the endpoints that failed, the last one last.
     ++attempts;
+    if (cutting()) break;  // the engines are being stopped: none will answer.
   }
   give_back();
   if (!excluded.empty() && tenancy_->has_store()) {
@@ -310,8 +311,15 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
     const core::Endpoint& last = fleet_.endpoint(excluded.back());
     store::LedgerRow row = CallRow(call, fleet_.site(last.site_index).id, last.id,
-                                   "upstream_unavailable", elapsed_s);
+                                   cutting() ? "gateway_stopping" : "upstream_unavailable",
+                                   elapsed_s);
     co_await RecordDurably(*tenancy_, std::move(row));
+  }
+  if (cutting() && !excluded.empty()) {
+    co_await Fail(responder, call.request_id, http::status::service_unavailable,
+                  "the gateway is shutting down: retry the request", "server_error",
+                  "gateway_stopping", 1);
+    co_return;
   }
   if (attempts >= options_.max_attempts) {
     const std::string message =
@@ -393,6 +401,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       metrics_.RecordRequest(site.id, 499);
     } else if (outcome == "stream_broken") {
       metrics_.RecordRequest(site.id, 502);
+    } else if (outcome == "gateway_stopping") {
+      metrics_.RecordRequest(site.id, 503);
     }
     return tenancy_->has_store();
   };
@@ -719,7 +729,16 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       out.clear();
     }
   }
-  if (broken && !done_seen) {
+  const bool cut = broken && !done_seen && cutting();
+  if (cut) {
+    // The stop's grace is over and the engines are being stopped: say so, and blame no engine.
+    spdlog::info("{}: stream from {} cut by the stop after {} tokens", call.request_id,
+                 endpoint.id, content_events);
+    out += "data: " +
+           net::ErrorBody("the gateway is shutting down; the answer was cut", "server_error",
+                          "gateway_stopping") +
+           "\n\ndata: [DONE]\n\n";
+  } else if (broken && !done_seen) {
     // The engine died mid-stream: end the stream the way OpenAI clients understand.
     spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
                  content_events);
@@ -734,6 +753,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   std::string_view outcome = "ok";
   if (client_gone) {
     outcome = "client_cancelled";
+  } else if (cut) {
+    outcome = "gateway_stopping";
   } else if (broken && !done_seen) {
     outcome = "stream_broken";
   }

@@ -547,6 +547,17 @@ Admission Tenancy::AdmitWithLease(const Tenant& tenant, double worst_usd) {
       if (grant->free_usd + grant->held_elsewhere_usd >= row.need_usd) {
         return {Verdict::kBudgetLeasedElsewhere, 2};
       }
+      if (grant->free_usd + grant->held_elsewhere_usd + grant->held_silent_usd >= row.need_usd) {
+        // Refused only because gateways gone silent hold the rest: the operator should know.
+        const auto now = std::chrono::steady_clock::now();
+        if (now - silent_holders_warned_ >= std::chrono::minutes(1)) {
+          silent_holders_warned_ = now;
+          spdlog::warn("tenancy: {:.6f} USD of tenant {}'s budget is held by gateways not heard "
+                       "from for {} s; if they will not run again, retire them "
+                       "(GET /admin/gateways, DELETE /admin/gateways/{{member}})",
+                       grant->held_silent_usd, tenant.id, kLeaseSilentMs / 1000);
+        }
+      }
       return {Verdict::kOverBudget, 0};
     }
     granted = true;

@@ -229,6 +229,8 @@ class Tenancy {
   bool lease_warned_ = false;  // under lease_mu_: a failure was logged, none since.
   bool lease_unreachable_ = false;  // under lease_mu_: the last refresh failed.
   bool trust_lapse_warned_ = false;  // under lease_mu_: the lapse of trust was logged.
+  // Under lease_mu_: when a refusal for budget held by silent gateways was last logged.
+  std::chrono::steady_clock::time_point silent_holders_warned_{};
   // One thread each (as the gateway's admin thread), running jobs in order off the request
   // path; joined, once their work is done, before anything they use goes.
   std::unique_ptr<boost::asio::thread_pool> audit_worker_;

@@ -186,7 +186,7 @@ Reply RetireGateway(Tenancy& tenancy, store::Store& st, std::string_view member,
   if (*heard_ms_ago < kLeaseSilentMs && !force) {
     return Error(http::status::conflict,
                  fmt::format("gateway '{}' was heard from {:.0f} s ago: stop it first (a gateway "
-                             "is retired once silent for {} s, or with ?force=true)",
+                             "can be retired once silent for {} s, or now with ?force=true)",
                              member, *heard_ms_ago / 1000.0, kLeaseSilentMs / 1000),
                  "gateway_alive");
   }

@@ -297,16 +297,19 @@ template <typename Stream>
 class StreamResponder final : public Responder {
  public:
   // `deadline`: the plain connection's; null over TLS (tcp_stream's timer applies).
+  // `draining`: the server's flag; an answer that begins once it is set says "Connection: close".
   StreamResponder(Stream& stream, SocketDeadline* deadline, std::chrono::seconds write_timeout,
-                  bool keep_alive, unsigned version)
+                  bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr)
       : stream_(stream),
         deadline_(deadline),
         write_timeout_(write_timeout),
         keep_alive_(keep_alive),
         version_(version),
-        chunked_(version >= 11) {}
+        chunked_(version >= 11),
+        draining_(draining) {}
 
   asio::awaitable<bool> Send(Response response) override {
+    CloseIfDraining();
     response.version(version_);
     response.keep_alive(keep_alive_ && response.keep_alive());
     response.prepare_payload();
@@ -324,6 +327,7 @@ class StreamResponder final : public Responder {
   }
 
   asio::awaitable<bool> StartStream(http::response<http::empty_body> header) override {
+    CloseIfDraining();
     header.version(version_);
     if (chunked_) {
       header.chunked(true);
@@ -344,6 +348,7 @@ class StreamResponder final : public Responder {
     // As Beast frames a chunked 200 with keep_alive(keep_alive_): HTTP/1.1 says "close" when
     // the connection ends after it. An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1):
     // its stream is sent raw and ended by closing the connection.
+    CloseIfDraining();
     keep_alive_ = keep_alive_ && chunked_;
     sent_ = true;
     streaming_ = true;
@@ -476,9 +481,13 @@ class StreamResponder final : public Responder {
   Stream& stream_;
   SocketDeadline* deadline_;
   std::chrono::seconds write_timeout_;
+  void CloseIfDraining() {
+    if (draining_ != nullptr && draining_->load(std::memory_order_relaxed)) keep_alive_ = false;
+  }
   bool keep_alive_;
   unsigned version_;
   const bool chunked_;  // HTTP/1.1: a stream is chunked; HTTP/1.0: raw, ended by the close.
+  const std::atomic<bool>* draining_;
   bool sent_ = false;
   bool gone_ = false;
   bool streaming_ = false;
@@ -767,7 +776,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       request.set_keep_alive(parser.keep_alive());
       // While draining, the answer says "Connection: close" (the loop ends after it).
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,
-                                        request.keep_alive() && !stopped, request.version());
+                                        request.keep_alive(), request.version(), &stopped);
       if (plain) {
         plain->Disarm();
       } else {

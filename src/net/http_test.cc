@@ -82,6 +82,15 @@ asio::awaitable<void> Echo(ServerRequest& req, Responder& r) {
     co_await r.EndStream("data: 1\n\n");
     co_return;
   }
+  if (req.target() == "/gated-plain") {  // a whole answer, once the test opens the gate.
+    asio::steady_timer wait(co_await asio::this_coro::executor);
+    for (int i = 0; i < 1000 && !gate_open; ++i) {
+      wait.expires_after(std::chrono::milliseconds(5));
+      co_await wait.async_wait(asio::use_awaitable);
+    }
+    co_await r.Send(MakeResponse(http::status::ok, "opened", "text/plain"));
+    co_return;
+  }
   if (req.target() == "/throw") throw std::runtime_error("boom");
   if (req.target().starts_with("/parts")) {  // what the handler sees of the request.
     std::string seen = std::string(req.method_string()) + " " + std::string(req.target()) + " " +
@@ -235,12 +244,14 @@ TEST_F(HttpTest, ADrainFinishesRequestsUnderWayAndClosesIdleConnections) {
   ASSERT_TRUE(idle.ReadUntil("you said hi", std::chrono::milliseconds(2000))) << idle.got;
   RawClient half_sent(server_->port());
   half_sent.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nab");
-  ASSERT_TRUE(WaitForConnections(3));
+  RawClient waiting(server_->port());  // its answer begins after the drain does.
+  waiting.Send("GET /gated-plain HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(WaitForConnections(4));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the half request is read.
 
   server_->Drain();
   EXPECT_TRUE(idle.ReadToEnd(std::chrono::milliseconds(1000))) << "idle connection left open";
-  ASSERT_TRUE(WaitForConnections(2));
+  ASSERT_TRUE(WaitForConnections(3));
   asio::io_context io;
   tcp::socket late(io);
   boost::system::error_code ec;
@@ -257,6 +268,9 @@ TEST_F(HttpTest, ADrainFinishesRequestsUnderWayAndClosesIdleConnections) {
   gate_open = true;
   ASSERT_TRUE(streaming.ReadToEnd(std::chrono::milliseconds(2000))) << streaming.got;
   EXPECT_NE(streaming.got.find("data: 1\n\n\r\n0\r\n\r\n"), std::string::npos) << streaming.got;
+  ASSERT_TRUE(waiting.ReadToEnd(std::chrono::milliseconds(2000))) << waiting.got;
+  EXPECT_NE(waiting.got.find("Connection: close\r\n"), std::string::npos) << waiting.got;
+  EXPECT_EQ(waiting.BodyAfter(), "opened");
   EXPECT_TRUE(WaitForConnections(0));
 }
 

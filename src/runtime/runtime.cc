@@ -172,8 +172,9 @@ struct Runtime::Parts {
   void Drain() {
     if (server) server->Drain();
     if (admin_server) admin_server->Drain();
+    // The idle ones close at once (on their threads): count the rest.
+    if (AwaitClosed(std::chrono::steady_clock::now() + std::chrono::milliseconds(50), false)) return;
     const std::size_t open = OpenConnections();
-    if (open == 0) return;
     spdlog::info("draining: {} connection(s) open, waiting up to {} ms for their requests "
                  "(signal again to stop at once)",
                  open, shutdown_grace.count());
@@ -184,6 +185,7 @@ struct Runtime::Parts {
     // Cut what is left: the emulated engines first, so a stream relayed from one ends with an
     // error event and [DONE] (the gateway's mid-stream failure), then whatever still holds on.
     spdlog::warn("{} connection(s) still open: cutting their requests", OpenConnections());
+    if (gateway) gateway->BeginCut();
     for (auto& e : engines) {
       if (e) e->Stop();
     }

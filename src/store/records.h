@@ -147,6 +147,9 @@ struct BudgetGrant {
   // What the other gateways hold beyond what they have spent (as they last said): in use for
   // their requests in flight, or spare that they give back within a few seconds of going idle.
   double held_elsewhere_usd = 0;
+  // What members not heard from lately hold beyond their spend: theirs until they are heard from
+  // again or retired (DELETE /admin/gateways/{member}).
+  double held_silent_usd = 0;
   // The tenant's budget period in the store is not the one asked for (the gateway's view of the
   // tenant is older than a change): nothing was granted; reload and ask again.
   bool period_changed = false;

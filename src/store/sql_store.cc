@@ -506,7 +506,8 @@ Result<BudgetGrant> SqlStore::GrowBudgetLease(const BudgetLeaseAsk& ask, std::in
                                           own_since))) {
         others += r.Double(1);
         settled += r.Double(2);
-        if (r.Int(4) == 0) grant.held_elsewhere_usd += std::max(0.0, r.Double(1) - r.Double(3));
+        const double unspent = std::max(0.0, r.Double(1) - r.Double(3));
+        (r.Int(4) == 0 ? grant.held_elsewhere_usd : grant.held_silent_usd) += unspent;
         claimed_before += r.Double(5);
       }
       const std::string tenant[] = {ask.tenant};

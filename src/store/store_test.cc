@@ -502,6 +502,8 @@ TEST_F(StoreTest, ASilentMemberKeepsItsGrantUntilRetired) {
   ASSERT_TRUE(silent);
   EXPECT_DOUBLE_EQ(silent->free_usd, 1.5);         // its grant still counts...
   EXPECT_DOUBLE_EQ(silent->held_elsewhere_usd, 0);  // ...but nothing will come back from it.
+  EXPECT_DOUBLE_EQ(silent->held_silent_usd, 7);     // (what it holds beyond its spend)
+  EXPECT_DOUBLE_EQ(recent->held_silent_usd, 0);
   // The leases as an operator lists them (GET /admin/gateways): by member, each with when its
   // member was last heard from.
   auto leases = store_->BudgetLeases();

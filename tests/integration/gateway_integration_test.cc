@@ -444,8 +444,9 @@ TEST(GatewayShutdownTest, AStopLetsAStreamUnderWayFinish) {
   std::filesystem::remove_all(dir, ec);
 }
 
-// A stream still under way when the grace is over is cut the way a failing engine cuts one: an
-// error event, then [DONE]; its row has what was delivered.
+// A stream still under way when the grace is over is cut as a failing engine cuts one, an error
+// event then [DONE], but the error says the gateway is stopping; its row has what was
+// delivered. A non-streaming request is answered 503 gateway_stopping, not tried elsewhere.
 TEST(GatewayShutdownTest, AStreamStillGoingWhenTheGraceEndsGetsAnErrorAndDone) {
   const auto dir = FreshDir("pp-gw-drain-cut");
   auto runtime = StartEmulatedWithLedger(dir, std::chrono::milliseconds(300));
@@ -453,27 +454,44 @@ TEST(GatewayShutdownTest, AStreamStillGoingWhenTheGraceEndsGetsAnErrorAndDone) {
   TestClient client("127.0.0.1", runtime->port());
   testing::StreamResult r;
   std::thread streaming = StreamUnderWay(*runtime, client, 4000, r);  // ~20 s at real time.
+  TestClient plain_client("127.0.0.1", runtime->port());
+  testing::StreamResult plain;
+  std::thread waiting([&] { plain = plain_client.Chat("key-any", ChatBody(4000, false)); });
+  for (int i = 0; i < 300 && runtime->fleet().Status().endpoints.front().in_flight < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   const auto stop_began = std::chrono::steady_clock::now();
   runtime->Stop();
   const double stop_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began).count();
   streaming.join();
+  waiting.join();
+  EXPECT_EQ(plain.status, 503) << plain.error << plain.body;
+  EXPECT_NE(plain.body.find("\"gateway_stopping\""), std::string::npos) << plain.body;
+  EXPECT_EQ(plain.Header("retry-after"), "1");
   EXPECT_GE(stop_s, 0.3);
   EXPECT_LT(stop_s, 3.0);
   ASSERT_EQ(r.status, 200) << r.error << r.body;
   const auto events = SseData(r.body);
   ASSERT_GE(events.size(), 2u) << r.body;
   EXPECT_EQ(events.back(), "[DONE]") << r.body;
-  EXPECT_NE(events[events.size() - 2].find("\"error\""), std::string::npos) << r.body;
+  EXPECT_NE(events[events.size() - 2].find("\"gateway_stopping\""), std::string::npos) << r.body;
   runtime.reset();
   runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(1));
   ASSERT_NE(runtime, nullptr);
   const auto ledger = TestClient("127.0.0.1", runtime->port())
                           .Call(http::verb::get, "/admin/ledger", {}, "admin");
   ASSERT_EQ(ledger.status, 200) << ledger.body;
-  const json row = json::parse(ledger.body.substr(0, ledger.body.find('\n')));
-  EXPECT_EQ(row["request_id"], r.Header("x-request-id"));
-  EXPECT_NE(row["outcome"], "ok") << row.dump();
+  json row;
+  for (std::size_t at = 0; at < ledger.body.size();) {
+    const std::size_t nl = ledger.body.find('\n', at);
+    const json one = json::parse(ledger.body.substr(at, nl - at));
+    if (one["request_id"] == r.Header("x-request-id")) row = one;
+    if (nl == std::string::npos) break;
+    at = nl + 1;
+  }
+  ASSERT_FALSE(row.is_null()) << ledger.body;
+  EXPECT_EQ(row["outcome"], "gateway_stopping") << row.dump();
   EXPECT_GT(row["completion_tokens"].get<int>(), 0) << row.dump();
   EXPECT_LT(row["completion_tokens"].get<int>(), 4000) << row.dump();
   runtime.reset();

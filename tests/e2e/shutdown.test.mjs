@@ -1,6 +1,6 @@
 // End-to-end: stopping `powerplane up` (SIGTERM, as systemd, Kubernetes or Ctrl-C stop it) while
 // the official OpenAI client streams through it. The streams under way finish whole and are in
-// the ledger; a second signal cuts what is left with an error the client sees.
+// the ledger; a second signal cuts what is left with an error that says the gateway is stopping.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -98,6 +98,7 @@ test('a second signal cuts the streams still under way with an error event', asy
     for (const r of results) {
       assert.ok(r.error, 'a stream of 4000 tokens at real time ended without an error');
       assert.equal(r.error.constructor.name, 'APIError', `${r.error}`);
+      assert.match(String(r.error.message), /shutting down/);
       assert.ok(r.text.length > 0);
     }
     const { code } = await withTimeout(exited, 10000, 'exit after the second signal');

@@ -465,6 +465,9 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       conn = std::move(*c);
     }
     deadline = &conn->Deadline(kDeadlineGranularity);
+    // The stop's cut closes the exchange within the granularity, whatever the engine does: an
+    // engine this process did not start is not stopped with it.
+    deadline->WatchStop(&cutting_);
     // A non-streaming answer sends nothing to the client until it is whole: whether the client
     // is still there is asked at each of the deadline's wakes, and its leaving ends the exchange
     // (which cancels the work at the engine).
@@ -514,7 +517,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     const bool was_reused = conn->reused;
     deadline = nullptr;
     conn.reset();
-    if (!was_reused || client_left || answer_late) break;
+    if (!was_reused || client_left || answer_late || cutting()) break;
   }
   if (!conn) {
     if (client_left) {
@@ -522,6 +525,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       co_return true;
     }
     if (answer_late) co_return co_await timed_out();
+    if (cutting()) co_return false;  // cut by the stop: not the endpoint's failure.
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
     net::DropPooled(addr.host, addr.port);
     // Our own lack of descriptors is not the endpoint's fault: do not take it out.
@@ -614,6 +618,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         co_return true;
       }
       if (deadline->expired()) co_return co_await timed_out();
+      if (cutting()) co_return false;  // cut by the stop: answered 503 gateway_stopping.
       fleet_.MarkFailure(ep, "response broken");
       co_return false;  // nothing was sent yet: the call may go elsewhere.
     }

@@ -35,6 +35,8 @@ struct SocketDeadline::State {
   bool expired = false;
   std::function<bool()> peer_left;  // asked at each wake while armed (WatchPeer).
   bool left = false;
+  const std::atomic<bool>* stop = nullptr;  // looked at each wake while armed (WatchStop).
+  bool stopped = false;
 };
 
 SocketDeadline::SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity)
@@ -56,6 +58,12 @@ void SocketDeadline::Wait(const std::shared_ptr<State>& state,
     const auto t = std::chrono::steady_clock::now();
     if (s->peer_left && s->peer_left()) {
       s->left = true;
+      beast::error_code ignored;
+      s->socket.close(ignored);
+      return;
+    }
+    if (s->stop && s->stop->load(std::memory_order_relaxed)) {
+      s->stopped = true;
       beast::error_code ignored;
       s->socket.close(ignored);
       return;
@@ -90,6 +98,10 @@ bool SocketDeadline::expired() const { return state_->expired; }
 void SocketDeadline::WatchPeer(std::function<bool()> left) { state_->peer_left = std::move(left); }
 
 bool SocketDeadline::peer_left() const { return state_->left; }
+
+void SocketDeadline::WatchStop(const std::atomic<bool>* stop) { state_->stop = stop; }
+
+bool SocketDeadline::stopped() const { return state_->stopped; }
 
 bool PeerClosed(tcp::socket& socket) {
   pollfd p{.fd = socket.native_handle(), .events = POLLRDHUP, .revents = 0};

@@ -3,6 +3,7 @@
 // Pools are per thread: each worker thread runs one io_context, and a connection never leaves
 // the thread that opened it.
 
+#include <atomic>
 #include <chrono>
 #include <expected>
 #include <functional>
@@ -28,7 +29,10 @@ namespace powerplane::net {
 // (read_drained.h: DrainingBuffer reads rely on it). WatchPeer(left) also asks `left` at each
 // such wake, and closes the socket as an expiry does when it answers true (peer_left() turns
 // true): a request's upstream exchange ends within `granularity` of its client leaving. Disarm()
-// drops the watch. Not thread-safe: use it on the socket's executor. The socket must outlive it.
+// drops the watch. WatchStop(flag) (kept across Disarm, for the connection's life) closes the
+// socket the same way at the first wake while armed after `flag` turns true (stopped() turns
+// true): a process that is stopping ends its upstream exchanges within `granularity`, at no cost
+// per request. Not thread-safe: use it on the socket's executor. The socket must outlive it.
 class SocketDeadline {
  public:
   SocketDeadline(tcp::socket& socket, std::chrono::steady_clock::duration granularity);
@@ -41,6 +45,8 @@ class SocketDeadline {
   bool expired() const;
   void WatchPeer(std::function<bool()> left);
   bool peer_left() const;
+  void WatchStop(const std::atomic<bool>* stop);
+  bool stopped() const;
 
  private:
   struct State;

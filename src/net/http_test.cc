@@ -642,6 +642,44 @@ TEST(SocketDeadline, CutsAnArmedReadAndSparesADisarmedOne) {
   EXPECT_LT(cut_after_s, 1.0);
 }
 
+// A watched stop flag ends an armed read at the next wake after it turns true, long before the
+// deadline; before it turns true the read waits on.
+TEST(SocketDeadline, AStopEndsAnArmedReadAtTheNextWake) {
+  using std::chrono::milliseconds;
+  asio::io_context io;
+  Loopback link(io);
+  tcp::socket& client = link.client;
+  std::atomic<bool> stop{false};
+  bool cut = false, read_before_stop = false;
+  double cut_after_s = 0;
+  auto run = [&]() -> asio::awaitable<void> {
+    char byte = 0;
+    SocketDeadline deadline(client, milliseconds(20));
+    deadline.WatchStop(&stop);
+    deadline.Arm(std::chrono::seconds(30));
+    deadline.Disarm();  // the watch outlives a disarm.
+    deadline.Arm(std::chrono::seconds(30));
+    const auto start = std::chrono::steady_clock::now();
+    asio::steady_timer later(io);
+    later.expires_after(milliseconds(200));
+    later.async_wait([&](const boost::system::error_code&) {
+      read_before_stop = client.is_open();
+      stop = true;
+    });
+    auto [ec, n] = co_await client.async_read_some(asio::buffer(&byte, 1),
+                                                   asio::as_tuple(asio::use_awaitable));
+    cut = ec && deadline.stopped() && !deadline.expired() && !client.is_open();
+    cut_after_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  asio::co_spawn(io, run(), asio::detached);
+  io.run_for(std::chrono::seconds(5));
+  EXPECT_TRUE(read_before_stop);
+  EXPECT_TRUE(cut);
+  EXPECT_GT(cut_after_s, 0.15);
+  EXPECT_LT(cut_after_s, 1.0);
+}
+
 // A short read into a DrainingBuffer leaves the socket waiting for epoll (no read that finds
 // nothing); a full one does not; bytes that come later are still read. The same with the end's
 // report asked for (the socket's own DrainingBuffer) and without.

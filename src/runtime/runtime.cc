@@ -182,14 +182,16 @@ struct Runtime::Parts {
       spdlog::info("drained: every request under way has ended");
       return;
     }
-    // Cut what is left: the emulated engines first, so a stream relayed from one ends with an
-    // error event and [DONE] (the gateway's mid-stream failure), then whatever still holds on.
+    // Cut what is left: the gateway closes its exchanges with engines (within a second: each
+    // one's deadline looks at the cut as it wakes), and the emulated engines are stopped, so a
+    // stream ends with an error event and [DONE] and a request not yet answered is answered
+    // 503; then whatever still holds on is closed.
     spdlog::warn("{} connection(s) still open: cutting their requests", OpenConnections());
     if (gateway) gateway->BeginCut();
     for (auto& e : engines) {
       if (e) e->Stop();
     }
-    AwaitClosed(std::chrono::steady_clock::now() + std::chrono::seconds(1), /*heed_hurry=*/false);
+    AwaitClosed(std::chrono::steady_clock::now() + std::chrono::seconds(3), /*heed_hurry=*/false);
   }
 
   // Each site's effective marginal price (core/site_power.h): its node's price now, or what its

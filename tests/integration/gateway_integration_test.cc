@@ -12,6 +12,7 @@
 #include <sstream>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -20,6 +21,8 @@
 
 #include <sys/socket.h>
 
+#include "engine/engine.h"
+#include "engine/gpu_profiles.h"
 #include "fleet/fleet.h"
 #include "runtime/runtime.h"
 #include "test_client.h"
@@ -444,6 +447,32 @@ TEST(GatewayShutdownTest, AStopLetsAStreamUnderWayFinish) {
   std::filesystem::remove_all(dir, ec);
 }
 
+// Stops `runtime` (one endpoint) while a stream of 4000 tokens (`stream`, ~20 s at real time)
+// and a non-streaming request of as many (`plain`) are under way; returns how long Stop took.
+double StopWithTwoRequestsUnderWay(runtime::Runtime& runtime, testing::StreamResult& stream,
+                                   testing::StreamResult& plain) {
+  TestClient client("127.0.0.1", runtime.port()), plain_client("127.0.0.1", runtime.port());
+  std::thread streaming = StreamUnderWay(runtime, client, 4000, stream);
+  std::thread waiting([&] { plain = plain_client.Chat("key-any", ChatBody(4000, false)); });
+  for (int i = 0; i < 300 && runtime.fleet().Status().endpoints.front().in_flight < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const auto stop_began = std::chrono::steady_clock::now();
+  runtime.Stop();
+  const double stop_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began).count();
+  streaming.join();
+  waiting.join();
+  return stop_s;
+}
+
+// A request not yet answered when the stop cut it: 503 gateway_stopping, retry in a second.
+void ExpectStoppingAnswer(const testing::StreamResult& plain) {
+  EXPECT_EQ(plain.status, 503) << plain.error << plain.body;
+  EXPECT_NE(plain.body.find("\"gateway_stopping\""), std::string::npos) << plain.body;
+  EXPECT_EQ(plain.Header("retry-after"), "1");
+}
+
 // A stream still under way when the grace is over is cut as a failing engine cuts one, an error
 // event then [DONE], but the error says the gateway is stopping; its row has what was
 // delivered. A non-streaming request is answered 503 gateway_stopping, not tried elsewhere.
@@ -451,24 +480,9 @@ TEST(GatewayShutdownTest, AStreamStillGoingWhenTheGraceEndsGetsAnErrorAndDone) {
   const auto dir = FreshDir("pp-gw-drain-cut");
   auto runtime = StartEmulatedWithLedger(dir, std::chrono::milliseconds(300));
   ASSERT_NE(runtime, nullptr);
-  TestClient client("127.0.0.1", runtime->port());
-  testing::StreamResult r;
-  std::thread streaming = StreamUnderWay(*runtime, client, 4000, r);  // ~20 s at real time.
-  TestClient plain_client("127.0.0.1", runtime->port());
-  testing::StreamResult plain;
-  std::thread waiting([&] { plain = plain_client.Chat("key-any", ChatBody(4000, false)); });
-  for (int i = 0; i < 300 && runtime->fleet().Status().endpoints.front().in_flight < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  const auto stop_began = std::chrono::steady_clock::now();
-  runtime->Stop();
-  const double stop_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - stop_began).count();
-  streaming.join();
-  waiting.join();
-  EXPECT_EQ(plain.status, 503) << plain.error << plain.body;
-  EXPECT_NE(plain.body.find("\"gateway_stopping\""), std::string::npos) << plain.body;
-  EXPECT_EQ(plain.Header("retry-after"), "1");
+  testing::StreamResult r, plain;
+  const double stop_s = StopWithTwoRequestsUnderWay(*runtime, r, plain);
+  ExpectStoppingAnswer(plain);
   EXPECT_GE(stop_s, 0.3);
   EXPECT_LT(stop_s, 3.0);
   ASSERT_EQ(r.status, 200) << r.error << r.body;
@@ -589,6 +603,96 @@ class ClosingEngine {
   const std::string answer_;
   LoopbackAcceptor acceptor_{[this](net::tcp::socket s) { Answer(std::move(s)); }};
 };
+
+// An engine this process did not start (`urls`), on a thread of its own, emulating an H200 at
+// real time.
+class ExternalEngine {
+ public:
+  ExternalEngine() {
+    auto profile = engine::LoadGpuProfile("h200", PP_SOURCE_DIR "/data");
+    EXPECT_TRUE(profile) << profile.error();
+    engine::EngineOptions o;
+    o.gpu = std::make_shared<const core::GpuModel>(std::move(*profile));
+    engine_ = std::make_unique<engine::Engine>(
+        io_.get_executor(), net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0), o);
+    engine_->Start();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~ExternalEngine() {
+    engine_->Stop();
+    work_.reset();
+    io_.stop();
+    thread_.join();
+  }
+  unsigned short port() const { return engine_->port(); }
+  engine::EngineStats Stats() const { return engine_->Stats(); }
+
+ private:
+  net::asio::io_context io_;
+  std::optional<net::asio::executor_work_guard<net::asio::io_context::executor_type>> work_{
+      io_.get_executor()};
+  std::unique_ptr<engine::Engine> engine_;
+  std::thread thread_;
+};
+
+// The ledger's rows (JSON lines) read through a gateway started on the store in `dir`, by
+// request id, into `rows`.
+void ReadLedgerRows(const std::filesystem::path& dir, const std::string& fleet,
+                    std::map<std::string, json>& rows) {
+  runtime::UpOptions o;
+  o.state_dir = dir;
+  auto runtime = StartRuntime(fleet, 1, o);
+  if (!runtime) return;
+  const auto ledger =
+      TestClient("127.0.0.1", runtime->port()).Call(http::verb::get, "/admin/ledger", {}, "admin");
+  EXPECT_EQ(ledger.status, 200) << ledger.body;
+  std::istringstream lines(ledger.body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    json row = json::parse(line);
+    ASSERT_TRUE(row["request_id"].is_string()) << line;
+    const std::string id = row["request_id"].get<std::string>();
+    rows[id] = std::move(row);
+  }
+}
+
+// The stop's cut with engines the gateway did not start (they go on running): the gateway
+// closes its exchanges with them itself, so a stream still going when the grace ends gets the
+// gateway_stopping error event and [DONE], a non-streaming request still waiting is answered
+// 503 gateway_stopping, and both have their rows; the engine is not blamed.
+TEST(GatewayShutdownTest, TheCutEndsRequestsAtEnginesItDidNotStart) {
+  ExternalEngine engine;
+  const auto dir = FreshDir("pp-gw-cut-external");
+  const std::string fleet = OneEngineFleet({engine.port()});
+  runtime::UpOptions o;
+  o.state_dir = dir;
+  o.shutdown_grace = std::chrono::milliseconds(300);
+  auto runtime = StartRuntime(fleet, 1, o);
+  ASSERT_NE(runtime, nullptr);
+  testing::StreamResult r, plain;
+  const double stop_s = StopWithTwoRequestsUnderWay(*runtime, r, plain);
+  EXPECT_LT(stop_s, 3.0);
+  ExpectStoppingAnswer(plain);
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_GE(events.size(), 2u) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]") << r.body;
+  EXPECT_NE(events[events.size() - 2].find("\"gateway_stopping\""), std::string::npos) << r.body;
+  std::int64_t delivered = 0;
+  for (const auto& e : events) delivered += e.find("\"content\"") != std::string::npos;
+  runtime.reset();
+
+  std::map<std::string, json> rows;
+  ReadLedgerRows(dir, fleet, rows);
+  ASSERT_TRUE(rows.contains(r.Header("x-request-id")));
+  const json& row = rows[r.Header("x-request-id")];
+  EXPECT_EQ(row["outcome"], "gateway_stopping") << row.dump();
+  EXPECT_EQ(row["completion_tokens"].get<std::int64_t>(), delivered) << row.dump();
+  ASSERT_TRUE(rows.contains(plain.Header("x-request-id")));
+  EXPECT_EQ(rows[plain.Header("x-request-id")]["outcome"], "gateway_stopping");
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
 
 // A body that ends at the engine's close is relayed as soon as it ends: the read of the answer's
 // head (which waits for epoll after a short read) must not leave the body's read waiting for an

@@ -84,7 +84,7 @@ struct FleetConfig {
   std::string listen = "127.0.0.1:8080";
   std::string admin_key_sha256;       // empty = the admin API is disabled.
   int default_output_tokens = 256;
-  // Take an endpoint out when it answers far slower than predicted (fleet::Fleet::ReportLatency).
+  // Take an endpoint out when it answers far slower than predicted (fleet::Fleet::ReportAnswer).
   // Off for engines deliberately slowed (emulators at a speed below 1).
   bool latency_breaker = true;
   std::string market_start = "2024-08-19T00:00:00-05:00";

@@ -23,6 +23,8 @@ Fleet::Fleet(std::vector<core::Site> sites, std::vector<std::string> models,
       slow_streak_(endpoints_.size(), 0),
       slow_only_(endpoints_.size(), false),
       breaker_open_until_(endpoints_.size()),
+      failure_streak_(endpoints_.size(), 0),
+      failure_open_until_(endpoints_.size()),
       scraped_(endpoints_.size()),
       in_flight_at_scrape_(endpoints_.size(), 0),
       last_error_(endpoints_.size()),
@@ -149,20 +151,37 @@ void Fleet::MarkFailure(std::uint32_t endpoint, std::string why) {
 void Fleet::MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
                         std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mu_);
-  if (now >= breaker_open_until_[endpoint]) {
+  if (now < failure_open_until_[endpoint]) {
+    slow_only_[endpoint] = false;  // it fails requests: not even a last resort.
+  } else if (now < breaker_open_until_[endpoint]) {
+    slow_only_[endpoint] = true;  // answering, held out by the breaker alone (a failure since is over).
+  } else {
     loads_[endpoint].healthy = true;
     slow_only_[endpoint] = false;
-  } else {
-    slow_only_[endpoint] = true;  // answering, held out by the breaker alone (a failure since is over).
   }
   scraped_[endpoint] = scraped;
   in_flight_at_scrape_[endpoint] = in_flight_[endpoint];
   RefreshLoad(endpoint);
 }
 
-void Fleet::ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
+void Fleet::ReportFailure(std::uint32_t endpoint, std::string why,
                           std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mu_);
+  loads_[endpoint].healthy = false;
+  slow_only_[endpoint] = false;
+  last_error_[endpoint] = std::move(why);
+  if (now < failure_open_until_[endpoint]) return;  // already open: the same trouble.
+  const int streak = ++failure_streak_[endpoint];
+  const auto cool_down = kFailureCoolDown * (1LL << std::min(streak - 1, 10));
+  failure_open_until_[endpoint] =
+      now + std::min<std::chrono::seconds>(cool_down, kFailureCoolDownMax);
+}
+
+void Fleet::ReportAnswer(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
+                         std::chrono::steady_clock::time_point now) {
+  std::lock_guard lock(mu_);
+  failure_streak_[endpoint] = 0;
+  if (ttft_s < 0) return;
   const bool slow = ttft_s > std::max(4 * predicted_ttft_s, predicted_ttft_s + 2.0);
   slow_streak_[endpoint] = slow ? slow_streak_[endpoint] + 1 : 0;
   // An open breaker is not pushed further out by answers from requests it let through for want
@@ -184,6 +203,11 @@ void Fleet::ReportLatency(std::uint32_t endpoint, double ttft_s, double predicte
 bool Fleet::Healthy(std::uint32_t endpoint) const {
   std::lock_guard lock(mu_);
   return loads_[endpoint].healthy;
+}
+
+std::string Fleet::LastError(std::uint32_t endpoint) const {
+  std::lock_guard lock(mu_);
+  return last_error_[endpoint];
 }
 
 FleetStatus Fleet::Status() const {
@@ -211,6 +235,7 @@ FleetStatus Fleet::Status() const {
     es.model = models_[e.model_index];
     es.address = addresses_[i].host + ":" + std::to_string(addresses_[i].port);
     es.healthy = loads_[i].healthy;
+    es.failures_in_a_row = failure_streak_[i];
     es.in_flight = in_flight_[i];
     es.scraped = scraped_[i];
     es.load = loads_[i];

@@ -43,6 +43,7 @@ struct EndpointStatus {
   ScrapedLoad scraped;
   core::EndpointLoad load;  // what the router sees.
   std::string last_error;
+  int failures_in_a_row = 0;  // requests failed since its last answer (Fleet::ReportFailure).
 };
 
 struct SiteStatus {
@@ -99,25 +100,38 @@ class Fleet {
   void SetFlex(std::uint32_t site, bool steer_away, bool shed_low_priority,
                bool pause_deferrable = false);
 
-  // Health: a failed connection or probe takes the endpoint out at once; a good probe puts it
-  // back.
+  // Health. A failed probe takes the endpoint out at once; a good probe puts it back, unless a
+  // breaker below holds it out.
   void MarkFailure(std::uint32_t endpoint, std::string why);
-  // A good probe puts it back, unless the latency breaker holds it out (below).
   void MarkProbeOk(std::uint32_t endpoint, const ScrapedLoad& scraped,
                    std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
   bool Healthy(std::uint32_t endpoint) const;
+  std::string LastError(std::uint32_t endpoint) const;  // why it was last taken out.
 
-  // Passive health by latency: a request's time to first token against the router's prediction.
-  // kSlowStreak answers in a row slower than max(4 x predicted, predicted + 2 s) open the breaker:
-  // the endpoint is taken out and probes cannot put it back for kBreakerCoolDown; then one good
-  // probe closes it again (half-open: the next slow streak opens it again). While it is out for
-  // slowness alone, it is still chosen when no healthy endpoint can take a request (none left,
-  // or all full): slow service beats none. Slow answers while it is out do not extend the
-  // cool-down.
+  // Passive health by requests: a request the endpoint failed (no connection, a 5xx other than
+  // an overloaded 503, a broken answer, no answer in time) opens its failure breaker: it is
+  // taken out and probes cannot put it back for a cool-down of kFailureCoolDown, doubled for
+  // each failure in a row (up to kFailureCoolDownMax), so an endpoint that answers its probes
+  // but fails every request is tried less and less often. After the cool-down a good probe puts
+  // it back (half-open): its next answer (ReportAnswer) ends the streak; its next failure opens
+  // the breaker for twice as long. Failures while the breaker is open (requests that were under
+  // way) do not lengthen the streak: one crash counts once.
+  static constexpr std::chrono::seconds kFailureCoolDown{1};
+  static constexpr std::chrono::seconds kFailureCoolDownMax{30};
+  void ReportFailure(std::uint32_t endpoint, std::string why,
+                     std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+
+  // An answer from the endpoint: it ends a failure streak, and with its time to first token
+  // (`ttft_s`, or -1 when not to be judged) feeds the latency breaker. kSlowStreak answers in a
+  // row slower than max(4 x predicted, predicted + 2 s) open it: the endpoint is taken out and
+  // probes cannot put it back for kBreakerCoolDown; then one good probe closes it again
+  // (half-open: the next slow streak opens it again). While it is out for slowness alone, it is
+  // still chosen when no healthy endpoint can take a request (none left, or all full): slow
+  // service beats none. Slow answers while it is out do not extend the cool-down.
   static constexpr int kSlowStreak = 5;
   static constexpr std::chrono::seconds kBreakerCoolDown{5};
-  void ReportLatency(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
-                     std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  void ReportAnswer(std::uint32_t endpoint, double ttft_s, double predicted_ttft_s,
+                    std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
 
   FleetStatus Status() const;
 
@@ -139,7 +153,9 @@ class Fleet {
   std::vector<int> in_flight_batch_;
   std::vector<int> slow_streak_;
   std::vector<bool> slow_only_;  // out by the latency breaker alone, not a failure.
-  std::vector<std::chrono::steady_clock::time_point> breaker_open_until_;
+  std::vector<std::chrono::steady_clock::time_point> breaker_open_until_;  // latency breaker.
+  std::vector<int> failure_streak_;
+  std::vector<std::chrono::steady_clock::time_point> failure_open_until_;  // failure breaker.
   std::vector<ScrapedLoad> scraped_;
   std::vector<int> in_flight_at_scrape_;  // our own in-flight count when the scrape arrived.
   std::vector<std::string> last_error_;

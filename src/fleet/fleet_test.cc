@@ -71,15 +71,64 @@ TEST(FleetTest, FailureTakesAnEndpointOutAndAProbePutsItBack) {
   EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u);
 }
 
+// An endpoint that answers its probes but fails requests: each failure in a row holds it out
+// twice as long (probes cannot put it back sooner); failures while it is out count once; an
+// answer ends the streak.
+TEST(FleetTest, FailedRequestsOpenABreakerThatProbesCannotClose) {
+  using std::chrono::seconds;
+  Fleet f = TwoSiteFleet();
+  f.SetMarketPrice(0, 10);
+  f.SetMarketPrice(1, 50);
+  const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  f.ReportFailure(0, "answered 500", t0);
+  f.ReportFailure(0, "answered 500", t0 + std::chrono::milliseconds(500));  // while open.
+  EXPECT_EQ(f.Status().endpoints[0].failures_in_a_row, 1);
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + std::chrono::milliseconds(900));
+  EXPECT_FALSE(f.Healthy(0));
+  EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 1u);
+  // Not a last resort either: with the other one out, nothing is placed.
+  f.MarkFailure(1, "probe refused");
+  EXPECT_EQ(f.RouteAndAdmit(Req()).why_not, core::NoPlacement::kAllUnhealthy);
+  f.MarkProbeOk(1, ScrapedLoad{}, t0 + std::chrono::milliseconds(900));
+  // Half-open after the cool-down; the next failure holds it out 2 s, then 4 s.
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + Fleet::kFailureCoolDown);
+  EXPECT_TRUE(f.Healthy(0));
+  f.ReportFailure(0, "answered 500", t0 + seconds(2));
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + seconds(3));
+  EXPECT_FALSE(f.Healthy(0));
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + seconds(4));
+  EXPECT_TRUE(f.Healthy(0));
+  f.ReportFailure(0, "answered 500", t0 + seconds(4));
+  EXPECT_EQ(f.Status().endpoints[0].failures_in_a_row, 3);
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + seconds(7));
+  EXPECT_FALSE(f.Healthy(0));
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + seconds(8));
+  EXPECT_TRUE(f.Healthy(0));
+  // An answer ends the streak: the next failure holds it out for the first cool-down again.
+  f.ReportAnswer(0, -1, 0.2, t0 + seconds(8));
+  EXPECT_EQ(f.Status().endpoints[0].failures_in_a_row, 0);
+  f.ReportFailure(0, "connection refused", t0 + seconds(9));
+  f.MarkProbeOk(0, ScrapedLoad{}, t0 + seconds(9) + Fleet::kFailureCoolDown);
+  EXPECT_TRUE(f.Healthy(0));
+  // The cool-down stops growing at its cap.
+  for (int i = 1; i <= 12; ++i) f.ReportFailure(0, "answered 500", t0 + seconds(100 * i));
+  EXPECT_EQ(f.Status().endpoints[0].failures_in_a_row, 13);
+  const auto last = t0 + seconds(1200);
+  f.MarkProbeOk(0, ScrapedLoad{}, last + Fleet::kFailureCoolDownMax - std::chrono::milliseconds(1));
+  EXPECT_FALSE(f.Healthy(0));
+  f.MarkProbeOk(0, ScrapedLoad{}, last + Fleet::kFailureCoolDownMax);
+  EXPECT_TRUE(f.Healthy(0));
+}
+
 TEST(FleetTest, ASlowStreakOpensTheBreakerForTheCoolDown) {
   Fleet f = TwoSiteFleet();
   const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
   // Slow answers not in a row do not trip it.
   for (int i = 0; i < 3 * Fleet::kSlowStreak; ++i) {
-    f.ReportLatency(0, i % 2 == 0 ? 10.0 : 0.2, 0.2, t0);
+    f.ReportAnswer(0, i % 2 == 0 ? 10.0 : 0.2, 0.2, t0);
   }
   EXPECT_TRUE(f.Healthy(0));
-  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(0, 10.0, 0.2, t0);
+  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportAnswer(0, 10.0, 0.2, t0);
   EXPECT_FALSE(f.Healthy(0));
   EXPECT_TRUE(f.Healthy(1));
   // A probe inside the cool-down does not put it back; one after it does.
@@ -98,7 +147,7 @@ TEST(FleetTest, SlowEndpointsStillServeWhenNothingHealthyIsLeft) {
   f.SetMarketPrice(1, 50);
   const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
   for (std::uint32_t e : {0u, 1u}) {
-    for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(e, 10.0, 0.2, t0);
+    for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportAnswer(e, 10.0, 0.2, t0);
   }
   ASSERT_FALSE(f.Healthy(0));
   ASSERT_FALSE(f.Healthy(1));
@@ -123,7 +172,7 @@ TEST(FleetTest, ASlowEndpointTakesTheOverflowWithoutBeingHeldOutLonger) {
   f.SetMarketPrice(0, 10);
   f.SetMarketPrice(1, 50);
   const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
-  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportLatency(1, 10.0, 0.2, t0);
+  for (int i = 0; i < Fleet::kSlowStreak; ++i) f.ReportAnswer(1, 10.0, 0.2, t0);
   ASSERT_FALSE(f.Healthy(1));
   const int capacity = 5;  // max_batch 4 + max_queue 1.
   for (int i = 0; i < capacity; ++i) EXPECT_EQ(f.RouteAndAdmit(Req()).site_index, 0u) << i;
@@ -135,7 +184,7 @@ TEST(FleetTest, ASlowEndpointTakesTheOverflowWithoutBeingHeldOutLonger) {
   EXPECT_EQ(f.RouteAndAdmit(Req()).why_not, core::NoPlacement::kAllAtCapacity);
   // Slow answers while it is held out do not push the cool-down further.
   for (int i = 0; i < Fleet::kSlowStreak; ++i) {
-    f.ReportLatency(1, 10.0, 0.2, t0 + std::chrono::seconds(1));
+    f.ReportAnswer(1, 10.0, 0.2, t0 + std::chrono::seconds(1));
   }
   ScrapedLoad drawing;
   drawing.watts = 500;

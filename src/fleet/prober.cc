@@ -6,6 +6,8 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/as_tuple.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include "fleet/prom_text.h"
 #include "net/http_client.h"
 
@@ -24,6 +26,7 @@ struct Prober::State : std::enable_shared_from_this<Prober::State> {
     auto self = shared_from_this();
     boost::asio::steady_timer timer(executor);
     const EndpointAddress& a = fleet.address(i);
+    bool was_healthy = fleet.Healthy(i);
     while (!stopped) {
       net::Request req{net::http::verb::get, "/metrics", 11};
       req.keep_alive(true);
@@ -37,6 +40,15 @@ struct Prober::State : std::enable_shared_from_this<Prober::State> {
         fleet.MarkFailure(i, "metrics answered " + std::to_string(res->result_int()));
       } else {
         fleet.MarkProbeOk(i, ReadEngineLoad(res->body()).value_or(ScrapedLoad{}));
+      }
+      // Each change of health is logged once, as the probe sees it (whatever made it).
+      if (const bool healthy = fleet.Healthy(i); healthy != was_healthy) {
+        was_healthy = healthy;
+        if (healthy) {
+          spdlog::info("endpoint {} is back in service", fleet.endpoint(i).id);
+        } else {
+          spdlog::warn("endpoint {} is out of service: {}", fleet.endpoint(i).id, fleet.LastError(i));
+        }
       }
       timer.expires_after(options.interval);
       co_await timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));

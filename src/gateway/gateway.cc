@@ -299,6 +299,7 @@ std::string Gateway::FleetJson() const {
                            {"waiting", e.load.waiting},
                            {"kv_cache_usage", e.scraped.kv_usage_fraction},
                            {"power_w", e.scraped.watts >= 0 ? json(e.scraped.watts) : json()},
+                           {"failures_in_a_row", e.failures_in_a_row},
                            {"last_error", e.last_error.empty() ? json() : json(e.last_error)}});
     }
     sites.push_back(

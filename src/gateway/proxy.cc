@@ -390,9 +390,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     metrics_.RecordServed(d.site_index, usage.prompt_tokens, usage.completion_tokens,
                           gpu_joules * d.score.pue, cost);
     if (outcome == "ok") {
-      if (options_.latency_breaker && ttft_s >= 0) {
-        fleet_.ReportLatency(ep, ttft_s, d.score.predicted_ttft_s);
-      }
+      // An answer: it ends the endpoint's failure streak, and its TTFT feeds the latency breaker.
+      fleet_.ReportAnswer(ep, options_.latency_breaker ? ttft_s : -1, d.score.predicted_ttft_s);
       tenancy_->ObserveOutputTokens(*call.tenant, options_.default_output_tokens,
                                     usage.completion_tokens);
       metrics_.RecordTimes(d.site_index, ttft_s, elapsed_s);
@@ -431,6 +430,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count();
     spdlog::warn("{}: endpoint {} gave no answer within {} s", call.request_id, endpoint.id,
                  seconds);
+    fleet_.ReportFailure(ep, "no answer within " + std::to_string(seconds) + " s");
     usage.reported = true;  // nothing was delivered.
     co_await finish("upstream_timeout");
     const std::string message =
@@ -529,7 +529,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
     net::DropPooled(addr.host, addr.port);
     // Our own lack of descriptors is not the endpoint's fault: do not take it out.
-    if (failure.find("Too many open files") == std::string::npos) fleet_.MarkFailure(ep, failure);
+    if (failure.find("Too many open files") == std::string::npos) fleet_.ReportFailure(ep, failure);
     co_return false;
   }
 
@@ -597,6 +597,10 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (co_await read_all()) release_if_reusable();
     if (status >= 500 || status == 429) {
       spdlog::warn("{}: endpoint {} answered {}", call.request_id, endpoint.id, status);
+      // 429 and 503 say "overloaded" (the router sees its load); any other 5xx is a failure.
+      if (status != 503 && status != 429) {
+        fleet_.ReportFailure(ep, "answered " + std::to_string(status));
+      }
       co_return false;  // overloaded or broken: try the next best endpoint.
     }
     usage.reported = true;  // nothing was generated.
@@ -619,7 +623,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       }
       if (deadline->expired()) co_return co_await timed_out();
       if (cutting()) co_return false;  // cut by the stop: answered 503 gateway_stopping.
-      fleet_.MarkFailure(ep, "response broken");
+      fleet_.ReportFailure(ep, "response broken");
       co_return false;  // nothing was sent yet: the call may go elsewhere.
     }
     release_if_reusable();
@@ -747,7 +751,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     // The engine died mid-stream: end the stream the way OpenAI clients understand.
     spdlog::warn("{}: stream from {} broke after {} tokens", call.request_id, endpoint.id,
                  content_events);
-    fleet_.MarkFailure(ep, "stream broke");
+    fleet_.ReportFailure(ep, "stream broke");
     out += "data: " +
            net::ErrorBody("the inference endpoint failed mid-stream", "server_error",
                           "upstream_stream_broken") +

@@ -577,6 +577,7 @@ class ClosingEngine {
   // close) in one write, then closes.
   explicit ClosingEngine(std::string answer = DefaultAnswer()) : answer_(std::move(answer)) {}
   unsigned short port() const { return acceptor_.port(); }
+  int posts() const { return posts_; }  // requests other than GETs (probes) answered.
 
  private:
   static std::string DefaultAnswer() {
@@ -593,6 +594,7 @@ class ClosingEngine {
     const std::string request = ReadRequest(s);
     if (request.empty()) return;
     // The prober's GET /metrics gets a whole answer, whatever requests are answered with.
+    if (!request.starts_with("GET ")) ++posts_;
     const std::string& answer = request.starts_with("GET ") ? kWhole : answer_;
     boost::system::error_code ec;
     net::asio::write(s, net::asio::buffer(answer), ec);
@@ -601,6 +603,7 @@ class ClosingEngine {
 
   const std::string kWhole = DefaultAnswer();
   const std::string answer_;
+  std::atomic<int> posts_{0};
   LoopbackAcceptor acceptor_{[this](net::tcp::socket s) { Answer(std::move(s)); }};
 };
 
@@ -711,6 +714,44 @@ TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
     EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "hi") << r.body;
     EXPECT_LT(took_s, 0.6) << "request " << i;
   }
+}
+
+// An endpoint that answers its probes but fails every request (500) is held out by the failure
+// breaker, longer after each failure in a row: the requests go to the dearer healthy site, and
+// the failing one sees a few of them (one per cool-down), not every one.
+TEST(GatewayUpstreamTest, AnEndpointThatFailsEveryRequestIsHeldOutThoughItsProbesAnswer) {
+  const std::string error = R"({"error":{"message":"boom","type":"server_error"}})";
+  ClosingEngine failing("HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+                        "Content-Length: " + std::to_string(error.size()) +
+                        "\r\nConnection: close\r\n\r\n" + error);
+  ExternalEngine good;
+  auto site = [](const char* id, double price, unsigned short port) {
+    return std::string("[[sites]]\nid = \"") + id + "\"\njurisdiction = \"US\"\nprice = " +
+           std::to_string(price) + "\n  [[sites.endpoints]]\n  urls = [\"http://127.0.0.1:" +
+           std::to_string(port) + "\"]\n  gpu = \"h200\"\n  model = \"llama-3.1-8b\"\n";
+  };
+  const std::string fleet = "[gateway]\nadmin_key = \"admin\"\n" + site("cheap", 10, failing.port()) +
+                            site("dear", 90, good.port()) +
+                            "[[tenants]]\nid = \"anyone\"\nkeys = [\"key-any\"]\n";
+  auto runtime = StartRuntime(fleet, 1);
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  const auto start = std::chrono::steady_clock::now();
+  int ok = 0, n = 0;
+  for (; std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500); ++n) {
+    const auto r = client.Chat("key-any", ChatBody(4, false));
+    ok += r.status == 200;
+    EXPECT_EQ(r.Header("x-powerplane-site"), "dear") << r.status << r.body;
+  }
+  EXPECT_EQ(ok, n);
+  EXPECT_GE(n, 10);
+  // Cool-downs of 1 s then 2 s in 2.5 s: two failures, three at most.
+  EXPECT_GE(failing.posts(), 1);
+  EXPECT_LE(failing.posts(), 3) << "of " << n;
+  const auto status = runtime->fleet().Status();
+  EXPECT_FALSE(status.endpoints[0].healthy);
+  EXPECT_GE(status.endpoints[0].failures_in_a_row, 1);
+  EXPECT_NE(status.endpoints[0].last_error.find("500"), std::string::npos);
 }
 
 // A stream whose engine dies after two tokens, its last bytes and its FIN in one go (the chunked

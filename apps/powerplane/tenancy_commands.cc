@@ -52,7 +52,8 @@ TenancyCommands::TenancyCommands(CLI::App& app) {
   keys_revoke_->add_option("id", key_id_, "key id")->required();
   tenants_ = app.add_subcommand("tenants", "tenants in the tenancy store: add, list");
   tenants_->require_subcommand(1);
-  tenants_add_ = tenants_->add_subcommand("add", "add or replace a tenant");
+  tenants_add_ = tenants_->add_subcommand(
+      "add", "add a tenant, or change the given fields of a stored one (the others are kept)");
   tenants_add_->add_option("--id", tenant_, "tenant id")->required();
   tenants_add_->add_option("--jurisdictions", jurisdictions_, "allowed, comma-separated (empty = any)");
   tenants_add_->add_option("--class", priority_class_, "interactive, standard or batch")
@@ -79,17 +80,22 @@ int TenancyCommands::Run() {
     std::fprintf(stderr, "error: %s\n", e.c_str());
     return 1;
   };
-  store::TenantRecord added;
+  // The tenant `tenants add` stores: the flags given, over `base` (the stored tenant of that id,
+  // so that a flag left out keeps its value; the defaults for a new one).
+  auto added_over = [&](store::TenantRecord base) {
+    base.id = tenant_;
+    auto given = [&](const char* flag) { return tenants_add_->count(flag) > 0; };
+    if (given("--jurisdictions")) base.jurisdictions = SplitComma(jurisdictions_);
+    if (given("--class")) base.priority_class = priority_class_;
+    if (given("--latency-target-ms")) base.latency_target_ms = latency_target_ms_;
+    if (given("--rpm")) base.rpm = rpm_;
+    if (given("--tpm")) base.tpm = tpm_;
+    if (given("--budget-usd")) base.budget_usd = budget_usd_;
+    if (given("--budget-period")) base.budget_period = budget_period_;
+    return base;
+  };
   if (tenants_add_->parsed()) {
-    added.id = tenant_;
-    added.jurisdictions = SplitComma(jurisdictions_);
-    added.priority_class = priority_class_;
-    added.latency_target_ms = latency_target_ms_;
-    added.rpm = rpm_;
-    added.tpm = tpm_;
-    added.budget_usd = budget_usd_;
-    added.budget_period = budget_period_;
-    if (auto err = store::TenantError(added)) return fail(*err);
+    if (auto err = store::TenantError(added_over({}))) return fail(*err);
   }
   // Only `tenants add` makes a new SQLite store: any other command on a missing one is a mistyped
   // --data-dir (a new store has no tenant to make a key for, and nothing to list or revoke).
@@ -143,6 +149,10 @@ int TenancyCommands::Run() {
     return 0;
   }
   if (tenants_add_->parsed()) {
+    auto stored = st.GetTenant(tenant_);
+    if (!stored) return fail(stored.error());
+    const store::TenantRecord added = added_over(stored->value_or(store::TenantRecord{}));
+    if (auto err = store::TenantError(added)) return fail(*err);
     if (auto r = st.PutTenant(added); !r) return fail(r.error());
     Audit(st, "tenant.put", gateway::TenantToJson(added));
     std::printf("tenant %s stored\n", added.id.c_str());

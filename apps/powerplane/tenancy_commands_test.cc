@@ -80,6 +80,34 @@ TEST_F(TenancyCommandsTest, TenantsAddRefusesLimitsBeyondTheAdminApisBounds) {
   EXPECT_EQ((*t)->tpm, 1'000'000'000'000);
 }
 
+// `tenants add` of a stored tenant changes only the flags given; the others keep their values.
+TEST_F(TenancyCommandsTest, TenantsAddOfAStoredTenantKeepsWhatItIsNotGiven) {
+  ASSERT_EQ(Run({"tenants", "add", "--id", "acme", "--jurisdictions", "US,EU", "--class", "batch",
+                 "--rpm", "5", "--budget-usd", "2.5", "--budget-period", "month"}),
+            0)
+      << err_;
+  ASSERT_EQ(Run({"tenants", "add", "--id", "acme", "--tpm", "900"}), 0) << err_;
+  auto st = OpenStore();
+  ASSERT_TRUE(st);
+  auto t = st->GetTenant("acme");
+  ASSERT_TRUE(t && *t);
+  EXPECT_EQ((*t)->jurisdictions, (std::vector<std::string>{"US", "EU"}));
+  EXPECT_EQ((*t)->priority_class, "batch");
+  EXPECT_EQ((*t)->rpm, 5);
+  EXPECT_EQ((*t)->tpm, 900);
+  EXPECT_EQ((*t)->budget_usd, 2.5);
+  EXPECT_EQ((*t)->budget_period, "month");
+  st.reset();
+  // Named, a field changes, an empty list included (any jurisdiction).
+  ASSERT_EQ(Run({"tenants", "add", "--id", "acme", "--jurisdictions", "", "--rpm", "0"}), 0) << err_;
+  st = OpenStore();
+  t = st->GetTenant("acme");
+  ASSERT_TRUE(t && *t);
+  EXPECT_TRUE((*t)->jurisdictions.empty());
+  EXPECT_EQ((*t)->rpm, 0);
+  EXPECT_EQ((*t)->tpm, 900);
+}
+
 // `tenants add`, `keys create` and `keys revoke` are in the audit log as the admin API's are,
 // with the actor "cli".
 TEST_F(TenancyCommandsTest, ChangesAreAudited) {

@@ -158,7 +158,8 @@ std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std:
   return std::chrono::duration_cast<std::chrono::milliseconds>(t->time_since_epoch()).count();
 }
 
-std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body) {
+std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body,
+                                                               const store::TenantRecord* base) {
   const auto parsed = ParseObject(body);
   if (!parsed) return std::unexpected(parsed.error());
   const json& j = *parsed;
@@ -168,12 +169,13 @@ std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view 
       return std::unexpected("unknown field '" + key + "' (a tenant has " + kTenantFieldList + ")");
     }
   }
-  store::TenantRecord t;
+  store::TenantRecord t = base ? *base : store::TenantRecord{};
   auto id = StringMember(j, "id");
   if (!id) return std::unexpected("id: a string is required");
   t.id = std::move(*id);
   if (const json* v = Member(j, "jurisdictions")) {
     if (!v->is_array()) return std::unexpected("jurisdictions: must be a list of strings");
+    t.jurisdictions.clear();
     for (const auto& e : *v) {
       if (!e.is_string()) return std::unexpected("jurisdictions: must be a list of strings");
       t.jurisdictions.push_back(e.get<std::string>());

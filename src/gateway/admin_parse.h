@@ -39,8 +39,11 @@ std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std:
 
 // A tenant from `POST /admin/tenants`, checked as the store would check it (store::TenantError):
 // {"id", "jurisdictions", "class", "latency_target_ms", "rpm", "tpm", "budget_usd",
-// "budget_period"}; any other field is refused by name (a misspelt limit is not dropped).
-std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view body);
+// "budget_period"}; any other field is refused by name (a misspelt limit is not dropped). A
+// field the body leaves out is `base`'s (the stored tenant of that id, so a body changes only
+// what it names), or the default when `base` is null (a new tenant).
+std::expected<store::TenantRecord, std::string> TenantFromJson(
+    std::string_view body, const store::TenantRecord* base = nullptr);
 
 // A tenant as the admin API shows it (GET and POST /admin/tenants) and as the audit log records
 // its `tenant.put` (admin API and CLI alike): a JSON object of the fields TenantFromJson reads.

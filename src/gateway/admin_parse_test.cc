@@ -46,6 +46,35 @@ TEST(AdminParseTest, RefusesAnUnknownTenantField) {
   EXPECT_EQ(*shown, acme);
 }
 
+// A body read over a stored tenant changes only the fields it names; a list it names replaces
+// the stored one whole.
+TEST(AdminParseTest, ATenantBodyOverAStoredOneChangesOnlyWhatItNames) {
+  const store::TenantRecord stored{.id = "acme",
+                                   .jurisdictions = {"US", "EU"},
+                                   .priority_class = "batch",
+                                   .latency_target_ms = 1500,
+                                   .rpm = 60,
+                                   .tpm = 1000,
+                                   .budget_usd = 2.5,
+                                   .budget_period = "month"};
+  auto t = TenantFromJson(R"({"id":"acme","rpm":90})", &stored);
+  ASSERT_TRUE(t) << t.error();
+  store::TenantRecord want = stored;
+  want.rpm = 90;
+  EXPECT_EQ(*t, want);
+  t = TenantFromJson(R"({"id":"acme","jurisdictions":["EU"],"budget_usd":0})", &stored);
+  ASSERT_TRUE(t) << t.error();
+  EXPECT_EQ(t->jurisdictions, std::vector<std::string>{"EU"});
+  EXPECT_EQ(t->budget_usd, 0.0);
+  EXPECT_EQ(t->rpm, 60);
+  EXPECT_EQ(t->budget_period, "month");
+  // Without a stored tenant, what the body leaves out is the default.
+  t = TenantFromJson(R"({"id":"acme","rpm":90})");
+  ASSERT_TRUE(t) << t.error();
+  EXPECT_TRUE(t->jurisdictions.empty());
+  EXPECT_EQ(t->budget_period, "none");
+}
+
 // Numbers that do not fit what they become are refused by name, before any conversion (nlohmann's
 // get<int64_t> of 1e300 is a float-to-integer conversion out of range: undefined behaviour).
 TEST(AdminParseTest, RefusesATenantsNumbersThatDoNotFit) {

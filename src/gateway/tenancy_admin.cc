@@ -216,6 +216,11 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     }
     auto t = TenantFromJson(request.body());
     if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
+    // A tenant already stored keeps what the body leaves out.
+    auto stored = st.GetTenant(t->id);
+    if (!stored) return StoreError(stored.error());
+    if (stored->has_value()) t = TenantFromJson(request.body(), &**stored);
+    if (!t) return Error(http::status::bad_request, t.error(), "invalid_body");
     if (auto unknown = UnknownJurisdiction(*t, jurisdictions)) {
       return Error(http::status::bad_request, *unknown, "invalid_body");
     }

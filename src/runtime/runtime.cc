@@ -83,6 +83,28 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
 // Descriptors the process keeps for itself (listeners, engine pools, the store, logs, epoll).
 constexpr std::size_t kReservedDescriptors = 64;
 
+// The fields a fleet file's tenant sets (jurisdictions, class, latency target) in which the
+// store's `stored` differs from the file's `file`, as "jurisdictions [EU] (file: any)"; empty
+// when none does.
+std::string SeedDifference(const store::TenantRecord& stored, const store::TenantRecord& file) {
+  auto list = [](const std::vector<std::string>& v) {
+    if (v.empty()) return std::string("any");
+    std::string out = "[";
+    for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
+    return out + "]";
+  };
+  std::string out;
+  auto add = [&out](std::string_view field, const std::string& ours, const std::string& theirs) {
+    if (ours == theirs) return;
+    out += (out.empty() ? "" : ", ") + std::string(field) + " " + ours + " (file: " + theirs + ")";
+  };
+  add("jurisdictions", list(stored.jurisdictions), list(file.jurisdictions));
+  add("class", stored.priority_class, file.priority_class);
+  add("latency target", std::to_string(stored.latency_target_ms) + " ms",
+      std::to_string(file.latency_target_ms) + " ms");
+  return out;
+}
+
 // The bound on concurrent connections of each listener: `asked`, or (when 0) as many as the
 // descriptor limit allows at two per stream (client and engine). Raises the soft RLIMIT_NOFILE
 // to the hard limit first, as nginx's worker_rlimit_nofile would.
@@ -471,16 +493,24 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
     // tenants and keys made through the admin API live beside them).
     for (const auto& t : config.tenants) {
-      // What the fleet file says (jurisdictions, class, latency target) wins; limits and budgets
-      // set through the admin API or the CLI are kept.
+      // A tenant the store lacks is made from the fleet file. One it has keeps what the store
+      // says: a change made through the admin API or the CLI is not undone by a restart (nor,
+      // on a shared store, by another gateway's start). Where the file says otherwise, a
+      // warning says which stands and how to change it.
       auto existing = (*st)->GetTenant(t.id);
       if (!existing) return std::unexpected("store: " + existing.error());
-      store::TenantRecord r = existing->value_or(store::TenantRecord{});
+      store::TenantRecord r;
       r.id = t.id;
       r.jurisdictions = t.jurisdictions;
       r.priority_class = std::string(core::ToString(t.priority));
       r.latency_target_ms = static_cast<std::int64_t>(t.ttft_target_ms);
-      if (auto ok = (*st)->PutTenant(r); !ok) return std::unexpected("store: " + ok.error());
+      if (!existing->has_value()) {
+        if (auto ok = (*st)->PutTenant(r); !ok) return std::unexpected("store: " + ok.error());
+      } else if (const std::string differ = SeedDifference(**existing, r); !differ.empty()) {
+        spdlog::warn("tenant {}: the store's {} stand, not the fleet file's (change them with "
+                     "POST /admin/tenants or `powerplane tenants add`)",
+                     t.id, differ);
+      }
       for (std::size_t i = 0; i < t.key_sha256.size(); ++i) {
         auto ok = (*st)->AddKeyHash(t.id, t.key_sha256[i], "cfg_" + t.id + "_" + std::to_string(i));
         if (!ok) return std::unexpected("store: " + ok.error());

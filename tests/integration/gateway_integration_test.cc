@@ -473,6 +473,38 @@ void ExpectStoppingAnswer(const testing::StreamResult& plain) {
   EXPECT_EQ(plain.Header("retry-after"), "1");
 }
 
+// A fleet file's tenant changed through the admin API keeps the change across a restart: the
+// file seeds a tenant the store lacks and does not overwrite one it has.
+TEST(GatewayStoreTest, AnAdminChangeToAFleetFileTenantSurvivesARestart) {
+  const auto dir = FreshDir("pp-gw-seed");
+  auto runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(1));
+  ASSERT_NE(runtime, nullptr);
+  const std::string change =
+      R"({"id":"anyone","jurisdictions":["US"],"class":"batch","latency_target_ms":1500,"rpm":7})";
+  auto posted = TestClient("127.0.0.1", runtime->port())
+                    .Call(http::verb::post, "/admin/tenants", change, "admin");
+  ASSERT_EQ(posted.status, 200) << posted.body;
+  runtime.reset();
+  runtime = StartEmulatedWithLedger(dir, std::chrono::seconds(1));
+  ASSERT_NE(runtime, nullptr);
+  auto listed = TestClient("127.0.0.1", runtime->port())
+                    .Call(http::verb::get, "/admin/tenants", {}, "admin");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  json anyone;
+  const json tenants = json::parse(listed.body);
+  for (const auto& t : tenants["data"]) {
+    if (t["id"] == "anyone") anyone = t;
+  }
+  ASSERT_FALSE(anyone.is_null()) << listed.body;
+  EXPECT_EQ(anyone["jurisdictions"], json::array({"US"})) << anyone.dump();
+  EXPECT_EQ(anyone["class"], "batch") << anyone.dump();
+  EXPECT_EQ(anyone["latency_target_ms"], 1500) << anyone.dump();
+  EXPECT_EQ(anyone["rpm"], 7) << anyone.dump();
+  runtime.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 // A stream still under way when the grace is over is cut as a failing engine cuts one, an error
 // event then [DONE], but the error says the gateway is stopping; its row has what was
 // delivered. A non-streaming request is answered 503 gateway_stopping, not tried elsewhere.

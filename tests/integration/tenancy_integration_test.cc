@@ -825,6 +825,27 @@ TEST_F(AdminQueryTest, ATenantWithAnUnknownFieldIsRefused) {
   EXPECT_EQ(listed.body.find("zz"), std::string::npos) << listed.body;
 }
 
+// A tenant body for a stored tenant changes only the fields it names (a body that named only
+// the rpm used to drop the budget and jurisdictions), and the answer is the whole tenant.
+TEST_F(AdminQueryTest, ATenantBodyChangesOnlyWhatItNames) {
+  ASSERT_NO_FATAL_FAILURE(Start(Options()));
+  ASSERT_EQ(Admin(http::verb::post, "/admin/tenants",
+                  R"({"id":"p1","jurisdictions":["US"],"rpm":5,"budget_usd":3,"budget_period":"day"})")
+                .status,
+            200);
+  auto changed = Admin(http::verb::post, "/admin/tenants", R"({"id":"p1","rpm":9})");
+  ASSERT_EQ(changed.status, 200) << changed.body;
+  const json t = json::parse(changed.body);
+  EXPECT_EQ(t["rpm"], 9);
+  EXPECT_EQ(t["jurisdictions"], json::array({"US"}));
+  EXPECT_EQ(t["budget_usd"], 3.0);
+  EXPECT_EQ(t["budget_period"], "day");
+  const json listed = json::parse(Admin(http::verb::get, "/admin/tenants").body);
+  bool found = false;
+  for (const auto& one : listed["data"]) found = found || one == t;
+  EXPECT_TRUE(found) << listed.dump();
+}
+
 // Jurisdictions are matched exactly: a tenant limited to one that no site of the fleet is in
 // could never be served, so the admin API refuses it and names the fleet's.
 TEST_F(AdminQueryTest, ATenantLimitedToAJurisdictionTheFleetLacksIsRefused) {

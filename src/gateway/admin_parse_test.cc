@@ -11,6 +11,16 @@ std::expected<core::GridEvent, std::string> Event(std::string_view body) {
   return GridEventFromJson(body, [](std::string_view site) { return site == "west-texas"; }, kNow);
 }
 
+// A tenant with every field set.
+const store::TenantRecord kAcme{.id = "acme",
+                                .jurisdictions = {"US", "EU"},
+                                .priority_class = "batch",
+                                .latency_target_ms = 1500,
+                                .rpm = 60,
+                                .tpm = 1000,
+                                .budget_usd = 2.5,
+                                .budget_period = "month"};
+
 TEST(AdminParseTest, ReadsATenant) {
   const auto t = TenantFromJson(
       R"({"id":"acme","jurisdictions":["US","EU"],"class":"interactive","latency_target_ms":2000,)"
@@ -33,30 +43,15 @@ TEST(AdminParseTest, RefusesAnUnknownTenantField) {
   ASSERT_FALSE(t);
   EXPECT_NE(t.error().find("'rpmm'"), std::string::npos) << t.error();
   EXPECT_FALSE(TenantFromJson(R"({"id":"zz","rpm":5,"extra":null})"));
-  store::TenantRecord acme{.id = "acme",
-                           .jurisdictions = {"US"},
-                           .priority_class = "batch",
-                           .latency_target_ms = 1500,
-                           .rpm = 60,
-                           .tpm = 1000,
-                           .budget_usd = 2.5,
-                           .budget_period = "month"};
-  const auto shown = TenantFromJson(TenantToJson(acme));
+  const auto shown = TenantFromJson(TenantToJson(kAcme));
   ASSERT_TRUE(shown) << shown.error();
-  EXPECT_EQ(*shown, acme);
+  EXPECT_EQ(*shown, kAcme);
 }
 
 // A body read over a stored tenant changes only the fields it names; a list it names replaces
 // the stored one whole.
 TEST(AdminParseTest, ATenantBodyOverAStoredOneChangesOnlyWhatItNames) {
-  const store::TenantRecord stored{.id = "acme",
-                                   .jurisdictions = {"US", "EU"},
-                                   .priority_class = "batch",
-                                   .latency_target_ms = 1500,
-                                   .rpm = 60,
-                                   .tpm = 1000,
-                                   .budget_usd = 2.5,
-                                   .budget_period = "month"};
+  const store::TenantRecord& stored = kAcme;
   auto t = TenantFromJson(R"({"id":"acme","rpm":90})", &stored);
   ASSERT_TRUE(t) << t.error();
   store::TenantRecord want = stored;

@@ -137,6 +137,26 @@ std::expected<std::string, std::string> QueryParam(std::string_view target, std:
   return std::string();
 }
 
+std::optional<std::string> UnknownQueryParam(std::string_view target,
+                                             std::span<const std::string_view> known) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return std::nullopt;
+  std::string_view rest = target.substr(q + 1);
+  while (!rest.empty()) {
+    const auto amp = rest.find('&');
+    const std::string_view pair = rest.substr(0, amp);
+    const std::string_view name = pair.substr(0, pair.find('='));
+    if (!name.empty() && std::find(known.begin(), known.end(), name) == known.end()) {
+      std::string names;
+      for (const auto k : known) names += (names.empty() ? "" : ", ") + std::string(k);
+      return "unknown query parameter '" + std::string(name) + "' (it takes " + names + ")";
+    }
+    if (amp == std::string_view::npos) break;
+    rest.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
 std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
                                                    std::int64_t fallback) {
   const auto param = QueryParam(target, name);

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -31,6 +33,12 @@ inline constexpr std::int64_t kMaxEpochSeconds = 253'402'300'799LL;
 // digits, or an escaped control character (%00 to %1F, %7F), is an error naming the parameter.
 // The first of repeated parameters is taken.
 std::expected<std::string, std::string> QueryParam(std::string_view target, std::string_view name);
+
+// Why `target` is refused when a query parameter's name is not in `known` ("unknown query
+// parameter 'tennant' (it takes from, to, tenant)"); nullopt when every one is known. A
+// misspelt filter would otherwise be ignored, and the answer would cover everything.
+std::optional<std::string> UnknownQueryParam(std::string_view target,
+                                             std::span<const std::string_view> known);
 
 // A time bound from the query (decoded as QueryParam does): unix milliseconds or an ISO 8601
 // timestamp; `fallback` when absent.

@@ -11,6 +11,19 @@ std::expected<core::GridEvent, std::string> Event(std::string_view body) {
   return GridEventFromJson(body, [](std::string_view site) { return site == "west-texas"; }, kNow);
 }
 
+// Every query parameter must be one the path takes; one that is not is named with the ones
+// it takes.
+TEST(AdminParseTest, NamesAnUnknownQueryParameter) {
+  static constexpr std::string_view kKnown[] = {"from", "tenant"};
+  EXPECT_FALSE(UnknownQueryParam("/admin/ledger", kKnown));
+  EXPECT_FALSE(UnknownQueryParam("/admin/ledger?", kKnown));
+  EXPECT_FALSE(UnknownQueryParam("/admin/ledger?tenant=a&from=1&&tenant", kKnown));
+  const auto unknown = UnknownQueryParam("/admin/ledger?tenant=a&tennant=b", kKnown);
+  ASSERT_TRUE(unknown);
+  EXPECT_EQ(*unknown, "unknown query parameter 'tennant' (it takes from, tenant)");
+  EXPECT_TRUE(UnknownQueryParam("/admin/ledger?from", std::span<const std::string_view>()));
+}
+
 // A tenant with every field set.
 const store::TenantRecord kAcme{.id = "acme",
                                 .jurisdictions = {"US", "EU"},

@@ -232,6 +232,10 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   }
   if (path == "/admin/keys") {
     if (method == http::verb::get) {
+      static constexpr std::string_view kKeys[] = {"tenant"};
+      if (auto unknown = UnknownQueryParam(target, kKeys)) {
+        return Error(http::status::bad_request, *unknown, "invalid_query");
+      }
       const auto tenant = QueryParam(target, "tenant");
       if (!tenant) return Error(http::status::bad_request, tenant.error(), "invalid_query");
       auto keys = tenant->empty() ? st.Keys() : st.Keys(std::string_view(*tenant));
@@ -292,10 +296,23 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   if (method != http::verb::get) {
     return NotAllowed("GET");
   }
+  static constexpr std::string_view kUsage[] = {"from", "to", "format", "tenant", "group_by"};
+  static constexpr std::string_view kLedger[] = {"from", "to", "format", "tenant"};
+  static constexpr std::string_view kAudit[] = {"from", "to", "format"};
+  const std::span<const std::string_view> known =
+      path == "/admin/usage"    ? std::span<const std::string_view>(kUsage)
+      : path == "/admin/ledger" ? std::span<const std::string_view>(kLedger)
+                                : std::span<const std::string_view>(kAudit);
+  if (auto unknown = UnknownQueryParam(target, known)) {
+    return Error(http::status::bad_request, *unknown, "invalid_query");
+  }
   auto from = TimeParam(target, "from", 0);
   auto to = TimeParam(target, "to", std::numeric_limits<std::int64_t>::max());
   if (!from) return Error(http::status::bad_request, from.error(), "invalid_query");
   if (!to) return Error(http::status::bad_request, to.error(), "invalid_query");
+  if (*from > *to) {
+    return Error(http::status::bad_request, "from is after to", "invalid_query");
+  }
   const auto format = QueryParam(target, "format");
   if (!format) return Error(http::status::bad_request, format.error(), "invalid_query");
   const auto csv = WantsCsv(path, *format, request[http::field::accept]);

@@ -800,7 +800,12 @@ TEST_F(AdminQueryTest, ParametersAreDecodedAndWhatCannotBeReadIsRefused) {
       {"/admin/usage?group_by=site%", "group_by"},
       {"/admin/usage?format=xml", "json or csv"},
       {"/admin/ledger?format=xml", "json, jsonl, ndjson or csv"},
-      {"/admin/audit?format=csv", "json, jsonl or ndjson"}};
+      {"/admin/audit?format=csv", "json, jsonl or ndjson"},
+      {"/admin/usage?tennant=b1", "'tennant'"},
+      {"/admin/ledger?tenant=b1&group_by=site", "'group_by'"},
+      {"/admin/audit?tenant=b1", "'tenant'"},
+      {"/admin/keys?tenant=b1&x=1", "'x'"},
+      {"/admin/ledger?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z", "from is after to"}};
   for (const auto& [target, named] : refused) {
     auto r = Admin(http::verb::get, target);
     EXPECT_EQ(r.status, 400) << target << ": " << r.body;

@@ -468,10 +468,11 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     // The stop's cut closes the exchange within the granularity, whatever the engine does: an
     // engine this process did not start is not stopped with it.
     deadline->WatchStop(&cutting_);
-    // A non-streaming answer sends nothing to the client until it is whole: whether the client
-    // is still there is asked at each of the deadline's wakes, and its leaving ends the exchange
-    // (which cancels the work at the engine).
-    if (!call.parsed.stream) deadline->WatchPeer([&responder] { return responder.ClientLeft(); });
+    // Nothing goes to the client before the engine's head (nor, for a non-streaming answer,
+    // until it is whole): whether the client is still there is asked at each of the deadline's
+    // wakes, and its leaving ends the exchange (which cancels the work at the engine). A
+    // stream's watch ends with its head (below): from then on its writes tell.
+    deadline->WatchPeer([&responder] { return responder.ClientLeft(); });
     // Sent at once where the socket takes it (net/write_now.h); only a rest waits.
     beast::error_code wec;
     const std::size_t sent = net::SendNow(conn->stream.socket(), up_request, wec);
@@ -505,6 +506,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       if (head_bytes > 0) {
         conn->buffer.consume(static_cast<std::size_t>(head_bytes));
         failure.clear();
+        if (call.parsed.stream) deadline->Disarm();  // and the watch with it.
         break;
       }
       failure = rec ? failure_of(rec) : std::string("malformed response header");

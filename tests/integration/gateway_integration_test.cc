@@ -951,6 +951,23 @@ TEST_F(LedgerGatewayTest, AnAnswerNotGivenInTimeIs504AndIsTriedNowhereElse) {
 // A client that leaves while its non-streaming answer is being generated (nothing has been
 // written to it yet) is noticed within a second: the engine's connection is closed, which
 // cancels the generation, and the ledger says the client cancelled.
+// The same for a stream whose engine has not answered yet (nothing is written to the client
+// before the engine's head): it was held until the upstream timeout, its row upstream_timeout.
+TEST_F(LedgerGatewayTest, AClientThatLeavesAStreamBeforeItsFirstByteCancelsItAtTheEngine) {
+  SilentEngine engine;
+  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
+  const auto r = client_->Call(http::verb::post, "/v1/chat/completions", ChatBody(8, true),
+                               "key-any", /*timeout_s=*/0.3);
+  EXPECT_EQ(r.status, 0) << "the client should have given up first";
+  EXPECT_TRUE(Eventually([&] { return engine.closed() == 1; }, std::chrono::seconds(3)))
+      << "the engine's connection stayed open for a client that left";
+  EXPECT_TRUE(Eventually([&] { return InFlight() == 0; }, std::chrono::seconds(1)));
+  const auto rows = Ledger();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
+  EXPECT_TRUE(runtime_->fleet().Status().endpoints.front().healthy);  // not the engine's fault.
+}
+
 TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEngine) {
   SilentEngine engine;
   ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));

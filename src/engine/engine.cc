@@ -297,8 +297,11 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
       if (!g.stream && !p->finished && res.ClientLeft()) co_return;
       if (stopped && !p->finished) {
         if (g.stream) {
-          const std::string stopped_event =
-              "data: " + net::ErrorBody("engine stopped", "server_error") + "\n\n";
+          // An error event, then [DONE], as a stream that fails is ended (OpenAI clients stop
+          // at the error; others wait for [DONE]).
+          const std::string stopped_event = "data: " +
+                                            net::ErrorBody("engine stopped", "server_error") +
+                                            "\n\ndata: [DONE]\n\n";
           co_await res.WriteChunk(stopped_event);
           co_await res.EndStream();
         } else {

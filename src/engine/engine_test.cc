@@ -305,6 +305,27 @@ TEST_F(RealTimeEngineTest, AClientThatLeavesANonStreamingRequestCancelsIt) {
   EXPECT_EQ(engine_->Stats().kv_usage, 0);
 }
 
+// Requests ended by a stop: a stream gets an error event and then [DONE] (the end OpenAI
+// clients and the gateway look for); its chunked body ends properly.
+TEST_F(RealTimeEngineTest, AStreamEndedByAStopGetsAnErrorEventThenDone) {
+  json body = {{"model", "llama-3.1-8b"},
+               {"max_tokens", 2000},
+               {"stream", true},
+               {"messages", {{{"role", "user"}, {"content", "Hello there, engine."}}}}};
+  auto pending = Spawn(http::verb::post, "/v1/chat/completions", body.dump());
+  WaitForRunning(1);
+  ASSERT_EQ(engine_->Stats().running, 1);
+  engine_->EndRequests();
+  auto r = pending.get();
+  ASSERT_TRUE(r) << r.error();
+  const std::string& text = r->body();
+  const std::string tail = "data: {\"error\":";
+  const auto error_at = text.rfind(tail);
+  ASSERT_NE(error_at, std::string::npos) << text.substr(text.size() > 300 ? text.size() - 300 : 0);
+  EXPECT_NE(text.find("engine stopped", error_at), std::string::npos);
+  EXPECT_TRUE(text.ends_with("\n\ndata: [DONE]\n\n")) << text.substr(error_at);
+}
+
 class SmallEngineTest : public EngineTest {
  protected:
   void SetUp() override {

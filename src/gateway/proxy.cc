@@ -398,7 +398,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       metrics_.RecordOk(d.site_index);
     } else if (outcome == "client_cancelled") {
       metrics_.RecordRequest(site.id, 499);
-    } else if (outcome == "stream_broken") {
+    } else if (outcome == "stream_broken" || outcome == "upstream_error") {
       metrics_.RecordRequest(site.id, 502);
     } else if (outcome == "gateway_stopping") {
       metrics_.RecordRequest(site.id, 503);
@@ -651,7 +651,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
   std::string& out = out_storage.text;
   StreamInspector inspector;
   std::int64_t content_events = 0;
-  bool done_seen = false, broken = false, client_gone = false;
+  bool done_seen = false, error_seen = false, broken = false, client_gone = false;
   const bool until_close = decoder.until_close();
   while (!decoder.done()) {
     // Bytes that came with the header first, then one socket read per turn, read here rather
@@ -726,6 +726,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
         ++content_events;
       }
       if (info.done) done_seen = true;
+      if (info.error) error_seen = true;
       take(event);
     }
     if (span_begin != span_end) out.append(span_begin, std::size_t(span_end - span_begin));
@@ -759,6 +760,15 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
                           "upstream_stream_broken") +
            "\n\ndata: [DONE]\n\n";
   }
+  const bool engine_error = !broken && !client_gone && error_seen;
+  if (engine_error) {
+    // The engine ended the stream with an error event of its own (e.g. it was stopped): a
+    // failure of the endpoint; the client gets [DONE] after it whether the engine sent one.
+    spdlog::warn("{}: stream from {} ended with an error after {} tokens", call.request_id,
+                 endpoint.id, content_events);
+    fleet_.ReportFailure(ep, "stream ended with an error");
+    if (!done_seen) out += "data: [DONE]\n\n";
+  }
   if (!usage.reported) usage.completion_tokens = content_events;
   // The ledger records what was delivered, durably, before the stream's last bytes go out.
   std::string_view outcome = "ok";
@@ -768,6 +778,8 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     outcome = "gateway_stopping";
   } else if (broken && !done_seen) {
     outcome = "stream_broken";
+  } else if (engine_error) {
+    outcome = "upstream_error";
   }
   if (settle(outcome)) co_await record(outcome);
   if (!client_gone && !responder.EndStreamNow(out)) co_await responder.FinishWrite();

@@ -786,25 +786,30 @@ TEST(GatewayUpstreamTest, AnEndpointThatFailsEveryRequestIsHeldOutThoughItsProbe
   EXPECT_NE(status.endpoints[0].last_error.find("500"), std::string::npos);
 }
 
+// `data` as one chunk of a chunked body.
+std::string Chunk(const std::string& data) {
+  std::ostringstream size;
+  size << std::hex << data.size();
+  return size.str() + "\r\n" + data + "\r\n";
+}
+
+// An SSE event with one token of a chat completion stream.
+std::string TokenEvent(const std::string& text) {
+  return R"(data: {"id":"c1","object":"chat.completion.chunk","created":1,)"
+         R"("model":"llama-3.1-8b","choices":[{"index":0,"delta":{"content":")" +
+         text + R"("},"finish_reason":null}]})" + "\n\n";
+}
+
+const std::string kStreamHead =
+    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+
 // A stream whose engine dies after two tokens, its last bytes and its FIN in one go (the chunked
 // body never ends): the client gets the two tokens, then the OpenAI error event and [DONE] at
 // once. The end came with bytes that a read took, and epoll reports an edge once; the gateway
 // knows of the end from the edge's EPOLLRDHUP (net/read_drained.h), not from a deadline's wake a
 // second later.
 TEST(GatewayUpstreamTest, AStreamWhoseEngineDiesWithItsLastBytesEndsWithAnErrorAtOnce) {
-  auto chunk = [](const std::string& data) {
-    std::ostringstream size;
-    size << std::hex << data.size();
-    return size.str() + "\r\n" + data + "\r\n";
-  };
-  auto token = [](const std::string& text) {
-    return R"(data: {"id":"c1","object":"chat.completion.chunk","created":1,)"
-           R"("model":"llama-3.1-8b","choices":[{"index":0,"delta":{"content":")" +
-           text + R"("},"finish_reason":null}]})" + "\n\n";
-  };
-  ClosingEngine engine(
-      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" +
-      chunk(token("one")) + chunk(token(" two")));
+  ClosingEngine engine(kStreamHead + Chunk(TokenEvent("one")) + Chunk(TokenEvent(" two")));
   auto runtime = StartRuntime(OneEngineFleet({engine.port()}), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
@@ -992,6 +997,28 @@ TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEng
                          std::to_string(rows[0]["prompt_tokens"].get<int>())),
             std::string::npos)
       << metrics;
+}
+
+// A stream the engine ends with an error event of its own and no [DONE] (an engine being
+// stopped) reaches the client with [DONE] after the error; its row says upstream_error, with
+// the tokens delivered, not ok; and the endpoint is held out.
+TEST_F(LedgerGatewayTest, AStreamTheEngineEndsWithAnErrorGetsDoneAndIsNotOk) {
+  ClosingEngine engine(kStreamHead + Chunk(TokenEvent("one")) + Chunk(TokenEvent(" two")) +
+                       Chunk(R"(data: {"error":{"message":"engine stopped","type":"server_error"}})"
+                             "\n\n") +
+                       "0\r\n\r\n");
+  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
+  const auto r = client_->Chat("key-any", ChatBody(8, true));
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  const auto events = SseData(r.body);
+  ASSERT_EQ(events.size(), 4u) << r.body;
+  EXPECT_EQ(json::parse(events[2])["error"]["message"], "engine stopped") << r.body;
+  EXPECT_EQ(events[3], "[DONE]");
+  const auto rows = Ledger();
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["outcome"], "upstream_error");
+  EXPECT_EQ(rows[0]["completion_tokens"], 2);
+  EXPECT_FALSE(runtime_->fleet().Status().endpoints.front().healthy);
 }
 
 // A call whose endpoints all failed before answering has its row too (nothing charged).

@@ -548,6 +548,10 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         Refuse(std::move(socket));  // over the bound: refuse rather than queue without limit.
         continue;
       }
+      // Counted here, not when its session starts on its thread: a burst of accepts would
+      // otherwise all pass the check above before any session had counted itself. The session
+      // takes the count over (and gives it back when it ends).
+      ++connections;
       socket.set_option(tcp::no_delay(true));
       // Responses are sent at once where the socket takes them (net/write_now.h).
       if (!tls_context) socket.non_blocking(true);
@@ -626,8 +630,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   template <typename Stream>
   asio::awaitable<void> Session(tcp::socket socket) {
     auto self = shared_from_this();
-    ++connections;
-    struct Guard {
+    struct Guard {  // the count Accept took for this connection.
       std::atomic<std::size_t>& n;
       ~Guard() { --n; }
     } guard{connections};

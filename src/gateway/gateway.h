@@ -27,8 +27,12 @@ struct GatewayOptions {
   int default_output_tokens = 256;
   bool latency_breaker = true;  // report each answer's TTFT to the fleet's latency breaker.
   std::chrono::milliseconds connect_timeout{1000};
-  // How long a streaming request waits for the engine's response header, and then between
-  // reads of its stream.
+  // How long a streaming request waits for the engine's response head. Engines (vLLM, SGLang,
+  // the emulator) send it as soon as they take the request, so one that has not in this time is
+  // hung: the attempt is abandoned (closing its connection cancels it there), counts as the
+  // endpoint's failure, and the request goes to the next best endpoint.
+  std::chrono::milliseconds stream_head_timeout{10000};
+  // How long a stream waits between reads once its head came.
   std::chrono::milliseconds upstream_header_timeout{60000};
   // How long a non-streaming request waits for the engine's whole answer (the engine sends it
   // only when generation ends): the OpenAI SDKs' own default timeout. A request the engine took

@@ -424,7 +424,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
 
   // A request the engine took but did not answer in time is not tried again elsewhere (it may
   // still be running there; closing the connection cancels it) and is charged nothing.
-  const auto answer_timeout = call.parsed.stream ? options_.upstream_header_timeout
+  const auto answer_timeout = call.parsed.stream ? options_.stream_head_timeout
                                                  : options_.upstream_response_timeout;
   auto timed_out = [&]() -> asio::awaitable<bool> {
     const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count();
@@ -526,7 +526,14 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
       co_await finish("client_cancelled");
       co_return true;
     }
-    if (answer_late) co_return co_await timed_out();
+    if (answer_late && !call.parsed.stream) co_return co_await timed_out();
+    if (answer_late) {
+      // A stream's head comes as soon as an engine takes the request: this one is hung. Closing
+      // the connection cancelled the request there; the next best endpoint gets it.
+      failure = "no response head within " +
+                std::to_string(std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count()) +
+                " s";
+    }
     if (cutting()) co_return false;  // cut by the stop: not the endpoint's failure.
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);
     net::DropPooled(addr.host, addr.port);

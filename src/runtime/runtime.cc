@@ -555,6 +555,7 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   go.latency_breaker = config.latency_breaker && options.engine_speed >= 1.0;
   go.admin_on_separate_listener = !options.admin_listen.empty();
   go.upstream_response_timeout = std::chrono::seconds(options.upstream_timeout_s);
+  go.stream_head_timeout = options.stream_head_timeout;
   go.grid = p.grid_state.get();
   go.market_time = [market = p.market.get()] {
     return grid::FormatUtc(market->MarketTime(Clock::now()));

@@ -33,6 +33,9 @@ struct UpOptions {
   std::size_t max_connections = 0;
   // How long a non-streaming request may wait for an engine's whole answer, in seconds.
   int upstream_timeout_s = 600;
+  // How long a streaming request waits for an engine's response head before the engine is
+  // deemed hung and the next is tried (gateway::GatewayOptions::stream_head_timeout).
+  std::chrono::milliseconds stream_head_timeout{10000};
   // Each request's ledger row is committed and flushed to disk (group commit; SQLite
   // synchronous=FULL, PostgreSQL as its synchronous_commit says) before its last bytes, so it
   // survives a power loss; the journal only replays what an earlier run left, and takes a row

@@ -113,6 +113,14 @@ std::unique_ptr<runtime::Runtime> StartRuntime(const std::string& fleet, int thr
   return rt ? std::move(*rt) : nullptr;
 }
 
+// `client`'s chat request with `body` and the key "key-any"; how long it took in `took_s`.
+testing::StreamResult TimedChat(TestClient& client, const std::string& body, double* took_s) {
+  const auto start = std::chrono::steady_clock::now();
+  auto r = client.Chat("key-any", body);
+  *took_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return r;
+}
+
 // A fleet of one site whose endpoints are the engines at 127.0.0.1:`ports` (ones the test
 // runs), and the tenant "anyone" with the key "key-any".
 std::string OneEngineFleet(std::vector<unsigned short> ports) {
@@ -738,14 +746,24 @@ TEST(GatewayUpstreamTest, AnAnswerThatEndsAtTheEnginesCloseIsRelayedAtOnce) {
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   for (int i = 0; i < 3; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    const auto r = client.Chat("key-any", ChatBody(8, false));
-    const double took_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double took_s = 0;
+    const auto r = TimedChat(client, ChatBody(8, false), &took_s);
     ASSERT_EQ(r.status, 200) << r.error << r.body;
     EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "hi") << r.body;
     EXPECT_LT(took_s, 0.6) << "request " << i;
   }
+}
+
+// Two US sites of one endpoint each, "cheap" (10 USD/MWh) at 127.0.0.1:`cheap` and "dear" (90)
+// at 127.0.0.1:`dear`, and the tenant "anyone" with the key "key-any".
+std::string CheapAndDearFleet(unsigned short cheap, unsigned short dear) {
+  auto site = [](const char* id, double price, unsigned short port) {
+    return std::string("[[sites]]\nid = \"") + id + "\"\njurisdiction = \"US\"\nprice = " +
+           std::to_string(price) + "\n  [[sites.endpoints]]\n  urls = [\"http://127.0.0.1:" +
+           std::to_string(port) + "\"]\n  gpu = \"h200\"\n  model = \"llama-3.1-8b\"\n";
+  };
+  return "[gateway]\nadmin_key = \"admin\"\n" + site("cheap", 10, cheap) + site("dear", 90, dear) +
+         "[[tenants]]\nid = \"anyone\"\nkeys = [\"key-any\"]\n";
 }
 
 // An endpoint that answers its probes but fails every request (500) is held out by the failure
@@ -757,15 +775,7 @@ TEST(GatewayUpstreamTest, AnEndpointThatFailsEveryRequestIsHeldOutThoughItsProbe
                         "Content-Length: " + std::to_string(error.size()) +
                         "\r\nConnection: close\r\n\r\n" + error);
   ExternalEngine good;
-  auto site = [](const char* id, double price, unsigned short port) {
-    return std::string("[[sites]]\nid = \"") + id + "\"\njurisdiction = \"US\"\nprice = " +
-           std::to_string(price) + "\n  [[sites.endpoints]]\n  urls = [\"http://127.0.0.1:" +
-           std::to_string(port) + "\"]\n  gpu = \"h200\"\n  model = \"llama-3.1-8b\"\n";
-  };
-  const std::string fleet = "[gateway]\nadmin_key = \"admin\"\n" + site("cheap", 10, failing.port()) +
-                            site("dear", 90, good.port()) +
-                            "[[tenants]]\nid = \"anyone\"\nkeys = [\"key-any\"]\n";
-  auto runtime = StartRuntime(fleet, 1);
+  auto runtime = StartRuntime(CheapAndDearFleet(failing.port(), good.port()), 1);
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   const auto start = std::chrono::steady_clock::now();
@@ -814,10 +824,8 @@ TEST(GatewayUpstreamTest, AStreamWhoseEngineDiesWithItsLastBytesEndsWithAnErrorA
   ASSERT_NE(runtime, nullptr);
   TestClient client("127.0.0.1", runtime->port());
   // One request: a stream that broke takes its endpoint out (by design).
-  const auto start = std::chrono::steady_clock::now();
-  const auto r = client.Chat("key-any", ChatBody(8, true));
-  const double took_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double took_s = 0;
+  const auto r = TimedChat(client, ChatBody(8, true), &took_s);
   ASSERT_EQ(r.status, 200) << r.error << r.body;
   const auto events = SseData(r.body);
   ASSERT_EQ(events.size(), 4u) << r.body;
@@ -886,6 +894,35 @@ bool Eventually(Done done, std::chrono::milliseconds limit) {
   return true;
 }
 
+// An engine that takes a stream and sends no head (engines send it as soon as they take a
+// request) is hung: after the stream-head timeout the attempt is abandoned (its connection
+// closed, which cancels it there), the endpoint is held out, and the stream is served by the
+// next best endpoint, instead of a 504 a minute later.
+TEST(GatewayUpstreamTest, AStreamWhoseEngineSendsNoHeadGoesToTheNextEndpoint) {
+  SilentEngine hung;
+  ExternalEngine good;
+  runtime::UpOptions o;
+  o.stream_head_timeout = std::chrono::seconds(1);
+  auto runtime = StartRuntime(CheapAndDearFleet(hung.port(), good.port()), 1, o);
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  double took_s = 0;
+  const auto r = TimedChat(client, ChatBody(8, true), &took_s);
+  ASSERT_EQ(r.status, 200) << r.error << r.body;
+  EXPECT_EQ(r.Header("x-powerplane-site"), "dear");
+  EXPECT_EQ(SseData(r.body).back(), "[DONE]");
+  EXPECT_GE(took_s, 0.9);
+  EXPECT_LT(took_s, 3.0);
+  EXPECT_EQ(hung.requests(), 1);
+  EXPECT_TRUE(Eventually([&] { return hung.closed() == 1; }, std::chrono::seconds(2)));
+  EXPECT_FALSE(runtime->fleet().Status().endpoints[0].healthy);
+  // The next stream goes to the good one at once.
+  const auto again_start = std::chrono::steady_clock::now();
+  EXPECT_EQ(client.Chat("key-any", ChatBody(8, true)).Header("x-powerplane-site"), "dear");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - again_start).count(),
+            0.9);
+}
+
 // A gateway with a ledger (SQLite in a fresh folder) over the engines at `ports`; the fleet
 // file's tenant "anyone" is seeded into its store.
 class LedgerGatewayTest : public ::testing::Test {
@@ -939,10 +976,8 @@ class LedgerGatewayTest : public ::testing::Test {
 TEST_F(LedgerGatewayTest, AnAnswerNotGivenInTimeIs504AndIsTriedNowhereElse) {
   SilentEngine a, b;
   ASSERT_NO_FATAL_FAILURE(Start({a.port(), b.port()}, 1));
-  const auto start = std::chrono::steady_clock::now();
-  const auto r = client_->Chat("key-any", ChatBody(8, false));
-  const double took_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double took_s = 0;
+  const auto r = TimedChat(*client_, ChatBody(8, false), &took_s);
   ASSERT_EQ(r.status, 504) << r.error << r.body;
   EXPECT_EQ(json::parse(r.body)["error"]["code"], "upstream_timeout") << r.body;
   EXPECT_GE(took_s, 0.9);

@@ -133,6 +133,7 @@ int main(int argc, char** argv) {
   app.fallthrough();
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
   std::filesystem::path data_dir = DefaultDataDir();
 
@@ -141,8 +142,8 @@ int main(int argc, char** argv) {
   up.state_dir = ".powerplane";
   bool no_store = false;
   std::string config_path;
-  auto add_up_flags = [&](CLI::App* c) {
-    c->add_option("--config", config_path, "fleet file (TOML); the demo fleet when omitted");
+  auto add_up_flags = [&](CLI::App* c, const char* config_help) {
+    c->add_option("--config", config_path, config_help);
     c->add_option("--listen", up.listen, "HOST:PORT of the API (default from the fleet file, "
                                          "127.0.0.1:8080)");
     c->add_option("--inputs-dir", up.data_dir, "folder with prices/ and energy/")
@@ -202,10 +203,10 @@ int main(int argc, char** argv) {
                   "OAuth2 client secret at the VTN");
   };
   CLI::App* up_cmd = app.add_subcommand("up", "run the gateway over a fleet (demo by default)");
-  add_up_flags(up_cmd);
+  add_up_flags(up_cmd, "fleet file (TOML); the demo fleet when omitted");
   CLI::App* gw_cmd =
       app.add_subcommand("gateway", "run the gateway over a fleet file's endpoints");
-  add_up_flags(gw_cmd);
+  add_up_flags(gw_cmd, "fleet file (TOML) whose endpoints run elsewhere (urls = [...])");
   gw_cmd->get_option("--config")->required();
 
   std::string e_listen = "127.0.0.1:9101", e_gpu = "h200", e_model = "llama-3.1-8b";

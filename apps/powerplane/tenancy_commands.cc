@@ -13,7 +13,8 @@ namespace {
 void AddStoreFlags(CLI::App* c, StoreFlags* flags) {
   c->add_option("--data-dir", flags->data_dir, "folder of the SQLite store (powerplane.db)")
       ->capture_default_str();
-  c->add_option("--store", flags->store_url, "postgresql://... (instead of SQLite)");
+  c->add_option("--store", flags->store_url,
+                "postgresql://... or sqlite:PATH[?busy_timeout_ms=N] (instead of --data-dir)");
 }
 
 std::vector<std::string> SplitComma(const std::string& text) {
@@ -165,7 +166,7 @@ int TenancyCommands::Run() {
   for (const auto& t : *tenants) {
     std::string j;
     for (const auto& x : t.jurisdictions) j += (j.empty() ? "" : ",") + x;
-    std::printf("%-20s %-12s %-12s %8lld %10lld %12.2f %s\n", t.id.c_str(),
+    std::printf("%-20s %-12s %-12s %8lld %10lld %12.6g %s\n", t.id.c_str(),
                 t.priority_class.c_str(), j.empty() ? "any" : j.c_str(),
                 static_cast<long long>(t.rpm), static_cast<long long>(t.tpm), t.budget_usd,
                 t.budget_period.c_str());

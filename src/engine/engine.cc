@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <expected>
 #include <mutex>
+#include <random>
 #include <unordered_map>
 
 #include "engine/batch_scheduler.h"
@@ -73,6 +74,7 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
         loop_timer(ex),
         start(Clock::now()),
         created(UnixSeconds()),
+        id_salt(std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32)),
         server_endpoint(listen) {}
 
   // Creates the server; needs shared_from_this, so it cannot be in the constructor.
@@ -273,9 +275,9 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
     const std::string_view finish_reason = g.max_tokens > 0 ? "length" : "stop";
     const std::string request_id = req.has("x-request-id")
                                        ? std::string(req["x-request-id"])
-                                       : "req-" + Hex(MixHash(options.seed ^ id));
+                                       : "req-" + Hex(MixHash(options.seed ^ id ^ id_salt));
     ResponseWriter writer(kind, (kind == ApiKind::kChat ? "chatcmpl-" : "cmpl-") + Hex(
-                                    MixHash(id * 31 + options.seed)),
+                                    MixHash((id * 31 + options.seed) ^ id_salt)),
                           UnixSeconds(), g.model);
     if (g.stream) {
       http::response<http::empty_body> header{http::status::ok, version};
@@ -348,6 +350,9 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
   asio::steady_timer loop_timer;
   Clock::time_point start;
   std::int64_t created;
+  // Mixed into response and request ids: a restarted engine (or another with the same seed)
+  // gives ids no earlier answer had. The filler text stays seeded.
+  std::uint64_t id_salt;
   net::tcp::endpoint server_endpoint;
   std::unique_ptr<net::HttpServer> server;
   std::unordered_map<SequenceId, std::shared_ptr<Pending>> pending;

@@ -165,7 +165,15 @@ std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std:
   if (v.empty()) return fallback;
   std::int64_t ms = 0;
   auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
-  if (ec == std::errc() && end == v.data() + v.size()) return ms;
+  if (ec == std::errc() && end == v.data() + v.size()) {
+    // Unix time in seconds read as milliseconds would be early 1970: refused, not misread.
+    if (ms > 0 && ms < kMinUnixMs) {
+      return std::unexpected(std::string(name) + ": " + v +
+                             " would be in 1970 or 1971 as Unix milliseconds (the unit here); "
+                             "for seconds multiply by 1000, or send an ISO 8601 time");
+    }
+    return ms;
+  }
   // The '+' of an offset sent unescaped ("2026-11-01T12:00:00+01:00") was decoded as a space;
   // after a 'T' time no timestamp has a space there, so it is read as the '+' it was.
   std::string stamp = v;

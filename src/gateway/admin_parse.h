@@ -40,8 +40,10 @@ std::expected<std::string, std::string> QueryParam(std::string_view target, std:
 std::optional<std::string> UnknownQueryParam(std::string_view target,
                                              std::span<const std::string_view> known);
 
-// A time bound from the query (decoded as QueryParam does): unix milliseconds or an ISO 8601
-// timestamp; `fallback` when absent.
+// A time bound from the query (decoded as QueryParam does): Unix milliseconds or an ISO 8601
+// timestamp; `fallback` when absent. A number from 1 to kMinUnixMs - 1 is refused: it is
+// almost surely Unix seconds (which would be read as a time in 1970 or 1971).
+inline constexpr std::int64_t kMinUnixMs = 63'072'000'000;  // 1972-01-01T00:00:00Z.
 std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std::string_view name,
                                                    std::int64_t fallback);
 

@@ -177,6 +177,14 @@ TEST(AdminParseTest, ReadsTheQuery) {
   EXPECT_EQ(TimeParam(target, "to", 0).value_or(-1), 1'790'000'000'000);
   EXPECT_EQ(TimeParam(target, "until", 42).value_or(-1), 42);
   EXPECT_FALSE(TimeParam("/admin/usage?from=yesterday", "from", 0));
+  // Unix seconds are not misread as milliseconds in 1970; 0 (the beginning) is taken.
+  const auto seconds = TimeParam("/admin/usage?from=1790000000", "from", 0);
+  ASSERT_FALSE(seconds);
+  EXPECT_NE(seconds.error().find("multiply by 1000"), std::string::npos) << seconds.error();
+  EXPECT_EQ(TimeParam("/admin/usage?from=0", "from", 5).value_or(-1), 0);
+  const auto short_stamp = TimeParam("/admin/usage?from=2026-11", "from", 0);
+  ASSERT_FALSE(short_stamp);
+  EXPECT_NE(short_stamp.error().find("ISO 8601"), std::string::npos) << short_stamp.error();
 }
 
 // Every value is decoded as an HTML form encodes it: any "%XX" (either case) and '+' as a space.

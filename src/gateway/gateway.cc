@@ -61,6 +61,15 @@ std::optional<http::verb> PublicPathMethod(std::string_view path) {
   return std::nullopt;
 }
 
+// Why a request was not let in: no key at all, or one that is not (or no longer) valid.
+std::string UnauthorizedMessage(const net::ServerRequest& request) {
+  if (BearerToken(request[http::field::authorization]).empty()) {
+    return "You didn't provide an API key. Send it in the Authorization header as "
+           "'Authorization: Bearer YOUR_KEY'.";
+  }
+  return "Incorrect API key provided.";
+}
+
 }  // namespace
 
 // "req_", the Unix time in milliseconds (12 hex digits), 12 random hex digits, then an 8-digit
@@ -126,9 +135,11 @@ net::asio::awaitable<void> Gateway::Fail(net::Responder& responder, const std::s
   res.set("x-request-id", request_id);
   if (retry_after_s > 0) res.set(http::field::retry_after, std::to_string(retry_after_s));
   if (!allow.empty()) res.set(http::field::allow, allow);  // a 405's methods (RFC 9110).
-  // A budget spent for the period, or a request larger than a whole minute's tokens: retrying
-  // in seconds cannot help, and the OpenAI SDKs obey this header over their 429 retries.
-  if (code == "insufficient_quota" || code == "request_too_large") {
+  // A budget spent for the period, a request larger than a whole minute's tokens, or a model
+  // no site of the tenant's jurisdictions serves: retrying in seconds cannot help, and the
+  // OpenAI SDKs obey this header over their retries.
+  if (code == "insufficient_quota" || code == "request_too_large" ||
+      code == "no_capacity_in_jurisdiction") {
     res.set("x-should-retry", "false");
   }
   metrics_.RecordRequest("", static_cast<int>(status));
@@ -161,11 +172,18 @@ net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::Serv
     const Identity tenant = co_await IdentifyCaller(request);
     if (!tenant) {
       co_await Fail(responder, NewRequestId(), http::status::unauthorized,
-                    "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+                    UnauthorizedMessage(request), "invalid_request_error", "invalid_api_key");
       co_return;
     }
     auto res = net::MakeResponse(http::status::ok, ModelsJson(fleet_.models()), "application/json");
     co_await responder.Send(std::move(res));
+    co_return;
+  }
+  if (path == "/metrics" && options_.admin_on_separate_listener && !admin_listener) {
+    // With an admin listener, the fleet's figures are served there only, as the admin API is.
+    co_await Fail(responder, NewRequestId(), http::status::not_found,
+                  "Unknown path /metrics (served on the admin listener)", "invalid_request_error",
+                  "not_found");
     co_return;
   }
   if (path == "/metrics") {
@@ -217,7 +235,7 @@ net::asio::awaitable<void> Gateway::HandleInference(ApiKind kind, net::ServerReq
   call.start_unix_ms = UnixMsNow();
   if (!call.tenant) {
     co_await Fail(responder, call.request_id, http::status::unauthorized,
-                  "Incorrect API key provided.", "invalid_request_error", "invalid_api_key");
+                  UnauthorizedMessage(request), "invalid_request_error", "invalid_api_key");
     co_return;
   }
   auto parsed = ParseOpenAiRequest(kind, request.body());

@@ -56,7 +56,12 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
   od::document doc;
   if (parser.iterate(padded).get(doc)) return std::unexpected(Invalid("request body is not JSON"));
   od::object root;
-  if (doc.get_object().get(root)) {
+  if (auto e = doc.get_object().get(root)) {
+    // A body cut short is not "not an object": say what is wrong with it.
+    if (e != simdjson::INCORRECT_TYPE) {
+      return std::unexpected(Invalid("request body is not JSON (" +
+                                     std::string(simdjson::error_message(e)) + ")"));
+    }
     return std::unexpected(Invalid("request body must be a JSON object"));
   }
   bool have_messages = false, have_prompt = false;
@@ -103,7 +108,15 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
       if (auto e = v.type().get(t)) return std::unexpected(error(e, std::string(key)));
       if (t == od::json_type::null) continue;
       std::int64_t n = 0;
-      if (auto e = v.get_int64().get(n)) return std::unexpected(error(e, std::string(key)));
+      if (auto e = v.get_int64().get(n)) {
+        // A whole number too large for 64 bits is a number, just far too large.
+        if (t == od::json_type::number) {
+          return std::unexpected(Invalid("'" + std::string(key) + "' must be an integer from 1 to " +
+                                             std::to_string(kMaxOutputTokens),
+                                         std::string(key)));
+        }
+        return std::unexpected(error(e, std::string(key)));
+      }
       if (n < 1) {
         return std::unexpected(Invalid("'" + std::string(key) + "' must be a positive integer",
                                        std::string(key)));

@@ -43,6 +43,27 @@ TEST(OpenAiRequestTest, MaxTokensAboveTheBoundSaysWhatTheBoundIs) {
   EXPECT_EQ(r.error().message, "'max_tokens' must be at most 10000000");
 }
 
+// A whole number too large for 64 bits is named as too large, not as "the wrong type"; a body
+// cut short is said to be invalid JSON, not "not an object".
+TEST(OpenAiRequestTest, SaysWhatIsWrongWithAHugeNumberOrACutBody) {
+  auto r = ParseOpenAiRequest(
+      ApiKind::kChat, R"({"model":"m","max_tokens":99999999999999999999,"messages":[{"role":"user"}]})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().param, "max_tokens");
+  EXPECT_EQ(r.error().message, "'max_tokens' must be an integer from 1 to 10000000");
+  r = ParseOpenAiRequest(ApiKind::kChat, R"({"model":"m","max_tokens":"9"})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "'max_tokens' has the wrong type");
+  for (const char* cut : {R"({"model":"m","messa)", R"({"model":"m")", R"({"model")", "{"}) {
+    r = ParseOpenAiRequest(ApiKind::kChat, cut);
+    ASSERT_FALSE(r);
+    EXPECT_NE(r.error().message.find("not JSON"), std::string::npos) << cut << ": " << r.error().message;
+  }
+  r = ParseOpenAiRequest(ApiKind::kChat, R"([1,2])");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "request body must be a JSON object");
+}
+
 TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {
   struct Case {
     ApiKind kind;

@@ -227,7 +227,10 @@ asio::awaitable<void> Gateway::RefuseSpend(net::Responder& responder, const Call
   switch (spend.verdict) {
     case Verdict::kOverBudget:
       message = "You exceeded your current quota: this request could take the tenant over its "
-                "budget of " + fmt::format("{:.6g}", call.tenant->budget_usd) + " USD for this period";
+                "budget of " + fmt::format("{:.6g}", call.tenant->budget_usd) + " USD" +
+                (call.tenant->budget_period == core::BudgetPeriod::kDay     ? " for this day (UTC)"
+                 : call.tenant->budget_period == core::BudgetPeriod::kMonth ? " for this month (UTC)"
+                                                                            : " (a budget for all time)");
       co_await Fail(responder, call.request_id, http::status::too_many_requests, message,
                     "insufficient_quota", "insufficient_quota");
       break;
@@ -338,9 +341,12 @@ asio::awaitable<void> Gateway::Proxy(Call& call, net::Responder& responder) {
     case core::NoPlacement::kResidency:
       // Every refusal for residency is audited: who, what, and which jurisdictions they allow.
       tenancy_->Audit("gateway", "residency.refused", ResidencyDetail(call));
-      co_await Fail(responder, call.request_id, http::status::service_unavailable,
+      // Not a passing want of capacity: no site there serves the model at all, so a retry
+      // cannot help (403, x-should-retry: false; it was 503 with Retry-After, which the OpenAI
+      // SDKs retried for a minute).
+      co_await Fail(responder, call.request_id, http::status::forbidden,
                     "no site in your allowed jurisdictions serves '" + call.parsed.model + "'",
-                    "server_error", "no_capacity_in_jurisdiction", 30);
+                    "invalid_request_error", "no_capacity_in_jurisdiction");
       break;
     case core::NoPlacement::kAllUnhealthy:
       co_await Fail(responder, call.request_id, http::status::service_unavailable,

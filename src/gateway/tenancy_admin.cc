@@ -248,8 +248,10 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
       return NotAllowed("GET, POST");
     }
     auto j = json::parse(request.body(), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || !j.contains("tenant") || !j["tenant"].is_string()) {
-      return Error(http::status::bad_request, "body must be {\"tenant\": \"id\"}", "invalid_body");
+    if (j.is_discarded() || !j.is_object() || !j.contains("tenant") || !j["tenant"].is_string() ||
+        j.size() != 1) {
+      return Error(http::status::bad_request,
+                   "body must be {\"tenant\": \"id\"} and nothing else", "invalid_body");
     }
     const std::string tenant = j["tenant"];
     auto known = st.GetTenant(tenant);

@@ -82,7 +82,10 @@ bool ParseIsoDate(std::string_view text, std::chrono::year_month_day* out) {
 }
 
 std::expected<UtcTime, std::string> ParseUtcTimestamp(std::string_view text) {
-  if (text.size() < 10) return std::unexpected(std::string("timestamp too short"));
+  if (text.size() < 10) {
+    return std::unexpected("'" + std::string(text) +
+                           "' is not a timestamp: expected ISO 8601, e.g. 2026-11-28T12:00:00Z");
+  }
   std::chrono::year_month_day ymd{};
   if (!ParseIsoDate(text.substr(0, 10), &ymd)) {
     return std::unexpected(std::string("expected a date YYYY-MM-DD"));

@@ -75,6 +75,9 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
     return std::make_unique<net::HttpServer>(
         std::move(executors), net::tcp::endpoint(net::asio::ip::make_address(h), port),
         std::move(handler), so);
+  } catch (const boost::system::system_error& e) {
+    // Its what() names Boost's source file and function: the code's message says it all.
+    return std::unexpected("cannot listen on " + address + ": " + e.code().message());
   } catch (const std::exception& e) {
     return std::unexpected("cannot listen on " + address + ": " + e.what());
   }
@@ -487,9 +490,18 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
                 t.key_sha256);
   }
   if (!options.state_dir.empty() || !options.store_url.empty()) {
+    const auto file = store::SqliteFile(options.store_url, options.state_dir);
+    std::error_code exists_ec;
+    const bool fresh = file && !std::filesystem::exists(*file, exists_ec);
     auto st = store::Store::Open(options.store_url, options.state_dir,
                                  store::StoreOptions{.sync_commits = options.sync_ledger});
     if (!st) return std::unexpected("store: " + st.error());
+    // Which store this gateway runs on, so a mistyped --data-dir shows at once.
+    if (file) {
+      spdlog::info("store: SQLite {}{}", file->string(), fresh ? " (created)" : "");
+    } else {
+      spdlog::info("store: PostgreSQL (--store)");
+    }
     // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
     // tenants and keys made through the admin API live beside them).
     for (const auto& t : config.tenants) {
@@ -772,6 +784,8 @@ int RunUntilSignal(const fleet::FleetConfig& config, const UpOptions& options) {
   runtime.Stop();
   signals.cancel();
   second_signal.join();
+  rt->reset();  // the ledger writer flushes its last rows here.
+  spdlog::info("stopped");
   return 0;
 }
 

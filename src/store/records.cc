@@ -1,5 +1,7 @@
 #include "store/records.h"
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 
 namespace powerplane::store {
@@ -7,6 +9,14 @@ namespace powerplane::store {
 std::optional<std::string> TenantError(const TenantRecord& t) {
   if (t.id.empty()) return "tenant id must not be empty";
   if (t.id.size() > 128) return "tenant id longer than 128 characters";
+  // Ids go into logs, audit details, CSV exports and URLs: letters, digits and . _ - : @ only,
+  // starting with a letter or digit (a leading = + - @ is a formula to a spreadsheet).
+  if (!std::isalnum(static_cast<unsigned char>(t.id.front())) ||
+      t.id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-:@") !=
+          std::string::npos) {
+    return "tenant id '" + t.id +
+           "' must start with a letter or digit and hold only letters, digits and . _ - : @";
+  }
   if (t.priority_class != "interactive" && t.priority_class != "standard" &&
       t.priority_class != "batch") {
     return "priority class must be interactive, standard or batch, not '" + t.priority_class + "'";
@@ -17,10 +27,14 @@ std::optional<std::string> TenantError(const TenantRecord& t) {
   if (t.latency_target_ms < 0 || t.rpm < 0 || t.tpm < 0) {
     return "latency target, rpm and tpm must not be negative";
   }
-  if (!std::isfinite(t.budget_usd) || t.budget_usd < 0) return "budget must be a sum >= 0";
+  if (!std::isfinite(t.budget_usd) || std::signbit(t.budget_usd)) {
+    return "budget must be a sum >= 0";
+  }
   for (const auto& j : t.jurisdictions) {
-    if (j.empty() || j.find(',') != std::string::npos) {
-      return "jurisdiction '" + j + "' must be non-empty and hold no ','";
+    if (j.empty() || j.size() > 64 ||
+        std::any_of(j.begin(), j.end(),
+                    [](char c) { return c == ',' || std::iscntrl(static_cast<unsigned char>(c)); })) {
+      return "jurisdiction '" + j + "' must be 1 to 64 characters, with no ',' or control character";
     }
   }
   return std::nullopt;

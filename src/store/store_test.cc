@@ -59,6 +59,19 @@ TEST_F(StoreTest, TenantsRoundTripAndUpsert) {
   bad = Tenant("c");
   bad.jurisdictions = {"US,DE"};
   EXPECT_FALSE(store_->PutTenant(bad));
+  bad = Tenant("c");
+  bad.jurisdictions = {"US\n"};
+  EXPECT_FALSE(store_->PutTenant(bad));
+  bad = Tenant("c");
+  bad.budget_usd = -0.0;
+  EXPECT_FALSE(store_->PutTenant(bad));
+  // Ids that would break a log line, a CSV cell or a URL are refused; ordinary ones are not.
+  for (const char* id : {"a\nb", "=cmd|' /C calc'!A0", "+1", "-x", "@x", "a b", "a/b", "a,b"}) {
+    EXPECT_FALSE(store_->PutTenant(Tenant(id))) << id;
+  }
+  for (const char* id : {"acme", "acme-prod_2", "team.ml:eu", "ops@acme", "9lives"}) {
+    EXPECT_TRUE(store_->PutTenant(Tenant(id))) << id;
+  }
 }
 
 TEST_F(StoreTest, CreatedKeyIsShownOnceAndStoredAsItsHash) {

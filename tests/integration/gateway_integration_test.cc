@@ -226,9 +226,10 @@ TEST_F(GatewayIntegrationTest, ErrorsAreOpenAiShaped) {
     std::string key, body;
     int status;
     std::string code;
+    std::string message_has = {};
   } cases[] = {
-      {"", ChatBody(5, false), 401, "invalid_api_key"},
-      {"wrong", ChatBody(5, false), 401, "invalid_api_key"},
+      {"", ChatBody(5, false), 401, "invalid_api_key", "didn't provide an API key"},
+      {"wrong", ChatBody(5, false), 401, "invalid_api_key", "Incorrect API key"},
       {"key-any", "{not json", 400, ""},
       {"key-any", R"({"model":"llama-3.1-8b"})", 400, ""},
       {"key-any", R"({"model":"gpt-9","messages":[{"role":"user","content":"x"}]})", 404,
@@ -246,6 +247,10 @@ TEST_F(GatewayIntegrationTest, ErrorsAreOpenAiShaped) {
     EXPECT_TRUE(j["error"].contains("param"));
     if (!c.code.empty()) {
       EXPECT_EQ(j["error"]["code"], c.code) << r.body;
+    }
+    if (j["error"]["message"].is_string()) {
+      EXPECT_NE(j["error"]["message"].get<std::string>().find(c.message_has), std::string::npos)
+          << r.body;
     }
   }
   EXPECT_EQ(client_->Call(http::verb::get, "/admin/fleet").status, 401);
@@ -479,6 +484,44 @@ void ExpectStoppingAnswer(const testing::StreamResult& plain) {
   EXPECT_EQ(plain.status, 503) << plain.error << plain.body;
   EXPECT_NE(plain.body.find("\"gateway_stopping\""), std::string::npos) << plain.body;
   EXPECT_EQ(plain.Header("retry-after"), "1");
+}
+
+// A model no site of the tenant's jurisdictions serves is refused for good: 403 with
+// x-should-retry: false and no Retry-After (it was 503 with Retry-After: 30, which the OpenAI
+// SDKs retried for a minute), and the refusal is audited.
+TEST(GatewayResidencyTest, AModelNoSiteInTheJurisdictionsServesIsRefusedForGood) {
+  auto runtime = StartRuntime(R"(
+[gateway]
+admin_key = "admin"
+[[sites]]
+id = "us"
+jurisdiction = "US"
+price = 20.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "llama-3.1-8b"
+[[sites]]
+id = "eu"
+jurisdiction = "EU"
+price = 90.0
+  [[sites.endpoints]]
+  count = 1
+  gpu = "h200"
+  model = "other-model"
+[[tenants]]
+id = "eu-only"
+keys = ["key-eu"]
+jurisdictions = ["EU"]
+)",
+                              1);
+  ASSERT_NE(runtime, nullptr);
+  TestClient client("127.0.0.1", runtime->port());
+  const auto r = client.Chat("key-eu", ChatBody(4, false));
+  EXPECT_EQ(r.status, 403) << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["code"], "no_capacity_in_jurisdiction") << r.body;
+  EXPECT_EQ(r.Header("x-should-retry"), "false");
+  EXPECT_EQ(r.Header("retry-after"), "");
 }
 
 // A fleet file's tenant changed through the admin API keeps the change across a restart: the

@@ -586,6 +586,7 @@ TEST(AdminListenerTest, TheAdminApiIsServedOnlyOnItsOwnListener) {
   EXPECT_EQ(admin.Call(http::verb::get, "/admin/fleet", {}, "admin").status, 200);
   EXPECT_EQ(admin.Call(http::verb::get, "/admin/fleet", {}, "wrong").status, 401);
   EXPECT_EQ(admin.Call(http::verb::get, "/metrics").status, 200);
+  EXPECT_EQ(api.Call(http::verb::get, "/metrics").status, 404);  // the fleet's figures: admin only.
   EXPECT_EQ(admin.Call(http::verb::post, "/v1/chat/completions", ChatBody(4, false), "x").status,
             404);
   EXPECT_EQ(api.Call(http::verb::get, "/healthz").status, 200);
@@ -825,6 +826,10 @@ TEST_F(AdminQueryTest, ATenantWithAnUnknownFieldIsRefused) {
   auto r = Admin(http::verb::post, "/admin/tenants", R"({"id":"zz","rpmm":5})");
   EXPECT_EQ(r.status, 400) << r.body;
   EXPECT_NE(r.body.find("rpmm"), std::string::npos) << r.body;
+  // A key body likewise takes its one field and nothing else.
+  ASSERT_EQ(Admin(http::verb::post, "/admin/tenants", R"({"id":"k1"})").status, 200);
+  EXPECT_EQ(Admin(http::verb::post, "/admin/keys", R"({"tenant":"k1","expires":1})").status, 400);
+  EXPECT_EQ(Admin(http::verb::post, "/admin/keys", R"({"tenant":"k1"})").status, 200);
   auto listed = Admin(http::verb::get, "/admin/tenants");
   ASSERT_EQ(listed.status, 200) << listed.body;
   EXPECT_EQ(listed.body.find("zz"), std::string::npos) << listed.body;

@@ -24,9 +24,12 @@ namespace http = net::http;
 using json = nlohmann::json;
 namespace {
 
+// ISO 8601 with milliseconds ("2026-11-28T12:00:00.123Z"): a ledger's rows keep their order
+// and their gaps (whole seconds lost both).
 std::string IsoMs(std::int64_t ms) {
-  return grid::FormatUtc(grid::UtcTime(std::chrono::duration_cast<grid::UtcTime::duration>(
-      std::chrono::milliseconds(ms))));
+  const std::int64_t whole_s = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+  const std::string s = grid::FormatUtc(grid::UtcTime(std::chrono::seconds(whole_s)));
+  return fmt::format("{}.{:03}Z", s.substr(0, s.size() - 1), ms - whole_s * 1000);
 }
 
 json KeyJson(const store::KeyRecord& k) {
@@ -68,7 +71,7 @@ std::string LedgerCsv(const std::vector<store::LedgerRow>& rows) {
            CsvField(r.model) + ',' + CsvField(r.site) + ',' + CsvField(r.endpoint) + ',' +
            CsvField(r.priority_class) + ',' + std::to_string(r.prompt_tokens) + ',' +
            std::to_string(r.completion_tokens) + ',' + IsoMs(r.start_unix_ms) + ',' +
-           IsoMs(r.end_unix_ms) + ',' + fmt::format("{:.3f},{:.6g},{:.6g},{:.9g},{:.9g},", r.ttft_ms,
+           IsoMs(r.end_unix_ms) + ',' + fmt::format("{:.3f},{:.9g},{:.6g},{:.9g},{:.9g},", r.ttft_ms,
                                                     r.joules, r.usd_per_mwh, r.energy_cost_usd,
                                                     r.charged_usd) +
            CsvField(r.outcome) + '\n';
@@ -340,7 +343,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
       std::string out = "group,requests,prompt_tokens,completion_tokens,joules,energy_cost_usd,"
                         "charged_usd\n";
       for (const auto& u : *rows) {
-        out += CsvField(u.group) + fmt::format(",{},{},{},{:.6g},{:.9g},{:.9g}\n", u.requests,
+        out += CsvField(u.group) + fmt::format(",{},{},{},{:.9g},{:.9g},{:.9g}\n", u.requests,
                                                u.prompt_tokens, u.completion_tokens, u.joules,
                                                u.energy_cost_usd, u.charged_usd);
       }

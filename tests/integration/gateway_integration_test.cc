@@ -1005,6 +1005,11 @@ class LedgerGatewayTest : public ::testing::Test {
     EXPECT_EQ(rows[0]["request_id"], r.Header("x-request-id"));
     EXPECT_EQ(rows[0]["outcome"], outcome);
     EXPECT_EQ(rows[0]["charged_usd"], 0.0);
+    // Times to the millisecond: "2026-11-28T12:00:00.123Z".
+    const std::string start = rows[0]["start"];
+    ASSERT_EQ(start.size(), 24u) << start;
+    EXPECT_EQ(start[19], '.') << start;
+    EXPECT_EQ(start.back(), 'Z') << start;
   }
 
   std::filesystem::path dir_;

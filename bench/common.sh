@@ -84,3 +84,32 @@ wrk.body = '{"model":"llama-3.1-8b","stream":true,"max_tokens":16,$options' ..
            '"messages":[{"role":"user","content":"How cheap is a token at 3 a.m. in West Texas?"}]}'
 LUA
 }
+
+# write_nginx_conf DIR SERVERS PORT: DIR/nginx.conf, nginx as the benchmarks run it: one worker,
+# a reverse proxy on 127.0.0.1:PORT to the upstream SERVERS ("server 127.0.0.1:P;" each) with
+# keep-alive, buffering off; its temporary files and error log under DIR/nginx.
+write_nginx_conf() {
+  mkdir -p "$1/nginx"
+  cat >"$1/nginx.conf" <<NGINX
+worker_processes 1;
+pid $1/nginx.pid;
+error_log $1/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $1/nginx;
+  proxy_temp_path $1/nginx;
+  upstream engine { $2 keepalive 256; }
+  server {
+    listen 127.0.0.1:$3;
+    location / {
+      proxy_pass http://engine;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      tcp_nodelay on;
+    }
+  }
+}
+NGINX
+}

@@ -132,29 +132,7 @@ start_proxies() {
   fi
 
   nginx_port=$(free_port)
-  mkdir -p "$work/nginx"
-  cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/nginx;
-  proxy_temp_path $work/nginx;
-  upstream engine { $nginx_servers keepalive 256; }
-  server {
-    listen 127.0.0.1:$nginx_port;
-    location / {
-      proxy_pass http://engine;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      tcp_nodelay on;
-    }
-  }
-}
-NGINX
+  write_nginx_conf "$work" "$nginx_servers" "$nginx_port"
   $(on "${PROXY_CPUS:-}") nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
   nginx_pid=$!  # the master; its worker is counted as its child.
   wait_port "$nginx_port"

@@ -41,6 +41,17 @@ double MinuteBucket::level(double now_s) {
   return level_;
 }
 
+void MinuteBucket::Resize(double per_minute, double now_s) {
+  if (unlimited() || per_minute <= 0) {
+    *this = MinuteBucket(per_minute);
+    return;
+  }
+  Refill(now_s);
+  const double used = per_minute_ - level_;
+  per_minute_ = per_minute;
+  level_ = std::min(per_minute, per_minute - used);
+}
+
 bool ParseBudgetPeriod(std::string_view name, BudgetPeriod* out) {
   if (name == "none" || name.empty()) {
     *out = BudgetPeriod::kNone;

@@ -25,6 +25,10 @@ class MinuteBucket {
   // Gives back `n` units (a reservation not used), up to the bucket's size.
   void Refund(double n, double now_s);
   double level(double now_s);
+  // The limit changed to `per_minute`: what was used within the last minute still counts (the
+  // level drops or rises by the change, at most to the new size), so lowering or raising a
+  // limit does not refill the bucket. From unlimited, or to it, the bucket starts full.
+  void Resize(double per_minute, double now_s);
 
  private:
   void Refill(double now_s);

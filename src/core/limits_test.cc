@@ -32,6 +32,22 @@ TEST(MinuteBucketTest, ZeroIsUnlimited) {
   for (int i = 0; i < 1000; ++i) EXPECT_EQ(b.TryTake(1e6, 0), 0);
 }
 
+// A changed limit keeps what the last minute used: lowering it does not refill the bucket,
+// raising it adds only the difference; from or to unlimited it starts full.
+TEST(MinuteBucketTest, AResizedBucketKeepsWhatWasUsed) {
+  MinuteBucket b(10);
+  for (int i = 0; i < 8; ++i) ASSERT_EQ(b.TryTake(1, 0), 0);
+  b.Resize(5, 0);  // 8 used of a new 5: nothing left until the minute's use drains.
+  EXPECT_GT(b.TryTake(1, 0), 0);
+  EXPECT_DOUBLE_EQ(b.level(0), -3);
+  b.Resize(20, 0);  // 8 used of 20: 12 left, not 20.
+  EXPECT_DOUBLE_EQ(b.level(0), 12);
+  b.Resize(0, 0);
+  EXPECT_TRUE(b.unlimited());
+  b.Resize(4, 0);
+  EXPECT_DOUBLE_EQ(b.level(0), 4);
+}
+
 TEST(BudgetPeriodTest, DayAndMonthStartInUtc) {
   // 2024-08-19T17:30:00Z = 1724088600000 ms.
   EXPECT_EQ(PeriodStartMs(BudgetPeriod::kDay, 1724088600000), 1724025600000);    // 08-19 00:00Z

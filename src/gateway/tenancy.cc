@@ -191,11 +191,12 @@ std::expected<void, std::string> Tenancy::Reload() {
     const Tenant& t = *it->second;
     // Only a changed limit starts a fresh bucket: a reload for another tenant's key must not
     // refill this one's.
+    // refill this one's, and a changed one keeps counting what the last minute used.
     if (limits.rpm.per_minute() != static_cast<double>(t.rpm)) {
-      limits.rpm = core::MinuteBucket(static_cast<double>(t.rpm));
+      limits.rpm.Resize(static_cast<double>(t.rpm), NowS());
     }
     if (limits.tpm.per_minute() != static_cast<double>(t.tpm)) {
-      limits.tpm = core::MinuteBucket(static_cast<double>(t.tpm));
+      limits.tpm.Resize(static_cast<double>(t.tpm), NowS());
     }
     if (limits.budget_usd != t.budget_usd) {
       // A changed budget is the store's to apply: the next request here asks for a lease

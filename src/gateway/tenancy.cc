@@ -659,6 +659,8 @@ void Tenancy::Audit(std::string actor, std::string action, std::string detail) {
     spdlog::info("audit: {} {} {}", actor, action, detail);
     return;
   }
+  // Which gateway of the store made the change or the refusal: "admin@<member>".
+  if (!member_.empty()) actor += "@" + member_;
   store::AuditRow row{UnixMsNow(), std::move(actor), std::move(action), std::move(detail)};
   boost::asio::post(*audit_worker_, [this, row = std::move(row)] {
     if (auto r = store_->AppendAudit(row); !r) {

@@ -302,6 +302,9 @@ TEST_P(TenancyIntegrationTest, GridAndPriceAdminChangesAreAudited) {
   for (const auto& w : wanted) EXPECT_NE(body.find(w), std::string::npos) << w << ": " << body;
   EXPECT_NE(body.find("42.5"), std::string::npos) << body;
   EXPECT_NE(body.find("shed-1"), std::string::npos) << body;
+  // Each row names the gateway it was made at (gateway 0 here, read back at gateway 1).
+  const std::string actor = json::parse(body.substr(0, body.find('\n')))["actor"];
+  EXPECT_TRUE(actor.starts_with("admin@j")) << actor;
 }
 
 TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {

@@ -58,11 +58,32 @@ std::expected<std::int64_t, std::string> WholeNumber(const json& v, std::string_
 // double, 1e400, is refused here).
 std::expected<json, std::string> ParseObject(std::string_view body) {
   json j;
+  // A key given twice is refused, not read as its last value (which one a client meant is
+  // anyone's guess).
+  std::vector<std::vector<std::string>> keys;  // of each object being read.
+  std::string twice;
+  const json::parser_callback_t note_keys = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end && !keys.empty()) {
+      keys.pop_back();
+    } else if (event == json::parse_event_t::key && !keys.empty()) {
+      const std::string& key = parsed.get_ref<const std::string&>();
+      auto& seen = keys.back();
+      if (std::find(seen.begin(), seen.end(), key) != seen.end()) {
+        if (twice.empty()) twice = key;
+      } else {
+        seen.push_back(key);
+      }
+    }
+    return true;
+  };
   try {
-    j = json::parse(body);
+    j = json::parse(body, note_keys);
   } catch (const json::exception& e) {
     return std::unexpected(std::string("body is not JSON: ") + e.what());
   }
+  if (!twice.empty()) return std::unexpected("'" + twice + "' is given twice");
   if (!j.is_object()) return std::unexpected("body must be a JSON object");
   return j;
 }
@@ -304,20 +325,22 @@ std::expected<core::GridEvent, std::string> GridEventFromJson(
 }
 
 std::expected<double, std::string> HashpriceFromJson(std::string_view body) {
-  const json j = json::parse(body, nullptr, false);
-  const json* v = !j.is_discarded() && j.is_object() ? Member(j, "usd_per_ph_day") : nullptr;
+  const auto parsed = ParseObject(body);
+  if (!parsed) return std::unexpected(parsed.error());
+  const json* v = parsed->size() == 1 ? Member(*parsed, "usd_per_ph_day") : nullptr;
   if (v == nullptr || !v->is_number() || !std::isfinite(v->get<double>()) ||
       v->get<double>() < 0) {
-    return std::unexpected("body must be {\"usd_per_ph_day\": number >= 0}");
+    return std::unexpected("body must be {\"usd_per_ph_day\": number >= 0} and nothing else");
   }
   return v->get<double>();
 }
 
 std::expected<double, std::string> SitePriceFromJson(std::string_view body) {
-  const json j = json::parse(body, nullptr, false);
-  const json* v = !j.is_discarded() && j.is_object() ? Member(j, "usd_per_mwh") : nullptr;
+  const auto parsed = ParseObject(body);
+  if (!parsed) return std::unexpected(parsed.error());
+  const json* v = parsed->size() == 1 ? Member(*parsed, "usd_per_mwh") : nullptr;
   if (v == nullptr || !v->is_number()) {
-    return std::unexpected("body must be {\"usd_per_mwh\": number}");
+    return std::unexpected("body must be {\"usd_per_mwh\": number} and nothing else");
   }
   const double price = v->get<double>();
   if (!std::isfinite(price) || price < -10000 || price > 100000) {

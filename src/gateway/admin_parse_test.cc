@@ -61,6 +61,17 @@ TEST(AdminParseTest, RefusesAnUnknownTenantField) {
   EXPECT_EQ(*shown, kAcme);
 }
 
+// A key given twice is refused by name, at any depth, rather than read as its last value.
+TEST(AdminParseTest, RefusesAKeyGivenTwice) {
+  auto t = TenantFromJson(R"({"id":"a","rpm":5,"id":"b"})");
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error(), "'id' is given twice");
+  EXPECT_TRUE(TenantFromJson(R"({"id":"a","rpm":5})"));
+  const auto e = HashpriceFromJson(R"({"usd_per_ph_day":1,"usd_per_ph_day":2})");
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().find("twice"), std::string::npos);
+}
+
 // A body read over a stored tenant changes only the fields it names; a list it names replaces
 // the stored one whole.
 TEST(AdminParseTest, ATenantBodyOverAStoredOneChangesOnlyWhatItNames) {

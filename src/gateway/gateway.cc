@@ -54,7 +54,7 @@ std::string PriceJson(const std::string& site, double usd_per_mwh) {
 }
 
 // The one method a path of the public API takes; none for any other path (admin paths answer
-// their own 405s). HEAD is not among them: the server would send the body of its answer.
+// their own 405s). A GET path also takes HEAD (the server sends the answer's header alone).
 std::optional<http::verb> PublicPathMethod(std::string_view path) {
   if (path == "/v1/chat/completions" || path == "/v1/completions") return http::verb::post;
   if (path == "/v1/models" || path == "/metrics" || path == "/healthz") return http::verb::get;
@@ -161,8 +161,11 @@ net::asio::awaitable<void> Gateway::Handle(net::ServerRequest& request, net::Res
 net::asio::awaitable<void> Gateway::HandleOther(std::string_view path, net::ServerRequest& request,
                                                 net::Responder& responder, bool admin_listener) {
   // A POST to the completions paths went to HandleInference: here they take no method.
-  if (const auto method = PublicPathMethod(path); method && request.method() != *method) {
-    const std::string_view allow = http::to_string(*method);
+  if (const auto method = PublicPathMethod(path);
+      method && request.method() != *method &&
+      !(*method == http::verb::get && request.method() == http::verb::head)) {
+    const std::string_view allow = *method == http::verb::get ? std::string_view("GET, HEAD")
+                                                               : std::string_view("POST");
     const std::string message = "use " + std::string(allow) + " for " + std::string(path);
     co_await Fail(responder, NewRequestId(), http::status::method_not_allowed, message,
                   "invalid_request_error", "method_not_allowed", 0, allow);

@@ -298,14 +298,18 @@ class StreamResponder final : public Responder {
  public:
   // `deadline`: the plain connection's; null over TLS (tcp_stream's timer applies).
   // `draining`: the server's flag; an answer that begins once it is set says "Connection: close".
+  // `head`: the request was HEAD; a whole answer goes out as its header alone (RFC 9110 9.3.2:
+  // the fields a GET would get, Content-Length included, and no body).
   StreamResponder(Stream& stream, SocketDeadline* deadline, std::chrono::seconds write_timeout,
-                  bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr)
+                  bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr,
+                  bool head = false)
       : stream_(stream),
         deadline_(deadline),
         write_timeout_(write_timeout),
         keep_alive_(keep_alive),
         version_(version),
         chunked_(version >= 11),
+        head_(head),
         draining_(draining) {}
 
   asio::awaitable<bool> Send(Response response) override {
@@ -320,7 +324,14 @@ class StreamResponder final : public Responder {
     } else {
       beast::get_lowest_layer(stream_).expires_after(write_timeout_);
     }
-    auto [ec, n] = co_await http::async_write(Io(stream_), response, kUseTuple);
+    beast::error_code ec;
+    if (head_) {
+      http::response_serializer<http::string_body> header_only(response);
+      std::tie(ec, std::ignore) =
+          co_await http::async_write_header(Io(stream_), header_only, kUseTuple);
+    } else {
+      std::tie(ec, std::ignore) = co_await http::async_write(Io(stream_), response, kUseTuple);
+    }
     if (deadline_) deadline_->Disarm();
     if (ec) gone_ = true;
     co_return !gone_;
@@ -487,6 +498,7 @@ class StreamResponder final : public Responder {
   bool keep_alive_;
   unsigned version_;
   const bool chunked_;  // HTTP/1.1: a stream is chunked; HTTP/1.0: raw, ended by the close.
+  const bool head_;
   const std::atomic<bool>* draining_;
   bool sent_ = false;
   bool gone_ = false;
@@ -779,7 +791,8 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
       request.set_keep_alive(parser.keep_alive());
       // While draining, the answer says "Connection: close" (the loop ends after it).
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,
-                                        request.keep_alive(), request.version(), &stopped);
+                                        request.keep_alive(), request.version(), &stopped,
+                                        request.method() == http::verb::head);
       if (plain) {
         plain->Disarm();
       } else {

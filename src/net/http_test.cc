@@ -527,6 +527,21 @@ TEST_F(HttpBoundTest, AnswersOverTheConnectionBoundWith503) {
   EXPECT_EQ(served->body(), "you said hello");
 }
 
+// A HEAD request gets the header a GET would (Content-Length included) and no body: the next
+// answer on the same connection follows it at once.
+TEST_F(HttpTest, AHeadRequestGetsTheHeaderAlone) {
+  RawClient client(server_->port());
+  client.Send("HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n");
+  client.Send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+  ASSERT_TRUE(client.ReadUntil("you said hi", std::chrono::milliseconds(2000))) << client.got;
+  const std::size_t second = client.got.find("HTTP/1.1", 1);
+  ASSERT_NE(second, std::string::npos) << client.got;
+  const std::string head = client.got.substr(0, second);
+  EXPECT_TRUE(head.starts_with("HTTP/1.1 200")) << head;
+  EXPECT_NE(head.find("Content-Length: 9\r\n"), std::string::npos) << head;  // "you said ".
+  EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head;
+}
+
 // A burst of connections is held to the bound: each is counted as it is accepted, not when its
 // session starts on one of the threads (a walkthrough's burst of 8 was served 8 with a bound
 // of 4). Two I/O threads, so sessions start elsewhere than the accepts.

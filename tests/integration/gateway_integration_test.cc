@@ -1121,14 +1121,14 @@ TEST_F(GatewayIntegrationTest, AMethodAPathDoesNotTakeIs405WithTheMethodsItTakes
     http::verb verb;
     std::string target, key, allow;
   } cases[] = {
-      {http::verb::post, "/v1/models", "key-any", "GET"},
-      {http::verb::delete_, "/v1/models", "key-any", "GET"},
+      {http::verb::post, "/v1/models", "key-any", "GET, HEAD"},
+      {http::verb::delete_, "/v1/models", "key-any", "GET, HEAD"},
       {http::verb::head, "/v1/chat/completions", "key-any", "POST"},
       {http::verb::options, "/v1/chat/completions", "key-any", "POST"},
       {http::verb::get, "/v1/chat/completions", "key-any", "POST"},
       {http::verb::put, "/v1/completions", "key-any", "POST"},
-      {http::verb::post, "/metrics", "", "GET"},
-      {http::verb::post, "/healthz", "", "GET"},
+      {http::verb::post, "/metrics", "", "GET, HEAD"},
+      {http::verb::post, "/healthz", "", "GET, HEAD"},
       {http::verb::post, "/admin/fleet", "admin", "GET"},
       {http::verb::get, "/admin/sites/cheap/price", "admin", "POST, PUT, DELETE"},
       {http::verb::put, "/admin/hashprice", "admin", "GET, POST"},
@@ -1141,13 +1141,19 @@ TEST_F(GatewayIntegrationTest, AMethodAPathDoesNotTakeIs405WithTheMethodsItTakes
     EXPECT_EQ(r.status, 405) << what << ": " << r.error << r.body;
     EXPECT_EQ(r.Header("allow"), c.allow) << what;
     EXPECT_FALSE(r.Header("x-request-id").empty()) << what;
+    if (c.verb == http::verb::head) continue;  // its answer has no body.
     EXPECT_EQ(json::parse(r.body, nullptr, false)["error"]["code"], "method_not_allowed")
         << what << ": " << r.body;
   }
-  // What each path takes it still answers.
+  // What each path takes it still answers; a GET path answers HEAD with the header alone.
   EXPECT_EQ(client_->Call(http::verb::get, "/v1/models", "", "key-any").status, 200);
   EXPECT_EQ(client_->Call(http::verb::get, "/metrics").status, 200);
   EXPECT_EQ(client_->Call(http::verb::get, "/healthz").status, 200);
+  const auto head = client_->Call(http::verb::head, "/healthz");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_TRUE(head.body.empty()) << head.body;
+  EXPECT_EQ(head.Header("content-length"), "15");  // {"status":"ok"}
+  EXPECT_EQ(client_->Call(http::verb::head, "/v1/models", "", "key-any").status, 200);
   EXPECT_EQ(Admin(http::verb::get, "/admin/fleet").status, 200);
   EXPECT_EQ(Admin(http::verb::put, "/admin/sites/cheap/price", R"({"usd_per_mwh":25})").status,
             200);

@@ -58,6 +58,7 @@ asio::awaitable<StreamResult> DoCall(std::string host, unsigned short port, http
   beast::flat_buffer buffer;
   http::response_parser<http::buffer_body> parser;
   parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+  parser.skip(verb == http::verb::head);  // an answer to HEAD has no body, whatever it says.
   auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, tuple);
   if (hec) {
     result.error = hec.message();

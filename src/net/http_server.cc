@@ -788,6 +788,17 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         co_await LingeringClose(stream);
         co_return;
       }
+      if (request.version() >= 11 && !request.has(http::field::host)) {
+        // RFC 9112 3.2: a server must answer 400 to an HTTP/1.1 request without Host.
+        auto refusal = ErrorResponse(http::status::bad_request,
+                                     "an HTTP/1.1 request must carry a Host field",
+                                     "invalid_request_error", "bad_request");
+        refusal.keep_alive(false);
+        StreamResponder<Stream> r(stream, plain, options.write_timeout, false, 11);
+        co_await r.Send(std::move(refusal));
+        co_await LingeringClose(stream);
+        co_return;
+      }
       request.set_keep_alive(parser.keep_alive());
       // While draining, the answer says "Connection: close" (the loop ends after it).
       StreamResponder<Stream> responder(stream, plain, options.write_timeout,

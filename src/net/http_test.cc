@@ -180,8 +180,8 @@ TEST_F(HttpTest, AHandlerSeesTheRequestAsSent) {
             "POST /parts?q=1 11 keep type=text/plain custom=first has-missing=0 fields=5 body=abcde");
   EXPECT_EQ(exchange("PATCH /parts HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nhi"),
             "PATCH /parts 10 keep type= custom= has-missing=0 fields=2 body=hi");
-  EXPECT_EQ(exchange("GET /parts HTTP/1.1\r\nConnection: close\r\n\r\n"),
-            "GET /parts 11 close type= custom= has-missing=0 fields=1 body=");
+  EXPECT_EQ(exchange("GET /parts HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            "GET /parts 11 close type= custom= has-missing=0 fields=2 body=");
   EXPECT_EQ(exchange("GET /parts HTTP/1.0\r\n\r\n"),
             "GET /parts 10 close type= custom= has-missing=0 fields=0 body=");
 }
@@ -540,6 +540,16 @@ TEST_F(HttpTest, AHeadRequestGetsTheHeaderAlone) {
   EXPECT_TRUE(head.starts_with("HTTP/1.1 200")) << head;
   EXPECT_NE(head.find("Content-Length: 9\r\n"), std::string::npos) << head;  // "you said ".
   EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head;
+}
+
+// An HTTP/1.1 request without Host is refused with 400 (RFC 9112 3.2); HTTP/1.0 needs none.
+TEST_F(HttpTest, AnHttp11RequestWithoutHostIs400) {
+  RawClient client(server_->port());
+  client.Send("POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+  ASSERT_TRUE(client.ReadToEnd(std::chrono::milliseconds(3000))) << client.got;
+  EXPECT_TRUE(client.got.starts_with("HTTP/1.1 400")) << client.got;
+  EXPECT_NE(client.got.find("Host"), std::string::npos) << client.got;
+  EXPECT_EQ(client.got.find("you said"), std::string::npos) << client.got;
 }
 
 // A burst of connections is held to the bound: each is counted as it is accepted, not when its

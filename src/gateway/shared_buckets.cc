@@ -148,16 +148,19 @@ SharedBuckets::Slot* SharedBuckets::Lock(const Limits& limits) {
       slot.id_bytes = static_cast<std::uint32_t>(limits.tenant.size());
       std::memcpy(slot.id, limits.tenant.data(), limits.tenant.size());
     }
-    // A limit that differs from the bucket's is remade (full) from a strictly newer view, or
-    // for a new slot; each bucket on its own, so a changed rpm leaves the tpm bucket as it is.
+    // A new slot's buckets start full. A limit that differs from the bucket's, seen in a
+    // strictly newer view, resizes it keeping what the last minute used (MinuteBucket::Resize:
+    // a lowered limit does not refill it); each bucket on its own.
     if (fresh || limits.version > slot.version) {
       for (auto [bytes, per_minute] : {std::pair{slot.rpm, limits.rpm}, {slot.tpm, limits.tpm}}) {
         core::MinuteBucket bucket;
         std::memcpy(&bucket, bytes, sizeof bucket);
-        if (fresh || bucket.per_minute() != per_minute) {
-          const core::MinuteBucket remade(per_minute);
-          std::memcpy(bytes, &remade, sizeof remade);
+        if (fresh) {
+          bucket = core::MinuteBucket(per_minute);
+        } else if (bucket.per_minute() != per_minute) {
+          bucket.Resize(per_minute, 0);  // as of its last use: the next take refills it.
         }
+        std::memcpy(bytes, &bucket, sizeof bucket);
       }
       slot.version = limits.version;
     }

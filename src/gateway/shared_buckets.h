@@ -14,10 +14,10 @@
 // (EOWNERDEAD), which carries on with the table as it is; one that is stopped (SIGSTOP, a
 // debugger) while holding it stalls the others' admissions until it runs again.
 //
-// A bucket whose limit no longer matches the tenant's is made afresh, but only by a process whose
-// view of the tenant is newer than the one that last made it (Tenant::version): two processes
-// that see a limit change a few hundred milliseconds apart must not refill the bucket back and
-// forth between the two. Slots are not freed before a reboot: past kSlots tenants, the rest keep
+// A bucket whose limit no longer matches the tenant's is resized (keeping what the last minute
+// used), but only by a process whose view of the tenant is newer than the one that last did
+// (Tenant::version): two processes that see a limit change a few hundred milliseconds apart must
+// not resize the bucket back and forth between the two. Slots are not freed before a reboot: past kSlots tenants, the rest keep
 // per-process buckets (logged once).
 
 #include <atomic>

@@ -76,17 +76,22 @@ TEST_F(SharedBucketsTest, OpeningsOfOneFileAreOneDomain) {
 
 // A changed limit makes a fresh bucket only for a view at least as new as the bucket's: a process
 // that has not reloaded yet does not refill it back.
-TEST_F(SharedBucketsTest, OnlyANewerViewOfALimitRemakesTheBucket) {
+TEST_F(SharedBucketsTest, OnlyANewerViewOfALimitResizesTheBucket) {
   auto table = Open();
   ASSERT_TRUE(table);
   EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
   EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
-  EXPECT_TRUE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));  // raised at version 6: fresh, 2 in it.
-  // A process still at version 5 takes from that bucket as it is: the last one in it, and no
-  // refill for either view after.
-  EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+  // Raised to 2 at version 6: the one taken still counts, so one more is left (not two).
+  EXPECT_TRUE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));
+  // A process still at version 5 takes from that bucket as it is (empty), and no view refills
+  // it after.
+  EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
   EXPECT_FALSE(TakeOne(*table, {"acme", 2, 0, 6}, 10.0));
   EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 5}, 10.0));
+  // Lowered at version 7 with 2 taken in the minute: nothing left, and none until they drain.
+  EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 7}, 10.0));
+  EXPECT_FALSE(TakeOne(*table, {"acme", 1, 0, 7}, 40.0));
+  EXPECT_TRUE(TakeOne(*table, {"acme", 1, 0, 7}, 130.0));
 }
 
 // Two processes taking from one bucket at the same time lose no update: the mutex in the file

@@ -74,6 +74,15 @@ class PostgresConnection final : public Connection {
     return false;
   }
 
+  // libpq's words for a lost connection depend on where it was noticed ("Could not obtain
+  // client encoding", "server closed the connection unexpectedly"): say what happened first.
+  std::string Describe(const std::exception& e) const override {
+    if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) {
+      return std::string("the connection to PostgreSQL is lost or refused (") + e.what() + ")";
+    }
+    return e.what();
+  }
+
   std::vector<Row> Query(const std::string& sql, std::span<const Param> params) override {
     std::vector<std::string> text;
     text.reserve(params.size());

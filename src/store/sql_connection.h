@@ -52,6 +52,8 @@ class Connection {
   virtual bool IsBusy(const std::exception& e) const noexcept {
     return dynamic_cast<const BusyError*>(&e) != nullptr;
   }
+  // `e`, thrown by this connection, in words for an operator.
+  virtual std::string Describe(const std::exception& e) const { return e.what(); }
 
   // Runs one statement (inside the open transaction, if any) and returns its rows.
   virtual std::vector<Row> Query(const std::string& sql, std::span<const Param> params = {}) = 0;

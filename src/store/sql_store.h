@@ -56,7 +56,7 @@ class SqlStore final : public Store {
     try {
       return body();
     } catch (const std::exception& e) {
-      std::string message = origin_ + ": " + e.what();
+      std::string message = origin_ + ": " + connection_->Describe(e);
       if (connection_->IsBusy(e)) message.insert(0, kBusyPrefix);
       return std::unexpected(std::move(message));
     }

@@ -693,6 +693,19 @@ TEST_F(StoreTest, APostgresLockTimeoutIsReportedAsBusy) {
   EXPECT_FALSE(missing);
 }
 
+
+// PostgreSQL: a store whose connection the server dropped says so (libpq's own words, e.g.
+// "Could not obtain client encoding", name no cause), and counts as busy (a retry may reach it).
+TEST_F(StoreTest, ALostPostgresConnectionIsSaidToBeLost) {
+  ASSERT_TRUE(store_->PutTenant(Tenant("early")));
+  RawSql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+         "WHERE pid <> pg_backend_pid() AND datname = current_database()");
+  auto refused = store_->PutTenant(Tenant("late"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().find("the connection to PostgreSQL is lost"), std::string::npos)
+      << refused.error();
+  EXPECT_TRUE(IsBusy(refused.error())) << refused.error();
+}
 #else
 
 TEST_F(StoreTest, SqliteFileHoldsNoKeyPlaintext) {

@@ -83,6 +83,28 @@ std::expected<std::unique_ptr<net::HttpServer>, std::string> Listen(
   }
 }
 
+// Whether `address` (HOST:PORT; empty or port 0: nothing to check) can be bound now: a trial
+// bind, released at once.
+std::expected<void, std::string> CheckBindable(const std::string& address, bool reuse_port) {
+  std::string h;
+  unsigned short port = 0;
+  if (address.empty() || !net::SplitHostPort(address, &h, &port) || port == 0) return {};
+  boost::system::error_code ec;
+  const auto ip = net::asio::ip::make_address(h, ec);
+  if (ec) return std::unexpected("cannot listen on " + address + ": " + ec.message());
+  net::asio::io_context io;
+  net::tcp::acceptor trial(io);
+  const net::tcp::endpoint ep(ip, port);
+  trial.open(ep.protocol(), ec);
+  if (!ec) trial.set_option(net::asio::socket_base::reuse_address(true), ec);
+  if (!ec && reuse_port) {
+    trial.set_option(net::asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
+  }
+  if (!ec) trial.bind(ep, ec);
+  if (ec) return std::unexpected("cannot listen on " + address + ": " + ec.message());
+  return {};
+}
+
 // Descriptors the process keeps for itself (listeners, engine pools, the store, logs, epoll).
 constexpr std::size_t kReservedDescriptors = 64;
 
@@ -488,6 +510,15 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   for (const auto& t : config.tenants) {
     tenants.Add({t.id, t.jurisdictions, t.priority, t.ttft_target_ms / 1e3, t.tpot_target_ms / 1e3},
                 t.key_sha256);
+  }
+  // A listen address that cannot be bound is refused before the store is opened (or a new
+  // SQLite store made for nothing).
+  for (const std::string& address :
+       {options.listen.empty() ? config.listen : options.listen, options.admin_listen}) {
+    if (auto bindable = CheckBindable(address, options.reuse_port && address != options.admin_listen);
+        !bindable) {
+      return std::unexpected(bindable.error());
+    }
   }
   if (!options.state_dir.empty() || !options.store_url.empty()) {
     const auto file = store::SqliteFile(options.store_url, options.state_dir);

@@ -486,6 +486,29 @@ void ExpectStoppingAnswer(const testing::StreamResult& plain) {
   EXPECT_EQ(plain.Header("retry-after"), "1");
 }
 
+// A gateway that cannot bind its address says so and makes no store: a new SQLite store was
+// created before the bind failed.
+TEST(GatewayStoreTest, AnAddressInUseIsRefusedBeforeAStoreIsMade) {
+  net::asio::io_context io;
+  net::tcp::acceptor taken(io, net::tcp::endpoint(net::asio::ip::make_address("127.0.0.1"), 0));
+  const auto dir = FreshDir("pp-gw-bind");
+  auto config = fleet::ParseFleetConfig(OneEngineFleet({9}), "test fleet");
+  ASSERT_TRUE(config) << config.error();
+  runtime::UpOptions o;
+  o.listen = "127.0.0.1:" + std::to_string(taken.local_endpoint().port());
+  o.data_dir = PP_SOURCE_DIR "/data";
+  o.state_dir = dir;
+  auto rt = runtime::Runtime::Start(*config, o);
+  ASSERT_FALSE(rt);
+  EXPECT_NE(rt.error().find("cannot listen on " + o.listen + ": Address already in use"),
+            std::string::npos)
+      << rt.error();
+  EXPECT_EQ(rt.error().find(".hpp"), std::string::npos) << rt.error();  // no Boost source path.
+  EXPECT_FALSE(std::filesystem::exists(dir / "powerplane.db"));
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}
+
 // A model no site of the tenant's jurisdictions serves is refused for good: 403 with
 // x-should-retry: false and no Retry-After (it was 503 with Retry-After: 30, which the OpenAI
 // SDKs retried for a minute), and the refusal is audited.

@@ -80,8 +80,24 @@ class RequestParser : public http::basic_parser<true> {
  private:
   void on_request_impl(http::verb method, beast::string_view method_string,
                        beast::string_view target, int version, beast::error_code& ec) override {
-    request_.SetStartLine(method, method_string, target, static_cast<unsigned>(version));
+    request_.SetStartLine(method, method_string, OriginForm(target), static_cast<unsigned>(version));
     ec = {};
+  }
+  // A target in absolute form ("http://host:port/path?query", which a server must accept: RFC
+  // 9112 3.2.2) as the origin form ("/path?query") every handler reads; any other as it is.
+  static std::string_view OriginForm(std::string_view target) {
+    for (std::string_view scheme : {"http://", "https://"}) {
+      if (target.size() < scheme.size() ||
+          !beast::iequals(target.substr(0, scheme.size()), scheme)) {
+        continue;
+      }
+      const std::string_view rest = target.substr(scheme.size());
+      const std::size_t path = rest.find_first_of("/?");
+      if (path == std::string_view::npos) return "/";
+      if (rest[path] == '?') return target;  // "http://host?q": left as sent (a path of none).
+      return rest.substr(path);
+    }
+    return target;
   }
   void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
     ec = {};  // never called for a request.

@@ -184,6 +184,9 @@ TEST_F(HttpTest, AHandlerSeesTheRequestAsSent) {
             "GET /parts 11 close type= custom= has-missing=0 fields=2 body=");
   EXPECT_EQ(exchange("GET /parts HTTP/1.0\r\n\r\n"),
             "GET /parts 10 close type= custom= has-missing=0 fields=0 body=");
+  // A target in absolute form (RFC 9112 3.2.2) reaches the handler as its origin form.
+  EXPECT_EQ(exchange("GET HTTP://a:80/parts?q=2 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+            "GET /parts?q=2 11 close type= custom= has-missing=0 fields=2 body=");
 }
 
 // A client writing and reading raw bytes on one connection, each read bounded in time.

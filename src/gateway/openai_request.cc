@@ -134,7 +134,7 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
       for (auto m : messages) {
         od::object mo;
         if (auto e = m.get_object().get(mo)) return std::unexpected(error(e, "messages"));
-        bool has_role = false;
+        bool has_role = false, has_content = false, assistant = false;
         for (auto f : mo) {
           std::string_view k;
           if (auto e = f.unescaped_key().get(k)) return std::unexpected(error(e, "messages"));
@@ -144,7 +144,9 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
               return std::unexpected(error(e, "messages.role"));
             }
             has_role = true;
+            assistant = role == "assistant";
           } else if (k == "content") {
+            has_content = true;
             od::value content;
             if (auto e = f.value().get(content)) return std::unexpected(error(e, "messages"));
             if (auto e = CountContent(content, &r.prompt_tokens)) {
@@ -154,6 +156,11 @@ std::expected<OpenAiRequest, RequestError> ParseOpenAiRequest(ApiKind kind,
         }
         if (!has_role) {
           return std::unexpected(Invalid("each message needs a 'role'", "messages"));
+        }
+        // Only an assistant's message may come without content (it may carry tool calls).
+        if (!has_content && !assistant) {
+          return std::unexpected(
+              Invalid("each message but an assistant's needs a 'content'", "messages"));
         }
         r.prompt_tokens += core::kChatMessageOverheadTokens;
         ++count;

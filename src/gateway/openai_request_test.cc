@@ -37,7 +37,7 @@ TEST(OpenAiRequestTest, CompletionsPrompt) {
 
 TEST(OpenAiRequestTest, MaxTokensAboveTheBoundSaysWhatTheBoundIs) {
   auto r = ParseOpenAiRequest(
-      ApiKind::kChat, R"({"model":"m","max_tokens":16777217,"messages":[{"role":"user"}]})");
+      ApiKind::kChat, R"({"model":"m","max_tokens":16777217,"messages":[{"role":"user","content":"x"}]})");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().param, "max_tokens");
   EXPECT_EQ(r.error().message, "'max_tokens' must be at most 10000000");
@@ -47,7 +47,7 @@ TEST(OpenAiRequestTest, MaxTokensAboveTheBoundSaysWhatTheBoundIs) {
 // cut short is said to be invalid JSON, not "not an object".
 TEST(OpenAiRequestTest, SaysWhatIsWrongWithAHugeNumberOrACutBody) {
   auto r = ParseOpenAiRequest(
-      ApiKind::kChat, R"({"model":"m","max_tokens":99999999999999999999,"messages":[{"role":"user"}]})");
+      ApiKind::kChat, R"({"model":"m","max_tokens":99999999999999999999,"messages":[{"role":"user","content":"x"}]})");
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().param, "max_tokens");
   EXPECT_EQ(r.error().message, "'max_tokens' must be an integer from 1 to 10000000");
@@ -77,9 +77,9 @@ TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {
       {ApiKind::kChat, R"({"model":"m","messages":[]})", "messages"},
       {ApiKind::kChat, R"({"model":"m","messages":[{"content":"x"}]})", "messages"},
       {ApiKind::kChat, R"({"model":7,"messages":[{"role":"user","content":"x"}]})", "model"},
-      {ApiKind::kChat, R"({"model":"m","max_tokens":-1,"messages":[{"role":"user"}]})",
+      {ApiKind::kChat, R"({"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"x"}]})",
        "max_tokens"},
-      {ApiKind::kChat, R"({"model":"m","stream":"yes","messages":[{"role":"user"}]})", "stream"},
+      {ApiKind::kChat, R"({"model":"m","stream":"yes","messages":[{"role":"user","content":"x"}]})", "stream"},
       {ApiKind::kCompletion, R"({"model":"m","prompt":5})", "prompt"},
       {ApiKind::kCompletion, R"({"model":"m"})", "prompt"},
   };
@@ -94,6 +94,18 @@ TEST(OpenAiRequestTest, RejectsBadRequestsWithTheParameterNamed) {
 
 // On-Demand parses lazily: a second value after the root object passed unread and reached the
 // engine, which answered 400 itself.
+// A message needs content, but for an assistant's (which may carry tool calls instead).
+TEST(OpenAiRequestTest, AMessageWithoutContentIsAnAssistantsOrRefused) {
+  auto r = ParseOpenAiRequest(ApiKind::kChat, R"({"model":"m","messages":[{"role":"user"}]})");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().param, "messages");
+  EXPECT_NE(r.error().message.find("'content'"), std::string::npos) << r.error().message;
+  r = ParseOpenAiRequest(ApiKind::kChat,
+                         R"({"model":"m","messages":[{"role":"user","content":"hi"},)"
+                         R"({"role":"assistant","tool_calls":[]},{"role":"user","content":"ok"}]})");
+  EXPECT_TRUE(r) << r.error().message;
+}
+
 TEST(OpenAiRequestTest, RejectsContentAfterTheObject) {
   const std::string one = R"({"model":"m","messages":[{"role":"user","content":"x"}]})";
   for (const std::string& body : {one + one, one + " \n" + one, one + "}", one + "{}"}) {
@@ -120,7 +132,7 @@ TEST(OpenAiRequestTest, RejectsContentAfterTheObject) {
 }
 
 TEST(OpenAiRequestTest, UpstreamAlwaysAsksForUsageWhenStreaming) {
-  const std::string body = R"({"model":"m","stream":true,"messages":[{"role":"user"}]})";
+  const std::string body = R"({"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]})";
   auto r = ParseOpenAiRequest(ApiKind::kChat, body);
   ASSERT_TRUE(r);
   auto up = nlohmann::json::parse(UpstreamBody(*r, body));
@@ -128,7 +140,7 @@ TEST(OpenAiRequestTest, UpstreamAlwaysAsksForUsageWhenStreaming) {
   EXPECT_EQ(up["model"], "m");
 
   const std::string with_options =
-      R"({"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user"}]})";
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"x"}]})";
   r = ParseOpenAiRequest(ApiKind::kChat, with_options);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->has_stream_options);
@@ -136,13 +148,13 @@ TEST(OpenAiRequestTest, UpstreamAlwaysAsksForUsageWhenStreaming) {
   EXPECT_TRUE(up["stream_options"]["include_usage"].get<bool>());
 
   const std::string asked =
-      R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user"}]})";
+      R"({"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]})";
   r = ParseOpenAiRequest(ApiKind::kChat, asked);
   ASSERT_TRUE(r);
   EXPECT_TRUE(r->include_usage);
   EXPECT_EQ(UpstreamBody(*r, asked), asked);  // untouched
 
-  const std::string not_streaming = R"({"model":"m","messages":[{"role":"user"}]})";
+  const std::string not_streaming = R"({"model":"m","messages":[{"role":"user","content":"x"}]})";
   r = ParseOpenAiRequest(ApiKind::kChat, not_streaming);
   EXPECT_EQ(UpstreamBody(*r, not_streaming), not_streaming);
 }

@@ -126,7 +126,7 @@ int TenancyCommands::Run() {
     }
     auto key = st.CreateKey(tenant_);
     if (!key) return fail(key.error());
-    Audit(st, "key.create", key->record.id + " tenant=" + tenant_);
+    Audit(st, "key.create", gateway::AuditDetail({{"id", key->record.id}, {"tenant", tenant_}}));
     std::printf("id:     %s\ntenant: %s\nkey:    %s\n(the key is shown once; only its hash is "
                 "stored)\n",
                 key->record.id.c_str(), key->record.tenant.c_str(), key->plaintext.c_str());
@@ -145,7 +145,7 @@ int TenancyCommands::Run() {
     auto revoked = st.RevokeKey(key_id_);
     if (!revoked) return fail(revoked.error());
     if (!*revoked) return fail("no live key '" + key_id_ + "'");
-    Audit(st, "key.revoke", key_id_);
+    Audit(st, "key.revoke", gateway::AuditDetail({{"id", key_id_}}));
     std::printf("revoked %s\n", key_id_.c_str());
     return 0;
   }

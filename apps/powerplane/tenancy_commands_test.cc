@@ -128,7 +128,8 @@ TEST_F(TenancyCommandsTest, ChangesAreAudited) {
   EXPECT_EQ((*audit)[0].action, "tenant.put");
   EXPECT_NE((*audit)[0].detail.find(R"("rpm":5)"), std::string::npos) << (*audit)[0].detail;
   EXPECT_EQ((*audit)[1].action, "key.create");
-  EXPECT_EQ((*audit)[1].detail, id + " tenant=acme");
+  EXPECT_EQ((*audit)[1].detail, R"({"id":")" + id + R"(","tenant":"acme"})");
+  EXPECT_EQ((*audit)[2].detail, R"({"id":")" + id + R"("})");
   EXPECT_EQ((*audit)[2].action, "key.revoke");
   for (const auto& row : *audit) EXPECT_EQ(row.actor, "cli");
 }

@@ -259,6 +259,14 @@ std::expected<store::TenantRecord, std::string> TenantFromJson(std::string_view 
   return t;
 }
 
+std::string AuditDetail(
+    std::initializer_list<std::pair<std::string_view, std::string_view>> fields) {
+  // ordered_json keeps the fields in the order given.
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [name, value] : fields) j[std::string(name)] = std::string(value);
+  return j.dump();
+}
+
 std::string TenantToJson(const store::TenantRecord& t) {
   return json{{"id", t.id},
               {"jurisdictions", t.jurisdictions},

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <initializer_list>
 #include <optional>
 #include <span>
 #include <string>
@@ -54,6 +55,10 @@ std::expected<std::int64_t, std::string> TimeParam(std::string_view target, std:
 // what it names), or the default when `base` is null (a new tenant).
 std::expected<store::TenantRecord, std::string> TenantFromJson(
     std::string_view body, const store::TenantRecord* base = nullptr);
+
+// An audit row's detail as a JSON object of the given string fields, in their order
+// ({"id":"key_1","tenant":"acme"}): every action's detail is one JSON object.
+std::string AuditDetail(std::initializer_list<std::pair<std::string_view, std::string_view>> fields);
 
 // A tenant as the admin API shows it (GET and POST /admin/tenants) and as the audit log records
 // its `tenant.put` (admin API and CLI alike): a JSON object of the fields TenantFromJson reads.

@@ -49,6 +49,9 @@ std::string TooLargeMessage(const Tenant& t, int prompt_tokens, std::optional<in
   return m;
 }
 
+// (Outside the coroutine: see the note above on g++ 12 and JSON temporaries.)
+std::string SiteJson(const std::string& site) { return AuditDetail({{"site", site}}); }
+
 std::string PriceJson(const std::string& site, double usd_per_mwh) {
   return json{{"site", site}, {"usd_per_mwh", usd_per_mwh}}.dump();
 }
@@ -426,7 +429,7 @@ net::asio::awaitable<void> Gateway::HandleAdmin(net::ServerRequest& request,
     } else if (request.method() == http::verb::delete_) {
       fleet_.SetPriceOverride(*site, std::nullopt);
       spdlog::info("admin: price override of {} cleared", site_id);
-      tenancy_->Audit("admin", "site.price.clear", site_id);
+      tenancy_->Audit("admin", "site.price.clear", SiteJson(site_id));
     } else {
       co_await Fail(responder, id, http::status::method_not_allowed, "use POST or DELETE",
                     "invalid_request_error", "method_not_allowed", 0, "POST, PUT, DELETE");

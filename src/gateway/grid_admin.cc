@@ -49,6 +49,7 @@ std::string HashpriceJson(double usd_per_ph_day) {
 }
 
 std::string DeletedJson(const std::string& id) { return json{{"deleted", id}}.dump(); }
+std::string EventIdJson(const std::string& id) { return AuditDetail({{"id", id}}); }
 
 }  // namespace
 
@@ -120,7 +121,7 @@ net::asio::awaitable<bool> Gateway::HandleGridAdmin(net::ServerRequest& request,
       co_return true;
     }
     spdlog::info("admin: grid event {} deleted", event_id);
-    tenancy_->Audit("admin", "grid_event.delete", event_id);
+    tenancy_->Audit("admin", "grid_event.delete", EventIdJson(event_id));
     auto res = net::MakeResponse(http::status::ok, DeletedJson(event_id), "application/json");
     co_await responder.Send(std::move(res));
     co_return true;

@@ -19,6 +19,7 @@
 
 #include "gateway/gateway.h"
 #include "gateway/await_done.h"
+#include "gateway/admin_parse.h"
 #include "gateway/chunked.h"
 #include "gateway/sse.h"
 #include "net/http_client.h"
@@ -158,8 +159,10 @@ double ChargeUsd(const core::Decision& d, const core::GpuModel& gpu, std::int64_
 std::string ResidencyDetail(const Call& call) {
   std::string allowed;
   for (const auto& j : call.tenant->jurisdictions) allowed += (allowed.empty() ? "" : ",") + j;
-  return call.request_id + " tenant=" + call.tenant->id + " model=" + call.parsed.model +
-         " allowed=" + (allowed.empty() ? "any" : allowed);
+  return AuditDetail({{"request_id", call.request_id},
+                      {"tenant", call.tenant->id},
+                      {"model", call.parsed.model},
+                      {"allowed", allowed.empty() ? "any" : allowed}});
 }
 
 // The header of the request sent to an engine (HTTP/1.1, kept alive), ending with the blank line.

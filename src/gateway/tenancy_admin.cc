@@ -101,13 +101,12 @@ Reply Error(http::status status, std::string message, std::string code) {
 // refused, naming those the path takes.
 std::expected<bool, std::string> WantsCsv(std::string_view path, std::string_view format,
                                           std::string_view accept) {
-  const bool usage = path == "/admin/usage", ledger = path == "/admin/ledger";
-  if (format.empty()) return (usage || ledger) && accept.find("text/csv") != accept.npos;
+  const bool usage = path == "/admin/usage";
+  if (format.empty()) return accept.find("text/csv") != accept.npos;
   if (format == "json" || (!usage && (format == "jsonl" || format == "ndjson"))) return false;
-  if (format == "csv" && (usage || ledger)) return true;
-  return std::unexpected(usage    ? "format must be json or csv"
-                         : ledger ? "format must be json, jsonl, ndjson or csv"
-                                  : "format must be json, jsonl or ndjson");
+  if (format == "csv") return true;
+  return std::unexpected(usage ? "format must be json or csv"
+                               : "format must be json, jsonl, ndjson or csv");
 }
 
 // A 405 naming the methods the path takes (in its Allow header too).
@@ -196,7 +195,7 @@ Reply RetireGateway(Tenancy& tenancy, store::Store& st, std::string_view member,
   auto retired = st.RetireBudgetMember(member);
   if (!retired) return StoreError(retired.error());
   tenancy.Audit("admin", "gateway.retire",
-                std::string(member) + " leases=" + std::to_string(*retired));
+                AuditDetail({{"member", member}, {"leases", std::to_string(*retired)}}));
   return {http::status::ok,
           json{{"member", member}, {"retired_leases", *retired}}.dump()};
 }
@@ -265,7 +264,8 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     auto created = st.CreateKey(tenant);
     if (!created) return StoreError(created.error());
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
-    tenancy.Audit("admin", "key.create", created->record.id + " tenant=" + tenant);
+    tenancy.Audit("admin", "key.create",
+                  AuditDetail({{"id", created->record.id}, {"tenant", tenant}}));
     json out = KeyJson(created->record);
     out["key"] = created->plaintext;  // shown once; only its hash is stored.
     return {http::status::ok, out.dump()};
@@ -282,7 +282,7 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
     }
     // Takes effect here at once; other gateways sharing the store see the version move.
     if (auto r = tenancy.Reload(); !r) spdlog::warn("tenancy reload: {}", r.error());
-    tenancy.Audit("admin", "key.revoke", key_id);
+    tenancy.Audit("admin", "key.revoke", AuditDetail({{"id", key_id}}));
     return {http::status::ok, json{{"id", key_id}, {"revoked", true}}.dump()};
   }
   if (path == "/admin/gateways") {
@@ -374,6 +374,14 @@ Reply TenancyAdmin(net::ServerRequest& request, Tenancy& tenancy, store::Store& 
   auto rows = st.Audit(*from, *to);
   if (!rows) return StoreError(rows.error());
   std::string out;
+  if (*csv) {
+    out = "time,actor,action,detail\n";
+    for (const auto& a : *rows) {
+      out += IsoMs(a.unix_ms) + ',' + CsvField(a.actor) + ',' + CsvField(a.action) + ',' +
+             CsvField(a.detail) + '\n';
+    }
+    return {http::status::ok, std::move(out), "text/csv"};
+  }
   for (const auto& a : *rows) {
     out += json{{"time", IsoMs(a.unix_ms)}, {"actor", a.actor}, {"action", a.action},
                 {"detail", a.detail}}.dump() + "\n";

@@ -13,6 +13,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
+#include <sstream>
 #include <thread>
 
 #include "gateway/tenancy.h"
@@ -302,9 +303,22 @@ TEST_P(TenancyIntegrationTest, GridAndPriceAdminChangesAreAudited) {
   for (const auto& w : wanted) EXPECT_NE(body.find(w), std::string::npos) << w << ": " << body;
   EXPECT_NE(body.find("42.5"), std::string::npos) << body;
   EXPECT_NE(body.find("shed-1"), std::string::npos) << body;
-  // Each row names the gateway it was made at (gateway 0 here, read back at gateway 1).
-  const std::string actor = json::parse(body.substr(0, body.find('\n')))["actor"];
-  EXPECT_TRUE(actor.starts_with("admin@j")) << actor;
+  // Each row names the gateway it was made at (gateway 0 here, read back at gateway 1), and
+  // its detail is a JSON object.
+  const json first = json::parse(body.substr(0, body.find('\n')));
+  EXPECT_TRUE(first["actor"].get<std::string>().starts_with("admin@j")) << first.dump();
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.empty()) continue;
+    EXPECT_TRUE(json::parse(json::parse(line)["detail"].get<std::string>(), nullptr, false)
+                    .is_object())
+        << line;
+  }
+  // The same as CSV.
+  const auto csv = Admin(1, http::verb::get, "/admin/audit?format=csv");
+  EXPECT_EQ(csv.Header("content-type"), "text/csv");
+  EXPECT_TRUE(csv.body.starts_with("time,actor,action,detail\n")) << csv.body;
+  EXPECT_NE(csv.body.find("grid_event.delete"), std::string::npos) << csv.body;
 }
 
 TEST_P(TenancyIntegrationTest, RequestsPerMinuteAreLimitedWithRetryAfter) {
@@ -804,7 +818,7 @@ TEST_F(AdminQueryTest, ParametersAreDecodedAndWhatCannotBeReadIsRefused) {
       {"/admin/usage?group_by=site%", "group_by"},
       {"/admin/usage?format=xml", "json or csv"},
       {"/admin/ledger?format=xml", "json, jsonl, ndjson or csv"},
-      {"/admin/audit?format=csv", "json, jsonl or ndjson"},
+      {"/admin/audit?format=xml", "json, jsonl, ndjson or csv"},
       {"/admin/usage?tennant=b1", "'tennant'"},
       {"/admin/ledger?tenant=b1&group_by=site", "'group_by'"},
       {"/admin/audit?tenant=b1", "'tenant'"},

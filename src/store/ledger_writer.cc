@@ -37,7 +37,10 @@ Result<std::unique_ptr<LedgerWriter>> LedgerWriter::Start(
     }
     journal->DropLeftovers();
     if (!leftover.empty()) {
-      spdlog::info("ledger journal: {} rows left by an earlier run, {} of them new to the store",
+      // The journal holds only rows whose batch the earlier run had not seen committed (it
+      // trims the rest), so this counts those, not every request that run served.
+      spdlog::info("ledger journal: {} rows an earlier run journaled but had not seen stored; "
+                   "{} of them were missing from the store and are written now",
                    leftover.size(), replayed);
     }
   }

@@ -113,3 +113,29 @@ http {
 }
 NGINX
 }
+
+# start_engine_and_proxies WORK: one engine emulator (speed 20) pinned to core 0, and the gateway
+# (--no-store, one thread) and nginx (one worker) in front of it, both pinned to core 1; the
+# bench tenant's wrk script in WORK/stream.lua. Sets ep (the engine's port), gp and gpid (the
+# gateway's port and pid), np and nworker (nginx's port and its worker's pid); adds every
+# process to the caller's `pids`.
+start_engine_and_proxies() {
+  local work=$1 bin=${BIN:-build/release/apps/powerplane/powerplane}
+  ep=$(free_port)
+  taskset -c 0 "$bin" engine --listen 127.0.0.1:$ep --speed 20 --max-batch 1024 --log-level warn \
+    >"$work/e.log" 2>&1 & pids+=($!)
+  wait_port "$ep"
+  write_fleet "$work/fleet.toml" "http://127.0.0.1:$ep"
+  gp=$(free_port)
+  taskset -c 1 "$bin" gateway --config "$work/fleet.toml" --listen 127.0.0.1:$gp --threads 1 \
+    --no-store --log-level warn >"$work/g.log" 2>&1 & pids+=($!)
+  gpid=$!
+  wait_port "$gp"
+  np=$(free_port)
+  write_nginx_conf "$work" "server 127.0.0.1:$ep;" "$np"
+  taskset -c 1 nginx -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+  local npid=$!
+  wait_port "$np"
+  nworker=$(cat /proc/$npid/task/*/children)
+  write_stream_lua "$work/stream.lua"
+}

@@ -13,23 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
 command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&2; exit 1; }
-bin=${BIN:-build/release/apps/powerplane/powerplane}
 conns=${1:-256}; secs=${2:-5}
 work=$(mktemp -d); pids=()
 trap 'end_processes "${pids[@]}"; rm -rf $work' EXIT
-ep=$(free_port)
-taskset -c 0 $bin engine --listen 127.0.0.1:$ep --speed 20 --max-batch 1024 --log-level warn >$work/e.log 2>&1 & pids+=($!)
-wait_port $ep
-write_fleet $work/fleet.toml http://127.0.0.1:$ep
-gp=$(free_port)
-taskset -c 1 $bin gateway --config $work/fleet.toml --listen 127.0.0.1:$gp --threads 1 --no-store --log-level warn >$work/g.log 2>&1 & pids+=($!); gpid=$!
-wait_port $gp
-np=$(free_port)
-write_nginx_conf "$work" "server 127.0.0.1:$ep;" "$np"
-taskset -c 1 nginx -c $work/nginx.conf -g 'daemon off;' & pids+=($!); npid=$!
-wait_port $np
-nworker=$(cat /proc/$npid/task/*/children)
-write_stream_lua $work/stream.lua
+start_engine_and_proxies "$work"
 for pair in "gateway $gp $gpid" "nginx $np $nworker"; do
   set -- $pair
   taskset -c 0 wrk -t1 -c$conns -d2s -s $work/stream.lua http://127.0.0.1:$2/v1/chat/completions >/dev/null

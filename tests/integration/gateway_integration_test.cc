@@ -1021,6 +1021,19 @@ class LedgerGatewayTest : public ::testing::Test {
     return rows;
   }
   int InFlight() { return runtime_->fleet().Status().endpoints.front().in_flight; }
+  // A request to `engine` (which never answers) whose client gives up after 0.3 s: expects the
+  // engine's connection closed within 3 s and nothing left in flight; returns the ledger.
+  std::vector<json> LeaveBeforeTheFirstByte(SilentEngine& engine, bool stream) {
+    Start({engine.port()});
+    if (!client_) return {};  // Start failed, and said so.
+    const auto r = client_->Call(http::verb::post, "/v1/chat/completions", ChatBody(8, stream),
+                                 "key-any", /*timeout_s=*/0.3);
+    EXPECT_EQ(r.status, 0) << "the client should have given up first";
+    EXPECT_TRUE(Eventually([&] { return engine.closed() == 1; }, std::chrono::seconds(3)))
+        << "the engine's connection stayed open for a client that left";
+    EXPECT_TRUE(Eventually([&] { return InFlight() == 0; }, std::chrono::seconds(1)));
+    return Ledger();
+  }
   // The ledger holds one row, `r`'s, ended with `outcome` and charged nothing.
   void ExpectOneUnchargedRow(const testing::StreamResult& r, const std::string& outcome) {
     const auto rows = Ledger();
@@ -1062,33 +1075,9 @@ TEST_F(LedgerGatewayTest, AnAnswerNotGivenInTimeIs504AndIsTriedNowhereElse) {
 // A client that leaves while its non-streaming answer is being generated (nothing has been
 // written to it yet) is noticed within a second: the engine's connection is closed, which
 // cancels the generation, and the ledger says the client cancelled.
-// The same for a stream whose engine has not answered yet (nothing is written to the client
-// before the engine's head): it was held until the upstream timeout, its row upstream_timeout.
-TEST_F(LedgerGatewayTest, AClientThatLeavesAStreamBeforeItsFirstByteCancelsItAtTheEngine) {
-  SilentEngine engine;
-  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
-  const auto r = client_->Call(http::verb::post, "/v1/chat/completions", ChatBody(8, true),
-                               "key-any", /*timeout_s=*/0.3);
-  EXPECT_EQ(r.status, 0) << "the client should have given up first";
-  EXPECT_TRUE(Eventually([&] { return engine.closed() == 1; }, std::chrono::seconds(3)))
-      << "the engine's connection stayed open for a client that left";
-  EXPECT_TRUE(Eventually([&] { return InFlight() == 0; }, std::chrono::seconds(1)));
-  const auto rows = Ledger();
-  ASSERT_EQ(rows.size(), 1u);
-  EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
-  EXPECT_TRUE(runtime_->fleet().Status().endpoints.front().healthy);  // not the engine's fault.
-}
-
 TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEngine) {
   SilentEngine engine;
-  ASSERT_NO_FATAL_FAILURE(Start({engine.port()}));
-  const auto r = client_->Call(http::verb::post, "/v1/chat/completions", ChatBody(8, false),
-                               "key-any", /*timeout_s=*/0.3);
-  EXPECT_EQ(r.status, 0) << "the client should have given up first";
-  EXPECT_TRUE(Eventually([&] { return engine.closed() == 1; }, std::chrono::seconds(3)))
-      << "the engine's connection stayed open for a client that left";
-  EXPECT_TRUE(Eventually([&] { return InFlight() == 0; }, std::chrono::seconds(1)));
-  const auto rows = Ledger();
+  const auto rows = LeaveBeforeTheFirstByte(engine, /*stream=*/false);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
   EXPECT_EQ(rows[0]["completion_tokens"], 0);
@@ -1103,6 +1092,16 @@ TEST_F(LedgerGatewayTest, AClientThatLeavesANonStreamingRequestCancelsItAtTheEng
                          std::to_string(rows[0]["prompt_tokens"].get<int>())),
             std::string::npos)
       << metrics;
+}
+
+// The same for a stream whose engine has not answered yet (nothing is written to the client
+// before the engine's head): it was held until the upstream timeout, its row upstream_timeout.
+TEST_F(LedgerGatewayTest, AClientThatLeavesAStreamBeforeItsFirstByteCancelsItAtTheEngine) {
+  SilentEngine engine;
+  const auto rows = LeaveBeforeTheFirstByte(engine, /*stream=*/true);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0]["outcome"], "client_cancelled");
+  EXPECT_TRUE(runtime_->fleet().Status().endpoints.front().healthy);  // not the engine's fault.
 }
 
 // A stream the engine ends with an error event of its own and no [DONE] (an engine being

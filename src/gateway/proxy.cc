@@ -431,12 +431,15 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (settle(outcome)) co_await record(outcome);
   };
 
-  // A request the engine took but did not answer in time is not tried again elsewhere (it may
-  // still be running there; closing the connection cancels it) and is charged nothing.
+  // A non-streaming request the engine took but did not answer in time is not tried again
+  // elsewhere (it may still be running there; closing the connection cancels it) and is charged
+  // nothing. A stream whose head did not come in time is (below): its engine is hung.
   const auto answer_timeout = call.parsed.stream ? options_.stream_head_timeout
                                                  : options_.upstream_response_timeout;
+  const auto answer_timeout_s =
+      std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count();
   auto timed_out = [&]() -> asio::awaitable<bool> {
-    const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count();
+    const auto seconds = answer_timeout_s;
     spdlog::warn("{}: endpoint {} gave no answer within {} s", call.request_id, endpoint.id,
                  seconds);
     fleet_.ReportFailure(ep, "no answer within " + std::to_string(seconds) + " s");
@@ -539,9 +542,7 @@ asio::awaitable<bool> Gateway::Relay(Call& call, const core::Decision& d,
     if (answer_late) {
       // A stream's head comes as soon as an engine takes the request: this one is hung. Closing
       // the connection cancelled the request there; the next best endpoint gets it.
-      failure = "no response head within " +
-                std::to_string(std::chrono::duration_cast<std::chrono::seconds>(answer_timeout).count()) +
-                " s";
+      failure = "no response head within " + std::to_string(answer_timeout_s) + " s";
     }
     if (cutting()) co_return false;  // cut by the stop: not the endpoint's failure.
     spdlog::warn("{}: endpoint {} failed: {}", call.request_id, endpoint.id, failure);

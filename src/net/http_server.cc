@@ -86,6 +86,7 @@ class RequestParser : public http::basic_parser<true> {
   // A target in absolute form ("http://host:port/path?query", which a server must accept: RFC
   // 9112 3.2.2) as the origin form ("/path?query") every handler reads; any other as it is.
   static std::string_view OriginForm(std::string_view target) {
+    if (target.starts_with('/')) return target;  // the usual form: nothing to look at.
     for (std::string_view scheme : {"http://", "https://"}) {
       if (target.size() < scheme.size() ||
           !beast::iequals(target.substr(0, scheme.size()), scheme)) {

@@ -513,10 +513,11 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
   }
   // A listen address that cannot be bound is refused before the store is opened (or a new
   // SQLite store made for nothing).
-  for (const std::string& address :
-       {options.listen.empty() ? config.listen : options.listen, options.admin_listen}) {
-    if (auto bindable = CheckBindable(address, options.reuse_port && address != options.admin_listen);
-        !bindable) {
+  const std::pair<std::string, bool> listeners[] = {
+      {options.listen.empty() ? config.listen : options.listen, options.reuse_port},
+      {options.admin_listen, false}};  // (the admin listener is each process's own)
+  for (const auto& [address, reuse_port] : listeners) {
+    if (auto bindable = CheckBindable(address, reuse_port); !bindable) {
       return std::unexpected(bindable.error());
     }
   }
@@ -533,8 +534,8 @@ std::expected<std::unique_ptr<Runtime>, std::string> Runtime::Start(
     } else {
       spdlog::info("store: PostgreSQL (--store)");
     }
-    // The fleet file's tenants and keys are seeded into the store (it is their source of truth;
-    // tenants and keys made through the admin API live beside them).
+    // The fleet file's tenants and keys are seeded into the store, which is their source of
+    // truth from then on (tenants and keys made through the admin API live beside them).
     for (const auto& t : config.tenants) {
       // A tenant the store lacks is made from the fleet file. One it has keeps what the store
       // says: a change made through the admin API or the CLI is not undone by a restart (nor,

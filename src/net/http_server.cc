@@ -46,6 +46,8 @@ namespace {
 constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 // The most one read of a request takes (Beast's own reads use the same).
 constexpr std::size_t kReadBytes = 64 * 1024;
+// The most connections taken from the listener's backlog at one wake (State::Accept).
+constexpr int kAcceptBatch = 128;
 // How long a TLS connection waits for the client's close_notify when it ends.
 constexpr std::chrono::seconds kTlsShutdownTimeout{1};
 
@@ -558,11 +560,18 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
     port = acceptor.local_endpoint().port();
   }
 
+  // Accepts as nginx does with multi_accept: each time the listener is ready, the whole backlog
+  // (up to kAcceptBatch connections) is taken at once. One accept per wake would take one new
+  // connection per turn of a busy event loop, each turn longer by the connections already in:
+  // a burst of 256 new connections under load then waited up to half a second to be accepted
+  // (measured: bench/contended.sh; docs/benchmarks.md, session 18), while requests on the
+  // established ones went round many times.
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();
+    beast::error_code ignored;
+    acceptor.non_blocking(true, ignored);  // the batch's accepts answer would_block when done.
     while (!stopped) {
-      auto& target = executors[next_executor++ % executors.size()];
-      auto [ec, socket] = co_await acceptor.async_accept(target, kUseTuple);
+      auto [ec, socket] = co_await acceptor.async_accept(NextExecutor(), kUseTuple);
       if (ec) {
         if (stopped || ec == asio::error::operation_aborted) co_return;
         // Out of descriptors (or another transient failure): the pending connection stays in the
@@ -573,23 +582,39 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
         co_await pause.async_wait(kUseTuple);
         continue;
       }
-      if (connections.load() >= options.max_connections) {
-        Refuse(std::move(socket));  // over the bound: refuse rather than queue without limit.
-        continue;
+      Admit(std::move(socket));
+      // The rest of the backlog, without waiting: a failure here (would_block: the backlog is
+      // empty; out of descriptors) is met again, and handled, by the next async_accept.
+      for (int i = 1; i < kAcceptBatch && !stopped; ++i) {
+        beast::error_code more_ec;
+        tcp::socket more = acceptor.accept(NextExecutor(), more_ec);
+        if (more_ec) break;
+        Admit(std::move(more));
       }
-      // Counted here, not when its session starts on its thread: a burst of accepts would
-      // otherwise all pass the check above before any session had counted itself. The session
-      // takes the count over (and gives it back when it ends).
-      ++connections;
-      socket.set_option(tcp::no_delay(true));
-      // Responses are sent at once where the socket takes them (net/write_now.h).
-      if (!tls_context) socket.non_blocking(true);
-      auto ex = socket.get_executor();
-      if (tls_context) {
-        asio::co_spawn(ex, Session<TlsStream>(std::move(socket)), asio::detached);
-      } else {
-        asio::co_spawn(ex, Session<beast::tcp_stream>(std::move(socket)), asio::detached);
-      }
+    }
+  }
+
+  asio::any_io_executor& NextExecutor() { return executors[next_executor++ % executors.size()]; }
+
+  // A new connection: refused over the bound, else its session started on its thread.
+  void Admit(tcp::socket socket) {
+    if (connections.load() >= options.max_connections) {
+      Refuse(std::move(socket));  // over the bound: refuse rather than queue without limit.
+      return;
+    }
+    // Counted here, not when its session starts on its thread: a burst of accepts would
+    // otherwise all pass the check above before any session had counted itself. The session
+    // takes the count over (and gives it back when it ends).
+    ++connections;
+    beast::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    // Responses are sent at once where the socket takes them (net/write_now.h).
+    if (!tls_context) socket.non_blocking(true, ignored);
+    auto ex = socket.get_executor();
+    if (tls_context) {
+      asio::co_spawn(ex, Session<TlsStream>(std::move(socket)), asio::detached);
+    } else {
+      asio::co_spawn(ex, Session<beast::tcp_stream>(std::move(socket)), asio::detached);
     }
   }
 

@@ -284,7 +284,10 @@ struct Engine::State : std::enable_shared_from_this<Engine::State>, SchedulerSin
       header.set(http::field::content_type, "text/event-stream");
       header.set(http::field::cache_control, "no-cache");
       header.set("x-request-id", request_id);
-      if (!co_await res.StartStream(std::move(header))) co_return;
+      // The header goes out now, as vLLM's does, not with the first token: a client (the
+      // gateway, which gives up on an engine whose header does not come in 10 s) learns at once
+      // that the request was taken, however long the queue and the prefill.
+      if (!co_await res.StartStream(std::move(header)) || !co_await res.SendHead()) co_return;
     }
     std::string text;
     std::string events;

@@ -326,6 +326,58 @@ TEST_F(RealTimeEngineTest, AStreamEndedByAStopGetsAnErrorEventThenDone) {
   EXPECT_TRUE(text.ends_with("\n\ndata: [DONE]\n\n")) << text.substr(error_at);
 }
 
+// One sequence at a time, at real time: a second request waits in the queue for seconds.
+class QueuedEngineTest : public EngineTest {
+ protected:
+  void SetUp() override {
+    EngineOptions o;
+    o.speed = 1;
+    o.max_batch = 1;
+    o.max_model_len = 4096;
+    StartEngine(std::move(o));
+  }
+};
+
+// A stream's header goes out when the request is taken, before its first token, as vLLM's
+// does: a queued stream is not mistaken for a hung engine by a client that waits for the
+// header a bounded time (the gateway: 10 s).
+TEST_F(QueuedEngineTest, AQueuedStreamGetsItsHeaderBeforeItsFirstToken) {
+  const std::string stream =
+      RawChat(R"({"model":"llama-3.1-8b","messages":[{"role":"user","content":"hi"}],)"
+              R"("max_tokens":2000,"stream":true})");
+  asio::io_context io;
+  const net::tcp::endpoint at(asio::ip::make_address("127.0.0.1"), engine_->port());
+  net::tcp::socket first(io), second(io);
+  first.connect(at);
+  asio::write(first, asio::buffer(stream));
+  WaitForRunning(1);
+  second.connect(at);
+  asio::write(second, asio::buffer(stream));
+  // What the second connection receives within 2 s (the first stream runs for about 13 s).
+  std::string got;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  second.non_blocking(true);
+  while (got.find("\r\n\r\n") == std::string::npos && std::chrono::steady_clock::now() < until) {
+    char buf[4096];
+    boost::system::error_code ec;
+    const std::size_t n = second.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      continue;
+    }
+    ASSERT_FALSE(ec) << ec.message();
+    got.append(buf, n);
+  }
+  EXPECT_TRUE(got.starts_with("HTTP/1.1 200 OK")) << got;
+  EXPECT_NE(got.find("text/event-stream"), std::string::npos) << got;
+  EXPECT_EQ(got.find("data:"), std::string::npos) << "a token came: the stream was not queued";
+  EXPECT_EQ(engine_->Stats().waiting, 1);
+  first.close();
+  second.close();
+  WaitForRunning(0);
+  EXPECT_EQ(engine_->Stats().running, 0);
+}
+
 class SmallEngineTest : public EngineTest {
  protected:
   void SetUp() override {

@@ -399,6 +399,14 @@ class StreamResponder final : public Responder {
     co_return !gone_;
   }
 
+  asio::awaitable<bool> SendHead() override {
+    if (gone_ || pending_header_.empty()) co_return !gone_;
+    unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
+                           asio::const_buffer(), asio::const_buffer()};
+    if (!SendOrKeep()) co_await FinishWrite();
+    co_return !gone_;
+  }
+
   asio::awaitable<bool> EndStream(std::string_view last_data) override {
     if (!EndStreamNow(last_data)) co_await FinishWrite();
     co_return !gone_;

@@ -60,6 +60,10 @@ class Responder {
   virtual bool BeginStream(std::string fields) = 0;
   // The header of a stream goes out with its first chunk (one write, not two).
   virtual asio::awaitable<bool> WriteChunk(std::string_view data) = 0;
+  // Sends a stream's header now, before its first chunk: for a stream whose first chunk may be
+  // long in coming (an engine's queue and prefill), so the client knows it was taken, as vLLM
+  // answers (its header goes out before the first token). Returns false when the client is gone.
+  virtual asio::awaitable<bool> SendHead() = 0;
   // Ends the stream; `last_data`, when given, goes out in the same write as the end.
   virtual asio::awaitable<bool> EndStream(std::string_view last_data = {}) = 0;
   // WriteChunk and EndStream without a coroutine (above).

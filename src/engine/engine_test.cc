@@ -283,9 +283,11 @@ class RealTimeEngineTest : public EngineTest {
   void SetUp() override {
     EngineOptions o;
     o.speed = 1;
+    o.max_batch = MaxBatch();
     o.max_model_len = 4096;
     StartEngine(std::move(o));
   }
+  virtual int MaxBatch() const { return EngineOptions{}.max_batch; }
 };
 
 // A non-streaming answer writes nothing until it is whole, so the engine looks for the client
@@ -327,15 +329,9 @@ TEST_F(RealTimeEngineTest, AStreamEndedByAStopGetsAnErrorEventThenDone) {
 }
 
 // One sequence at a time, at real time: a second request waits in the queue for seconds.
-class QueuedEngineTest : public EngineTest {
+class QueuedEngineTest : public RealTimeEngineTest {
  protected:
-  void SetUp() override {
-    EngineOptions o;
-    o.speed = 1;
-    o.max_batch = 1;
-    o.max_model_len = 4096;
-    StartEngine(std::move(o));
-  }
+  int MaxBatch() const override { return 1; }
 };
 
 // A stream's header goes out when the request is taken, before its first token, as vLLM's

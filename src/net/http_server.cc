@@ -572,7 +572,7 @@ struct HttpServer::State : std::enable_shared_from_this<HttpServer::State> {
   // (up to kAcceptBatch connections) is taken at once. One accept per wake would take one new
   // connection per turn of a busy event loop, each turn longer by the connections already in:
   // a burst of 256 new connections under load then waited up to half a second to be accepted
-  // (measured: bench/contended.sh; docs/benchmarks.md, session 18), while requests on the
+  // (measured: bench/contended.sh; docs/benchmarks.md, session 17), while requests on the
   // established ones went round many times.
   asio::awaitable<void> Accept() {
     auto self = shared_from_this();

@@ -1,5 +1,7 @@
 #include "net/http_server.h"
 #include "net/read_drained.h"
+#include "net/request_parser.h"
+#include "net/stream_responder.h"
 #include "net/server_request.h"
 #include "net/write_now.h"
 
@@ -10,11 +12,9 @@
 #include <spdlog/spdlog.h>
 
 #include <openssl/ssl.h>
-#include <poll.h>
 
 #include <algorithm>
 #include <array>
-#include <charconv>
 #include <cstdio>
 #include <map>
 #include <tuple>
@@ -23,203 +23,33 @@
 #include <stdexcept>
 #include <type_traits>
 #include <utility>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_suffix.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/write.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 
 namespace powerplane::net {
 namespace beast = boost::beast;
 namespace {
+using server_internal::Io;
+using server_internal::IsMalformed;
+using server_internal::kContinue;
+using server_internal::kIsTls;
+using server_internal::kUseTuple;
+using server_internal::RequestParser;
+using server_internal::StreamResponder;
+using server_internal::TlsStream;
 
-constexpr auto kUseTuple = asio::as_tuple(asio::use_awaitable);
 // The most one read of a request takes (Beast's own reads use the same).
 constexpr std::size_t kReadBytes = 64 * 1024;
 // The most connections taken from the listener's backlog at one wake (State::Accept).
 constexpr int kAcceptBatch = 128;
 // How long a TLS connection waits for the client's close_notify when it ends.
 constexpr std::chrono::seconds kTlsShutdownTimeout{1};
-
-using TlsStream = beast::ssl_stream<beast::tcp_stream>;
-// Beast's request parser, with what it reads kept in a ServerRequest instead of a message of
-// basic_fields (server_request.h). Beast checks every byte, the limits and the body's framing
-// (Content-Length or chunked) as its own request_parser does.
-//
-// It also checks what Beast leaves to its caller (RFC 9110 10.1.1, RFC 9112 6.3): a
-// Transfer-Encoding whose last coding is not chunked fails as bad_transfer_encoding (the body's
-// length cannot be known: 400), an Expect field with an expectation other than 100-continue fails
-// as bad_value with expectation_failed() set (417), and an HTTP/1.1 request's 100-continue is
-// noted for the session to answer before it reads the body (ignored in HTTP/1.0).
-class RequestParser : public http::basic_parser<true> {
- public:
-  explicit RequestParser(ServerRequest& request) : request_(request) {}
-
-  // True from the header of an HTTP/1.1 request with "Expect: 100-continue" until
-  // ContinueSent().
-  bool expects_continue() const { return expects_continue_; }
-  void ContinueSent() { expects_continue_ = false; }
-  // True when the request failed for an expectation the server does not know.
-  bool expectation_failed() const { return expectation_failed_; }
-  // True when the request failed for a body in a content coding (Content-Encoding other than
-  // identity): the server decodes none, so it answers 415 (RFC 9110 15.5.16) rather than read
-  // compressed bytes as JSON.
-  bool coded_body() const { return coded_body_; }
-  // True when the request failed for a second Authorization field: which credentials would
-  // count is ambiguous (a singleton field, RFC 9110 11.6.2), so it is 400, not the first one.
-  bool several_credentials() const { return several_credentials_; }
-
- private:
-  void on_request_impl(http::verb method, beast::string_view method_string,
-                       beast::string_view target, int version, beast::error_code& ec) override {
-    request_.SetStartLine(method, method_string, OriginForm(target), static_cast<unsigned>(version));
-    ec = {};
-  }
-  // A target in absolute form ("http://host:port/path?query", which a server must accept: RFC
-  // 9112 3.2.2) as the origin form ("/path?query") every handler reads; any other as it is.
-  static std::string_view OriginForm(std::string_view target) {
-    if (target.starts_with('/')) return target;  // the usual form: nothing to look at.
-    for (std::string_view scheme : {"http://", "https://"}) {
-      if (target.size() < scheme.size() ||
-          !beast::iequals(target.substr(0, scheme.size()), scheme)) {
-        continue;
-      }
-      const std::string_view rest = target.substr(scheme.size());
-      const std::size_t path = rest.find_first_of("/?");
-      if (path == std::string_view::npos) return "/";
-      if (rest[path] == '?') return target;  // "http://host?q": left as sent (a path of none).
-      return rest.substr(path);
-    }
-    return target;
-  }
-  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
-    ec = {};  // never called for a request.
-  }
-  void on_field_impl(http::field id, beast::string_view name, beast::string_view value,
-                     beast::error_code& ec) override {
-    request_.AddField(id, name, value);
-    ec = {};
-    if (id == http::field::expect) [[unlikely]] {
-      NoteExpectations(value);
-    } else if (id == http::field::transfer_encoding) [[unlikely]] {
-      transfer_encoding_ = true;
-    } else if (id == http::field::content_encoding) [[unlikely]] {
-      if (!beast::iequals(value, "identity")) {
-        coded_body_ = true;
-        ec = http::error::bad_value;
-      }
-    } else if (id == http::field::authorization) {
-      if (std::exchange(authorization_seen_, true)) [[unlikely]] {
-        several_credentials_ = true;
-        ec = http::error::bad_value;
-      }
-    }
-  }
-  void on_header_impl(beast::error_code& ec) override {
-    ec = {};
-    if (transfer_encoding_ && !chunked()) [[unlikely]] {
-      ec = http::error::bad_transfer_encoding;
-    } else if (expectation_failed_) [[unlikely]] {
-      ec = http::error::bad_value;
-    }
-  }
-  // Expect = #expectation, case-insensitive (empty list elements allowed).
-  void NoteExpectations(std::string_view value) {
-    while (!value.empty()) {
-      const std::size_t comma = value.find(',');
-      std::string_view member = value.substr(0, comma);
-      value = comma == std::string_view::npos ? std::string_view() : value.substr(comma + 1);
-      while (!member.empty() && (member.front() == ' ' || member.front() == '\t')) {
-        member.remove_prefix(1);
-      }
-      while (!member.empty() && (member.back() == ' ' || member.back() == '\t')) {
-        member.remove_suffix(1);
-      }
-      if (member.empty()) continue;
-      if (beast::iequals(member, "100-continue")) {
-        expects_continue_ = request_.version() >= 11;
-      } else {
-        expectation_failed_ = true;
-      }
-    }
-  }
-  void on_body_init_impl(const boost::optional<std::uint64_t>& length,
-                         beast::error_code& ec) override {
-    // Within the body limit: Beast refused a longer Content-Length already.
-    if (length) request_.body().reserve(static_cast<std::size_t>(*length));
-    ec = {};
-  }
-  std::size_t on_body_impl(beast::string_view data, beast::error_code& ec) override {
-    request_.body().append(data);
-    ec = {};
-    return data.size();
-  }
-  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code& ec) override {
-    ec = {};
-  }
-  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view data,
-                                 beast::error_code& ec) override {
-    request_.body().append(data);
-    ec = {};
-    return data.size();
-  }
-  void on_finish_impl(beast::error_code& ec) override { ec = {}; }
-
-  ServerRequest& request_;
-  bool transfer_encoding_ = false;
-  bool coded_body_ = false;
-  bool several_credentials_ = false;
-  bool authorization_seen_ = false;
-  bool expects_continue_ = false;
-  bool expectation_failed_ = false;
-};
-
-// The interim answer to "Expect: 100-continue" (RFC 9110 15.2.1).
-constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-
-// A request Beast's parser refused for its syntax or framing (answered 400, RFC 9112 6.3 for the
-// framing), as opposed to the connection's end or failure.
-bool IsMalformed(const beast::error_code& ec) {
-  static constexpr std::array kMalformed = {http::error::bad_line_ending,
-                                            http::error::bad_method,
-                                            http::error::bad_target,
-                                            http::error::bad_version,
-                                            http::error::bad_field,
-                                            http::error::bad_value,
-                                            http::error::bad_content_length,
-                                            http::error::multiple_content_length,
-                                            http::error::bad_transfer_encoding,
-                                            http::error::bad_chunk,
-                                            http::error::bad_chunk_extension,
-                                            http::error::bad_obs_fold};
-  return std::any_of(kMalformed.begin(), kMalformed.end(), [&](http::error e) { return ec == e; });
-}
-
-// Sessions are templates over the stream, so the plain path stays a bare tcp_stream.
-template <typename Stream>
-constexpr bool kIsTls = std::is_same_v<Stream, TlsStream>;
-
-// What a session reads from and writes to: the bare socket of a plain connection (its timeouts
-// come from one SocketDeadline per connection, not from tcp_stream's timer per operation), or
-// the TLS stream.
-template <typename Stream>
-auto& Io(Stream& stream) {
-  if constexpr (kIsTls<Stream>) {
-    return stream;
-  } else {
-    return stream.socket();
-  }
-}
 
 // How late past a timeout a plain connection may be cut: a quarter of the shortest timeout,
 // between 100 ms and 5 s (the deadline's timer wakes once per granularity while armed).
@@ -268,278 +98,6 @@ asio::ssl::context MakeTlsContext(const std::string& cert_file, const std::strin
   return ctx;
 }
 
-constexpr std::string_view kCrlf = "\r\n";
-// The end of a data chunk followed by the last chunk and the end of an empty trailer.
-constexpr std::string_view kLastChunk = "\r\n0\r\n\r\n";
-
-// The size line of one chunk: the size in hex and CRLF.
-class ChunkSize {
- public:
-  explicit ChunkSize(std::size_t bytes) {
-    char* end = std::to_chars(text_, text_ + sizeof text_ - 2, bytes, 16).ptr;
-    *end++ = '\r';
-    *end++ = '\n';
-    size_ = static_cast<std::size_t>(end - text_);
-  }
-  asio::const_buffer buffer() const { return asio::const_buffer(text_, size_); }
-
- private:
-  char text_[2 * sizeof(std::size_t) + 2];
-  std::size_t size_;
-};
-
-// A response header as HTTP/1.x text (the status line, the fields, the blank line), written
-// directly rather than through an ostream.
-std::string SerializeHeader(const http::response<http::empty_body>& header) {
-  std::string text;
-  text.reserve(256);
-  text += "HTTP/";
-  text += static_cast<char>('0' + header.version() / 10);
-  text += '.';
-  text += static_cast<char>('0' + header.version() % 10);
-  text += ' ';
-  text += std::to_string(header.result_int());
-  text += ' ';
-  text += header.reason();
-  text += "\r\n";
-  for (const auto& field : header) {
-    text += field.name_string();
-    text += ": ";
-    text += field.value();
-    text += "\r\n";
-  }
-  text += "\r\n";
-  return text;
-}
-
-template <typename Stream>
-class StreamResponder final : public Responder {
- public:
-  // `deadline`: the plain connection's; null over TLS (tcp_stream's timer applies).
-  // `draining`: the server's flag; an answer that begins once it is set says "Connection: close".
-  // `head`: the request was HEAD; a whole answer goes out as its header alone (RFC 9110 9.3.2:
-  // the fields a GET would get, Content-Length included, and no body).
-  StreamResponder(Stream& stream, SocketDeadline* deadline, std::chrono::seconds write_timeout,
-                  bool keep_alive, unsigned version, const std::atomic<bool>* draining = nullptr,
-                  bool head = false)
-      : stream_(stream),
-        deadline_(deadline),
-        write_timeout_(write_timeout),
-        keep_alive_(keep_alive),
-        version_(version),
-        chunked_(version >= 11),
-        head_(head),
-        draining_(draining) {}
-
-  asio::awaitable<bool> Send(Response response) override {
-    CloseIfDraining();
-    response.version(version_);
-    response.keep_alive(keep_alive_ && response.keep_alive());
-    response.prepare_payload();
-    keep_alive_ = response.keep_alive();
-    sent_ = true;
-    if (deadline_) {
-      deadline_->Arm(write_timeout_);
-    } else {
-      beast::get_lowest_layer(stream_).expires_after(write_timeout_);
-    }
-    beast::error_code ec;
-    if (head_) {
-      http::response_serializer<http::string_body> header_only(response);
-      std::tie(ec, std::ignore) =
-          co_await http::async_write_header(Io(stream_), header_only, kUseTuple);
-    } else {
-      std::tie(ec, std::ignore) = co_await http::async_write(Io(stream_), response, kUseTuple);
-    }
-    if (deadline_) deadline_->Disarm();
-    if (ec) gone_ = true;
-    co_return !gone_;
-  }
-
-  asio::awaitable<bool> StartStream(http::response<http::empty_body> header) override {
-    CloseIfDraining();
-    header.version(version_);
-    if (chunked_) {
-      header.chunked(true);
-      header.keep_alive(keep_alive_ && header.keep_alive());
-      keep_alive_ = header.keep_alive();
-    } else {  // HTTP/1.0: no chunked coding (RFC 9112 6.1); the close ends the body.
-      header.chunked(false);
-      header.set(http::field::connection, "close");
-      keep_alive_ = false;
-    }
-    sent_ = true;
-    streaming_ = true;
-    pending_header_ = SerializeHeader(header);
-    co_return !gone_;
-  }
-
-  bool BeginStream(std::string fields) override {
-    // As Beast frames a chunked 200 with keep_alive(keep_alive_): HTTP/1.1 says "close" when
-    // the connection ends after it. An HTTP/1.0 client knows no chunked coding (RFC 9112 6.1):
-    // its stream is sent raw and ended by closing the connection.
-    CloseIfDraining();
-    keep_alive_ = keep_alive_ && chunked_;
-    sent_ = true;
-    streaming_ = true;
-    pending_header_.reserve(64 + fields.size());
-    pending_header_ = chunked_ ? "HTTP/1.1 200 OK\r\n" : "HTTP/1.0 200 OK\r\n";
-    pending_header_ += fields;
-    if (chunked_) pending_header_ += "Transfer-Encoding: chunked\r\n";
-    if (!keep_alive_) pending_header_ += "Connection: close\r\n";
-    pending_header_ += "\r\n";
-    return !gone_;
-  }
-
-  // A chunk is framed here ("<hex size>\r\n", the data, "\r\n") and goes out in one gathered
-  // write with the pending header, if any: no serializer, no intermediate coroutine. To an
-  // HTTP/1.0 client the data goes unframed.
-  asio::awaitable<bool> WriteChunk(std::string_view data) override {
-    if (!WriteChunkNow(data)) co_await FinishWrite();
-    co_return !gone_;
-  }
-
-  asio::awaitable<bool> SendHead() override {
-    if (gone_ || pending_header_.empty()) co_return !gone_;
-    unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
-                           asio::const_buffer(), asio::const_buffer()};
-    if (!SendOrKeep()) co_await FinishWrite();
-    co_return !gone_;
-  }
-
-  asio::awaitable<bool> EndStream(std::string_view last_data) override {
-    if (!EndStreamNow(last_data)) co_await FinishWrite();
-    co_return !gone_;
-  }
-
-  bool WriteChunkNow(std::string_view data) override {
-    if (gone_ || data.empty()) return true;
-    if (!chunked_) [[unlikely]] {
-      unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
-                             asio::buffer(data.data(), data.size()), asio::const_buffer()};
-      return SendOrKeep();
-    }
-    unfinished_.size = ChunkSize(data.size());
-    unfinished_.buffers = {asio::buffer(pending_header_), unfinished_.size.buffer(),
-                           asio::buffer(data.data(), data.size()),
-                           asio::buffer(kCrlf.data(), kCrlf.size())};
-    return SendOrKeep();
-  }
-
-  bool EndStreamNow(std::string_view last_data) override {
-    if (gone_) return true;
-    streaming_ = false;
-    if (!chunked_) [[unlikely]] {  // the session's close ends the body (keep_alive_ is false).
-      unfinished_.buffers = {asio::buffer(pending_header_), asio::const_buffer(),
-                             asio::buffer(last_data.data(), last_data.size()),
-                             asio::const_buffer()};
-      return SendOrKeep();
-    }
-    unfinished_.size = ChunkSize(last_data.size());
-    // The last data chunk's CRLF and the zero-length last chunk share one buffer.
-    unfinished_.buffers = {
-        asio::buffer(pending_header_),
-        last_data.empty() ? asio::const_buffer() : unfinished_.size.buffer(),
-        asio::buffer(last_data.data(), last_data.size()),
-        last_data.empty() ? asio::buffer(kLastChunk.data() + 2, kLastChunk.size() - 2)
-                          : asio::buffer(kLastChunk.data(), kLastChunk.size())};
-    return SendOrKeep();
-  }
-
-  // The rest of the kept buffers, waiting for the client under the write timeout.
-  asio::awaitable<bool> FinishWrite() override {
-    if (!gone_ && unfinished_.sent < asio::buffer_size(unfinished_.buffers)) {
-      beast::buffers_suffix<Chunk> rest(unfinished_.buffers);
-      rest.consume(unfinished_.sent);
-      ArmWriteTimeout();
-      auto [ec, n] = co_await asio::async_write(Io(stream_), rest, kUseTuple);
-      if (deadline_) deadline_->Disarm();
-      if (ec) gone_ = true;
-    }
-    unfinished_.sent = 0;
-    pending_header_.clear();
-    co_return !gone_;
-  }
-
-  bool ClientGone() const override { return gone_; }
-  bool ClientLeft() override {
-    if (!gone_ && PeerClosed(beast::get_lowest_layer(stream_).socket())) gone_ = true;
-    return gone_;
-  }
-  std::string Peer() const override {
-    beast::error_code ec;
-    auto ep = beast::get_lowest_layer(stream_).socket().remote_endpoint(ec);
-    return ec ? std::string("?") : ep.address().to_string() + ":" + std::to_string(ep.port());
-  }
-
-  bool sent() const { return sent_; }
-
- private:
-  using Chunk = std::array<asio::const_buffer, 4>;
-
-  // Sends the framed buffers in unfinished_ whole, or marks the client gone. On a plain
-  // connection, what the socket takes at once goes out without an asynchronous operation
-  // (net/write_now.h): true when that was all of it (or the client is gone), false when the
-  // rest, from unfinished_.sent, waits for FinishWrite(). Over TLS everything waits.
-  bool SendOrKeep() {
-    unfinished_.sent = 0;
-    if constexpr (kIsTls<Stream>) {
-      return false;
-    } else {
-      beast::error_code ec;
-      unfinished_.sent = SendNow(stream_.socket(), unfinished_.buffers, ec);
-      if (ec) gone_ = true;
-      if (!gone_ && unfinished_.sent < asio::buffer_size(unfinished_.buffers)) return false;
-      unfinished_.sent = 0;
-      pending_header_.clear();
-      return true;
-    }
-  }
-
-  // A plain connection arms its deadline for each write (no timer operation while its timer
-  // waits). Over TLS, the write timeout is re-armed at most once a second: a timer per chunk
-  // costs more than the chunk; a client that stops reading still times out within
-  // write_timeout + 1 s.
-  void ArmWriteTimeout() {
-    if (deadline_) {
-      deadline_->Arm(write_timeout_);
-      return;
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - armed_ > std::chrono::seconds(1)) {
-      beast::get_lowest_layer(stream_).expires_after(write_timeout_);
-      armed_ = now;
-    }
-  }
-
- public:
-  bool keep_alive() const { return keep_alive_ && !gone_ && !streaming_; }
-
- private:
-  Stream& stream_;
-  SocketDeadline* deadline_;
-  std::chrono::seconds write_timeout_;
-  void CloseIfDraining() {
-    if (draining_ != nullptr && draining_->load(std::memory_order_relaxed)) keep_alive_ = false;
-  }
-  bool keep_alive_;
-  unsigned version_;
-  const bool chunked_;  // HTTP/1.1: a stream is chunked; HTTP/1.0: raw, ended by the close.
-  const bool head_;
-  const std::atomic<bool>* draining_;
-  bool sent_ = false;
-  bool gone_ = false;
-  bool streaming_ = false;
-  std::chrono::steady_clock::time_point armed_{};
-  std::string pending_header_;  // a stream's header, sent with its first chunk.
-  // The framed write in progress: its size line, its buffers (the data is the caller's) and
-  // how much of them has gone out.
-  struct {
-    ChunkSize size{0};
-    Chunk buffers;
-    std::size_t sent = 0;
-  } unfinished_;
-};
 
 // One connection in the server's registry: its TCP layer, and whether a request is under way on
 // it (bytes of one read, or its handler running). `busy` is read and written on the
